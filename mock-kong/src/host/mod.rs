@@ -1,0 +1,1 @@
+//! Kong's host loop. Filled in by the core work.

@@ -1,0 +1,132 @@
+//! The PDK side of the host: what answers a plugin's `kong.*` callbacks.
+//!
+//! The host loop ([`crate::host`]) is protocol machinery only. When a plugin calls a PDK method,
+//! the loop converts the wire arguments to Lua-like positional [`Value`]s and asks a [`Pdk`]. The
+//! answer comes back as a [`PdkOutcome`], which the loop encodes as Kong would for its protocol.
+
+use crate::Value;
+
+/// What a PDK call did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PdkOutcome {
+    /// The PDK function returned; this is its first return value (`Nil` for none).
+    Return(Value),
+    /// `kong.response.exit` / `kong.response.error`: terminal, Kong never replies (spec §4.4).
+    Exit { status: i64, body: Option<Vec<u8>>, headers: Vec<(String, Vec<String>)> },
+    /// The PDK function raised a Lua error (wrong phase, bad argument): the event is aborted.
+    Raise(String),
+    /// No such PDK function (spec §4.4: MsgPack answers nil and logs; ProtoBuf fails the event).
+    NotFound,
+}
+
+/// Answers PDK callbacks for one request.
+pub trait Pdk: Send {
+    /// Runs `method` with positional `args` in the current `phase`.
+    fn call(&mut self, phase: &str, method: &str, args: &[Value]) -> PdkOutcome;
+}
+
+/// A minimal emulated request: request headers, response headers and `kong.ctx.shared`.
+/// Enough for the hello/bench/exit plugins; the full emulation lives elsewhere.
+#[derive(Debug, Clone, Default)]
+pub struct SimpleRequest {
+    /// Request headers in order; names compared case-insensitively.
+    pub request_headers: Vec<(String, String)>,
+    /// Response headers set by plugins, in order.
+    pub response_headers: Vec<(String, String)>,
+    /// `kong.ctx.shared`.
+    pub shared: Vec<(String, Value)>,
+    /// Log lines from `kong.log.*`, as `(level, text)`.
+    pub log: Vec<(String, String)>,
+}
+
+impl SimpleRequest {
+    /// A request with a `host` header.
+    pub fn new(host: &str) -> SimpleRequest {
+        SimpleRequest { request_headers: vec![("host".into(), host.into())], ..Default::default() }
+    }
+
+    /// The first response header with this name (case-insensitive).
+    pub fn response_header(&self, name: &str) -> Option<&str> {
+        self.response_headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn text(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::Str(b) | Value::Bin(b)) => String::from_utf8_lossy(b).into_owned(),
+        Some(v) if v.as_f64().is_some() => {
+            let f = v.as_f64().unwrap_or_default();
+            if f.fract() == 0.0 { format!("{}", f as i64) } else { format!("{f}") }
+        }
+        Some(Value::Bool(b)) => b.to_string(),
+        _ => String::new(),
+    }
+}
+
+impl Pdk for SimpleRequest {
+    fn call(&mut self, _phase: &str, method: &str, args: &[Value]) -> PdkOutcome {
+        match method {
+            "kong.request.get_header" => {
+                let name = text(args.first());
+                let v = self
+                    .request_headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(&name))
+                    .map(|(_, v)| Value::str(v.as_str()))
+                    .unwrap_or(Value::Nil);
+                PdkOutcome::Return(v)
+            }
+            "kong.response.set_header" => {
+                let name = text(args.first());
+                let value = text(args.get(1));
+                self.response_headers.retain(|(k, _)| !k.eq_ignore_ascii_case(&name));
+                self.response_headers.push((name, value));
+                PdkOutcome::Return(Value::Nil)
+            }
+            "kong.response.add_header" => {
+                self.response_headers.push((text(args.first()), text(args.get(1))));
+                PdkOutcome::Return(Value::Nil)
+            }
+            "kong.ctx.shared.set" => {
+                let k = text(args.first());
+                let v = args.get(1).cloned().unwrap_or(Value::Nil);
+                self.shared.retain(|(key, _)| key != &k);
+                self.shared.push((k, v));
+                PdkOutcome::Return(Value::Nil)
+            }
+            "kong.ctx.shared.get" => {
+                let k = text(args.first());
+                let v = self.shared.iter().find(|(key, _)| key == &k).map(|(_, v)| v.clone());
+                PdkOutcome::Return(v.unwrap_or(Value::Nil))
+            }
+            "kong.response.exit" | "kong.response.error" => {
+                let status = args.first().and_then(Value::as_i64).unwrap_or(500);
+                let body = args.get(1).and_then(Value::as_bytes).map(<[u8]>::to_vec);
+                let headers = match args.get(2) {
+                    Some(Value::Map(m)) => m
+                        .iter()
+                        .map(|(k, v)| {
+                            let vals = match v {
+                                Value::Array(a) => a.iter().map(|x| text(Some(x))).collect(),
+                                other => vec![text(Some(other))],
+                            };
+                            (text(Some(k)), vals)
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                PdkOutcome::Exit { status, body, headers }
+            }
+            m if m.starts_with("kong.log.") => {
+                let level = m.trim_start_matches("kong.log.").to_owned();
+                let line = args.iter().map(|a| text(Some(a))).collect::<Vec<_>>().join(" ");
+                self.log.push((level, line));
+                PdkOutcome::Return(Value::Nil)
+            }
+            _ => PdkOutcome::NotFound,
+        }
+    }
+}
