@@ -122,7 +122,7 @@ impl ServerArgs {
         if self.kong_conf.is_some() || (self.name.is_some() && !self.reference) {
             return Ok(TargetSpec::KongConf { path: self.kong_conf.clone(), name: self.name.clone() });
         }
-        Ok(TargetSpec::Reference { protocol: self.protocol.into() })
+        Ok(TargetSpec::Reference { protocol: self.protocol.into(), exe: None })
     }
 
     fn session_options(&self, trace: bool) -> anyhow::Result<SessionOptions> {

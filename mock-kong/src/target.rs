@@ -10,8 +10,9 @@ use crate::Protocol;
 /// How the user named the server.
 #[derive(Debug, Clone)]
 pub enum TargetSpec {
-    /// `mock-kong reference-server`, started from this very executable.
-    Reference { protocol: Protocol },
+    /// `<exe> reference-server`: by default this very executable (every binary of the project
+    /// has the hidden `reference-server` subcommand); tests name the `mock-kong` binary.
+    Reference { protocol: Protocol, exe: Option<PathBuf> },
     /// A pluginserver from a `kong.conf` (and the `KONG_*` environment).
     KongConf { path: Option<PathBuf>, name: Option<String> },
     /// `--start-cmd` / `--query-cmd`.
@@ -152,8 +153,11 @@ pub fn resolve(
         }
     };
     let mut target = match spec {
-        TargetSpec::Reference { protocol } => {
-            let exe = std::env::current_exe().map_err(TargetError::CurrentExe)?;
+        TargetSpec::Reference { protocol, exe } => {
+            let exe = match exe {
+                Some(e) => e.clone(),
+                None => std::env::current_exe().map_err(TargetError::CurrentExe)?,
+            };
             let exe = shell_quote(&exe.to_string_lossy());
             let proto = match protocol {
                 Protocol::MsgPack => "msgpack",
