@@ -14,7 +14,7 @@ use super::{
     CallRecord, Direction, EventEnd, EventReport, HostError, HostOptions, PoolPolicy,
     StartedInstance, Trace,
 };
-use crate::msgpack::{RpcMessage, StreamDecoder};
+use crate::msgpack::{self, RpcMessage, StreamDecoder};
 use crate::pdk::{Pdk, PdkOutcome};
 use crate::Value;
 
@@ -148,11 +148,10 @@ impl MpClient {
     ) -> Result<(Value, u64), HostError> {
         let mut conn = self.checkout().await?;
         let msgid = self.msgid.fetch_add(1, Ordering::Relaxed) + 1;
-        let request = RpcMessage::Request { msgid, method: method.to_owned(), params };
         let mut out = Vec::with_capacity(64);
-        request.encode(&mut out);
+        msgpack::encode_request(msgid, method, &params, &mut out);
         let t = &self.opts.timeouts;
-        self.trace.push(conn.id, Direction::Send, || format!("{request:?}"), &out);
+        self.trace.push(conn.id, Direction::Send, || format!("[0, {msgid}, {method:?}, {params:?}]"), &out);
         let what_send = || format!("request {method} (msgid {msgid})");
         conn.write_all(&out, t.write, &what_send).await?;
 
@@ -162,12 +161,19 @@ impl MpClient {
         loop {
             let conn_id = conn.id;
             let bytes = conn.read_some(t.read, &what_recv).await?;
-            self.trace.push(conn_id, Direction::Recv, || String::from("<bytes>"), bytes);
             dec.feed(bytes);
+            // With tracing on, the raw bytes of this read are logged with what they completed.
+            let mut chunk = self.trace.enabled().then(|| (bytes.to_vec(), Vec::<String>::new()));
             loop {
                 let value = match dec.next_value() {
                     Ok(Some(v)) => v,
-                    Ok(None) => break,
+                    Ok(None) => {
+                        if let Some((raw, done)) = chunk.take() {
+                            let summary = if done.is_empty() { "(partial message)".into() } else { done.join("; ") };
+                            self.trace.push(conn_id, Direction::Recv, || summary, &raw);
+                        }
+                        break;
+                    }
                     Err(e) => {
                         return Err(HostError::Decode {
                             what: format!("response to {method} (msgid {msgid})"),
@@ -175,8 +181,14 @@ impl MpClient {
                         })
                     }
                 };
+                if let Some((_, done)) = chunk.as_mut() {
+                    done.push(format!("{value:?}"));
+                }
                 match RpcMessage::from_value(value) {
                     Ok(RpcMessage::Response { msgid: got, error, result }) => {
+                        if let Some((raw, done)) = chunk.take() {
+                            self.trace.push(conn_id, Direction::Recv, || done.join("; "), &raw);
+                        }
                         if got != msgid {
                             return Err(HostError::Shape {
                                 what: format!("response to {method}"),
