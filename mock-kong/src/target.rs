@@ -226,25 +226,28 @@ pub fn resolve(
                 .ok()
                 .and_then(|p| p.parent().map(Path::to_path_buf))
                 .unwrap_or_else(|| PathBuf::from("."));
-            let expand = |t: &str, socket: Option<&Path>| {
+            // Commands go through /bin/sh, so substituted values are shell-quoted there; the
+            // socket template is a plain path.
+            let expand = |t: &str, quote: bool, socket: Option<&Path>| {
+                let q = |s: &str| if quote { shell_quote(s) } else { s.to_owned() };
                 let mut s = t
-                    .replace("{root}", &root.to_string_lossy())
-                    .replace("{prefix}", &prefix.to_string_lossy())
-                    .replace("{plugin}", plugin);
+                    .replace("{root}", &q(&root.to_string_lossy()))
+                    .replace("{prefix}", &q(&prefix.to_string_lossy()))
+                    .replace("{plugin}", &q(plugin));
                 if let Some(sock) = socket {
-                    s = s.replace("{socket}", &sock.to_string_lossy());
+                    s = s.replace("{socket}", &q(&sock.to_string_lossy()));
                 }
                 s
             };
             let socket = placement
                 .socket
                 .clone()
-                .unwrap_or_else(|| PathBuf::from(expand(&entry.socket, None)));
+                .unwrap_or_else(|| PathBuf::from(expand(&entry.socket, false, None)));
             ResolvedTarget {
                 label: format!("peer {name}"),
                 name: format!("{name}-{plugin}"),
-                query_cmd: expand(&entry.query_cmd, Some(&socket)),
-                start_cmd: Some(expand(&entry.start_cmd, Some(&socket))),
+                query_cmd: expand(&entry.query_cmd, true, Some(&socket)),
+                start_cmd: Some(expand(&entry.start_cmd, true, Some(&socket))),
                 socket,
                 prefix: prefix.clone(),
                 expected_protocol: Protocol::from_dump(&entry.protocol),

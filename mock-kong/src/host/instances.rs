@@ -250,7 +250,7 @@ mod tests {
         assert_eq!(back["__seq__"], 7);
         assert_eq!(back["route_id"], "r1");
         assert_eq!(back["__plugin_id"], e.id.as_str());
-        assert_eq!(back["__key__"], format!("plugins:go-hello:r1:::{DEFAULT_WS_ID}"));
+        assert_eq!(back["__key__"], format!("plugins:go-hello:r1::::{DEFAULT_WS_ID}"));
         assert!(back.get("service_id").is_none());
     }
 
