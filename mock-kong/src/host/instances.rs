@@ -7,7 +7,7 @@
 //! retries are bounded by [`HostOptions::max_retries`](super::HostOptions) and counted.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{Client, EventReport, HostError};
@@ -30,8 +30,16 @@ pub struct PluginEntity {
     pub consumer_id: Option<String>,
     pub instance_name: Option<String>,
     pub ws_id: String,
-    /// `__seq__`: regenerated whenever Kong rebuilds its plugins iterator (spec §4.3).
+    /// `__seq__`: regenerated whenever Kong rebuilds its plugins iterator (spec §4.3). Since
+    /// Kong 3.6 it comes from a counter shared by all workers; go-pdk uses it as the instance id.
     pub seq: i64,
+}
+
+/// Kong's shared `__seq__` counter (spec §4.3: unique across workers, starts at 1).
+static NEXT_SEQ: AtomicI64 = AtomicI64::new(1);
+
+fn next_seq() -> i64 {
+    NEXT_SEQ.fetch_add(1, Ordering::Relaxed)
 }
 
 impl PluginEntity {
@@ -46,8 +54,14 @@ impl PluginEntity {
             consumer_id: None,
             instance_name: None,
             ws_id: DEFAULT_WS_ID.to_owned(),
-            seq: 1,
+            seq: next_seq(),
         }
+    }
+
+    /// What a config change (any plugins-iterator rebuild) does: a fresh `__seq__`, so the next
+    /// event starts a new instance and closes the old one (spec §4.6).
+    pub fn rebuild(&mut self) {
+        self.seq = next_seq();
     }
 
     /// Kong's cache key: `plugins:<name>:<route>:<service>:<consumer>::<ws_id>`.
@@ -244,6 +258,10 @@ mod tests {
         let mut e = PluginEntity::new("go-hello", cfg);
         e.route_id = Some("r1".into());
         e.seq = 7;
+        let mut other = PluginEntity::new("go-hello", serde_json::Map::new());
+        let before = other.seq;
+        other.rebuild();
+        assert!(other.seq > before && other.seq != e.seq);
         let json = e.kong_config_json();
         assert!(json.contains(r#""message":"a\/b""#), "{json}");
         let back: serde_json::Value = serde_json::from_str(&json).unwrap();

@@ -64,6 +64,7 @@ async fn real_peers_bench_with_steps_on_rotating_connections() {
         let s = open(peer, "bench", &opts).await;
         for n in [0usize, 1, 7] {
             let mut pdk = SimpleRequest::new("example.com");
+            // A new config is a new __seq__ (a plugins-iterator rebuild in Kong).
             let e = entity("bench", serde_json::json!({"calls": n}));
             let r = s.run_request(&e, &["access".to_string()], &mut pdk).await;
             assert!(r.errors.is_empty(), "{peer} n={n}: {:?}", r.errors);

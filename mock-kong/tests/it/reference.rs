@@ -46,6 +46,7 @@ async fn bench_makes_exactly_n_calls() {
         let s = util::reference(protocol, "bench", &util::opts()).await;
         for n in [0usize, 1, 30] {
             let mut pdk = SimpleRequest::new("example.com");
+            // A new config is a new __seq__ (a plugins-iterator rebuild in Kong).
             let e = entity("bench", serde_json::json!({"calls": n}));
             let r = s.run_request(&e, &phases(&["access"]), &mut pdk).await;
             assert!(r.errors.is_empty(), "{protocol} n={n}: {:?}", r.errors);
@@ -118,7 +119,7 @@ async fn config_change_starts_a_new_instance_and_closes_the_old() {
         let r1 = s.run_request(&e, &phases(&["access"]), &mut pdk).await;
         assert_eq!(pdk.response_header("x-hello"), Some("one h"), "{protocol}");
         e.config.insert("message".into(), "two".into());
-        e.seq += 1;
+        e.rebuild();
         let r2 = s.run_request(&e, &phases(&["access"]), &mut pdk).await;
         assert!(r1.errors.is_empty() && r2.errors.is_empty(), "{protocol}: {:?} {:?}", r1.errors, r2.errors);
         assert_eq!(pdk.response_header("x-hello"), Some("two h"), "{protocol}");
