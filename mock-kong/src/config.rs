@@ -75,3 +75,9 @@ pub fn load(path: Option<&Path>) -> Result<KongConf, ConfigError> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     resolve(&conf, &env, Path::new(DEFAULT_PLUGINSERVER_PATH))
 }
+
+/// Picks one server: by name, or the only/first one when `name` is `None`.
+pub fn select<'a>(conf: &'a KongConf, name: Option<&str>) -> Result<&'a ServerDef, ConfigError> {
+    let _ = (conf, name);
+    todo!()
+}

@@ -25,6 +25,9 @@
 //! * [`host`]: Kong's host loop: connection pools, instances, events and the callback loop, per
 //!   protocol, with timeouts on every socket operation.
 //! * [`reference`]: the Rust reference plugin server (both protocols), the default target.
+//! * [`target`]: which server to drive (reference, kong.conf entry, commands, peer) and where its
+//!   socket lives.
+//! * [`session`]: dump → start → wait for the socket → client; plays a request through phases.
 //! * [`cli`]: the `mock-kong` command line (a thin shell over the above).
 
 pub mod cli;
@@ -36,6 +39,8 @@ pub mod pdk;
 pub mod process;
 pub mod protobuf;
 pub mod reference;
+pub mod session;
+pub mod target;
 pub mod value;
 
 pub use value::Value;

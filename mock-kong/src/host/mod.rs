@@ -1,1 +1,376 @@
-//! Kong's host loop. Filled in by the core work.
+//! Kong's host loop (spec §4.3 – §4.7, §5.3, §5.6).
+//!
+//! The host is always the client: it connects, sends one request, reads until the matching answer.
+//! This module is protocol machinery only; PDK callbacks are answered by a [`Pdk`] implementation.
+//!
+//! * [`mp`]: `MsgPack:1`: every RPC call takes a connection from the pool (so one event's Steps
+//!   can move between connections), msgid counter from 1, `serverPid` notifications.
+//! * [`pb`]: `ProtoBuf:1`: one connection per event, sequence from 2, the frame loop.
+//! * [`instances`]: Kong's per-plugin instance cache, the config JSON Kong sends, and the
+//!   reset-and-retry on "no plugin instance" / a closed connection (bounded here).
+//! * [`conn`]: timed connect/read/write on a Unix socket: every operation has a deadline.
+//!
+//! **Invariant:** nothing a plugin server sends can make the host panic or wait without bound.
+
+pub mod conn;
+pub mod instances;
+pub mod mp;
+pub mod pb;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::pdk::Pdk;
+use crate::{Protocol, Value};
+
+pub use instances::{PluginEntity, PluginRunner};
+
+/// Per-operation timeouts. Kong uses nginx's 60 s defaults for each (spec §7); mock-kong defaults
+/// to 10 s so a stuck server fails a test run quickly.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+}
+
+impl Timeouts {
+    pub fn uniform(d: Duration) -> Timeouts {
+        Timeouts { connect: d, read: d, write: d }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts::uniform(Duration::from_secs(10))
+    }
+}
+
+/// How MsgPack calls pick a pooled connection (spec §4.1, §10.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoolPolicy {
+    /// As ngx_lua: the most recently pooled idle connection first, a new one if none is idle.
+    #[default]
+    Lifo,
+    /// The least recently pooled connection first, after opening up to `pool_size` connections:
+    /// consecutive calls of one event land on different connections, which flushes out servers
+    /// that bind events to connections.
+    Rotate,
+}
+
+/// Everything the host needs to talk to one plugin server.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    pub socket: PathBuf,
+    pub protocol: Protocol,
+    pub timeouts: Timeouts,
+    /// Largest message accepted from the server.
+    pub max_frame: usize,
+    /// Idle connections kept per socket (Kong: `lua_socket_pool_size` 256).
+    pub pool_size: usize,
+    pub pool_policy: PoolPolicy,
+    /// Record every frame sent and received (for `-v`).
+    pub trace: bool,
+    /// How many times an event is retried after "no plugin instance" / a closed connection
+    /// (Kong: unbounded, spec §4.6; here bounded and reported).
+    pub max_retries: u32,
+}
+
+impl HostOptions {
+    pub fn new(socket: impl Into<PathBuf>, protocol: Protocol) -> HostOptions {
+        HostOptions {
+            socket: socket.into(),
+            protocol,
+            timeouts: Timeouts::default(),
+            max_frame: 64 << 20,
+            pool_size: 256,
+            pool_policy: PoolPolicy::Lifo,
+            trace: false,
+            max_retries: 3,
+        }
+    }
+}
+
+/// What went wrong between the host and the server. Messages name the operation and the
+/// message involved, what was expected and what came instead.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HostError {
+    #[error("cannot connect to {socket}: {reason}. Is the plugin server running and listening there?")]
+    Connect { socket: PathBuf, reason: String },
+    #[error("connect to {socket} did not complete within {after:?}")]
+    ConnectTimeout { socket: PathBuf, after: Duration },
+    #[error("writing {what} failed: {reason}")]
+    Write { what: String, reason: String },
+    #[error("writing {what} did not complete within {after:?} (the server is not reading)")]
+    WriteTimeout { what: String, after: Duration },
+    #[error("no answer to {what} after {after:?}")]
+    ReadTimeout { what: String, after: Duration },
+    #[error("the server closed the connection while {what} (closed)")]
+    Closed { what: String },
+    #[error("reading {what} failed: {reason}")]
+    Read { what: String, reason: String },
+    #[error("undecodable {what}: {detail}")]
+    Decode { what: String, detail: String },
+    #[error("unexpected {what}: {detail}")]
+    Shape { what: String, detail: String },
+    #[error("{method} failed on the server: {message}")]
+    Server { method: String, message: String },
+    #[error("event aborted after {retries} retries on \"no plugin instance\"/closed connection: {last}")]
+    RetriesExhausted { retries: u32, last: Box<HostError> },
+}
+
+impl HostError {
+    /// Whether Kong would reset its instances and retry the event (spec §4.6, §5.2): a MsgPack
+    /// error containing "no plugin instance", or (ProtoBuf) "closed".
+    pub fn triggers_reset(&self, protocol: Protocol) -> bool {
+        match self {
+            HostError::Server { message, .. } => {
+                message.to_lowercase().contains("no plugin instance")
+            }
+            HostError::Closed { .. } => protocol == Protocol::ProtoBuf,
+            _ => false,
+        }
+    }
+}
+
+/// Direction of a traced frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Send,
+    Recv,
+}
+
+/// One frame as it crossed the socket (recorded with [`HostOptions::trace`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WireFrame {
+    pub conn: u64,
+    pub dir: Direction,
+    /// A decoded rendering (MsgPack value, protobuf message or method name).
+    pub summary: String,
+    #[serde(serialize_with = "ser_hex")]
+    pub bytes: Vec<u8>,
+}
+
+fn ser_hex<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex(b))
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len() * 3);
+    for (i, x) in b.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(&format!("{x:02x}"));
+    }
+    out
+}
+
+impl WireFrame {
+    /// The frame's bytes as spaced hex.
+    pub fn bytes_hex(&self) -> String {
+        hex(&self.bytes)
+    }
+}
+
+/// A shared, optional frame log.
+#[derive(Debug, Clone, Default)]
+pub struct Trace(Option<Arc<Mutex<Vec<WireFrame>>>>);
+
+impl Trace {
+    pub fn new(enabled: bool) -> Trace {
+        Trace(enabled.then(Default::default))
+    }
+    pub fn enabled(&self) -> bool {
+        self.0.is_some()
+    }
+    pub fn push(&self, conn: u64, dir: Direction, summary: impl FnOnce() -> String, bytes: &[u8]) {
+        if let Some(log) = &self.0 {
+            let frame = WireFrame { conn, dir, summary: summary(), bytes: bytes.to_vec() };
+            if let Ok(mut l) = log.lock() {
+                l.push(frame);
+            }
+        }
+    }
+    /// Takes the frames recorded so far.
+    pub fn take(&self) -> Vec<WireFrame> {
+        match &self.0 {
+            Some(log) => log.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// One PDK callback as the host handled it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CallRecord {
+    pub method: String,
+    #[serde(serialize_with = "ser_values")]
+    pub args: Vec<Value>,
+    /// The answer sent back (`None` for terminal calls that get no answer).
+    #[serde(serialize_with = "ser_opt_value")]
+    pub answer: Option<Value>,
+    /// MsgPack: the Step method that carried the answer; ProtoBuf: the output message type.
+    pub reply_kind: String,
+    /// The connection the callback arrived on.
+    pub conn: u64,
+    /// A note: "unknown PDK method", "terminal: kong.response.exit", a raised error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+fn ser_values<S: serde::Serializer>(v: &[Value], s: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    v.iter().map(Value::to_json).collect::<Vec<_>>().serialize(s)
+}
+
+fn ser_opt_value<S: serde::Serializer>(v: &Option<Value>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    v.as_ref().map(Value::to_json).serialize(s)
+}
+
+/// How an event ended.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventEnd {
+    /// The server said it was done (`"ret"` / empty frame + RpcReturn).
+    Done,
+    /// The plugin called `kong.response.exit`: terminal, no answer was sent.
+    Exit {
+        status: i64,
+        #[serde(serialize_with = "ser_opt_body")]
+        body: Option<Vec<u8>>,
+        headers: Vec<(String, Vec<String>)>,
+    },
+    /// A PDK call raised a Lua error; Kong aborts the handler (HTTP 500 in access).
+    Raised { method: String, error: String },
+    /// ProtoBuf: the server called a method that is not in the PDK table (Kong: 500).
+    MethodNotFound { method: String },
+}
+
+fn ser_opt_body<S: serde::Serializer>(b: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).serialize(s)
+}
+
+/// The transcript of one event.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventReport {
+    pub phase: String,
+    pub instance_id: i64,
+    /// MsgPack: the EventId from the HandleEvent answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<i64>,
+    pub calls: Vec<CallRecord>,
+    pub end: EventEnd,
+    /// Connections used by this event, in order of first use.
+    pub connections: Vec<u64>,
+    /// How often the event was retried after an instance reset (spec §4.6).
+    pub retries: u32,
+    /// Notes about server behaviour Kong tolerates but a user should see.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<String>,
+}
+
+impl EventReport {
+    pub(crate) fn new(phase: &str, instance_id: i64) -> EventReport {
+        EventReport {
+            phase: phase.to_owned(),
+            instance_id,
+            event_id: None,
+            calls: Vec::new(),
+            end: EventEnd::Done,
+            connections: Vec::new(),
+            retries: 0,
+            findings: Vec::new(),
+        }
+    }
+    pub(crate) fn used(&mut self, conn: u64) {
+        if !self.connections.contains(&conn) {
+            self.connections.push(conn);
+        }
+    }
+}
+
+/// What `StartInstance` returned.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StartedInstance {
+    pub id: i64,
+    /// The raw answer, for reports.
+    pub answer: serde_json::Value,
+}
+
+/// A protocol client for one plugin server socket.
+pub enum Client {
+    MsgPack(mp::MpClient),
+    ProtoBuf(pb::PbClient),
+}
+
+impl Client {
+    pub fn new(opts: HostOptions) -> Client {
+        match opts.protocol {
+            Protocol::MsgPack => Client::MsgPack(mp::MpClient::new(opts)),
+            Protocol::ProtoBuf => Client::ProtoBuf(pb::PbClient::new(opts)),
+        }
+    }
+
+    pub fn options(&self) -> &HostOptions {
+        match self {
+            Client::MsgPack(c) => c.options(),
+            Client::ProtoBuf(c) => c.options(),
+        }
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.options().protocol
+    }
+
+    pub fn trace(&self) -> &Trace {
+        match self {
+            Client::MsgPack(c) => c.trace(),
+            Client::ProtoBuf(c) => c.trace(),
+        }
+    }
+
+    pub async fn start_instance(
+        &self,
+        name: &str,
+        config_json: &str,
+    ) -> Result<StartedInstance, HostError> {
+        match self {
+            Client::MsgPack(c) => c.start_instance(name, config_json).await,
+            Client::ProtoBuf(c) => c.start_instance(name, config_json).await,
+        }
+    }
+
+    pub async fn close_instance(&self, id: i64) -> Result<(), HostError> {
+        match self {
+            Client::MsgPack(c) => c.close_instance(id).await,
+            Client::ProtoBuf(c) => c.close_instance(id).await,
+        }
+    }
+
+    /// Runs one event: HandleEvent, then the callback loop until the server is done.
+    pub async fn handle_event(
+        &self,
+        instance_id: i64,
+        phase: &str,
+        pdk: &mut dyn Pdk,
+    ) -> Result<EventReport, HostError> {
+        match self {
+            Client::MsgPack(c) => c.handle_event(instance_id, phase, pdk).await,
+            Client::ProtoBuf(c) => c.handle_event(instance_id, phase, pdk).await,
+        }
+    }
+
+    /// Drops every pooled connection.
+    pub fn clear_pool(&self) {
+        match self {
+            Client::MsgPack(c) => c.clear_pool(),
+            Client::ProtoBuf(c) => c.clear_pool(),
+        }
+    }
+}

@@ -3,17 +3,17 @@
 //! * [`encode`]: a [`Value`] as Kong's Lua encoder (lua-MessagePack 0.5.x, spec §4.2) writes it.
 //! * [`decode`]: one MessagePack object from a buffer, accepting every valid width.
 //! * [`StreamDecoder`]: frames split at any byte, several frames in one read.
-//! * [`RpcMessage`]: the MessagePack-RPC request/response/notification arrays (spec §4.1).
+//! * [`RpcMessage`]: the MessagePack-RPC request/response/notification arrays (spec §4.1);
+//!   [`encode_request`] writes a request without building the envelope as a [`Value`].
+//!
+//! [`Value`]: crate::Value
 
 mod decode;
 mod encode;
 mod rpc;
 mod stream;
 
-pub use decode::{decode, DecodeError};
+pub use decode::{decode, DecodeError, MAX_DEPTH};
 pub use encode::{encode, encode_to_vec};
-pub use rpc::{RpcMessage, ShapeError};
+pub use rpc::{encode_request, encode_response, RpcMessage, ShapeError};
 pub use stream::StreamDecoder;
-
-#[allow(unused_imports)]
-use crate::Value;

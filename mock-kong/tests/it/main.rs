@@ -1,1 +1,12 @@
-//! The single integration-test binary of the mock-kong crate.
+//! The single integration-test binary of the mock-kong crate (see ARCHITECTURE.md, "Testing").
+//!
+//! * `reference`: the host against the reference server over real Unix sockets, both protocols.
+//! * `faults`: the host against hand-made misbehaving servers (timeouts, half frames).
+//! * `cli`: the `mock-kong` binary: output, JSON, exit codes, signals and orphans.
+//! * `peers`: the real Go / Python / JS plugin servers (installed by `scripts/install-peers.sh`).
+
+mod cli;
+mod faults;
+mod peers;
+mod reference;
+mod util;

@@ -1,0 +1,257 @@
+//! Which plugin server to drive: the built-in reference server, a `kong.conf` entry, explicit
+//! commands, or a named peer from `peers.toml`. Resolves to the three things Kong needs (query
+//! command, start command, socket path, spec §1) and owns the private socket directory.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{self, ConfigError};
+use crate::Protocol;
+
+/// How the user named the server.
+#[derive(Debug, Clone)]
+pub enum TargetSpec {
+    /// `<exe> reference-server`: by default this very executable (every binary of the project
+    /// has the hidden `reference-server` subcommand); tests name the `mock-kong` binary.
+    Reference { protocol: Protocol, exe: Option<PathBuf> },
+    /// A pluginserver from a `kong.conf` (and the `KONG_*` environment).
+    KongConf { path: Option<PathBuf>, name: Option<String> },
+    /// `--start-cmd` / `--query-cmd`.
+    Commands { name: String, start_cmd: Option<String>, query_cmd: String },
+    /// An entry of a peers registry (`peers.toml`).
+    Peer { name: String, registry: PathBuf },
+}
+
+/// Where to put the socket (flags `--socket`, `--prefix`).
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    pub socket: Option<PathBuf>,
+    pub prefix: Option<PathBuf>,
+}
+
+/// A server ready to be queried and started.
+#[derive(Debug)]
+pub struct ResolvedTarget {
+    /// A short description for reports: `reference (MsgPack:1)`, `peer go`, ...
+    pub label: String,
+    /// The pluginserver name (used in `[name:pid]` log prefixes).
+    pub name: String,
+    pub query_cmd: String,
+    /// `None`: the server is managed externally; mock-kong only connects (spec §1).
+    pub start_cmd: Option<String>,
+    pub socket: PathBuf,
+    pub prefix: PathBuf,
+    /// The protocol the registry or flags promise, checked against the dump.
+    pub expected_protocol: Option<Protocol>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot create a private socket directory: {0}")]
+    TempDir(std::io::Error),
+    #[error("cannot locate the mock-kong executable to start the reference server: {0}")]
+    CurrentExe(std::io::Error),
+    #[error("cannot read the peers registry {path}: {reason}")]
+    Registry { path: PathBuf, reason: String },
+    #[error("peer `{name}` is not in {path}; known peers: {known}")]
+    UnknownPeer { name: String, path: PathBuf, known: String },
+}
+
+/// Quotes `s` for `/bin/sh`.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-=:,+@%".contains(&b)) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// A private (mode 0700) directory for sockets, removed when the target is dropped.
+fn private_dir() -> Result<tempfile::TempDir, TargetError> {
+    let dir = tempfile::Builder::new().prefix("mock-kong-").tempdir().map_err(TargetError::TempDir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .map_err(TargetError::TempDir)?;
+    }
+    Ok(dir)
+}
+
+/// One peer entry of the registry; `{root}`, `{prefix}`, `{plugin}`, `{socket}` are expanded.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+pub struct PeerEntry {
+    #[serde(default)]
+    pub language: String,
+    #[serde(default)]
+    pub kit: String,
+    #[serde(default)]
+    pub kit_version: String,
+    #[serde(default)]
+    pub protocol: String,
+    pub start_cmd: String,
+    pub query_cmd: String,
+    pub socket: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Reads a peers registry: a TOML table `[peer.<name>]` (or top-level `[<name>]` tables).
+pub fn load_registry(path: &Path) -> Result<Vec<(String, PeerEntry)>, TargetError> {
+    let err = |reason: String| TargetError::Registry { path: path.to_owned(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let doc: toml::Table = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let table = match doc.get("peer").or_else(|| doc.get("peers")) {
+        Some(toml::Value::Table(t)) => t.clone(),
+        _ => doc,
+    };
+    let mut out = Vec::new();
+    for (name, v) in table {
+        if let toml::Value::Table(_) = v {
+            let entry: PeerEntry =
+                v.try_into().map_err(|e: toml::de::Error| err(format!("peer `{name}`: {e}")))?;
+            out.push((name, entry));
+        }
+    }
+    Ok(out)
+}
+
+/// The default registry: `peers.toml` in the current directory or one of its parents.
+pub fn default_registry() -> PathBuf {
+    let mut dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    loop {
+        let candidate = dir.join("peers.toml");
+        if candidate.is_file() {
+            return candidate;
+        }
+        if !dir.pop() {
+            return PathBuf::from("peers.toml");
+        }
+    }
+}
+
+/// Resolves a target for `plugin` (used by the reference server and peer templates to pick
+/// which plugin the dump lists first).
+pub fn resolve(
+    spec: &TargetSpec,
+    placement: &Placement,
+    plugin: &str,
+) -> Result<ResolvedTarget, TargetError> {
+    // A socket named explicitly decides the prefix; otherwise a prefix named explicitly; otherwise
+    // a private temporary directory.
+    let mut dir = None;
+    let prefix = match (&placement.prefix, &placement.socket) {
+        (Some(p), _) => p.clone(),
+        (None, Some(s)) => s.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
+        (None, None) => {
+            let d = private_dir()?;
+            let p = d.path().to_path_buf();
+            dir = Some(d);
+            p
+        }
+    };
+    let mut target = match spec {
+        TargetSpec::Reference { protocol, exe } => {
+            let exe = match exe {
+                Some(e) => e.clone(),
+                None => std::env::current_exe().map_err(TargetError::CurrentExe)?,
+            };
+            let exe = shell_quote(&exe.to_string_lossy());
+            let proto = match protocol {
+                Protocol::MsgPack => "msgpack",
+                Protocol::ProtoBuf => "protobuf",
+            };
+            let socket = placement.socket.clone().unwrap_or_else(|| prefix.join("reference.socket"));
+            ResolvedTarget {
+                label: format!("reference ({protocol})"),
+                name: "reference".into(),
+                query_cmd: format!(
+                    "{exe} reference-server --protocol {proto} --plugin {} --dump",
+                    shell_quote(plugin)
+                ),
+                start_cmd: Some(format!(
+                    "{exe} reference-server --protocol {proto} --plugin {} --socket {}",
+                    shell_quote(plugin),
+                    shell_quote(&socket.to_string_lossy())
+                )),
+                socket,
+                prefix: prefix.clone(),
+                expected_protocol: Some(*protocol),
+                _dir: None,
+            }
+        }
+        TargetSpec::KongConf { path, name } => {
+            let conf = config::load(path.as_deref())?;
+            let def = config::select(&conf, name.as_deref())?.clone();
+            let socket = placement.socket.clone().unwrap_or(def.socket);
+            ResolvedTarget {
+                label: format!("pluginserver {}", def.name),
+                name: def.name,
+                query_cmd: def.query_cmd,
+                start_cmd: def.start_cmd,
+                socket,
+                prefix: conf.prefix,
+                expected_protocol: None,
+                _dir: None,
+            }
+        }
+        TargetSpec::Commands { name, start_cmd, query_cmd } => {
+            let socket =
+                placement.socket.clone().unwrap_or_else(|| prefix.join(format!("{name}.socket")));
+            ResolvedTarget {
+                label: format!("pluginserver {name}"),
+                name: name.clone(),
+                query_cmd: query_cmd.clone(),
+                start_cmd: start_cmd.clone(),
+                socket,
+                prefix: prefix.clone(),
+                expected_protocol: None,
+                _dir: None,
+            }
+        }
+        TargetSpec::Peer { name, registry } => {
+            let peers = load_registry(registry)?;
+            let Some((_, entry)) = peers.iter().find(|(n, _)| n == name) else {
+                let known = peers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+                return Err(TargetError::UnknownPeer {
+                    name: name.clone(),
+                    path: registry.clone(),
+                    known,
+                });
+            };
+            let root = registry
+                .canonicalize()
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+                .unwrap_or_else(|| PathBuf::from("."));
+            let expand = |t: &str, socket: Option<&Path>| {
+                let mut s = t
+                    .replace("{root}", &root.to_string_lossy())
+                    .replace("{prefix}", &prefix.to_string_lossy())
+                    .replace("{plugin}", plugin);
+                if let Some(sock) = socket {
+                    s = s.replace("{socket}", &sock.to_string_lossy());
+                }
+                s
+            };
+            let socket = placement
+                .socket
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(expand(&entry.socket, None)));
+            ResolvedTarget {
+                label: format!("peer {name}"),
+                name: format!("{name}-{plugin}"),
+                query_cmd: expand(&entry.query_cmd, Some(&socket)),
+                start_cmd: Some(expand(&entry.start_cmd, Some(&socket))),
+                socket,
+                prefix: prefix.clone(),
+                expected_protocol: Protocol::from_dump(&entry.protocol),
+                _dir: None,
+            }
+        }
+    };
+    target._dir = dir;
+    Ok(target)
+}

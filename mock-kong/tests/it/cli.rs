@@ -1,0 +1,182 @@
+//! The `mock-kong` binary as users run it: output, `--json`, exit codes (0 ok, 1 the server
+//! misbehaved, 2 usage/setup), kong.conf support, and no orphans on Ctrl-C or SIGKILL.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::exe;
+
+fn run(args: &[&str]) -> Output {
+    Command::new(exe()).args(args).stdin(Stdio::null()).output().expect("run mock-kong")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn dump_of_the_default_reference_server() {
+    let out = run(&["dump"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("protocol: MsgPack:1"), "{s}");
+    assert!(s.contains("plugin:   hello"), "{s}");
+}
+
+#[test]
+fn dump_json_to_stdout_replaces_the_human_output() {
+    let out = run(&["dump", "--protocol", "protobuf", "--plugin", "bench", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON only");
+    assert_eq!(v["protocol"], "ProtoBuf:1");
+    assert_eq!(v["plugin"]["name"], "bench");
+    assert_eq!(v["dump"]["shape"], "object");
+}
+
+#[test]
+fn call_drives_hello_through_access_in_both_protocols() {
+    for proto in ["msgpack", "protobuf"] {
+        let out = run(&["call", "--protocol", proto, "--header", "host:example.com", "--quiet-server"]);
+        assert_eq!(out.status.code(), Some(0), "{proto}: stderr: {}", text(&out.stderr));
+        let s = text(&out.stdout);
+        assert!(s.contains("kong.request.get_header(\"host\") -> \"example.com\""), "{proto}: {s}");
+        assert!(s.contains("x-hello: hello example.com"), "{proto}: {s}");
+    }
+}
+
+#[test]
+fn call_json_file_holds_the_transcript_and_verbose_shows_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.json");
+    let out = run(&[
+        "call", "--plugin", "bench", "--config", r#"{"calls":3}"#, "-v", "--quiet-server",
+        "--json", file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let human = text(&out.stdout);
+    assert!(human.contains("frames:") && human.contains(">>"), "{human}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["events"][0]["calls"].as_array().unwrap().len(), 3);
+    assert_eq!(v["events"][0]["calls"][0]["reply_kind"], "plugin.Step");
+    assert!(!v["frames"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = run(&["call", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["call", "--config", "[1,2]", "--quiet-server"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--config must be a JSON object"));
+}
+
+/// Spec §2: anything but one JSON document on stdout is refused with Kong's words.
+#[test]
+fn a_dump_that_is_not_json_exits_1_with_a_clear_message() {
+    let out = run(&["dump", "--query-cmd", "echo 'starting server...'; echo '[]'"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("failed decoding plugin info"), "{err}");
+    assert!(err.contains("starting server"), "{err}");
+}
+
+/// Spec §1: a user points mock-kong at the kong.conf they already have.
+#[test]
+fn kong_conf_pluginserver_settings_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = exe();
+    let exe = exe.to_str().unwrap();
+    let socket = dir.path().join("ref-server.socket");
+    let conf = dir.path().join("kong.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "# a kong.conf\nprefix = {prefix}\npluginserver_names = Ref-Server\n\
+             pluginserver_ref_server_start_cmd = {exe} reference-server --protocol protobuf --socket {sock}\n\
+             pluginserver_ref_server_query_cmd = {exe} reference-server --protocol protobuf --dump\n",
+            prefix = dir.path().display(),
+            sock = socket.display(),
+        ),
+    )
+    .unwrap();
+    let out = run(&["call", "--kong-conf", conf.to_str().unwrap(), "--quiet-server", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["server"]["protocol"], "ProtoBuf:1");
+    // Kong's default socket: <prefix>/<name>.socket, dashes kept (spec §1).
+    assert_eq!(v["server"]["socket"], socket.to_str().unwrap());
+    assert_eq!(v["server"]["label"], "pluginserver ref-server");
+    assert!(!socket.exists(), "socket file left behind");
+}
+
+fn pid_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        // A zombie (state Z) is dead; it only waits for its reaper.
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+    }
+}
+
+/// Starts `mock-kong call` with a server that never creates its socket, and returns the
+/// mock-kong child and the server's pid (read from a pid file the server writes).
+fn start_hanging_call(dir: &Path) -> (std::process::Child, i32) {
+    let pidfile = dir.join("server.pid");
+    let exe = exe();
+    let start = format!("sh -c 'echo $$ > {}; exec sleep 300'", pidfile.display());
+    let query = format!("{} reference-server --dump", exe.display());
+    let child = Command::new(&exe)
+        .args(["call", "--quiet-server", "--start-cmd", &start, "--query-cmd", &query])
+        .arg("--socket")
+        .arg(dir.join("never.socket"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&pidfile) {
+            if let Ok(pid) = s.trim().parse::<i32>() {
+                return (child, pid);
+            }
+        }
+        assert!(Instant::now() < deadline, "server never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_dead(pid: i32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if !pid_alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    !pid_alive(pid)
+}
+
+/// Ctrl-C while waiting for the socket: mock-kong exits 130 and takes the server with it.
+#[test]
+fn ctrl_c_stops_the_server_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, server) = start_hanging_call(dir.path());
+    assert!(pid_alive(server));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(wait_dead(server, Duration::from_secs(5)), "server {server} outlived mock-kong");
+}
+
+/// Even SIGKILL of mock-kong leaves no orphan: the parent-death signal kills the server.
+#[test]
+fn sigkill_of_mock_kong_leaves_no_orphan() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, server) = start_hanging_call(dir.path());
+    assert!(pid_alive(server));
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    assert!(wait_dead(server, Duration::from_secs(2)), "server {server} outlived mock-kong");
+}
