@@ -146,12 +146,18 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
         std::fs::create_dir_all(parent).map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!("cannot create the socket directory {}: {e}", parent.display()),
+                format!(
+                    "cannot create the socket directory {}: {e}",
+                    parent.display()
+                ),
             )
         })?;
     }
     UnixListener::bind(path).map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot bind the socket {}: {e}", path.display()))
+        io::Error::new(
+            e.kind(),
+            format!("cannot bind the socket {}: {e}", path.display()),
+        )
     })
 }
 
@@ -225,7 +231,14 @@ enum Server {
 fn is_transient_accept_error(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::ECONNABORTED | libc::EINTR)
+        Some(
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOBUFS
+                | libc::ENOMEM
+                | libc::ECONNABORTED
+                | libc::EINTR
+        )
     ) || e.kind() == io::ErrorKind::ConnectionAborted
 }
 
@@ -300,7 +313,12 @@ pub(crate) mod testutil {
             let task = tokio::spawn(super::serve_listener(listener, protocol, async {
                 let _ = rx.await;
             }));
-            TestServer { _dir: dir, path, stop: Some(tx), task: Some(task) }
+            TestServer {
+                _dir: dir,
+                path,
+                stop: Some(tx),
+                task: Some(task),
+            }
         }
 
         pub async fn connect(&self) -> UnixStream {
@@ -316,7 +334,6 @@ pub(crate) mod testutil {
             }
         }
     }
-
 }
 
 #[cfg(test)]
@@ -339,7 +356,10 @@ mod tests {
         assert_eq!(fields["type"], "record");
         assert_eq!(fields["fields"][0]["calls"]["type"], "integer");
         assert_eq!(fields["fields"][0]["calls"]["default"], 0);
-        assert_eq!(fields["fields"][1]["method"]["default"], "kong.request.get_header");
+        assert_eq!(
+            fields["fields"][1]["method"]["default"],
+            "kong.request.get_header"
+        );
         assert!(s.starts_with("[{\"Name\":\"bench\""), "{s}");
     }
 
@@ -350,22 +370,34 @@ mod tests {
         assert_eq!(v["Protocol"], "ProtoBuf:1");
         let plugins = v["Plugins"].as_array().unwrap();
         assert_eq!(plugins[0]["Name"], "multiphase");
-        assert_eq!(plugins[0]["Phases"], serde_json::json!(["access", "response", "log"]));
+        assert_eq!(
+            plugins[0]["Phases"],
+            serde_json::json!(["access", "response", "log"])
+        );
         let keys: Vec<_> = plugins[0].as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys, ["Name", "Phases", "Version", "Priority", "Schema"]);
-        assert!(s.starts_with("{\"Protocol\":\"ProtoBuf:1\",\"Plugins\":["), "{s}");
+        assert!(
+            s.starts_with("{\"Protocol\":\"ProtoBuf:1\",\"Plugins\":["),
+            "{s}"
+        );
     }
 
     #[test]
     fn dump_unknown_plugin_lists_the_available_ones() {
         let e = dump_json(Protocol::MsgPack, "nope").unwrap_err();
-        assert!(e.contains("nope") && e.contains("hello, bench, exit, multiphase"), "{e}");
+        assert!(
+            e.contains("nope") && e.contains("hello, bench, exit, multiphase"),
+            "{e}"
+        );
     }
 
     #[test]
     fn bind_replaces_stale_sockets_but_not_files() {
         let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let path = dir.path().join("sub/dir/s.sock");
             let l = bind(&path).expect("bind creates parents");

@@ -124,7 +124,9 @@ impl MpServer {
     fn dispatch(&self, method: &str, params: Vec<Value>) -> Result<Reply, String> {
         let Some(name) = method.strip_prefix("plugin.") else {
             let ns = method.split('.').next().unwrap_or(method);
-            return Err(format!("RPC for {ns} is not supported (expected a plugin.* method)"));
+            return Err(format!(
+                "RPC for {ns} is not supported (expected a plugin.* method)"
+            ));
         };
         match name {
             "HandleEvent" => self.handle_event(first_param(method, params)?),
@@ -133,13 +135,19 @@ impl MpServer {
                 self.step(method, first_param(method, params)?, false)
             }
             "StepError" => self.step(method, first_param(method, params)?, true),
-            "StartInstance" => self.start_instance(first_param(method, params)?).map(Reply::Value),
-            "CloseInstance" => self.close_instance(first_param(method, params)?).map(Reply::Value),
-            "InstanceStatus" => {
-                self.instance_status(first_param(method, params)?).map(Reply::Value)
-            }
+            "StartInstance" => self
+                .start_instance(first_param(method, params)?)
+                .map(Reply::Value),
+            "CloseInstance" => self
+                .close_instance(first_param(method, params)?)
+                .map(Reply::Value),
+            "InstanceStatus" => self
+                .instance_status(first_param(method, params)?)
+                .map(Reply::Value),
             "GetStatus" => Ok(Reply::Value(self.get_status())),
-            "GetPluginInfo" => self.get_plugin_info(first_param(method, params)?).map(Reply::Value),
+            "GetPluginInfo" => self
+                .get_plugin_info(first_param(method, params)?)
+                .map(Reply::Value),
             "SetPluginDir" => set_plugin_dir(first_param(method, params)?).map(Reply::Value),
             _ => Err(format!(
                 "unknown method {method:?}: this server serves plugin.StartInstance, \
@@ -174,8 +182,13 @@ impl MpServer {
         let inner = plugin.start(&json)?;
         let config = Value::from_json(&json);
         let start_time = now_secs_f64();
-        let instance =
-            MpInstance { plugin: *plugin, plugin_index, config, start_time, inner };
+        let instance = MpInstance {
+            plugin: *plugin,
+            plugin_index,
+            config,
+            start_time,
+            inner,
+        };
         let mut inst = lock(&self.instances);
         let id = inst.next_id;
         inst.next_id += 1;
@@ -244,7 +257,10 @@ impl MpServer {
     /// `plugin.GetPluginInfo(name)`: one dump entry.
     fn get_plugin_info(&self, arg: Value) -> Result<Value, String> {
         let name = arg.as_str().ok_or_else(|| {
-            format!("plugin.GetPluginInfo expects a plugin name, got {}", arg.type_name())
+            format!(
+                "plugin.GetPluginInfo expects a plugin name, got {}",
+                arg.type_name()
+            )
         })?;
         let plugin = plugins::find(name).ok_or_else(|| format!("{name} not initialized"))?;
         Ok(Value::from_json(&plugin.info_json(Protocol::MsgPack)))
@@ -256,7 +272,10 @@ impl MpServer {
         const M: &str = "plugin.HandleEvent";
         let iid_value = map_field(M, &arg, "InstanceId")?;
         let iid = iid_value.as_i64().ok_or_else(|| {
-            format!("{M}: InstanceId must be an integer, got {}", iid_value.type_name())
+            format!(
+                "{M}: InstanceId must be an integer, got {}",
+                iid_value.type_name()
+            )
         })?;
         let phase = map_field(M, &arg, "EventName")?
             .as_str()
@@ -285,7 +304,10 @@ impl MpServer {
     /// `plugin.Step*({EventId, Data})`: delivers a PDK result to its event.
     fn step(&self, method: &str, arg: Value, is_error: bool) -> Result<Reply, String> {
         let Value::Map(entries) = arg else {
-            return Err(format!("{method} expects a map {{EventId, Data}}, got {}", arg.type_name()));
+            return Err(format!(
+                "{method} expects a map {{EventId, Data}}, got {}",
+                arg.type_name()
+            ));
         };
         let mut event_id = None;
         let mut data = Value::Nil;
@@ -296,8 +318,7 @@ impl MpServer {
                 _ => {}
             }
         }
-        let event_id =
-            event_id.ok_or_else(|| format!("{method}: the EventId field is missing"))?;
+        let event_id = event_id.ok_or_else(|| format!("{method}: the EventId field is missing"))?;
         let id = event_id
             .as_i64()
             .and_then(|i| u64::try_from(i).ok())
@@ -305,7 +326,9 @@ impl MpServer {
         let reply = if is_error { Value::Nil } else { data };
         let action = {
             let mut events = lock(&self.events);
-            let event = events.get_mut(&id).ok_or_else(|| format!("event id {id} not found"))?;
+            let event = events
+                .get_mut(&id)
+                .ok_or_else(|| format!("event id {id} not found"))?;
             let action = event.step(Some(reply));
             if !matches!(action, Action::Call { .. }) {
                 events.remove(&id);
@@ -318,9 +341,12 @@ impl MpServer {
 
 /// `plugin.SetPluginDir(dir)`: accepted for compatibility (the plugins are built in).
 fn set_plugin_dir(arg: Value) -> Result<Value, String> {
-    let dir = arg
-        .as_str()
-        .ok_or_else(|| format!("plugin.SetPluginDir expects a path, got {}", arg.type_name()))?;
+    let dir = arg.as_str().ok_or_else(|| {
+        format!(
+            "plugin.SetPluginDir expects a path, got {}",
+            arg.type_name()
+        )
+    })?;
     if std::path::Path::new(dir).exists() {
         Ok(Value::str("ok"))
     } else {
@@ -337,14 +363,21 @@ fn first_param(method: &str, params: Vec<Value>) -> Result<Value, String> {
 
 fn map_field<'a>(method: &str, arg: &'a Value, key: &str) -> Result<&'a Value, String> {
     if arg.as_map().is_none() {
-        return Err(format!("{method} expects a map parameter, got {}", arg.type_name()));
+        return Err(format!(
+            "{method} expects a map parameter, got {}",
+            arg.type_name()
+        ));
     }
-    arg.get(key).ok_or_else(|| format!("{method}: the {key} field is missing"))
+    arg.get(key)
+        .ok_or_else(|| format!("{method}: the {key} field is missing"))
 }
 
 fn bare_id(method: &str, arg: &Value) -> Result<i64, String> {
     arg.as_i64().ok_or_else(|| {
-        format!("{method} expects a bare instance id (an integer), got {}", arg.type_name())
+        format!(
+            "{method} expects a bare instance id (an integer), got {}",
+            arg.type_name()
+        )
     })
 }
 
@@ -433,7 +466,11 @@ pub async fn serve_connection(server: Arc<MpServer>, mut stream: UnixStream) {
         loop {
             match decoder.next_value() {
                 Ok(Some(value)) => match RpcMessage::from_value(value) {
-                    Ok(RpcMessage::Request { msgid, method, params }) => {
+                    Ok(RpcMessage::Request {
+                        msgid,
+                        method,
+                        params,
+                    }) => {
                         server.handle_request(msgid, &method, params, &mut out);
                     }
                     Ok(other) => {
@@ -473,9 +510,9 @@ pub async fn serve_connection(server: Arc<MpServer>, mut stream: UnixStream) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testutil::TestServer;
     use super::*;
     use crate::msgpack::{decode, encode_to_vec};
-    use super::super::testutil::TestServer;
     use std::time::Duration;
 
     fn s(x: &str) -> Value {
@@ -536,7 +573,9 @@ mod tests {
 
     /// `(error, result)` of a response, checking its envelope.
     fn parts(resp: Value, msgid: i64) -> (Value, Value) {
-        let Value::Array(mut a) = resp else { panic!("response is not an array: {resp:?}") };
+        let Value::Array(mut a) = resp else {
+            panic!("response is not an array: {resp:?}")
+        };
         assert_eq!(a.len(), 4);
         assert_eq!(a[0], Value::Int(1));
         assert_eq!(a[1], Value::Int(msgid));
@@ -570,7 +609,10 @@ mod tests {
             &request(
                 4,
                 "plugin.StartInstance",
-                vec![Value::map([("Name", s("hello")), ("Config", s("{\"message\":\"hi\"}"))])],
+                vec![Value::map([
+                    ("Name", s("hello")),
+                    ("Config", s("{\"message\":\"hi\"}")),
+                ])],
             ),
         )
         .await;
@@ -597,7 +639,10 @@ mod tests {
             &request(
                 8,
                 "plugin.HandleEvent",
-                vec![Value::map([("InstanceId", Value::Int(0)), ("EventName", s("access"))])],
+                vec![Value::map([
+                    ("InstanceId", Value::Int(0)),
+                    ("EventName", s("access")),
+                ])],
             ),
         )
         .await;
@@ -642,11 +687,20 @@ mod tests {
         // Data absent = nil (spec §4.4).
         let raw = call_raw(
             &mut c,
-            &request(10, "plugin.Step", vec![Value::map([("EventId", Value::Int(0))])]),
+            &request(
+                10,
+                "plugin.Step",
+                vec![Value::map([("EventId", Value::Int(0))])],
+            ),
         )
         .await;
-        let expected =
-            cat(&[&[0x94, 0x01, 0x0A, 0xC0, 0x82], &fs("Data"), &fs("ret"), &fs("EventId"), &[0]]);
+        let expected = cat(&[
+            &[0x94, 0x01, 0x0A, 0xC0, 0x82],
+            &fs("Data"),
+            &fs("ret"),
+            &fs("EventId"),
+            &[0],
+        ]);
         assert_eq!(raw, expected);
         srv.stop().await;
     }
@@ -662,7 +716,10 @@ mod tests {
             &mut a,
             2,
             "plugin.HandleEvent",
-            vec![Value::map([("InstanceId", Value::Int(iid)), ("EventName", s("access"))])],
+            vec![Value::map([
+                ("InstanceId", Value::Int(iid)),
+                ("EventName", s("access")),
+            ])],
         )
         .await;
         let (_, r) = parts(resp, 2);
@@ -671,7 +728,10 @@ mod tests {
             &mut b,
             3,
             "plugin.Step",
-            vec![Value::map([("EventId", Value::Int(eid)), ("Data", s("example.com"))])],
+            vec![Value::map([
+                ("EventId", Value::Int(eid)),
+                ("Data", s("example.com")),
+            ])],
         )
         .await;
         let (err, r) = parts(resp, 3);
@@ -692,9 +752,17 @@ mod tests {
         )
         .await;
         let (_, r) = parts(resp, 4);
-        assert_eq!(r.get("Data").and_then(|d| d.get("Method")), Some(&s("kong.ctx.shared.set")));
-        let resp =
-            call(&mut a, 5, "plugin.Step", vec![Value::map([("EventId", Value::Int(eid))])]).await;
+        assert_eq!(
+            r.get("Data").and_then(|d| d.get("Method")),
+            Some(&s("kong.ctx.shared.set"))
+        );
+        let resp = call(
+            &mut a,
+            5,
+            "plugin.Step",
+            vec![Value::map([("EventId", Value::Int(eid))])],
+        )
+        .await;
         let (_, r) = parts(resp, 5);
         assert_eq!(r.get("Data"), Some(&s("ret")));
         srv.stop().await;
@@ -710,15 +778,26 @@ mod tests {
             &request(
                 2,
                 "plugin.HandleEvent",
-                vec![Value::map([("InstanceId", Value::Int(42)), ("EventName", s("access"))])],
+                vec![Value::map([
+                    ("InstanceId", Value::Int(42)),
+                    ("EventName", s("access")),
+                ])],
             ),
         )
         .await;
         // Appendix A: [1, 2, "no plugin instance #42", nil]
-        assert_eq!(raw, cat(&[&[0x94, 0x01, 0x02], &fs("no plugin instance #42"), &[0xC0]]));
+        assert_eq!(
+            raw,
+            cat(&[&[0x94, 0x01, 0x02], &fs("no plugin instance #42"), &[0xC0]])
+        );
 
-        let resp =
-            call(&mut c, 3, "plugin.Step", vec![Value::map([("EventId", Value::Int(99))])]).await;
+        let resp = call(
+            &mut c,
+            3,
+            "plugin.Step",
+            vec![Value::map([("EventId", Value::Int(99))])],
+        )
+        .await;
         assert_eq!(parts(resp, 3), (s("event id 99 not found"), Value::Nil));
 
         let resp = call(
@@ -734,11 +813,19 @@ mod tests {
             &mut c,
             5,
             "plugin.StartInstance",
-            vec![Value::map([("Name", s("hello")), ("Config", Value::map([("message", s("x"))]))])],
+            vec![Value::map([
+                ("Name", s("hello")),
+                ("Config", Value::map([("message", s("x"))])),
+            ])],
         )
         .await;
         let (err, _) = parts(resp, 5);
-        assert!(err.as_str().unwrap().contains("Config must be a JSON string"), "{err:?}");
+        assert!(
+            err.as_str()
+                .unwrap()
+                .contains("Config must be a JSON string"),
+            "{err:?}"
+        );
 
         let resp = call(&mut c, 6, "plugin.CloseInstance", vec![Value::Int(7)]).await;
         assert_eq!(parts(resp, 6), (s("no plugin instance #7"), Value::Nil));
@@ -749,17 +836,26 @@ mod tests {
 
         let resp = call(&mut c, 8, "plugin.HandleEvent", vec![]).await;
         let (err, _) = parts(resp, 8);
-        assert!(err.as_str().unwrap().contains("expects one parameter"), "{err:?}");
+        assert!(
+            err.as_str().unwrap().contains("expects one parameter"),
+            "{err:?}"
+        );
 
         let resp = call(
             &mut c,
             9,
             "plugin.StartInstance",
-            vec![Value::map([("Name", s("bench")), ("Config", s("{\"calls\": -3}"))])],
+            vec![Value::map([
+                ("Name", s("bench")),
+                ("Config", s("{\"calls\": -3}")),
+            ])],
         )
         .await;
         let (err, _) = parts(resp, 9);
-        assert!(err.as_str().unwrap().contains("calls must be >= 0"), "{err:?}");
+        assert!(
+            err.as_str().unwrap().contains("calls must be >= 0"),
+            "{err:?}"
+        );
 
         // Unknown phase for the instance's plugin.
         let iid = start_instance(&mut c, 10, "hello", "{}").await;
@@ -767,11 +863,19 @@ mod tests {
             &mut c,
             11,
             "plugin.HandleEvent",
-            vec![Value::map([("InstanceId", Value::Int(iid)), ("EventName", s("log"))])],
+            vec![Value::map([
+                ("InstanceId", Value::Int(iid)),
+                ("EventName", s("log")),
+            ])],
         )
         .await;
         let (err, _) = parts(resp, 11);
-        assert!(err.as_str().unwrap().contains("no handler for event \"log\""), "{err:?}");
+        assert!(
+            err.as_str()
+                .unwrap()
+                .contains("no handler for event \"log\""),
+            "{err:?}"
+        );
 
         // Still usable; close works and then the instance is gone.
         let resp = call(&mut c, 12, "plugin.CloseInstance", vec![Value::Int(iid)]).await;
@@ -783,7 +887,10 @@ mod tests {
             &mut c,
             13,
             "plugin.HandleEvent",
-            vec![Value::map([("InstanceId", Value::Int(iid)), ("EventName", s("access"))])],
+            vec![Value::map([
+                ("InstanceId", Value::Int(iid)),
+                ("EventName", s("access")),
+            ])],
         )
         .await;
         let (err, _) = parts(resp, 13);
@@ -816,7 +923,10 @@ mod tests {
             &mut good,
             2,
             "plugin.HandleEvent",
-            vec![Value::map([("InstanceId", Value::Int(iid)), ("EventName", s("access"))])],
+            vec![Value::map([
+                ("InstanceId", Value::Int(iid)),
+                ("EventName", s("access")),
+            ])],
         )
         .await;
         assert_eq!(parts(resp, 2).0, Value::Nil);
@@ -863,7 +973,13 @@ mod tests {
         let (err, status) = parts(values.remove(0), 2);
         assert_eq!(err, Value::Nil);
         let exit_status = status.get("Plugins").and_then(|p| p.get("exit")).unwrap();
-        assert_eq!(exit_status.get("Instances").and_then(Value::as_array).map(<[_]>::len), Some(1));
+        assert_eq!(
+            exit_status
+                .get("Instances")
+                .and_then(Value::as_array)
+                .map(<[_]>::len),
+            Some(1)
+        );
         let (err, r) = parts(values.remove(0), 3);
         assert_eq!(err, Value::Nil);
         assert_eq!(r.get("Name"), Some(&s("exit")));
@@ -873,12 +989,15 @@ mod tests {
     /// Runs one access event of `iid` over MsgPack, answering every call with nil, switching
     /// connections on every Step. Returns the callbacks and whether the last one was an exit.
     async fn run_event(srv: &TestServer, iid: i64) -> Vec<(String, Value)> {
-        let mut conns = vec![srv.connect().await, srv.connect().await];
+        let mut conns = [srv.connect().await, srv.connect().await];
         let resp = call(
             &mut conns[0],
             100,
             "plugin.HandleEvent",
-            vec![Value::map([("InstanceId", Value::Int(iid)), ("EventName", s("access"))])],
+            vec![Value::map([
+                ("InstanceId", Value::Int(iid)),
+                ("EventName", s("access")),
+            ])],
         )
         .await;
         let (err, mut r) = parts(resp, 100);
@@ -891,7 +1010,11 @@ mod tests {
             if data == s("ret") {
                 return calls;
             }
-            let method = data.get("Method").and_then(Value::as_str).expect("Method").to_owned();
+            let method = data
+                .get("Method")
+                .and_then(Value::as_str)
+                .expect("Method")
+                .to_owned();
             let args = data.get("Args").cloned().expect("Args");
             let is_exit = method == "kong.response.exit";
             calls.push((method, args));
@@ -899,9 +1022,13 @@ mod tests {
                 return calls;
             }
             let c = &mut conns[(msgid % 2) as usize];
-            let resp =
-                call(c, msgid, "plugin.Step", vec![Value::map([("EventId", Value::Int(eid))])])
-                    .await;
+            let resp = call(
+                c,
+                msgid,
+                "plugin.Step",
+                vec![Value::map([("EventId", Value::Int(eid))])],
+            )
+            .await;
             let (err, next) = parts(resp, msgid);
             assert_eq!(err, Value::Nil);
             assert_eq!(next.get("EventId"), Some(&Value::Int(eid)));
@@ -921,7 +1048,10 @@ mod tests {
             if n > 0 {
                 let (m, args) = calls.last().unwrap();
                 assert_eq!(m, "kong.response.set_header");
-                assert_eq!(args, &Value::Array(vec![s("x-bench-calls"), s(&n.to_string())]));
+                assert_eq!(
+                    args,
+                    &Value::Array(vec![s("x-bench-calls"), s(&n.to_string())])
+                );
             }
         }
         srv.stop().await;
@@ -936,7 +1066,10 @@ mod tests {
             &mut c,
             2,
             "plugin.HandleEvent",
-            vec![Value::map([("InstanceId", Value::Int(iid)), ("EventName", s("access"))])],
+            vec![Value::map([
+                ("InstanceId", Value::Int(iid)),
+                ("EventName", s("access")),
+            ])],
         )
         .await;
         let (_, r) = parts(resp, 2);
@@ -951,8 +1084,13 @@ mod tests {
             ]))
         );
         let eid = r.get("EventId").and_then(Value::as_i64).unwrap();
-        let resp =
-            call(&mut c, 3, "plugin.Step", vec![Value::map([("EventId", Value::Int(eid))])]).await;
+        let resp = call(
+            &mut c,
+            3,
+            "plugin.Step",
+            vec![Value::map([("EventId", Value::Int(eid))])],
+        )
+        .await;
         assert_eq!(parts(resp, 3).0, s(&format!("event id {eid} not found")));
         srv.stop().await;
     }

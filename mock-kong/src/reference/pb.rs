@@ -82,7 +82,10 @@ impl PbServer {
         PbServer {
             faults,
             loaded_at: unix_secs(),
-            instances: Mutex::new(Instances { map: IdMap::default(), next_id: 0 }),
+            instances: Mutex::new(Instances {
+                map: IdMap::default(),
+                next_id: 0,
+            }),
         }
     }
 
@@ -93,7 +96,10 @@ impl PbServer {
 
     fn start_instance(&self, name: &str, config: &[u8]) -> Result<InstanceStatus, String> {
         let plugin = plugins::find(name).ok_or_else(|| {
-            format!("StartInstance: unknown plugin {name:?} (this server hosts {})", plugins::names())
+            format!(
+                "StartInstance: unknown plugin {name:?} (this server hosts {})",
+                plugins::names()
+            )
         })?;
         let json: serde_json::Value = serde_json::from_slice(config)
             .map_err(|e| format!("StartInstance: decoding config: {e}"))?;
@@ -113,7 +119,14 @@ impl PbServer {
                 id
             }
         };
-        inst.map.insert(id, PbInstance { plugin, started_at, inner });
+        inst.map.insert(
+            id,
+            PbInstance {
+                plugin,
+                started_at,
+                inner,
+            },
+        );
         Ok(InstanceStatus {
             name: plugin.name().to_owned(),
             instance_id: id,
@@ -130,13 +143,17 @@ impl PbServer {
             config: None,
             started_at: x.started_at,
         };
-        let found = if close { inst.map.remove(&id).map(|x| status(&x)) } else { inst.map.get(&id).map(status) };
+        let found = if close {
+            inst.map.remove(&id).map(|x| status(&x))
+        } else {
+            inst.map.get(&id).map(status)
+        };
         found.ok_or_else(|| format!("no plugin instance {id}"))
     }
 
     fn plugin_info(&self, name: &str) -> Result<PluginInfo, String> {
-        let p = plugins::find(name)
-            .ok_or_else(|| format!("GetPluginInfo: unknown plugin {name:?}"))?;
+        let p =
+            plugins::find(name).ok_or_else(|| format!("GetPluginInfo: unknown plugin {name:?}"))?;
         Ok(PluginInfo {
             name: p.name().to_owned(),
             updated_at: self.loaded_at,
@@ -171,7 +188,9 @@ impl Conn {
                 return if self.decoder.buffered() == 0 {
                     Ok(None)
                 } else {
-                    Err(Close::Error("connection closed in the middle of a frame".into()))
+                    Err(Close::Error(
+                        "connection closed in the middle of a frame".into(),
+                    ))
                 };
             }
             self.decoder.feed(&self.rbuf[..n]);
@@ -220,14 +239,20 @@ async fn serve(server: &PbServer, conn: &mut Conn) -> Result<(), Close> {
         let sequence = call.sequence;
         let ret = match call.call {
             Some(rpc_call::Call::CmdStartInstance(c)) => Some(rpc_return::Return::InstanceStatus(
-                server.start_instance(&c.name, &c.config).map_err(Close::Error)?,
+                server
+                    .start_instance(&c.name, &c.config)
+                    .map_err(Close::Error)?,
             )),
             Some(rpc_call::Call::CmdCloseInstance(c)) => Some(rpc_return::Return::InstanceStatus(
-                server.instance_status(c.instance_id, true).map_err(Close::Error)?,
+                server
+                    .instance_status(c.instance_id, true)
+                    .map_err(Close::Error)?,
             )),
             Some(rpc_call::Call::CmdGetInstanceStatus(c)) => {
                 Some(rpc_return::Return::InstanceStatus(
-                    server.instance_status(c.instance_id, false).map_err(Close::Error)?,
+                    server
+                        .instance_status(c.instance_id, false)
+                        .map_err(Close::Error)?,
                 ))
             }
             Some(rpc_call::Call::CmdHandleEvent(c)) => {
@@ -249,7 +274,13 @@ async fn serve(server: &PbServer, conn: &mut Conn) -> Result<(), Close> {
                 )))
             }
         };
-        put_message(&mut conn.out, &RpcReturn { sequence, r#return: ret });
+        put_message(
+            &mut conn.out,
+            &RpcReturn {
+                sequence,
+                r#return: ret,
+            },
+        );
         conn.flush().await?;
     }
     Ok(())
@@ -288,7 +319,10 @@ async fn handle_event(
                 let spec = put_call(&mut conn.out, method.as_str(), &args)?;
                 conn.flush().await?;
                 let frame = conn.read_frame().await?.ok_or_else(|| {
-                    Close::Error(format!("host closed the connection instead of answering {}", spec.name))
+                    Close::Error(format!(
+                        "host closed the connection instead of answering {}",
+                        spec.name
+                    ))
                 })?;
                 let value = pdk_table::decode_result(spec, &frame)
                     .map_err(|e| Close::Error(e.to_string()))?;
@@ -359,7 +393,13 @@ mod tests {
     }
 
     fn call_bytes(sequence: i64, call: rpc_call::Call) -> Vec<u8> {
-        frame(&RpcCall { sequence, call: Some(call) }.encode_to_vec())
+        frame(
+            &RpcCall {
+                sequence,
+                call: Some(call),
+            }
+            .encode_to_vec(),
+        )
     }
 
     async fn start(c: &mut UnixStream, seq: i64, name: &str, config: &str) -> InstanceStatus {
@@ -394,7 +434,9 @@ mod tests {
         instance_id: i32,
         answer: impl Fn(&str) -> Vec<u8>,
     ) -> Vec<(String, Vec<Value>)> {
-        c.write_all(&handle_event(seq, instance_id, "access")).await.unwrap();
+        c.write_all(&handle_event(seq, instance_id, "access"))
+            .await
+            .unwrap();
         let mut calls = Vec::new();
         loop {
             let name = read_frame(c).await;
@@ -437,7 +479,9 @@ mod tests {
         .unwrap();
         let ret = RpcReturn::decode(read_frame(&mut c).await.as_slice()).unwrap();
         assert_eq!(ret.sequence, 5);
-        assert!(matches!(ret.r#return, Some(rpc_return::Return::InstanceStatus(ref s)) if s.instance_id == 17));
+        assert!(
+            matches!(ret.r#return, Some(rpc_return::Return::InstanceStatus(ref s)) if s.instance_id == 17)
+        );
         // Closed instance: HandleEvent closes the connection without a reply.
         c.write_all(&handle_event(6, 17, "access")).await.unwrap();
         assert_closed(&mut c).await;
@@ -452,12 +496,19 @@ mod tests {
         let st = start(&mut c, 2, "hello", "{\"message\":\"Kong!\",\"__seq__\":5}").await;
         assert_eq!(st.instance_id, 5);
         // HandleEvent (seq 3, instance 5, "access"): 0F 00 00 00 | 08 03 A2 02 0A 08 05 12 06 access
-        let mut he = vec![0x0F, 0, 0, 0, 0x08, 0x03, 0xA2, 0x02, 0x0A, 0x08, 0x05, 0x12, 0x06];
+        let mut he = vec![
+            0x0F, 0, 0, 0, 0x08, 0x03, 0xA2, 0x02, 0x0A, 0x08, 0x05, 0x12, 0x06,
+        ];
         he.extend_from_slice(b"access");
         c.write_all(&he).await.unwrap();
         assert_eq!(read_frame(&mut c).await, b"kong.request.get_header");
-        assert_eq!(read_frame(&mut c).await, [&[0x0A, 0x04][..], b"host"].concat());
-        c.write_all(&[&[0x0D, 0, 0, 0, 0x0A, 0x0B][..], b"example.com"].concat()).await.unwrap();
+        assert_eq!(
+            read_frame(&mut c).await,
+            [&[0x0A, 0x04][..], b"host"].concat()
+        );
+        c.write_all(&[&[0x0D, 0, 0, 0, 0x0A, 0x0B][..], b"example.com"].concat())
+            .await
+            .unwrap();
         assert_eq!(read_frame(&mut c).await, b"kong.response.set_header");
         let kv = read_frame(&mut c).await;
         let spec = pdk_table::lookup("kong.response.set_header").unwrap();
@@ -500,7 +551,9 @@ mod tests {
 
         let mut c = srv.connect().await;
         let st = start(&mut c, 2, "hello", "{}").await;
-        c.write_all(&handle_event(3, st.instance_id, "log")).await.unwrap();
+        c.write_all(&handle_event(3, st.instance_id, "log"))
+            .await
+            .unwrap();
         assert_closed(&mut c).await;
 
         // Others keep being served.
@@ -514,12 +567,21 @@ mod tests {
     async fn exit_writes_two_frames_then_closes() {
         let srv = TestServer::start(Protocol::ProtoBuf).await;
         let mut c = srv.connect().await;
-        let st = start(&mut c, 2, "exit", "{\"status\":429,\"message\":\"slow down\"}").await;
+        let st = start(
+            &mut c,
+            2,
+            "exit",
+            "{\"status\":429,\"message\":\"slow down\"}",
+        )
+        .await;
         let calls = converse(&mut c, 3, st.instance_id, |_| Vec::new()).await;
         assert_eq!(calls.len(), 1);
         assert_eq!(calls[0].0, "kong.response.exit");
         assert_eq!(calls[0].1.first(), Some(&Value::Int(429)));
-        assert_eq!(calls[0].1.get(1).and_then(Value::as_bytes), Some(&b"slow down"[..]));
+        assert_eq!(
+            calls[0].1.get(1).and_then(Value::as_bytes),
+            Some(&b"slow down"[..])
+        );
         assert_closed(&mut c).await;
         srv.stop().await;
     }
@@ -555,7 +617,9 @@ mod tests {
         let srv = TestServer::start(Protocol::ProtoBuf).await;
         let mut c = srv.connect().await;
         let st = start(&mut c, 2, "multiphase", "{\"message\":\"Kong!\"}").await;
-        c.write_all(&handle_event(3, st.instance_id, "log")).await.unwrap();
+        c.write_all(&handle_event(3, st.instance_id, "log"))
+            .await
+            .unwrap();
         let mut notices = Vec::new();
         loop {
             let name = read_frame(&mut c).await;

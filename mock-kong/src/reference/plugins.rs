@@ -71,7 +71,10 @@ pub enum Action {
 
 impl Action {
     fn call(method: &'static str, args: Vec<Value>) -> Action {
-        Action::Call { method: Method::Static(method), args: Args::Owned(args) }
+        Action::Call {
+            method: Method::Static(method),
+            args: Args::Owned(args),
+        }
     }
 }
 
@@ -153,7 +156,11 @@ pub fn find(name: &str) -> Option<&'static dyn Plugin> {
 
 /// The names of all plugins, comma-separated (for error messages).
 pub fn names() -> String {
-    PLUGINS.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+    PLUGINS
+        .iter()
+        .map(|p| p.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -215,7 +222,11 @@ fn integer_field(
         None => Ok(default),
         Some(Json::Number(n)) => n
             .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .map(|f| f as i64)
+            })
             .ok_or_else(|| format!("{plugin}: config.{key} must be an integer, got {n}")),
         Some(other) => Err(format!(
             "{plugin}: config.{key} must be an integer, got {}",
@@ -272,14 +283,20 @@ impl Plugin for Hello {
     fn start(&self, config: &Json) -> Result<Box<dyn Instance>, String> {
         let obj = config_object("hello", config)?;
         let message = string_field("hello", obj, "message", "hello")?;
-        Ok(Box::new(HelloInstance { message: message.into() }))
+        Ok(Box::new(HelloInstance {
+            message: message.into(),
+        }))
     }
 }
 
 impl Instance for HelloInstance {
     fn event(&self, phase: &str) -> Option<Box<dyn Event>> {
-        (phase == "access")
-            .then(|| Box::new(HelloEvent { message: self.message.clone(), state: 0 }) as _)
+        (phase == "access").then(|| {
+            Box::new(HelloEvent {
+                message: self.message.clone(),
+                state: 0,
+            }) as _
+        })
     }
 }
 
@@ -295,7 +312,10 @@ impl Event for HelloEvent {
                 v.push_str(&self.message);
                 v.push(' ');
                 v.push_str(&host);
-                Action::call("kong.response.set_header", vec![Value::str("x-hello"), Value::from(v)])
+                Action::call(
+                    "kong.response.set_header",
+                    vec![Value::str("x-hello"), Value::from(v)],
+                )
             }
             _ => Action::Done,
         }
@@ -367,14 +387,24 @@ impl Plugin for Bench {
         let final_args: Arc<[Value]> =
             Arc::new([Value::str("x-bench-calls"), Value::from(calls.to_string())]);
         Ok(Box::new(BenchInstance {
-            config: Arc::new(BenchConfig { calls, method, args, final_args }),
+            config: Arc::new(BenchConfig {
+                calls,
+                method,
+                args,
+                final_args,
+            }),
         }))
     }
 }
 
 impl Instance for BenchInstance {
     fn event(&self, phase: &str) -> Option<Box<dyn Event>> {
-        (phase == "access").then(|| Box::new(BenchEvent { config: self.config.clone(), done: 0 }) as _)
+        (phase == "access").then(|| {
+            Box::new(BenchEvent {
+                config: self.config.clone(),
+                done: 0,
+            }) as _
+        })
     }
 }
 
@@ -386,7 +416,10 @@ impl Event for BenchEvent {
         }
         self.done += 1;
         if self.done < c.calls {
-            Action::Call { method: c.method.clone(), args: Args::Shared(c.args.clone()) }
+            Action::Call {
+                method: c.method.clone(),
+                args: Args::Shared(c.args.clone()),
+            }
         } else {
             Action::Call {
                 method: Method::Static("kong.response.set_header"),
@@ -428,7 +461,9 @@ impl Plugin for Exit {
         let obj = config_object("exit", config)?;
         let status = integer_field("exit", obj, "status", 403)?;
         if !(100..=599).contains(&status) {
-            return Err(format!("exit: config.status must be an HTTP status (100-599), got {status}"));
+            return Err(format!(
+                "exit: config.status must be an HTTP status (100-599), got {status}"
+            ));
         }
         let message = string_field("exit", obj, "message", "blocked")?;
         let args: Arc<[Value]> = Arc::new([
@@ -442,7 +477,12 @@ impl Plugin for Exit {
 
 impl Instance for ExitInstance {
     fn event(&self, phase: &str) -> Option<Box<dyn Event>> {
-        (phase == "access").then(|| Box::new(ExitEvent { args: self.args.clone(), sent: false }) as _)
+        (phase == "access").then(|| {
+            Box::new(ExitEvent {
+                args: self.args.clone(),
+                sent: false,
+            }) as _
+        })
     }
 }
 
@@ -507,7 +547,9 @@ impl Plugin for Multiphase {
     fn start(&self, config: &Json) -> Result<Box<dyn Instance>, String> {
         let obj = config_object("multiphase", config)?;
         let message = string_field("multiphase", obj, "message", "hello")?;
-        Ok(Box::new(MultiphaseInstance { message: message.into() }))
+        Ok(Box::new(MultiphaseInstance {
+            message: message.into(),
+        }))
     }
 }
 
@@ -537,7 +579,10 @@ impl Event for MultiphaseEvent {
             (MultiPhase::Access, 0) => Action::call("kong.request.get_header", vec![s("host")]),
             (MultiPhase::Access, 1) => {
                 let host = reply.as_ref().map(text).unwrap_or_default();
-                Action::call("kong.response.set_header", vec![s("x-multi-access"), Value::from(host)])
+                Action::call(
+                    "kong.response.set_header",
+                    vec![s("x-multi-access"), Value::from(host)],
+                )
             }
             (MultiPhase::Access, 2) => Action::call(
                 "kong.ctx.shared.set",
@@ -550,12 +595,16 @@ impl Event for MultiphaseEvent {
                 let v = reply.as_ref().map(text).unwrap_or_default();
                 Action::call(
                     "kong.response.set_header",
-                    vec![s("x-multi-response"), Value::from(format!("got from server '{v}'"))],
+                    vec![
+                        s("x-multi-response"),
+                        Value::from(format!("got from server '{v}'")),
+                    ],
                 )
             }
             (MultiPhase::Log, n @ 0..=7) => {
-                if n >= 1 && n <= 4 {
-                    self.results.push(reply.as_ref().map(text).unwrap_or_default());
+                if (1..=4).contains(&n) {
+                    self.results
+                        .push(reply.as_ref().map(text).unwrap_or_default());
                 }
                 match n {
                     0 => Action::call("kong.ctx.shared.get", vec![s("shared_msg")]),
@@ -563,8 +612,12 @@ impl Event for MultiphaseEvent {
                     2 => Action::call("kong.response.get_header", vec![s("x-powered-by")]),
                     3 => Action::call("kong.log.serialize", Vec::new()),
                     _ => {
-                        const LABELS: [&str; 4] =
-                            ["shared_msg", "request_header", "response_header", "serialized"];
+                        const LABELS: [&str; 4] = [
+                            "shared_msg",
+                            "request_header",
+                            "response_header",
+                            "serialized",
+                        ];
                         let i = usize::from(n - 4);
                         let v = self.results.get(i).map(String::as_str).unwrap_or("");
                         Action::call(
@@ -612,23 +665,33 @@ mod tests {
 
     #[test]
     fn hello_makes_exactly_two_calls() {
-        let calls = run("hello", json!({"message": "hi", "__seq__": 3}), "access", |m, _| {
-            if m == "kong.request.get_header" {
-                Value::str("example.com")
-            } else {
-                Value::Nil
-            }
-        });
+        let calls = run(
+            "hello",
+            json!({"message": "hi", "__seq__": 3}),
+            "access",
+            |m, _| {
+                if m == "kong.request.get_header" {
+                    Value::str("example.com")
+                } else {
+                    Value::Nil
+                }
+            },
+        );
         assert_eq!(calls.len(), 2);
         assert_eq!(calls[0].0, "kong.request.get_header");
         assert_eq!(calls[0].1, vec![Value::str("host")]);
         assert_eq!(calls[1].0, "kong.response.set_header");
-        assert_eq!(calls[1].1, vec![Value::str("x-hello"), Value::str("hi example.com")]);
+        assert_eq!(
+            calls[1].1,
+            vec![Value::str("x-hello"), Value::str("hi example.com")]
+        );
     }
 
     #[test]
     fn hello_nil_host_and_default_message() {
-        let calls = run("hello", json!({"message": null}), "access", |_, _| Value::Nil);
+        let calls = run("hello", json!({"message": null}), "access", |_, _| {
+            Value::Nil
+        });
         assert_eq!(calls[1].1[1], Value::str("hello "));
     }
 
@@ -640,7 +703,10 @@ mod tests {
             if n >= 1 {
                 let last = calls.last().expect("last");
                 assert_eq!(last.0, "kong.response.set_header");
-                assert_eq!(last.1, vec![Value::str("x-bench-calls"), Value::from(n.to_string())]);
+                assert_eq!(
+                    last.1,
+                    vec![Value::str("x-bench-calls"), Value::from(n.to_string())]
+                );
                 for c in &calls[..calls.len() - 1] {
                     assert_eq!(c.0, "kong.request.get_header");
                     assert_eq!(c.1, vec![Value::str("x-bench")]);
@@ -659,9 +725,17 @@ mod tests {
 
     #[test]
     fn bad_configs_are_rejected_with_reasons() {
-        let e = find("bench").unwrap().start(&json!({"calls": -1})).err().unwrap();
+        let e = find("bench")
+            .unwrap()
+            .start(&json!({"calls": -1}))
+            .err()
+            .unwrap();
         assert!(e.contains("calls must be >= 0"), "{e}");
-        let e = find("hello").unwrap().start(&json!({"message": 5})).err().unwrap();
+        let e = find("hello")
+            .unwrap()
+            .start(&json!({"message": 5}))
+            .err()
+            .unwrap();
         assert!(e.contains("message must be a string, got number"), "{e}");
         let e = find("exit").unwrap().start(&json!([1])).err().unwrap();
         assert!(e.contains("must be a JSON object"), "{e}");
@@ -676,7 +750,11 @@ mod tests {
         assert_eq!(calls[0].0, "kong.response.exit");
         assert_eq!(
             calls[0].1,
-            vec![Value::Int(401), Value::str("blocked"), Value::map([("x-exit", Value::str("1"))])]
+            vec![
+                Value::Int(401),
+                Value::str("blocked"),
+                Value::map([("x-exit", Value::str("1"))])
+            ]
         );
     }
 
@@ -708,10 +786,14 @@ mod tests {
         assert_eq!(calls[6].1, vec![Value::str("response_header: ")]);
         assert_eq!(calls[7].1, vec![Value::str("serialized: {\"a\":1}")]);
 
-        let calls = run("multiphase", json!({"message": "m"}), "access", |_, _| Value::str("h"));
+        let calls = run("multiphase", json!({"message": "m"}), "access", |_, _| {
+            Value::str("h")
+        });
         assert_eq!(calls.len(), 3);
         assert_eq!(calls[2].1, vec![Value::str("shared_msg"), Value::str("m")]);
-        let calls = run("multiphase", json!({}), "response", |_, _| Value::str("up/1.0"));
+        let calls = run("multiphase", json!({}), "response", |_, _| {
+            Value::str("up/1.0")
+        });
         assert_eq!(calls[1].1[1], Value::str("got from server 'up/1.0'"));
         let inst = find("multiphase").unwrap().start(&json!({})).unwrap();
         assert!(inst.event("rewrite").is_none());
