@@ -1,0 +1,1097 @@
+//! The `MsgPack:1` server (spec §4), behaving on the wire like the Python and JS PDK servers.
+//!
+//! * One task per connection; the requests of one connection are answered in order, each with
+//!   one `[1, msgid, error, result]` response (spec §4.1). An error response leaves the
+//!   connection usable.
+//! * Instances and events are global to the process. Instance ids and event ids count up from 0.
+//!   Events are keyed by `EventId` only, never by connection: Kong sends the Steps of one event
+//!   on whichever pooled connection it gets (spec §4.1, §10.1).
+//! * After `kong.response.exit` the server forgets the event: Kong never sends a Step for it
+//!   (spec §4.4).
+//! * Bytes that are not MessagePack, or a MessagePack object that is not an RPC request, drop
+//!   that connection only.
+//!
+//! Error texts follow the official servers: `no plugin instance #<id>` (Kong resets and retries
+//! on "no plugin instance", spec §4.6), `event id <n> not found`, `<name> not initialized`
+//! (Python spells it "initizlied"; we do not copy the typo).
+//!
+//! `plugin.StepError` (never sent by Kong 3.x, spec §4.4) reaches the plugin as a `nil` result,
+//! which is what a Lua-style PDK call returns as its first value on error; our plugins then
+//! carry on as they do for any `nil`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use super::plugins::{self, Action, Event, Instance, Plugin};
+use super::{lock, now_secs_f64, Faults, IdMap, MAX_FRAME, READ_CHUNK};
+use crate::msgpack::{encode, RpcMessage, StreamDecoder};
+use crate::{Protocol, Value};
+
+/// The state shared by every connection of one MsgPack server.
+pub struct MpServer {
+    faults: Arc<Faults>,
+    loaded_at: f64,
+    instances: Mutex<Instances>,
+    events: Mutex<IdMap<u64, Box<dyn Event>>>,
+    next_event: AtomicU64,
+}
+
+struct Instances {
+    map: IdMap<i64, MpInstance>,
+    next_id: i64,
+    /// Per plugin (index into [`plugins::all`]): last StartInstance / CloseInstance time.
+    stats: Vec<(f64, f64)>,
+}
+
+struct MpInstance {
+    plugin: &'static dyn Plugin,
+    plugin_index: usize,
+    /// The decoded config, as StartInstance returned it.
+    config: Value,
+    start_time: f64,
+    inner: Box<dyn Instance>,
+}
+
+impl MpInstance {
+    /// `{Name, Id, Config}` (+ `StartTime`).
+    fn status(&self, id: i64, with_start_time: bool) -> Value {
+        let mut m = vec![
+            (Value::str("Name"), Value::str(self.plugin.name())),
+            (Value::str("Id"), Value::Int(id)),
+            (Value::str("Config"), self.config.clone()),
+        ];
+        if with_start_time {
+            m.push((Value::str("StartTime"), Value::Float(self.start_time)));
+        }
+        Value::Map(m)
+    }
+}
+
+/// The result of one method.
+enum Reply {
+    /// A plain result value.
+    Value(Value),
+    /// `{Data: <action>, EventId: id}`, written without building a [`Value`].
+    Event { id: u64, action: Action },
+}
+
+impl MpServer {
+    /// A server with no instances and no events.
+    pub fn new(faults: Arc<Faults>) -> MpServer {
+        MpServer {
+            faults,
+            loaded_at: now_secs_f64(),
+            instances: Mutex::new(Instances {
+                map: IdMap::default(),
+                next_id: 0,
+                stats: vec![(0.0, 0.0); plugins::all().len()],
+            }),
+            events: Mutex::new(IdMap::default()),
+            next_event: AtomicU64::new(0),
+        }
+    }
+
+    /// The fault switches this server was started with.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Number of events waiting for a Step (for tests and diagnostics).
+    pub fn open_events(&self) -> usize {
+        lock(&self.events).len()
+    }
+
+    /// Handles one request and appends its response to `out`.
+    fn handle_request(&self, msgid: u64, method: &str, params: Vec<Value>, out: &mut Vec<u8>) {
+        match self.dispatch(method, params) {
+            Ok(Reply::Value(v)) => {
+                response_head(out, msgid);
+                out.push(NIL);
+                encode(&v, out);
+            }
+            Ok(Reply::Event { id, action }) => write_event_response(out, msgid, id, &action),
+            Err(e) => {
+                response_head(out, msgid);
+                put_str(out, e.as_bytes());
+                out.push(NIL);
+            }
+        }
+    }
+
+    fn dispatch(&self, method: &str, params: Vec<Value>) -> Result<Reply, String> {
+        let Some(name) = method.strip_prefix("plugin.") else {
+            let ns = method.split('.').next().unwrap_or(method);
+            return Err(format!(
+                "RPC for {ns} is not supported (expected a plugin.* method)"
+            ));
+        };
+        match name {
+            "HandleEvent" => self.handle_event(first_param(method, params)?),
+            "Step" | "StepMultiMap" | "StepCredential" | "StepConsumer" | "StepRoute"
+            | "StepService" | "StepMemoryStats" => {
+                self.step(method, first_param(method, params)?, false)
+            }
+            "StepError" => self.step(method, first_param(method, params)?, true),
+            "StartInstance" => self
+                .start_instance(first_param(method, params)?)
+                .map(Reply::Value),
+            "CloseInstance" => self
+                .close_instance(first_param(method, params)?)
+                .map(Reply::Value),
+            "InstanceStatus" => self
+                .instance_status(first_param(method, params)?)
+                .map(Reply::Value),
+            "GetStatus" => Ok(Reply::Value(self.get_status())),
+            "GetPluginInfo" => self
+                .get_plugin_info(first_param(method, params)?)
+                .map(Reply::Value),
+            "SetPluginDir" => set_plugin_dir(first_param(method, params)?).map(Reply::Value),
+            _ => Err(format!(
+                "unknown method {method:?}: this server serves plugin.StartInstance, \
+                 plugin.CloseInstance, plugin.HandleEvent, plugin.Step*, plugin.InstanceStatus, \
+                 plugin.GetStatus and plugin.GetPluginInfo"
+            )),
+        }
+    }
+
+    /// `plugin.StartInstance({Name, Config})`: Config must be a JSON string.
+    fn start_instance(&self, arg: Value) -> Result<Value, String> {
+        const M: &str = "plugin.StartInstance";
+        let name = map_field(M, &arg, "Name")?
+            .as_str()
+            .ok_or_else(|| format!("{M}: Name must be a string"))?;
+        let config_text = match map_field(M, &arg, "Config")? {
+            Value::Str(b) | Value::Bin(b) => b,
+            other => {
+                return Err(format!(
+                    "{M}: Config must be a JSON string, got {} (Kong sends cjson.encode(conf))",
+                    other.type_name()
+                ))
+            }
+        };
+        let (plugin_index, plugin) = plugins::all()
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.name() == name)
+            .ok_or_else(|| format!("{name} not initialized"))?;
+        let json: serde_json::Value = serde_json::from_slice(config_text)
+            .map_err(|e| format!("{M}: Config is not valid JSON: {e}"))?;
+        let inner = plugin.start(&json)?;
+        let config = Value::from_json(&json);
+        let start_time = now_secs_f64();
+        let instance = MpInstance {
+            plugin: *plugin,
+            plugin_index,
+            config,
+            start_time,
+            inner,
+        };
+        let mut inst = lock(&self.instances);
+        let id = inst.next_id;
+        inst.next_id += 1;
+        let status = instance.status(id, true);
+        inst.map.insert(id, instance);
+        if let Some(s) = inst.stats.get_mut(plugin_index) {
+            s.0 = start_time;
+        }
+        Ok(status)
+    }
+
+    /// `plugin.CloseInstance(id)`: a bare id.
+    fn close_instance(&self, arg: Value) -> Result<Value, String> {
+        let id = bare_id("plugin.CloseInstance", &arg)?;
+        let mut inst = lock(&self.instances);
+        let instance = inst.map.remove(&id).ok_or_else(|| no_instance(&arg))?;
+        if let Some(s) = inst.stats.get_mut(instance.plugin_index) {
+            s.1 = now_secs_f64();
+        }
+        Ok(instance.status(id, false))
+    }
+
+    /// `plugin.InstanceStatus(id)`.
+    fn instance_status(&self, arg: Value) -> Result<Value, String> {
+        let id = bare_id("plugin.InstanceStatus", &arg)?;
+        let inst = lock(&self.instances);
+        let instance = inst.map.get(&id).ok_or_else(|| no_instance(&arg))?;
+        Ok(instance.status(id, true))
+    }
+
+    /// `plugin.GetStatus()`: `{Pid, Plugins: {name: {...}}}` like the Python server.
+    fn get_status(&self) -> Value {
+        let inst = lock(&self.instances);
+        let mut ids: Vec<&i64> = inst.map.keys().collect();
+        ids.sort_unstable();
+        let plugins = plugins::all()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let instances = ids
+                    .iter()
+                    .filter_map(|id| inst.map.get(id).map(|x| (**id, x)))
+                    .filter(|(_, x)| x.plugin_index == i)
+                    .map(|(id, x)| x.status(id, true))
+                    .collect();
+                let (last_start, last_close) = inst.stats.get(i).copied().unwrap_or_default();
+                (
+                    Value::str(p.name()),
+                    Value::map([
+                        ("Name", Value::str(p.name())),
+                        ("Modtime", Value::Float(self.loaded_at)),
+                        ("LoadTime", Value::Float(self.loaded_at)),
+                        ("Instances", Value::Array(instances)),
+                        ("LastStartInstance", Value::Float(last_start)),
+                        ("LastCloseInstance", Value::Float(last_close)),
+                    ]),
+                )
+            })
+            .collect();
+        Value::map([
+            ("Pid", Value::Int(i64::from(std::process::id()))),
+            ("Plugins", Value::Map(plugins)),
+        ])
+    }
+
+    /// `plugin.GetPluginInfo(name)`: one dump entry.
+    fn get_plugin_info(&self, arg: Value) -> Result<Value, String> {
+        let name = arg.as_str().ok_or_else(|| {
+            format!(
+                "plugin.GetPluginInfo expects a plugin name, got {}",
+                arg.type_name()
+            )
+        })?;
+        let plugin = plugins::find(name).ok_or_else(|| format!("{name} not initialized"))?;
+        Ok(Value::from_json(&plugin.info_json(Protocol::MsgPack)))
+    }
+
+    /// `plugin.HandleEvent({InstanceId, EventName})`: starts an event and runs it to its first
+    /// callback (or to its end).
+    fn handle_event(&self, arg: Value) -> Result<Reply, String> {
+        const M: &str = "plugin.HandleEvent";
+        let iid_value = map_field(M, &arg, "InstanceId")?;
+        let iid = iid_value.as_i64().ok_or_else(|| {
+            format!(
+                "{M}: InstanceId must be an integer, got {}",
+                iid_value.type_name()
+            )
+        })?;
+        let phase = map_field(M, &arg, "EventName")?
+            .as_str()
+            .ok_or_else(|| format!("{M}: EventName must be a string"))?;
+        let mut event = {
+            let inst = lock(&self.instances);
+            let instance = inst.map.get(&iid).ok_or_else(|| no_instance(iid_value))?;
+            instance.inner.event(phase).ok_or_else(|| {
+                format!(
+                    "plugin {} has no handler for event {phase:?} (it handles {})",
+                    instance.plugin.name(),
+                    instance.plugin.phases().join(", ")
+                )
+            })?
+        };
+        let id = self.next_event.fetch_add(1, Ordering::Relaxed);
+        let action = event.step(None);
+        if matches!(action, Action::Call { .. }) {
+            // Registered before the response is written: the next Step may come on another
+            // connection as soon as the host has read it.
+            lock(&self.events).insert(id, event);
+        }
+        Ok(Reply::Event { id, action })
+    }
+
+    /// `plugin.Step*({EventId, Data})`: delivers a PDK result to its event.
+    fn step(&self, method: &str, arg: Value, is_error: bool) -> Result<Reply, String> {
+        let Value::Map(entries) = arg else {
+            return Err(format!(
+                "{method} expects a map {{EventId, Data}}, got {}",
+                arg.type_name()
+            ));
+        };
+        let mut event_id = None;
+        let mut data = Value::Nil;
+        for (k, v) in entries {
+            match k.as_bytes() {
+                Some(b"EventId") => event_id = Some(v),
+                Some(b"Data") => data = v,
+                _ => {}
+            }
+        }
+        let event_id = event_id.ok_or_else(|| format!("{method}: the EventId field is missing"))?;
+        let id = event_id
+            .as_i64()
+            .and_then(|i| u64::try_from(i).ok())
+            .ok_or_else(|| format!("event id {} not found", plugins::text(&event_id)))?;
+        let reply = if is_error { Value::Nil } else { data };
+        let action = {
+            let mut events = lock(&self.events);
+            let event = events
+                .get_mut(&id)
+                .ok_or_else(|| format!("event id {id} not found"))?;
+            let action = event.step(Some(reply));
+            if !matches!(action, Action::Call { .. }) {
+                events.remove(&id);
+            }
+            action
+        };
+        Ok(Reply::Event { id, action })
+    }
+}
+
+/// `plugin.SetPluginDir(dir)`: accepted for compatibility (the plugins are built in).
+fn set_plugin_dir(arg: Value) -> Result<Value, String> {
+    let dir = arg.as_str().ok_or_else(|| {
+        format!(
+            "plugin.SetPluginDir expects a path, got {}",
+            arg.type_name()
+        )
+    })?;
+    if std::path::Path::new(dir).exists() {
+        Ok(Value::str("ok"))
+    } else {
+        Err(format!("{dir} not exists"))
+    }
+}
+
+fn first_param(method: &str, params: Vec<Value>) -> Result<Value, String> {
+    params
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("{method} expects one parameter, got an empty params array"))
+}
+
+fn map_field<'a>(method: &str, arg: &'a Value, key: &str) -> Result<&'a Value, String> {
+    if arg.as_map().is_none() {
+        return Err(format!(
+            "{method} expects a map parameter, got {}",
+            arg.type_name()
+        ));
+    }
+    arg.get(key)
+        .ok_or_else(|| format!("{method}: the {key} field is missing"))
+}
+
+fn bare_id(method: &str, arg: &Value) -> Result<i64, String> {
+    arg.as_i64().ok_or_else(|| {
+        format!(
+            "{method} expects a bare instance id (an integer), got {}",
+            arg.type_name()
+        )
+    })
+}
+
+fn no_instance(id: &Value) -> String {
+    format!("no plugin instance #{}", plugins::text(id))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response writing. The envelope and the fixed keys are written directly (Kong-compatible
+// widths: fixstr / str16 / str32, never str8, spec §4.2); values go through the codec.
+
+const NIL: u8 = 0xC0;
+
+fn put_str(out: &mut Vec<u8>, s: &[u8]) {
+    let n = s.len();
+    if n < 32 {
+        out.push(0xA0 | n as u8);
+    } else if let Ok(n) = u16::try_from(n) {
+        out.push(0xDA);
+        out.extend_from_slice(&n.to_be_bytes());
+    } else {
+        out.push(0xDB);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+    out.extend_from_slice(s);
+}
+
+fn put_array_len(out: &mut Vec<u8>, n: usize) {
+    if n < 16 {
+        out.push(0x90 | n as u8);
+    } else if let Ok(n) = u16::try_from(n) {
+        out.push(0xDC);
+        out.extend_from_slice(&n.to_be_bytes());
+    } else {
+        out.push(0xDD);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+}
+
+fn put_uint(out: &mut Vec<u8>, n: u64) {
+    match i64::try_from(n) {
+        Ok(i) => encode(&Value::Int(i), out),
+        Err(_) => encode(&Value::UInt(n), out),
+    }
+}
+
+/// `[1, msgid, ` (the caller writes error and result).
+fn response_head(out: &mut Vec<u8>, msgid: u64) {
+    out.extend_from_slice(&[0x94, 0x01]);
+    put_uint(out, msgid);
+}
+
+/// `[1, msgid, nil, {Data: <"ret" | {Method, Args}>, EventId: id}]`, keys in the Python
+/// server's order.
+fn write_event_response(out: &mut Vec<u8>, msgid: u64, id: u64, action: &Action) {
+    response_head(out, msgid);
+    out.push(NIL);
+    out.push(0x82);
+    put_str(out, b"Data");
+    match action {
+        Action::Done => put_str(out, b"ret"),
+        Action::Call { method, args } | Action::Exit { method, args } => {
+            out.push(0x82);
+            put_str(out, b"Method");
+            put_str(out, method.as_str().as_bytes());
+            put_str(out, b"Args");
+            put_array_len(out, args.len());
+            for a in args.iter() {
+                encode(a, out);
+            }
+        }
+    }
+    put_str(out, b"EventId");
+    put_uint(out, id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections
+
+/// Serves one connection until EOF, an I/O error or undecodable input.
+pub async fn serve_connection(server: Arc<MpServer>, mut stream: UnixStream) {
+    let mut decoder = StreamDecoder::new(MAX_FRAME);
+    let mut rbuf = vec![0u8; READ_CHUNK];
+    let mut out = Vec::with_capacity(512);
+    loop {
+        loop {
+            match decoder.next_value() {
+                Ok(Some(value)) => match RpcMessage::from_value(value) {
+                    Ok(RpcMessage::Request {
+                        msgid,
+                        method,
+                        params,
+                    }) => {
+                        server.handle_request(msgid, &method, params, &mut out);
+                    }
+                    Ok(other) => {
+                        eprintln!(
+                            "reference server (MsgPack): dropping connection: expected a \
+                             request [0, msgid, method, params], got {other:?}"
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        eprintln!("reference server (MsgPack): dropping connection: {e}");
+                        return;
+                    }
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("reference server (MsgPack): dropping connection: {e}");
+                    return;
+                }
+            }
+        }
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+            if out.capacity() > 1 << 20 {
+                out.shrink_to(64 * 1024);
+            }
+        }
+        match stream.read(&mut rbuf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => decoder.feed(&rbuf[..n]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::TestServer;
+    use super::*;
+    use crate::msgpack::{decode, encode_to_vec};
+    use std::time::Duration;
+
+    fn s(x: &str) -> Value {
+        Value::str(x)
+    }
+
+    fn request(msgid: i64, method: &str, params: Vec<Value>) -> Vec<u8> {
+        encode_to_vec(&Value::Array(vec![
+            Value::Int(0),
+            Value::Int(msgid),
+            s(method),
+            Value::Array(params),
+        ]))
+    }
+
+    /// fixstr bytes (test expectations are written out by hand, not with the encoder).
+    fn fs(x: &str) -> Vec<u8> {
+        assert!(x.len() < 32);
+        let mut v = vec![0xA0 | x.len() as u8];
+        v.extend_from_slice(x.as_bytes());
+        v
+    }
+
+    fn cat(parts: &[&[u8]]) -> Vec<u8> {
+        parts.concat()
+    }
+
+    /// Reads exactly one MessagePack object; returns its raw bytes.
+    async fn read_raw(stream: &mut UnixStream) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if !buf.is_empty() {
+                if let Ok((_, used)) = decode(&buf) {
+                    assert_eq!(used, buf.len(), "one response per request, nothing extra");
+                    return buf;
+                }
+            }
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+                .await
+                .expect("response within 5 s")
+                .expect("read");
+            assert!(n > 0, "connection closed while waiting for a response");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn call_raw(stream: &mut UnixStream, bytes: &[u8]) -> Vec<u8> {
+        stream.write_all(bytes).await.expect("write");
+        read_raw(stream).await
+    }
+
+    async fn call(stream: &mut UnixStream, msgid: i64, method: &str, params: Vec<Value>) -> Value {
+        let raw = call_raw(stream, &request(msgid, method, params)).await;
+        let (v, _) = decode(&raw).expect("decode");
+        v
+    }
+
+    /// `(error, result)` of a response, checking its envelope.
+    fn parts(resp: Value, msgid: i64) -> (Value, Value) {
+        let Value::Array(mut a) = resp else {
+            panic!("response is not an array: {resp:?}")
+        };
+        assert_eq!(a.len(), 4);
+        assert_eq!(a[0], Value::Int(1));
+        assert_eq!(a[1], Value::Int(msgid));
+        let result = a.pop().unwrap();
+        let error = a.pop().unwrap();
+        (error, result)
+    }
+
+    async fn start_instance(stream: &mut UnixStream, msgid: i64, name: &str, config: &str) -> i64 {
+        let resp = call(
+            stream,
+            msgid,
+            "plugin.StartInstance",
+            vec![Value::map([("Name", s(name)), ("Config", s(config))])],
+        )
+        .await;
+        let (err, result) = parts(resp, msgid);
+        assert_eq!(err, Value::Nil, "StartInstance failed");
+        result.get("Id").and_then(Value::as_i64).expect("Id")
+    }
+
+    /// The verified Python hello exchange (plugin-servers.md), byte for byte apart from the
+    /// plugin name, the header asked for and StartTime.
+    #[tokio::test]
+    async fn hello_exchange_byte_for_byte() {
+        let srv = TestServer::start(Protocol::MsgPack).await;
+        let mut c = srv.connect().await;
+
+        let raw = call_raw(
+            &mut c,
+            &request(
+                4,
+                "plugin.StartInstance",
+                vec![Value::map([
+                    ("Name", s("hello")),
+                    ("Config", s("{\"message\":\"hi\"}")),
+                ])],
+            ),
+        )
+        .await;
+        let head = cat(&[
+            &[0x94, 0x01, 0x04, 0xC0, 0x84],
+            &fs("Name"),
+            &fs("hello"),
+            &fs("Id"),
+            &[0x00],
+            &fs("Config"),
+            &[0x81],
+            &fs("message"),
+            &fs("hi"),
+            &fs("StartTime"),
+        ]);
+        assert_eq!(&raw[..head.len()], &head[..], "{raw:02x?}");
+        let (t, used) = decode(&raw[head.len()..]).expect("StartTime");
+        assert_eq!(head.len() + used, raw.len());
+        let t = t.as_f64().expect("StartTime is a number");
+        assert!((t - now_secs_f64()).abs() < 60.0, "StartTime {t} is now");
+
+        let raw = call_raw(
+            &mut c,
+            &request(
+                8,
+                "plugin.HandleEvent",
+                vec![Value::map([
+                    ("InstanceId", Value::Int(0)),
+                    ("EventName", s("access")),
+                ])],
+            ),
+        )
+        .await;
+        let expected = cat(&[
+            &[0x94, 0x01, 0x08, 0xC0, 0x82],
+            &fs("Data"),
+            &[0x82],
+            &fs("Method"),
+            &fs("kong.request.get_header"),
+            &fs("Args"),
+            &[0x91],
+            &fs("host"),
+            &fs("EventId"),
+            &[0x00],
+        ]);
+        assert_eq!(raw, expected);
+
+        let raw = call_raw(
+            &mut c,
+            &request(
+                9,
+                "plugin.Step",
+                vec![Value::map([("EventId", Value::Int(0)), ("Data", s("Bob"))])],
+            ),
+        )
+        .await;
+        let expected = cat(&[
+            &[0x94, 0x01, 0x09, 0xC0, 0x82],
+            &fs("Data"),
+            &[0x82],
+            &fs("Method"),
+            &fs("kong.response.set_header"),
+            &fs("Args"),
+            &[0x92],
+            &fs("x-hello"),
+            &fs("hi Bob"),
+            &fs("EventId"),
+            &[0x00],
+        ]);
+        assert_eq!(raw, expected);
+
+        // Data absent = nil (spec §4.4).
+        let raw = call_raw(
+            &mut c,
+            &request(
+                10,
+                "plugin.Step",
+                vec![Value::map([("EventId", Value::Int(0))])],
+            ),
+        )
+        .await;
+        let expected = cat(&[
+            &[0x94, 0x01, 0x0A, 0xC0, 0x82],
+            &fs("Data"),
+            &fs("ret"),
+            &fs("EventId"),
+            &[0],
+        ]);
+        assert_eq!(raw, expected);
+        srv.stop().await;
+    }
+
+    /// Kong sends the Steps of one event on whichever pooled connection it gets (spec §4.1).
+    #[tokio::test]
+    async fn steps_of_one_event_on_other_connections() {
+        let srv = TestServer::start(Protocol::MsgPack).await;
+        let mut a = srv.connect().await;
+        let mut b = srv.connect().await;
+        let iid = start_instance(&mut a, 1, "multiphase", "{}").await;
+        let resp = call(
+            &mut a,
+            2,
+            "plugin.HandleEvent",
+            vec![Value::map([
+                ("InstanceId", Value::Int(iid)),
+                ("EventName", s("access")),
+            ])],
+        )
+        .await;
+        let (_, r) = parts(resp, 2);
+        let eid = r.get("EventId").and_then(Value::as_i64).unwrap();
+        let resp = call(
+            &mut b,
+            3,
+            "plugin.Step",
+            vec![Value::map([
+                ("EventId", Value::Int(eid)),
+                ("Data", s("example.com")),
+            ])],
+        )
+        .await;
+        let (err, r) = parts(resp, 3);
+        assert_eq!(err, Value::Nil);
+        let data = r.get("Data").unwrap();
+        assert_eq!(data.get("Method"), Some(&s("kong.response.set_header")));
+        assert_eq!(
+            data.get("Args"),
+            Some(&Value::Array(vec![s("x-multi-access"), s("example.com")]))
+        );
+        // Third call on a third connection, then done back on the first.
+        let mut c = srv.connect().await;
+        let resp = call(
+            &mut c,
+            4,
+            "plugin.StepMultiMap",
+            vec![Value::map([("EventId", Value::Int(eid))])],
+        )
+        .await;
+        let (_, r) = parts(resp, 4);
+        assert_eq!(
+            r.get("Data").and_then(|d| d.get("Method")),
+            Some(&s("kong.ctx.shared.set"))
+        );
+        let resp = call(
+            &mut a,
+            5,
+            "plugin.Step",
+            vec![Value::map([("EventId", Value::Int(eid))])],
+        )
+        .await;
+        let (_, r) = parts(resp, 5);
+        assert_eq!(r.get("Data"), Some(&s("ret")));
+        srv.stop().await;
+    }
+
+    #[tokio::test]
+    async fn errors_are_phrased_like_the_official_servers_and_keep_the_connection() {
+        let srv = TestServer::start(Protocol::MsgPack).await;
+        let mut c = srv.connect().await;
+
+        let raw = call_raw(
+            &mut c,
+            &request(
+                2,
+                "plugin.HandleEvent",
+                vec![Value::map([
+                    ("InstanceId", Value::Int(42)),
+                    ("EventName", s("access")),
+                ])],
+            ),
+        )
+        .await;
+        // Appendix A: [1, 2, "no plugin instance #42", nil]
+        assert_eq!(
+            raw,
+            cat(&[&[0x94, 0x01, 0x02], &fs("no plugin instance #42"), &[0xC0]])
+        );
+
+        let resp = call(
+            &mut c,
+            3,
+            "plugin.Step",
+            vec![Value::map([("EventId", Value::Int(99))])],
+        )
+        .await;
+        assert_eq!(parts(resp, 3), (s("event id 99 not found"), Value::Nil));
+
+        let resp = call(
+            &mut c,
+            4,
+            "plugin.StartInstance",
+            vec![Value::map([("Name", s("nope")), ("Config", s("{}"))])],
+        )
+        .await;
+        assert_eq!(parts(resp, 4), (s("nope not initialized"), Value::Nil));
+
+        let resp = call(
+            &mut c,
+            5,
+            "plugin.StartInstance",
+            vec![Value::map([
+                ("Name", s("hello")),
+                ("Config", Value::map([("message", s("x"))])),
+            ])],
+        )
+        .await;
+        let (err, _) = parts(resp, 5);
+        assert!(
+            err.as_str()
+                .unwrap()
+                .contains("Config must be a JSON string"),
+            "{err:?}"
+        );
+
+        let resp = call(&mut c, 6, "plugin.CloseInstance", vec![Value::Int(7)]).await;
+        assert_eq!(parts(resp, 6), (s("no plugin instance #7"), Value::Nil));
+
+        let resp = call(&mut c, 7, "plugin.Nope", vec![]).await;
+        let (err, _) = parts(resp, 7);
+        assert!(err.as_str().unwrap().contains("unknown method"), "{err:?}");
+
+        let resp = call(&mut c, 8, "plugin.HandleEvent", vec![]).await;
+        let (err, _) = parts(resp, 8);
+        assert!(
+            err.as_str().unwrap().contains("expects one parameter"),
+            "{err:?}"
+        );
+
+        let resp = call(
+            &mut c,
+            9,
+            "plugin.StartInstance",
+            vec![Value::map([
+                ("Name", s("bench")),
+                ("Config", s("{\"calls\": -3}")),
+            ])],
+        )
+        .await;
+        let (err, _) = parts(resp, 9);
+        assert!(
+            err.as_str().unwrap().contains("calls must be >= 0"),
+            "{err:?}"
+        );
+
+        // Unknown phase for the instance's plugin.
+        let iid = start_instance(&mut c, 10, "hello", "{}").await;
+        let resp = call(
+            &mut c,
+            11,
+            "plugin.HandleEvent",
+            vec![Value::map([
+                ("InstanceId", Value::Int(iid)),
+                ("EventName", s("log")),
+            ])],
+        )
+        .await;
+        let (err, _) = parts(resp, 11);
+        assert!(
+            err.as_str()
+                .unwrap()
+                .contains("no handler for event \"log\""),
+            "{err:?}"
+        );
+
+        // Still usable; close works and then the instance is gone.
+        let resp = call(&mut c, 12, "plugin.CloseInstance", vec![Value::Int(iid)]).await;
+        let (err, r) = parts(resp, 12);
+        assert_eq!(err, Value::Nil);
+        assert_eq!(r.get("Name"), Some(&s("hello")));
+        assert_eq!(r.get("Id"), Some(&Value::Int(iid)));
+        let resp = call(
+            &mut c,
+            13,
+            "plugin.HandleEvent",
+            vec![Value::map([
+                ("InstanceId", Value::Int(iid)),
+                ("EventName", s("access")),
+            ])],
+        )
+        .await;
+        let (err, _) = parts(resp, 13);
+        assert_eq!(err, s(&format!("no plugin instance #{iid}")));
+        srv.stop().await;
+    }
+
+    #[tokio::test]
+    async fn bad_bytes_drop_only_that_connection() {
+        let srv = TestServer::start(Protocol::MsgPack).await;
+        let mut good = srv.connect().await;
+        let mut bad = srv.connect().await;
+        let iid = start_instance(&mut good, 1, "hello", "{}").await;
+        bad.write_all(&[0xC1, 0x00]).await.unwrap();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(5), bad.read(&mut buf))
+            .await
+            .expect("closed promptly")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "the bad connection is closed without a reply");
+        // A well-formed object that is not a request also drops the connection.
+        let mut odd = srv.connect().await;
+        odd.write_all(&encode_to_vec(&s("hello"))).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), odd.read(&mut buf))
+            .await
+            .expect("closed promptly")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        let resp = call(
+            &mut good,
+            2,
+            "plugin.HandleEvent",
+            vec![Value::map([
+                ("InstanceId", Value::Int(iid)),
+                ("EventName", s("access")),
+            ])],
+        )
+        .await;
+        assert_eq!(parts(resp, 2).0, Value::Nil);
+        let mut fresh = srv.connect().await;
+        let iid2 = start_instance(&mut fresh, 3, "hello", "{}").await;
+        assert_eq!(iid2, iid + 1, "instance ids count up");
+        srv.stop().await;
+    }
+
+    /// Requests split at every byte boundary and several in one write.
+    #[tokio::test]
+    async fn split_and_pipelined_requests() {
+        let srv = TestServer::start(Protocol::MsgPack).await;
+        let mut c = srv.connect().await;
+        let req = request(
+            1,
+            "plugin.StartInstance",
+            vec![Value::map([("Name", s("exit")), ("Config", s("{}"))])],
+        );
+        for b in &req {
+            c.write_all(std::slice::from_ref(b)).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        let (err, _) = parts(decode(&read_raw(&mut c).await).unwrap().0, 1);
+        assert_eq!(err, Value::Nil);
+        let mut both = request(2, "plugin.GetStatus", vec![]);
+        both.extend(request(3, "plugin.InstanceStatus", vec![Value::Int(0)]));
+        c.write_all(&both).await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let mut values = Vec::new();
+        while values.len() < 2 {
+            let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut chunk))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0);
+            buf.extend_from_slice(&chunk[..n]);
+            while let Ok((v, used)) = decode(&buf) {
+                values.push(v);
+                buf.drain(..used);
+            }
+        }
+        let (err, status) = parts(values.remove(0), 2);
+        assert_eq!(err, Value::Nil);
+        let exit_status = status.get("Plugins").and_then(|p| p.get("exit")).unwrap();
+        assert_eq!(
+            exit_status
+                .get("Instances")
+                .and_then(Value::as_array)
+                .map(<[_]>::len),
+            Some(1)
+        );
+        let (err, r) = parts(values.remove(0), 3);
+        assert_eq!(err, Value::Nil);
+        assert_eq!(r.get("Name"), Some(&s("exit")));
+        srv.stop().await;
+    }
+
+    /// Runs one access event of `iid` over MsgPack, answering every call with nil, switching
+    /// connections on every Step. Returns the callbacks and whether the last one was an exit.
+    async fn run_event(srv: &TestServer, iid: i64) -> Vec<(String, Value)> {
+        let mut conns = [srv.connect().await, srv.connect().await];
+        let resp = call(
+            &mut conns[0],
+            100,
+            "plugin.HandleEvent",
+            vec![Value::map([
+                ("InstanceId", Value::Int(iid)),
+                ("EventName", s("access")),
+            ])],
+        )
+        .await;
+        let (err, mut r) = parts(resp, 100);
+        assert_eq!(err, Value::Nil);
+        let eid = r.get("EventId").and_then(Value::as_i64).unwrap();
+        let mut calls = Vec::new();
+        let mut msgid = 101;
+        loop {
+            let data = r.get("Data").cloned().expect("Data");
+            if data == s("ret") {
+                return calls;
+            }
+            let method = data
+                .get("Method")
+                .and_then(Value::as_str)
+                .expect("Method")
+                .to_owned();
+            let args = data.get("Args").cloned().expect("Args");
+            let is_exit = method == "kong.response.exit";
+            calls.push((method, args));
+            if is_exit {
+                return calls;
+            }
+            let c = &mut conns[(msgid % 2) as usize];
+            let resp = call(
+                c,
+                msgid,
+                "plugin.Step",
+                vec![Value::map([("EventId", Value::Int(eid))])],
+            )
+            .await;
+            let (err, next) = parts(resp, msgid);
+            assert_eq!(err, Value::Nil);
+            assert_eq!(next.get("EventId"), Some(&Value::Int(eid)));
+            r = next;
+            msgid += 1;
+        }
+    }
+
+    #[tokio::test]
+    async fn bench_makes_exactly_n_calls() {
+        let srv = TestServer::start(Protocol::MsgPack).await;
+        let mut c = srv.connect().await;
+        for n in [0i64, 1, 30] {
+            let iid = start_instance(&mut c, 1, "bench", &format!("{{\"calls\":{n}}}")).await;
+            let calls = run_event(&srv, iid).await;
+            assert_eq!(calls.len() as i64, n, "bench calls={n}");
+            if n > 0 {
+                let (m, args) = calls.last().unwrap();
+                assert_eq!(m, "kong.response.set_header");
+                assert_eq!(
+                    args,
+                    &Value::Array(vec![s("x-bench-calls"), s(&n.to_string())])
+                );
+            }
+        }
+        srv.stop().await;
+    }
+
+    #[tokio::test]
+    async fn exit_forgets_the_event() {
+        let srv = TestServer::start(Protocol::MsgPack).await;
+        let mut c = srv.connect().await;
+        let iid = start_instance(&mut c, 1, "exit", "{\"status\":401,\"message\":\"no\"}").await;
+        let resp = call(
+            &mut c,
+            2,
+            "plugin.HandleEvent",
+            vec![Value::map([
+                ("InstanceId", Value::Int(iid)),
+                ("EventName", s("access")),
+            ])],
+        )
+        .await;
+        let (_, r) = parts(resp, 2);
+        let data = r.get("Data").unwrap();
+        assert_eq!(data.get("Method"), Some(&s("kong.response.exit")));
+        assert_eq!(
+            data.get("Args"),
+            Some(&Value::Array(vec![
+                Value::Int(401),
+                s("no"),
+                Value::map([("x-exit", s("1"))])
+            ]))
+        );
+        let eid = r.get("EventId").and_then(Value::as_i64).unwrap();
+        let resp = call(
+            &mut c,
+            3,
+            "plugin.Step",
+            vec![Value::map([("EventId", Value::Int(eid))])],
+        )
+        .await;
+        assert_eq!(parts(resp, 3).0, s(&format!("event id {eid} not found")));
+        srv.stop().await;
+    }
+}
