@@ -396,9 +396,13 @@ async fn drive(
         let pid = session.process.as_ref().and_then(|p| p.pid());
         let _ = writeln!(
             out,
-            "server:  {} ({}){}",
+            "server:  {}{}{}",
             session.target.label,
-            session.protocol(),
+            if session.target.label.contains(session.protocol().as_str()) {
+                String::new()
+            } else {
+                format!(" ({})", session.protocol())
+            },
             pid.map(|p| format!(", pid {p}")).unwrap_or_default()
         );
         let _ = writeln!(out, "plugin:  {} {} phases [{}]", info.name, info.version, info.phases.join(", "));

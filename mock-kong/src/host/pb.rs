@@ -93,14 +93,19 @@ impl PbClient {
         c.conn.write_all(&out, self.opts.timeouts.write, what).await
     }
 
-    async fn read_frame(&self, c: &mut PbConn, what: &dyn Fn() -> String) -> Result<Vec<u8>, HostError> {
+    async fn read_frame(
+        &self,
+        c: &mut PbConn,
+        describe: &dyn Fn(&[u8]) -> String,
+        what: &dyn Fn() -> String,
+    ) -> Result<Vec<u8>, HostError> {
         loop {
             match c.dec.next_frame() {
                 Ok(Some(frame)) => {
                     if self.trace.enabled() {
                         let mut raw = Vec::with_capacity(frame.len() + 4);
                         encode_frame(&frame, &mut raw);
-                        self.trace.push(c.conn.id, Direction::Recv, || summarize(&frame), &raw);
+                        self.trace.push(c.conn.id, Direction::Recv, || describe(&frame), &raw);
                     }
                     return Ok(frame);
                 }
@@ -119,8 +124,12 @@ impl PbClient {
         let msg = RpcCall { sequence, call: Some(call) };
         let payload = msg.encode_to_vec();
         let what = || format!("{name} (sequence {sequence})");
-        self.write_frame(&mut c, &payload, || format!("{msg:?}"), &what).await?;
-        let frame = self.read_frame(&mut c, &|| format!("waiting for RpcReturn of {name} (sequence {sequence})")).await?;
+        self.write_frame(&mut c, &payload, || describe_call(&msg), &what).await?;
+        let frame = self
+            .read_frame(&mut c, &describe_return, &|| {
+                format!("waiting for RpcReturn of {name} (sequence {sequence})")
+            })
+            .await?;
         let ret = decode_return(&frame, name, sequence)?;
         self.checkin(c);
         Ok(ret)
@@ -176,11 +185,11 @@ impl PbClient {
         };
         let payload = msg.encode_to_vec();
         let what = || format!("cmd_handle_event {phase} (sequence {sequence})");
-        self.write_frame(&mut c, &payload, || format!("{msg:?}"), &what).await?;
+        self.write_frame(&mut c, &payload, || describe_call(&msg), &what).await?;
         let conn_id = c.conn.id;
         loop {
             let name = self
-                .read_frame(&mut c, &|| {
+                .read_frame(&mut c, &describe_name, &|| {
                     format!("waiting for a PDK method name or the end-of-event frame (event {phase}, sequence {sequence})")
                 })
                 .await?;
@@ -189,7 +198,9 @@ impl PbClient {
             }
             let method = String::from_utf8_lossy(&name).into_owned();
             let args_frame = self
-                .read_frame(&mut c, &|| format!("waiting for the arguments of {method}"))
+                .read_frame(&mut c, &|b| describe_args(&method, b), &|| {
+                    format!("waiting for the arguments of {method}")
+                })
                 .await?;
             let Some(spec) = pdk_table::lookup(&method) else {
                 // Kong: `method "<x>" not found` → the event fails (HTTP 500 from 3.8, spec §5.3).
@@ -253,7 +264,9 @@ impl PbClient {
             });
         }
         let frame = self
-            .read_frame(&mut c, &|| format!("waiting for RpcReturn of cmd_handle_event (sequence {sequence})"))
+            .read_frame(&mut c, &describe_return, &|| {
+                format!("waiting for RpcReturn of cmd_handle_event (sequence {sequence})")
+            })
             .await?;
         decode_return(&frame, "cmd_handle_event", sequence)?;
         self.checkin(c);
@@ -280,12 +293,45 @@ fn decode_return(frame: &[u8], name: &str, sequence: i64) -> Result<RpcReturn, H
     Ok(ret)
 }
 
-fn summarize(frame: &[u8]) -> String {
-    if frame.is_empty() {
-        return "<empty frame>".into();
+/// A readable rendering of an RpcCall for `-v` (the config as text, not as a byte list).
+fn describe_call(msg: &RpcCall) -> String {
+    let body = match &msg.call {
+        Some(rpc_call::Call::CmdStartInstance(c)) => format!(
+            "cmd_start_instance {{ name: {:?}, config: {} }}",
+            c.name,
+            String::from_utf8_lossy(&c.config)
+        ),
+        Some(rpc_call::Call::CmdCloseInstance(c)) => {
+            format!("cmd_close_instance {{ instance_id: {} }}", c.instance_id)
+        }
+        Some(rpc_call::Call::CmdHandleEvent(c)) => format!(
+            "cmd_handle_event {{ instance_id: {}, event_name: {:?} }}",
+            c.instance_id, c.event_name
+        ),
+        other => format!("{other:?}"),
+    };
+    format!("RpcCall {{ sequence: {}, {body} }}", msg.sequence)
+}
+
+fn describe_return(frame: &[u8]) -> String {
+    match RpcReturn::decode(frame) {
+        Ok(r) => format!("{r:?}"),
+        Err(e) => format!("undecodable RpcReturn ({e})"),
     }
-    match std::str::from_utf8(frame) {
-        Ok(s) if s.starts_with("kong.") => s.to_owned(),
-        _ => format!("{} byte(s)", frame.len()),
+}
+
+fn describe_name(frame: &[u8]) -> String {
+    if frame.is_empty() {
+        "<empty frame: handler finished>".into()
+    } else {
+        format!("method {}", String::from_utf8_lossy(frame))
+    }
+}
+
+fn describe_args(method: &str, frame: &[u8]) -> String {
+    match pdk_table::lookup(method).map(|spec| (spec, pdk_table::unwrap_args(spec, frame))) {
+        Some((spec, Ok(args))) => format!("{:?} args {args:?}", spec.input),
+        Some((_, Err(e))) => format!("undecodable args ({e})"),
+        None => format!("{} byte(s) of args", frame.len()),
     }
 }
