@@ -12,7 +12,11 @@ pub enum PdkOutcome {
     /// The PDK function returned; this is its first return value (`Nil` for none).
     Return(Value),
     /// `kong.response.exit` / `kong.response.error`: terminal, Kong never replies (spec §4.4).
-    Exit { status: i64, body: Option<Vec<u8>>, headers: Vec<(String, Vec<String>)> },
+    Exit {
+        status: i64,
+        body: Option<Vec<u8>>,
+        headers: Vec<(String, Vec<String>)>,
+    },
     /// The PDK function raised a Lua error (wrong phase, bad argument): the event is aborted.
     Raise(String),
     /// No such PDK function (spec §4.4: MsgPack answers nil and logs; ProtoBuf fails the event).
@@ -42,7 +46,10 @@ pub struct SimpleRequest {
 impl SimpleRequest {
     /// A request with a `host` header.
     pub fn new(host: &str) -> SimpleRequest {
-        SimpleRequest { request_headers: vec![("host".into(), host.into())], ..Default::default() }
+        SimpleRequest {
+            request_headers: vec![("host".into(), host.into())],
+            ..Default::default()
+        }
     }
 
     /// The first response header with this name (case-insensitive).
@@ -59,7 +66,11 @@ fn text(v: Option<&Value>) -> String {
         Some(Value::Str(b) | Value::Bin(b)) => String::from_utf8_lossy(b).into_owned(),
         Some(v) if v.as_f64().is_some() => {
             let f = v.as_f64().unwrap_or_default();
-            if f.fract() == 0.0 { format!("{}", f as i64) } else { format!("{f}") }
+            if f.fract() == 0.0 {
+                format!("{}", f as i64)
+            } else {
+                format!("{f}")
+            }
         }
         Some(Value::Bool(b)) => b.to_string(),
         _ => String::new(),
@@ -82,12 +93,14 @@ impl Pdk for SimpleRequest {
             "kong.response.set_header" => {
                 let name = text(args.first());
                 let value = text(args.get(1));
-                self.response_headers.retain(|(k, _)| !k.eq_ignore_ascii_case(&name));
+                self.response_headers
+                    .retain(|(k, _)| !k.eq_ignore_ascii_case(&name));
                 self.response_headers.push((name, value));
                 PdkOutcome::Return(Value::Nil)
             }
             "kong.response.add_header" => {
-                self.response_headers.push((text(args.first()), text(args.get(1))));
+                self.response_headers
+                    .push((text(args.first()), text(args.get(1))));
                 PdkOutcome::Return(Value::Nil)
             }
             "kong.ctx.shared.set" => {
@@ -99,7 +112,11 @@ impl Pdk for SimpleRequest {
             }
             "kong.ctx.shared.get" => {
                 let k = text(args.first());
-                let v = self.shared.iter().find(|(key, _)| key == &k).map(|(_, v)| v.clone());
+                let v = self
+                    .shared
+                    .iter()
+                    .find(|(key, _)| key == &k)
+                    .map(|(_, v)| v.clone());
                 PdkOutcome::Return(v.unwrap_or(Value::Nil))
             }
             "kong.response.exit" | "kong.response.error" => {
@@ -118,11 +135,19 @@ impl Pdk for SimpleRequest {
                         .collect(),
                     _ => Vec::new(),
                 };
-                PdkOutcome::Exit { status, body, headers }
+                PdkOutcome::Exit {
+                    status,
+                    body,
+                    headers,
+                }
             }
             m if m.starts_with("kong.log.") => {
                 let level = m.trim_start_matches("kong.log.").to_owned();
-                let line = args.iter().map(|a| text(Some(a))).collect::<Vec<_>>().join(" ");
+                let line = args
+                    .iter()
+                    .map(|a| text(Some(a)))
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 self.log.push((level, line));
                 PdkOutcome::Return(Value::Nil)
             }

@@ -6,14 +6,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dump::{self, Dump, DumpError};
-use crate::host::{Client, EventEnd, EventReport, HostError, HostOptions, PluginEntity, PluginRunner, PoolPolicy, Timeouts};
+use crate::host::{
+    Client, EventEnd, EventReport, HostError, HostOptions, PluginEntity, PluginRunner, PoolPolicy,
+    Timeouts,
+};
 use crate::pdk::Pdk;
 use crate::process::{LogSink, ProcessError, ServerProcess, SpawnOptions};
 use crate::target::ResolvedTarget;
 use crate::Protocol;
 
 /// Kong's phase order for an http request (spec §6).
-pub const PHASE_ORDER: [&str; 6] = ["certificate", "rewrite", "access", "response", "preread", "log"];
+pub const PHASE_ORDER: [&str; 6] = [
+    "certificate",
+    "rewrite",
+    "access",
+    "response",
+    "preread",
+    "log",
+];
 
 /// Knobs of a session.
 #[derive(Debug, Clone)]
@@ -56,7 +66,11 @@ pub enum SessionError {
     #[error(transparent)]
     Process(#[from] ProcessError),
     #[error("the dump says {got} but {target} is expected to speak {expected}")]
-    ProtocolMismatch { target: String, expected: Protocol, got: Protocol },
+    ProtocolMismatch {
+        target: String,
+        expected: Protocol,
+        got: Protocol,
+    },
     #[error("{0}")]
     Host(#[from] HostError),
 }
@@ -64,11 +78,11 @@ pub enum SessionError {
 impl SessionError {
     /// Whether the error is the server's fault (exit code 1) rather than setup (exit code 2).
     pub fn is_server_fault(&self) -> bool {
-        match self {
-            SessionError::Dump(DumpError::Spawn { .. }) => false,
-            SessionError::Process(ProcessError::Spawn { .. }) => false,
-            _ => true,
-        }
+        !matches!(
+            self,
+            SessionError::Dump(DumpError::Spawn { .. })
+                | SessionError::Process(ProcessError::Spawn { .. })
+        )
     }
 }
 
@@ -94,13 +108,19 @@ pub struct RequestReport {
 impl RequestReport {
     /// The exit, if a plugin called `kong.response.exit`.
     pub fn exit(&self) -> Option<&EventEnd> {
-        self.events.iter().map(|e| &e.end).find(|e| matches!(e, EventEnd::Exit { .. }))
+        self.events
+            .iter()
+            .map(|e| &e.end)
+            .find(|e| matches!(e, EventEnd::Exit { .. }))
     }
 }
 
 impl Session {
     /// Queries, validates, starts and connects.
-    pub async fn open(target: ResolvedTarget, opts: &SessionOptions) -> Result<Session, SessionError> {
+    pub async fn open(
+        target: ResolvedTarget,
+        opts: &SessionOptions,
+    ) -> Result<Session, SessionError> {
         let out = dump::query(&target.query_cmd, opts.dump_timeout).await?;
         if let Some(expected) = target.expected_protocol {
             if expected != out.dump.protocol {
@@ -134,7 +154,13 @@ impl Session {
         host.pool_policy = opts.pool_policy;
         host.max_retries = opts.max_retries;
         let runner = PluginRunner::new(Arc::new(Client::new(host)));
-        Ok(Session { target, dump: out.dump, dump_stderr: out.stderr, process, runner })
+        Ok(Session {
+            target,
+            dump: out.dump,
+            dump_stderr: out.stderr,
+            process,
+            runner,
+        })
     }
 
     pub fn protocol(&self) -> Protocol {
@@ -152,7 +178,11 @@ impl Session {
         phases: &[String],
         pdk: &mut dyn Pdk,
     ) -> RequestReport {
-        let mut report = RequestReport { events: Vec::new(), skipped: Vec::new(), errors: Vec::new() };
+        let mut report = RequestReport {
+            events: Vec::new(),
+            skipped: Vec::new(),
+            errors: Vec::new(),
+        };
         let mut ended = false;
         for phase in phases {
             if ended && phase != "log" {
@@ -188,6 +218,11 @@ impl Session {
 /// Sorts phase names into Kong's order; unknown names keep their relative order at the end.
 pub fn kong_order(phases: &[String]) -> Vec<String> {
     let mut v = phases.to_vec();
-    v.sort_by_key(|p| PHASE_ORDER.iter().position(|k| k == p).unwrap_or(PHASE_ORDER.len()));
+    v.sort_by_key(|p| {
+        PHASE_ORDER
+            .iter()
+            .position(|k| k == p)
+            .unwrap_or(PHASE_ORDER.len())
+    });
     v
 }

@@ -12,11 +12,21 @@ use crate::Protocol;
 pub enum TargetSpec {
     /// `<exe> reference-server`: by default this very executable (every binary of the project
     /// has the hidden `reference-server` subcommand); tests name the `mock-kong` binary.
-    Reference { protocol: Protocol, exe: Option<PathBuf> },
+    Reference {
+        protocol: Protocol,
+        exe: Option<PathBuf>,
+    },
     /// A pluginserver from a `kong.conf` (and the `KONG_*` environment).
-    KongConf { path: Option<PathBuf>, name: Option<String> },
+    KongConf {
+        path: Option<PathBuf>,
+        name: Option<String>,
+    },
     /// `--start-cmd` / `--query-cmd`.
-    Commands { name: String, start_cmd: Option<String>, query_cmd: String },
+    Commands {
+        name: String,
+        start_cmd: Option<String>,
+        query_cmd: String,
+    },
     /// An entry of a peers registry (`peers.toml`).
     Peer { name: String, registry: PathBuf },
 }
@@ -56,12 +66,19 @@ pub enum TargetError {
     #[error("cannot read the peers registry {path}: {reason}")]
     Registry { path: PathBuf, reason: String },
     #[error("peer `{name}` is not in {path}; known peers: {known}")]
-    UnknownPeer { name: String, path: PathBuf, known: String },
+    UnknownPeer {
+        name: String,
+        path: PathBuf,
+        known: String,
+    },
 }
 
 /// Quotes `s` for `/bin/sh`.
 pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-=:,+@%".contains(&b)) {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-=:,+@%".contains(&b))
+    {
         s.to_owned()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -70,7 +87,10 @@ pub fn shell_quote(s: &str) -> String {
 
 /// A private (mode 0700) directory for sockets, removed when the target is dropped.
 fn private_dir() -> Result<tempfile::TempDir, TargetError> {
-    let dir = tempfile::Builder::new().prefix("mock-kong-").tempdir().map_err(TargetError::TempDir)?;
+    let dir = tempfile::Builder::new()
+        .prefix("mock-kong-")
+        .tempdir()
+        .map_err(TargetError::TempDir)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -100,7 +120,10 @@ pub struct PeerEntry {
 
 /// Reads a peers registry: a TOML table `[peer.<name>]` (or top-level `[<name>]` tables).
 pub fn load_registry(path: &Path) -> Result<Vec<(String, PeerEntry)>, TargetError> {
-    let err = |reason: String| TargetError::Registry { path: path.to_owned(), reason };
+    let err = |reason: String| TargetError::Registry {
+        path: path.to_owned(),
+        reason,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     let doc: toml::Table = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
     let table = match doc.get("peer").or_else(|| doc.get("peers")) {
@@ -110,8 +133,9 @@ pub fn load_registry(path: &Path) -> Result<Vec<(String, PeerEntry)>, TargetErro
     let mut out = Vec::new();
     for (name, v) in table {
         if let toml::Value::Table(_) = v {
-            let entry: PeerEntry =
-                v.try_into().map_err(|e: toml::de::Error| err(format!("peer `{name}`: {e}")))?;
+            let entry: PeerEntry = v
+                .try_into()
+                .map_err(|e: toml::de::Error| err(format!("peer `{name}`: {e}")))?;
             out.push((name, entry));
         }
     }
@@ -144,7 +168,10 @@ pub fn resolve(
     let mut dir = None;
     let prefix = match (&placement.prefix, &placement.socket) {
         (Some(p), _) => p.clone(),
-        (None, Some(s)) => s.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
+        (None, Some(s)) => s
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
         (None, None) => {
             let d = private_dir()?;
             let p = d.path().to_path_buf();
@@ -163,7 +190,10 @@ pub fn resolve(
                 Protocol::MsgPack => "msgpack",
                 Protocol::ProtoBuf => "protobuf",
             };
-            let socket = placement.socket.clone().unwrap_or_else(|| prefix.join("reference.socket"));
+            let socket = placement
+                .socket
+                .clone()
+                .unwrap_or_else(|| prefix.join("reference.socket"));
             ResolvedTarget {
                 label: format!("reference ({protocol})"),
                 name: "reference".into(),
@@ -197,9 +227,15 @@ pub fn resolve(
                 _dir: None,
             }
         }
-        TargetSpec::Commands { name, start_cmd, query_cmd } => {
-            let socket =
-                placement.socket.clone().unwrap_or_else(|| prefix.join(format!("{name}.socket")));
+        TargetSpec::Commands {
+            name,
+            start_cmd,
+            query_cmd,
+        } => {
+            let socket = placement
+                .socket
+                .clone()
+                .unwrap_or_else(|| prefix.join(format!("{name}.socket")));
             ResolvedTarget {
                 label: format!("pluginserver {name}"),
                 name: name.clone(),
@@ -214,7 +250,11 @@ pub fn resolve(
         TargetSpec::Peer { name, registry } => {
             let peers = load_registry(registry)?;
             let Some((_, entry)) = peers.iter().find(|(n, _)| n == name) else {
-                let known = peers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+                let known = peers
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 return Err(TargetError::UnknownPeer {
                     name: name.clone(),
                     path: registry.clone(),

@@ -42,7 +42,12 @@ impl Value {
 
     /// A map with string keys.
     pub fn map<K: Into<String>>(entries: impl IntoIterator<Item = (K, Value)>) -> Value {
-        Value::Map(entries.into_iter().map(|(k, v)| (Value::str(k), v)).collect())
+        Value::Map(
+            entries
+                .into_iter()
+                .map(|(k, v)| (Value::str(k), v))
+                .collect(),
+        )
     }
 
     pub fn is_nil(&self) -> bool {
@@ -143,7 +148,9 @@ impl Value {
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
             Value::UInt(u) => J::from(*u),
-            Value::Float(f) => serde_json::Number::from_f64(*f).map(J::Number).unwrap_or(J::Null),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(J::Number)
+                .unwrap_or(J::Null),
             Value::Str(b) => J::String(String::from_utf8_lossy(b).into_owned()),
             Value::Bin(b) => match std::str::from_utf8(b) {
                 Ok(s) => J::String(s.to_owned()),
@@ -184,7 +191,9 @@ impl Value {
             J::String(s) => Value::str(s.as_str()),
             J::Array(a) => Value::Array(a.iter().map(Value::from_json).collect()),
             J::Object(o) => Value::Map(
-                o.iter().map(|(k, v)| (Value::str(k.as_str()), Value::from_json(v))).collect(),
+                o.iter()
+                    .map(|(k, v)| (Value::str(k.as_str()), Value::from_json(v)))
+                    .collect(),
             ),
         }
     }
@@ -206,7 +215,10 @@ impl fmt::Debug for Value {
             Value::Str(b) => write!(f, "{:?}", String::from_utf8_lossy(b)),
             Value::Bin(b) => write!(f, "bin{:?}", String::from_utf8_lossy(b)),
             Value::Array(a) => f.debug_list().entries(a).finish(),
-            Value::Map(m) => f.debug_map().entries(m.iter().map(|(k, v)| (k, v))).finish(),
+            Value::Map(m) => f
+                .debug_map()
+                .entries(m.iter().map(|(k, v)| (k, v)))
+                .finish(),
             Value::Ext(t, d) => write!(f, "ext({t}, {} bytes)", d.len()),
         }
     }

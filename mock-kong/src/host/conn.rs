@@ -31,7 +31,10 @@ pub async fn connect(socket: &Path, timeouts: &Timeouts) -> Result<Conn, HostErr
             socket: socket.to_owned(),
             after: timeouts.connect,
         }),
-        Ok(Err(e)) => Err(HostError::Connect { socket: socket.to_owned(), reason: e.to_string() }),
+        Ok(Err(e)) => Err(HostError::Connect {
+            socket: socket.to_owned(),
+            reason: e.to_string(),
+        }),
         Ok(Ok(stream)) => Ok(Conn {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
             stream,
@@ -49,8 +52,14 @@ impl Conn {
         what: &dyn Fn() -> String,
     ) -> Result<(), HostError> {
         match tokio::time::timeout(timeout, self.stream.write_all(bytes)).await {
-            Err(_) => Err(HostError::WriteTimeout { what: what(), after: timeout }),
-            Ok(Err(e)) => Err(HostError::Write { what: what(), reason: e.to_string() }),
+            Err(_) => Err(HostError::WriteTimeout {
+                what: what(),
+                after: timeout,
+            }),
+            Ok(Err(e)) => Err(HostError::Write {
+                what: what(),
+                reason: e.to_string(),
+            }),
             Ok(Ok(())) => Ok(()),
         }
     }
@@ -63,11 +72,17 @@ impl Conn {
         what: &dyn Fn() -> String,
     ) -> Result<&[u8], HostError> {
         match tokio::time::timeout(timeout, self.stream.read(&mut self.rbuf)).await {
-            Err(_) => Err(HostError::ReadTimeout { what: what(), after: timeout }),
+            Err(_) => Err(HostError::ReadTimeout {
+                what: what(),
+                after: timeout,
+            }),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
                 Err(HostError::Closed { what: what() })
             }
-            Ok(Err(e)) => Err(HostError::Read { what: what(), reason: e.to_string() }),
+            Ok(Err(e)) => Err(HostError::Read {
+                what: what(),
+                reason: e.to_string(),
+            }),
             Ok(Ok(0)) => Err(HostError::Closed { what: what() }),
             Ok(Ok(n)) => Ok(&self.rbuf[..n]),
         }
@@ -77,9 +92,6 @@ impl Conn {
     /// (nginx drops such pooled connections, spec §4.1).
     pub fn is_stale(&self) -> bool {
         let mut probe = [0u8; 1];
-        match self.stream.try_read(&mut probe) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-            _ => true,
-        }
+        !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 }

@@ -116,7 +116,14 @@ pub fn uuid_from(seed: &str) -> String {
     }
     let x = (u128::from(h1) << 64) | u128::from(h2);
     let s = format!("{x:032x}");
-    format!("{}-{}-4{}-8{}-{}", &s[0..8], &s[8..12], &s[13..16], &s[17..20], &s[20..32])
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &s[0..8],
+        &s[8..12],
+        &s[13..16],
+        &s[17..20],
+        &s[20..32]
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -162,7 +169,10 @@ impl PluginRunner {
     fn cached(&self, entity: &PluginEntity) -> Option<i64> {
         self.check_server_pid();
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.get(&entity.id).filter(|e| e.seq == entity.seq).map(|e| e.id)
+        cache
+            .get(&entity.id)
+            .filter(|e| e.seq == entity.seq)
+            .map(|e| e.id)
     }
 
     /// MsgPack: a `serverPid` notification with a new pid drops the cached instances (spec §4.6).
@@ -184,11 +194,18 @@ impl PluginRunner {
         if let Some(id) = self.cached(entity) {
             return Ok(id);
         }
-        let started = self.client.start_instance(&entity.name, &entity.kong_config_json()).await?;
+        let started = self
+            .client
+            .start_instance(&entity.name, &entity.kong_config_json())
+            .await?;
         self.stats.started.fetch_add(1, Ordering::Relaxed);
         let old = self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(
             entity.id.clone(),
-            CacheEntry { id: started.id, seq: entity.seq, plugin_name: entity.name.clone() },
+            CacheEntry {
+                id: started.id,
+                seq: entity.seq,
+                plugin_name: entity.name.clone(),
+            },
         );
         if let Some(old) = old {
             // StartInstance(new) then CloseInstance(old); Kong ignores the outcome.
@@ -235,7 +252,10 @@ impl PluginRunner {
                 Err(e) if e.triggers_reset(protocol) => {
                     self.reset(&entity.name);
                     if retries >= max {
-                        return Err(HostError::RetriesExhausted { retries, last: Box::new(e) });
+                        return Err(HostError::RetriesExhausted {
+                            retries,
+                            last: Box::new(e),
+                        });
                     }
                     notes.push(format!("instance reset and event retried after: {e}"));
                     retries += 1;
@@ -268,7 +288,10 @@ mod tests {
         assert_eq!(back["__seq__"], 7);
         assert_eq!(back["route_id"], "r1");
         assert_eq!(back["__plugin_id"], e.id.as_str());
-        assert_eq!(back["__key__"], format!("plugins:go-hello:r1::::{DEFAULT_WS_ID}"));
+        assert_eq!(
+            back["__key__"],
+            format!("plugins:go-hello:r1::::{DEFAULT_WS_ID}")
+        );
         assert!(back.get("service_id").is_none());
     }
 

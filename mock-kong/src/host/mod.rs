@@ -37,7 +37,11 @@ pub struct Timeouts {
 
 impl Timeouts {
     pub fn uniform(d: Duration) -> Timeouts {
-        Timeouts { connect: d, read: d, write: d }
+        Timeouts {
+            connect: d,
+            read: d,
+            write: d,
+        }
     }
 }
 
@@ -97,7 +101,9 @@ impl HostOptions {
 /// message involved, what was expected and what came instead.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum HostError {
-    #[error("cannot connect to {socket}: {reason}. Is the plugin server running and listening there?")]
+    #[error(
+        "cannot connect to {socket}: {reason}. Is the plugin server running and listening there?"
+    )]
     Connect { socket: PathBuf, reason: String },
     #[error("connect to {socket} did not complete within {after:?}")]
     ConnectTimeout { socket: PathBuf, after: Duration },
@@ -117,7 +123,9 @@ pub enum HostError {
     Shape { what: String, detail: String },
     #[error("{method} failed on the server: {message}")]
     Server { method: String, message: String },
-    #[error("event aborted after {retries} retries on \"no plugin instance\"/closed connection: {last}")]
+    #[error(
+        "event aborted after {retries} retries on \"no plugin instance\"/closed connection: {last}"
+    )]
     RetriesExhausted { retries: u32, last: Box<HostError> },
 }
 
@@ -189,7 +197,12 @@ impl Trace {
     }
     pub fn push(&self, conn: u64, dir: Direction, summary: impl FnOnce() -> String, bytes: &[u8]) {
         if let Some(log) = &self.0 {
-            let frame = WireFrame { conn, dir, summary: summary(), bytes: bytes.to_vec() };
+            let frame = WireFrame {
+                conn,
+                dir,
+                summary: summary(),
+                bytes: bytes.to_vec(),
+            };
             if let Ok(mut l) = log.lock() {
                 l.push(frame);
             }
@@ -198,7 +211,10 @@ impl Trace {
     /// Takes the frames recorded so far.
     pub fn take(&self) -> Vec<WireFrame> {
         match &self.0 {
-            Some(log) => log.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default(),
+            Some(log) => log
+                .lock()
+                .map(|mut l| std::mem::take(&mut *l))
+                .unwrap_or_default(),
             None => Vec::new(),
         }
     }
@@ -224,7 +240,10 @@ pub struct CallRecord {
 
 fn ser_values<S: serde::Serializer>(v: &[Value], s: S) -> Result<S::Ok, S::Error> {
     use serde::Serialize;
-    v.iter().map(Value::to_json).collect::<Vec<_>>().serialize(s)
+    v.iter()
+        .map(Value::to_json)
+        .collect::<Vec<_>>()
+        .serialize(s)
 }
 
 fn ser_opt_value<S: serde::Serializer>(v: &Option<Value>, s: S) -> Result<S::Ok, S::Error> {
@@ -253,7 +272,9 @@ pub enum EventEnd {
 
 fn ser_opt_body<S: serde::Serializer>(b: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
     use serde::Serialize;
-    b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).serialize(s)
+    b.as_ref()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .serialize(s)
 }
 
 /// The transcript of one event.

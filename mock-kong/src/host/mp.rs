@@ -151,7 +151,12 @@ impl MpClient {
         let mut out = Vec::with_capacity(64);
         msgpack::encode_request(msgid, method, &params, &mut out);
         let t = &self.opts.timeouts;
-        self.trace.push(conn.id, Direction::Send, || format!("[0, {msgid}, {method:?}, {params:?}]"), &out);
+        self.trace.push(
+            conn.id,
+            Direction::Send,
+            || format!("[0, {msgid}, {method:?}, {params:?}]"),
+            &out,
+        );
         let what_send = || format!("request {method} (msgid {msgid})");
         conn.write_all(&out, t.write, &what_send).await?;
 
@@ -163,13 +168,20 @@ impl MpClient {
             let bytes = conn.read_some(t.read, &what_recv).await?;
             dec.feed(bytes);
             // With tracing on, the raw bytes of this read are logged with what they completed.
-            let mut chunk = self.trace.enabled().then(|| (bytes.to_vec(), Vec::<String>::new()));
+            let mut chunk = self
+                .trace
+                .enabled()
+                .then(|| (bytes.to_vec(), Vec::<String>::new()));
             loop {
                 let value = match dec.next_value() {
                     Ok(Some(v)) => v,
                     Ok(None) => {
                         if let Some((raw, done)) = chunk.take() {
-                            let summary = if done.is_empty() { "(partial message)".into() } else { done.join("; ") };
+                            let summary = if done.is_empty() {
+                                "(partial message)".into()
+                            } else {
+                                done.join("; ")
+                            };
                             self.trace.push(conn_id, Direction::Recv, || summary, &raw);
                         }
                         break;
@@ -185,9 +197,14 @@ impl MpClient {
                     done.push(format!("{value:?}"));
                 }
                 match RpcMessage::from_value(value) {
-                    Ok(RpcMessage::Response { msgid: got, error, result }) => {
+                    Ok(RpcMessage::Response {
+                        msgid: got,
+                        error,
+                        result,
+                    }) => {
                         if let Some((raw, done)) = chunk.take() {
-                            self.trace.push(conn_id, Direction::Recv, || done.join("; "), &raw);
+                            self.trace
+                                .push(conn_id, Direction::Recv, || done.join("; "), &raw);
                         }
                         if got != msgid {
                             return Err(HostError::Shape {
@@ -213,7 +230,10 @@ impl MpClient {
                                 Some(s) => s.to_owned(),
                                 None => format!("{error:?}"),
                             };
-                            return Err(HostError::Server { method: method.to_owned(), message });
+                            return Err(HostError::Server {
+                                method: method.to_owned(),
+                                message,
+                            });
                         }
                         return Ok((result, conn_id));
                     }
@@ -241,11 +261,15 @@ impl MpClient {
 
     fn notification(&self, label: &str, args: &Value, findings: &mut Vec<String>) {
         if label != "serverPid" {
-            findings.push(format!("ignored notification {label:?} (Kong knows only serverPid)"));
+            findings.push(format!(
+                "ignored notification {label:?} (Kong knows only serverPid)"
+            ));
             return;
         }
         let Some(pid) = args.as_i64() else {
-            findings.push(format!("serverPid notification without a pid number: {args:?}"));
+            findings.push(format!(
+                "serverPid notification without a pid number: {args:?}"
+            ));
             return;
         };
         let mut cur = self.server_pid.lock().unwrap_or_else(|e| e.into_inner());
@@ -260,20 +284,33 @@ impl MpClient {
         name: &str,
         config_json: &str,
     ) -> Result<StartedInstance, HostError> {
-        let params = vec![Value::map([("Name", Value::str(name)), ("Config", Value::str(config_json))])];
+        let params = vec![Value::map([
+            ("Name", Value::str(name)),
+            ("Config", Value::str(config_json)),
+        ])];
         let mut findings = Vec::new();
-        let (result, _) = self.call("plugin.StartInstance", params, &mut findings).await?;
-        let id = result.get("Id").and_then(Value::as_i64).ok_or_else(|| HostError::Shape {
-            what: "answer to plugin.StartInstance".into(),
-            detail: format!("expected a map with an integer `Id`, got {result:?}"),
-        })?;
-        Ok(StartedInstance { id, answer: result.to_json() })
+        let (result, _) = self
+            .call("plugin.StartInstance", params, &mut findings)
+            .await?;
+        let id = result
+            .get("Id")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| HostError::Shape {
+                what: "answer to plugin.StartInstance".into(),
+                detail: format!("expected a map with an integer `Id`, got {result:?}"),
+            })?;
+        Ok(StartedInstance {
+            id,
+            answer: result.to_json(),
+        })
     }
 
     pub async fn close_instance(&self, id: i64) -> Result<(), HostError> {
         let mut findings = Vec::new();
         // CloseInstance takes a bare integer (spec §4.3, §10.9); Kong ignores the answer.
-        self.call("plugin.CloseInstance", vec![Value::Int(id)], &mut findings).await.map(|_| ())
+        self.call("plugin.CloseInstance", vec![Value::Int(id)], &mut findings)
+            .await
+            .map(|_| ())
     }
 
     pub async fn handle_event(
@@ -287,15 +324,17 @@ impl MpClient {
             ("InstanceId", Value::Int(instance_id)),
             ("EventName", Value::str(phase)),
         ])];
-        let (mut result, conn) =
-            self.call("plugin.HandleEvent", params, &mut report.findings).await?;
+        let (mut result, conn) = self
+            .call("plugin.HandleEvent", params, &mut report.findings)
+            .await?;
         report.used(conn);
-        let event_id = result.get("EventId").and_then(Value::as_i64).ok_or_else(|| {
-            HostError::Shape {
+        let event_id = result
+            .get("EventId")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| HostError::Shape {
                 what: "answer to plugin.HandleEvent".into(),
                 detail: format!("expected a map with an integer `EventId`, got {result:?}"),
-            }
-        })?;
+            })?;
         report.event_id = Some(event_id);
         let mut last_conn = conn;
         loop {
@@ -316,7 +355,10 @@ impl MpClient {
                 report.end = EventEnd::Done;
                 return Ok(report);
             }
-            let method = data.get("Method").and_then(Value::as_str).map(str::to_owned);
+            let method = data
+                .get("Method")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
             let Some(method) = method else {
                 return Err(HostError::Shape {
                     what: format!("callback in event {event_id}"),
@@ -335,10 +377,15 @@ impl MpClient {
             let (answer, note) = match outcome {
                 PdkOutcome::Return(v) if is_multimap(&method) => (fix_multimap(v), None),
                 PdkOutcome::Return(v) => (v, None),
-                PdkOutcome::NotFound => {
-                    (Value::Nil, Some(format!("could not find pdk method: {method}")))
-                }
-                PdkOutcome::Exit { status, body, headers } => {
+                PdkOutcome::NotFound => (
+                    Value::Nil,
+                    Some(format!("could not find pdk method: {method}")),
+                ),
+                PdkOutcome::Exit {
+                    status,
+                    body,
+                    headers,
+                } => {
                     report.calls.push(CallRecord {
                         method: method.clone(),
                         args,
@@ -347,7 +394,11 @@ impl MpClient {
                         conn: last_conn,
                         note: Some(format!("terminal: {method}")),
                     });
-                    report.end = EventEnd::Exit { status, body, headers };
+                    report.end = EventEnd::Exit {
+                        status,
+                        body,
+                        headers,
+                    };
                     return Ok(report);
                 }
                 PdkOutcome::Raise(error) => {
@@ -375,8 +426,9 @@ impl MpClient {
                 conn: last_conn,
                 note,
             });
-            let (next, conn) =
-                self.call(step, vec![Value::Map(step_arg)], &mut report.findings).await?;
+            let (next, conn) = self
+                .call(step, vec![Value::Map(step_arg)], &mut report.findings)
+                .await?;
             report.used(conn);
             last_conn = conn;
             result = next;

@@ -38,7 +38,12 @@ pub struct PbClient {
 impl PbClient {
     pub fn new(opts: HostOptions) -> PbClient {
         let trace = Trace::new(opts.trace);
-        PbClient { opts, pool: Mutex::new(Vec::new()), msg_id: AtomicI64::new(0), trace }
+        PbClient {
+            opts,
+            pool: Mutex::new(Vec::new()),
+            msg_id: AtomicI64::new(0),
+            trace,
+        }
     }
 
     pub fn options(&self) -> &HostOptions {
@@ -67,7 +72,10 @@ impl PbClient {
                 Some(c) => return Ok(c),
                 None => {
                     let conn = conn::connect(&self.opts.socket, &self.opts.timeouts).await?;
-                    return Ok(PbConn { conn, dec: FrameDecoder::new(self.opts.max_frame) });
+                    return Ok(PbConn {
+                        conn,
+                        dec: FrameDecoder::new(self.opts.max_frame),
+                    });
                 }
             }
         }
@@ -105,12 +113,18 @@ impl PbClient {
                     if self.trace.enabled() {
                         let mut raw = Vec::with_capacity(frame.len() + 4);
                         encode_frame(&frame, &mut raw);
-                        self.trace.push(c.conn.id, Direction::Recv, || describe(&frame), &raw);
+                        self.trace
+                            .push(c.conn.id, Direction::Recv, || describe(&frame), &raw);
                     }
                     return Ok(frame);
                 }
                 Ok(None) => {}
-                Err(e) => return Err(HostError::Decode { what: what(), detail: e.to_string() }),
+                Err(e) => {
+                    return Err(HostError::Decode {
+                        what: what(),
+                        detail: e.to_string(),
+                    })
+                }
             }
             let bytes = c.conn.read_some(self.opts.timeouts.read, what).await?;
             c.dec.feed(bytes);
@@ -121,10 +135,14 @@ impl PbClient {
     async fn simple_call(&self, call: rpc_call::Call, name: &str) -> Result<RpcReturn, HostError> {
         let mut c = self.checkout().await?;
         let sequence = self.next_sequence();
-        let msg = RpcCall { sequence, call: Some(call) };
+        let msg = RpcCall {
+            sequence,
+            call: Some(call),
+        };
         let payload = msg.encode_to_vec();
         let what = || format!("{name} (sequence {sequence})");
-        self.write_frame(&mut c, &payload, || describe_call(&msg), &what).await?;
+        self.write_frame(&mut c, &payload, || describe_call(&msg), &what)
+            .await?;
         let frame = self
             .read_frame(&mut c, &describe_return, &|| {
                 format!("waiting for RpcReturn of {name} (sequence {sequence})")
@@ -162,8 +180,12 @@ impl PbClient {
     }
 
     pub async fn close_instance(&self, id: i64) -> Result<(), HostError> {
-        let call = rpc_call::Call::CmdCloseInstance(CmdCloseInstance { instance_id: id as i32 });
-        self.simple_call(call, "cmd_close_instance").await.map(|_| ())
+        let call = rpc_call::Call::CmdCloseInstance(CmdCloseInstance {
+            instance_id: id as i32,
+        });
+        self.simple_call(call, "cmd_close_instance")
+            .await
+            .map(|_| ())
     }
 
     pub async fn handle_event(
@@ -185,7 +207,8 @@ impl PbClient {
         };
         let payload = msg.encode_to_vec();
         let what = || format!("cmd_handle_event {phase} (sequence {sequence})");
-        self.write_frame(&mut c, &payload, || describe_call(&msg), &what).await?;
+        self.write_frame(&mut c, &payload, || describe_call(&msg), &what)
+            .await?;
         let conn_id = c.conn.id;
         loop {
             let name = self
@@ -215,29 +238,50 @@ impl PbClient {
                 report.end = EventEnd::MethodNotFound { method };
                 return Ok(report);
             };
-            let args = pdk_table::unwrap_args(spec, &args_frame).map_err(|e| HostError::Decode {
-                what: format!("arguments of {method}"),
-                detail: e.to_string(),
-            })?;
+            let args =
+                pdk_table::unwrap_args(spec, &args_frame).map_err(|e| HostError::Decode {
+                    what: format!("arguments of {method}"),
+                    detail: e.to_string(),
+                })?;
             let outcome = pdk.call(phase, &method, &args);
             let answer = match outcome {
                 PdkOutcome::Return(v) => v,
                 PdkOutcome::NotFound => {
                     let error = format!("{method} is not implemented by the emulated PDK");
-                    report.end = EventEnd::Raised { method: method.clone(), error: error.clone() };
-                    report.calls.push(terminal(method, args, conn_id, "none (raised)", error));
+                    report.end = EventEnd::Raised {
+                        method: method.clone(),
+                        error: error.clone(),
+                    };
+                    report
+                        .calls
+                        .push(terminal(method, args, conn_id, "none (raised)", error));
                     return Ok(report);
                 }
                 PdkOutcome::Raise(error) => {
-                    report.end = EventEnd::Raised { method: method.clone(), error: error.clone() };
-                    report.calls.push(terminal(method, args, conn_id, "none (raised)", error));
+                    report.end = EventEnd::Raised {
+                        method: method.clone(),
+                        error: error.clone(),
+                    };
+                    report
+                        .calls
+                        .push(terminal(method, args, conn_id, "none (raised)", error));
                     return Ok(report);
                 }
-                PdkOutcome::Exit { status, body, headers } => {
+                PdkOutcome::Exit {
+                    status,
+                    body,
+                    headers,
+                } => {
                     // Kong never answers exit; the connection is closed at the end of the request.
                     let note = format!("terminal: {method}");
-                    report.calls.push(terminal(method, args, conn_id, "none (terminal)", note));
-                    report.end = EventEnd::Exit { status, body, headers };
+                    report
+                        .calls
+                        .push(terminal(method, args, conn_id, "none (terminal)", note));
+                    report.end = EventEnd::Exit {
+                        status,
+                        body,
+                        headers,
+                    };
                     return Ok(report);
                 }
             };
@@ -246,14 +290,20 @@ impl PbClient {
                 Err(e) => {
                     // pb.encode raised in Kong (e.g. the pre-3.7 set_upstream bug, spec §5.3).
                     let error = e.to_string();
-                    report.end = EventEnd::Raised { method: method.clone(), error: error.clone() };
-                    report.calls.push(terminal(method, args, conn_id, "none (raised)", error));
+                    report.end = EventEnd::Raised {
+                        method: method.clone(),
+                        error: error.clone(),
+                    };
+                    report
+                        .calls
+                        .push(terminal(method, args, conn_id, "none (raised)", error));
                     return Ok(report);
                 }
             };
             let what = || format!("the reply to {method}");
             let kind = format!("{:?}", spec.output);
-            self.write_frame(&mut c, &reply, || format!("{kind} {answer:?}"), &what).await?;
+            self.write_frame(&mut c, &reply, || format!("{kind} {answer:?}"), &what)
+                .await?;
             report.calls.push(CallRecord {
                 method,
                 args,
@@ -276,7 +326,14 @@ impl PbClient {
 }
 
 fn terminal(method: String, args: Vec<Value>, conn: u64, kind: &str, note: String) -> CallRecord {
-    CallRecord { method, args, answer: None, reply_kind: kind.into(), conn, note: Some(note) }
+    CallRecord {
+        method,
+        args,
+        answer: None,
+        reply_kind: kind.into(),
+        conn,
+        note: Some(note),
+    }
 }
 
 fn decode_return(frame: &[u8], name: &str, sequence: i64) -> Result<RpcReturn, HostError> {

@@ -8,7 +8,11 @@ use std::time::{Duration, Instant};
 use crate::util::exe;
 
 fn run(args: &[&str]) -> Output {
-    Command::new(exe()).args(args).stdin(Stdio::null()).output().expect("run mock-kong")
+    Command::new(exe())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mock-kong")
 }
 
 fn text(b: &[u8]) -> String {
@@ -26,7 +30,14 @@ fn dump_of_the_default_reference_server() {
 
 #[test]
 fn dump_json_to_stdout_replaces_the_human_output() {
-    let out = run(&["dump", "--protocol", "protobuf", "--plugin", "bench", "--json"]);
+    let out = run(&[
+        "dump",
+        "--protocol",
+        "protobuf",
+        "--plugin",
+        "bench",
+        "--json",
+    ]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON only");
     assert_eq!(v["protocol"], "ProtoBuf:1");
@@ -37,10 +48,25 @@ fn dump_json_to_stdout_replaces_the_human_output() {
 #[test]
 fn call_drives_hello_through_access_in_both_protocols() {
     for proto in ["msgpack", "protobuf"] {
-        let out = run(&["call", "--protocol", proto, "--header", "host:example.com", "--quiet-server"]);
-        assert_eq!(out.status.code(), Some(0), "{proto}: stderr: {}", text(&out.stderr));
+        let out = run(&[
+            "call",
+            "--protocol",
+            proto,
+            "--header",
+            "host:example.com",
+            "--quiet-server",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{proto}: stderr: {}",
+            text(&out.stderr)
+        );
         let s = text(&out.stdout);
-        assert!(s.contains("kong.request.get_header(\"host\") -> \"example.com\""), "{proto}: {s}");
+        assert!(
+            s.contains("kong.request.get_header(\"host\") -> \"example.com\""),
+            "{proto}: {s}"
+        );
         assert!(s.contains("x-hello: hello example.com"), "{proto}: {s}");
     }
 }
@@ -50,8 +76,15 @@ fn call_json_file_holds_the_transcript_and_verbose_shows_frames() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("t.json");
     let out = run(&[
-        "call", "--plugin", "bench", "--config", r#"{"calls":3}"#, "-v", "--quiet-server",
-        "--json", file.to_str().unwrap(),
+        "call",
+        "--plugin",
+        "bench",
+        "--config",
+        r#"{"calls":3}"#,
+        "-v",
+        "--quiet-server",
+        "--json",
+        file.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     let human = text(&out.stdout);
@@ -75,7 +108,11 @@ fn usage_errors_exit_2() {
 /// Spec §2: anything but one JSON document on stdout is refused with Kong's words.
 #[test]
 fn a_dump_that_is_not_json_exits_1_with_a_clear_message() {
-    let out = run(&["dump", "--query-cmd", "echo 'starting server...'; echo '[]'"]);
+    let out = run(&[
+        "dump",
+        "--query-cmd",
+        "echo 'starting server...'; echo '[]'",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("failed decoding plugin info"), "{err}");
@@ -101,7 +138,13 @@ fn kong_conf_pluginserver_settings_are_honoured() {
         ),
     )
     .unwrap();
-    let out = run(&["call", "--kong-conf", conf.to_str().unwrap(), "--quiet-server", "--json"]);
+    let out = run(&[
+        "call",
+        "--kong-conf",
+        conf.to_str().unwrap(),
+        "--quiet-server",
+        "--json",
+    ]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["server"]["protocol"], "ProtoBuf:1");
@@ -115,7 +158,12 @@ fn pid_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => false,
         // A zombie (state Z) is dead; it only waits for its reaper.
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
     }
 }
 
@@ -126,8 +174,15 @@ fn start_hanging_call(dir: &Path) -> (std::process::Child, i32) {
     let exe = exe();
     let start = format!("sh -c 'echo $$ > {}; exec sleep 300'", pidfile.display());
     let query = format!("{} reference-server --dump", exe.display());
-    let child = Command::new(&exe)
-        .args(["call", "--quiet-server", "--start-cmd", &start, "--query-cmd", &query])
+    let mut child = Command::new(&exe)
+        .args([
+            "call",
+            "--quiet-server",
+            "--start-cmd",
+            &start,
+            "--query-cmd",
+            &query,
+        ])
         .arg("--socket")
         .arg(dir.join("never.socket"))
         .stdin(Stdio::null())
@@ -142,7 +197,11 @@ fn start_hanging_call(dir: &Path) -> (std::process::Child, i32) {
                 return (child, pid);
             }
         }
-        assert!(Instant::now() < deadline, "server never started");
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server never started");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -167,7 +226,10 @@ fn ctrl_c_stops_the_server_too() {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
-    assert!(wait_dead(server, Duration::from_secs(5)), "server {server} outlived mock-kong");
+    assert!(
+        wait_dead(server, Duration::from_secs(5)),
+        "server {server} outlived mock-kong"
+    );
 }
 
 /// Even SIGKILL of mock-kong leaves no orphan: the parent-death signal kills the server.
@@ -178,5 +240,8 @@ fn sigkill_of_mock_kong_leaves_no_orphan() {
     assert!(pid_alive(server));
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
-    assert!(wait_dead(server, Duration::from_secs(2)), "server {server} outlived mock-kong");
+    assert!(
+        wait_dead(server, Duration::from_secs(2)),
+        "server {server} outlived mock-kong"
+    );
 }

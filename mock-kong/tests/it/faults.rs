@@ -31,7 +31,9 @@ fn fake(behaviour: Behaviour) -> Fake {
     let listener = UnixListener::bind(&socket).unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
             let b = behaviour.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
@@ -68,9 +70,19 @@ async fn silent_server_times_out_in_both_protocols() {
         let f = fake(Behaviour::Silent);
         let c = client(&f.socket, protocol, Duration::from_millis(300));
         let t = Instant::now();
-        let err = c.start_instance("hello", "{}").await.expect_err("must time out");
-        assert!(matches!(err, HostError::ReadTimeout { .. }), "{protocol}: {err}");
-        assert!(t.elapsed() < Duration::from_secs(3), "{protocol}: took {:?}", t.elapsed());
+        let err = c
+            .start_instance("hello", "{}")
+            .await
+            .expect_err("must time out");
+        assert!(
+            matches!(err, HostError::ReadTimeout { .. }),
+            "{protocol}: {err}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "{protocol}: took {:?}",
+            t.elapsed()
+        );
         assert!(err.to_string().contains("no answer to"), "{err}");
     }
 }
@@ -85,15 +97,28 @@ async fn half_frames_time_out_or_report_closed() {
     for (protocol, half) in [(Protocol::MsgPack, mp_half), (Protocol::ProtoBuf, pb_half)] {
         let f = fake(Behaviour::Answer(half.clone()));
         let c = client(&f.socket, protocol, Duration::from_millis(300));
-        let err = c.start_instance("hello", "{}").await.expect_err("must time out");
-        assert!(matches!(err, HostError::ReadTimeout { .. }), "{protocol}: {err}");
+        let err = c
+            .start_instance("hello", "{}")
+            .await
+            .expect_err("must time out");
+        assert!(
+            matches!(err, HostError::ReadTimeout { .. }),
+            "{protocol}: {err}"
+        );
 
         let f = fake(Behaviour::AnswerAndClose(half));
         let c = client(&f.socket, protocol, Duration::from_secs(5));
         let t = Instant::now();
-        let err = c.start_instance("hello", "{}").await.expect_err("must fail");
+        let err = c
+            .start_instance("hello", "{}")
+            .await
+            .expect_err("must fail");
         assert!(matches!(err, HostError::Closed { .. }), "{protocol}: {err}");
-        assert!(t.elapsed() < Duration::from_secs(2), "{protocol}: took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "{protocol}: took {:?}",
+            t.elapsed()
+        );
     }
 }
 
@@ -101,9 +126,14 @@ async fn half_frames_time_out_or_report_closed() {
 #[tokio::test(flavor = "current_thread")]
 async fn msgpack_wrong_msgid_is_reported() {
     // [1, 99, nil, {"Id": 0}]
-    let f = fake(Behaviour::Answer(vec![0x94, 0x01, 0x63, 0xc0, 0x81, 0xa2, b'I', b'd', 0x00]));
+    let f = fake(Behaviour::Answer(vec![
+        0x94, 0x01, 0x63, 0xc0, 0x81, 0xa2, b'I', b'd', 0x00,
+    ]));
     let c = client(&f.socket, Protocol::MsgPack, Duration::from_secs(2));
-    let err = c.start_instance("hello", "{}").await.expect_err("wrong msgid");
+    let err = c
+        .start_instance("hello", "{}")
+        .await
+        .expect_err("wrong msgid");
     let text = err.to_string();
     assert!(text.contains("expected msgid 1, got 99"), "{text}");
 }
@@ -120,7 +150,9 @@ async fn msgpack_server_pid_notification_before_the_response() {
     let c = client(&f.socket, Protocol::MsgPack, Duration::from_secs(2));
     let started = c.start_instance("hello", "{}").await.expect("start");
     assert_eq!(started.id, 7);
-    let Client::MsgPack(mp) = &c else { unreachable!() };
+    let Client::MsgPack(mp) = &c else {
+        unreachable!()
+    };
     assert_eq!(mp.server_pid(), Some(4242));
 }
 
@@ -130,7 +162,10 @@ async fn protobuf_sequence_mismatch_is_reported() {
     // RpcReturn{sequence: 9}
     let f = fake(Behaviour::Answer(vec![2, 0, 0, 0, 0x08, 0x09]));
     let c = client(&f.socket, Protocol::ProtoBuf, Duration::from_secs(2));
-    let err = c.start_instance("hello", "{}").await.expect_err("sequence mismatch");
+    let err = c
+        .start_instance("hello", "{}")
+        .await
+        .expect_err("sequence mismatch");
     assert!(err.to_string().contains("sent 2, got 9"), "{err}");
 }
 
@@ -139,7 +174,10 @@ async fn protobuf_sequence_mismatch_is_reported() {
 async fn protobuf_start_instance_without_status_is_reported() {
     let f = fake(Behaviour::Answer(vec![2, 0, 0, 0, 0x08, 0x02]));
     let c = client(&f.socket, Protocol::ProtoBuf, Duration::from_secs(2));
-    let err = c.start_instance("hello", "{}").await.expect_err("no instance_status");
+    let err = c
+        .start_instance("hello", "{}")
+        .await
+        .expect_err("no instance_status");
     assert!(err.to_string().contains("instance_status"), "{err}");
 }
 
@@ -150,7 +188,10 @@ async fn missing_socket_is_a_clear_connect_error() {
     let socket = dir.path().join("nobody.socket");
     for protocol in [Protocol::MsgPack, Protocol::ProtoBuf] {
         let c = client(&socket, protocol, Duration::from_secs(2));
-        let err = c.start_instance("hello", "{}").await.expect_err("no server");
+        let err = c
+            .start_instance("hello", "{}")
+            .await
+            .expect_err("no server");
         assert!(matches!(err, HostError::Connect { .. }), "{err}");
         assert!(err.to_string().contains("nobody.socket"), "{err}");
     }

@@ -10,11 +10,17 @@ use mock_kong::Protocol;
 
 use crate::util;
 
-const PEERS: [(&str, Protocol); 3] =
-    [("go", Protocol::ProtoBuf), ("python", Protocol::MsgPack), ("js", Protocol::MsgPack)];
+const PEERS: [(&str, Protocol); 3] = [
+    ("go", Protocol::ProtoBuf),
+    ("python", Protocol::MsgPack),
+    ("js", Protocol::MsgPack),
+];
 
 async fn open(peer: &str, plugin: &str, opts: &mock_kong::session::SessionOptions) -> Session {
-    let spec = TargetSpec::Peer { name: peer.into(), registry: util::root().join("peers.toml") };
+    let spec = TargetSpec::Peer {
+        name: peer.into(),
+        registry: util::root().join("peers.toml"),
+    };
     let target = target::resolve(&spec, &Placement::default(), plugin).expect("resolve peer");
     match Session::open(target, opts).await {
         Ok(s) => s,
@@ -23,7 +29,9 @@ async fn open(peer: &str, plugin: &str, opts: &mock_kong::session::SessionOption
 }
 
 fn entity(name: &str, config: serde_json::Value) -> PluginEntity {
-    let serde_json::Value::Object(map) = config else { panic!() };
+    let serde_json::Value::Object(map) = config else {
+        panic!()
+    };
     PluginEntity::new(name, map)
 }
 
@@ -37,16 +45,35 @@ async fn real_peers_dump_and_run_hello() {
         }
         let s = open(peer, "hello", &util::opts()).await;
         assert_eq!(s.protocol(), protocol, "{peer}");
-        assert_eq!(s.dump.plugin().name, "hello", "{peer}: Kong 3.9 registers the first plugin");
-        assert!(s.dump.plugin().phases.iter().any(|p| p == "access"), "{peer}");
+        assert_eq!(
+            s.dump.plugin().name,
+            "hello",
+            "{peer}: Kong 3.9 registers the first plugin"
+        );
+        assert!(
+            s.dump.plugin().phases.iter().any(|p| p == "access"),
+            "{peer}"
+        );
         let mut pdk = SimpleRequest::new("example.com");
         let e = entity("hello", serde_json::json!({"message": "Kong!"}));
         let r = s.run_request(&e, &["access".to_string()], &mut pdk).await;
         assert!(r.errors.is_empty(), "{peer}: {:?}", r.errors);
         assert_eq!(r.events[0].end, EventEnd::Done, "{peer}");
-        let methods: Vec<_> = r.events[0].calls.iter().map(|c| c.method.as_str()).collect();
-        assert_eq!(methods, ["kong.request.get_header", "kong.response.set_header"], "{peer}");
-        assert_eq!(pdk.response_header("x-hello"), Some("Kong! example.com"), "{peer}");
+        let methods: Vec<_> = r.events[0]
+            .calls
+            .iter()
+            .map(|c| c.method.as_str())
+            .collect();
+        assert_eq!(
+            methods,
+            ["kong.request.get_header", "kong.response.set_header"],
+            "{peer}"
+        );
+        assert_eq!(
+            pdk.response_header("x-hello"),
+            Some("Kong! example.com"),
+            "{peer}"
+        );
         s.close().await;
     }
 }
@@ -70,7 +97,10 @@ async fn real_peers_bench_with_steps_on_rotating_connections() {
             assert!(r.errors.is_empty(), "{peer} n={n}: {:?}", r.errors);
             assert_eq!(r.events[0].calls.len(), n, "{peer} n={n}");
             if protocol == Protocol::MsgPack && n >= 2 {
-                assert!(r.events[0].connections.len() >= 2, "{peer}: steps stayed on one connection");
+                assert!(
+                    r.events[0].connections.len() >= 2,
+                    "{peer}: steps stayed on one connection"
+                );
             }
         }
         s.close().await;

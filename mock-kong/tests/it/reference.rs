@@ -11,7 +11,9 @@ use mock_kong::Protocol;
 use crate::util::{self, BOTH};
 
 fn entity(name: &str, config: serde_json::Value) -> PluginEntity {
-    let serde_json::Value::Object(map) = config else { panic!("config must be an object") };
+    let serde_json::Value::Object(map) = config else {
+        panic!("config must be an object")
+    };
     PluginEntity::new(name, map)
 }
 
@@ -33,8 +35,16 @@ async fn hello_event_round_trip_in_both_protocols() {
         let ev = &r.events[0];
         assert_eq!(ev.end, EventEnd::Done, "{protocol}");
         let methods: Vec<_> = ev.calls.iter().map(|c| c.method.as_str()).collect();
-        assert_eq!(methods, ["kong.request.get_header", "kong.response.set_header"], "{protocol}");
-        assert_eq!(pdk.response_header("x-hello"), Some("Kong! example.com"), "{protocol}");
+        assert_eq!(
+            methods,
+            ["kong.request.get_header", "kong.response.set_header"],
+            "{protocol}"
+        );
+        assert_eq!(
+            pdk.response_header("x-hello"),
+            Some("Kong! example.com"),
+            "{protocol}"
+        );
         s.close().await;
     }
 }
@@ -52,7 +62,10 @@ async fn bench_makes_exactly_n_calls() {
             assert!(r.errors.is_empty(), "{protocol} n={n}: {:?}", r.errors);
             assert_eq!(r.events[0].calls.len(), n, "{protocol} n={n}");
             let expected = (n > 0).then(|| n.to_string());
-            assert_eq!(pdk.response_header("x-bench-calls").map(str::to_owned), expected);
+            assert_eq!(
+                pdk.response_header("x-bench-calls").map(str::to_owned),
+                expected
+            );
         }
         s.close().await;
     }
@@ -66,23 +79,38 @@ async fn exit_is_terminal_and_the_server_keeps_serving() {
         let s = util::reference(protocol, "exit", &util::opts()).await;
         let mut pdk = SimpleRequest::new("example.com");
         let e = entity("exit", serde_json::json!({}));
-        let r = s.run_request(&e, &phases(&["access", "response"]), &mut pdk).await;
+        let r = s
+            .run_request(&e, &phases(&["access", "response"]), &mut pdk)
+            .await;
         assert!(r.errors.is_empty(), "{protocol}: {:?}", r.errors);
         match &r.events[0].end {
-            EventEnd::Exit { status, body, headers } => {
+            EventEnd::Exit {
+                status,
+                body,
+                headers,
+            } => {
                 assert_eq!(*status, 403);
                 assert_eq!(body.as_deref(), Some(&b"blocked"[..]));
-                assert!(headers.iter().any(|(k, v)| k == "x-exit" && v == &["1".to_string()]));
+                assert!(headers
+                    .iter()
+                    .any(|(k, v)| k == "x-exit" && v == &["1".to_string()]));
             }
             other => panic!("{protocol}: expected an exit, got {other:?}"),
         }
-        assert!(r.events[0].calls[0].answer.is_none(), "exit must not be answered");
+        assert!(
+            r.events[0].calls[0].answer.is_none(),
+            "exit must not be answered"
+        );
         // Later phases are skipped (except log, spec §6).
         assert_eq!(r.skipped, ["response"]);
         let h = entity("hello", serde_json::json!({}));
         let mut pdk = SimpleRequest::new("after-exit");
         let r = s.run_request(&h, &phases(&["access"]), &mut pdk).await;
-        assert!(r.errors.is_empty(), "{protocol}: server stopped serving after exit: {:?}", r.errors);
+        assert!(
+            r.errors.is_empty(),
+            "{protocol}: server stopped serving after exit: {:?}",
+            r.errors
+        );
         assert_eq!(pdk.response_header("x-hello"), Some("hello after-exit"));
         s.close().await;
     }
@@ -101,9 +129,16 @@ async fn msgpack_steps_move_between_connections() {
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     let ev = &r.events[0];
     assert_eq!(ev.end, EventEnd::Done);
-    assert!(ev.connections.len() >= 2, "event stayed on {:?}", ev.connections);
+    assert!(
+        ev.connections.len() >= 2,
+        "event stayed on {:?}",
+        ev.connections
+    );
     let conns: std::collections::HashSet<_> = ev.calls.iter().map(|c| c.conn).collect();
-    assert!(conns.len() >= 2, "all callbacks arrived on one connection: {conns:?}");
+    assert!(
+        conns.len() >= 2,
+        "all callbacks arrived on one connection: {conns:?}"
+    );
     assert_eq!(pdk.response_header("x-bench-calls"), Some("10"));
     s.close().await;
 }
@@ -121,11 +156,27 @@ async fn config_change_starts_a_new_instance_and_closes_the_old() {
         e.config.insert("message".into(), "two".into());
         e.rebuild();
         let r2 = s.run_request(&e, &phases(&["access"]), &mut pdk).await;
-        assert!(r1.errors.is_empty() && r2.errors.is_empty(), "{protocol}: {:?} {:?}", r1.errors, r2.errors);
+        assert!(
+            r1.errors.is_empty() && r2.errors.is_empty(),
+            "{protocol}: {:?} {:?}",
+            r1.errors,
+            r2.errors
+        );
         assert_eq!(pdk.response_header("x-hello"), Some("two h"), "{protocol}");
-        assert_ne!(r1.events[0].instance_id, r2.events[0].instance_id, "{protocol}");
-        assert_eq!(s.runner.stats.started.load(Ordering::Relaxed), 2, "{protocol}");
-        assert_eq!(s.runner.stats.closed.load(Ordering::Relaxed), 1, "{protocol}");
+        assert_ne!(
+            r1.events[0].instance_id, r2.events[0].instance_id,
+            "{protocol}"
+        );
+        assert_eq!(
+            s.runner.stats.started.load(Ordering::Relaxed),
+            2,
+            "{protocol}"
+        );
+        assert_eq!(
+            s.runner.stats.closed.load(Ordering::Relaxed),
+            1,
+            "{protocol}"
+        );
         s.close().await;
     }
 }
@@ -147,15 +198,28 @@ async fn restart_after_kill_resets_instances_and_retries() {
         // Wait for the respawn.
         let deadline = Instant::now() + Duration::from_secs(10);
         while proc_.pid().is_none_or(|p| p == first_pid) || proc_.spawn_count() < 2 {
-            assert!(Instant::now() < deadline, "{protocol}: server was not respawned");
+            assert!(
+                Instant::now() < deadline,
+                "{protocol}: server was not respawned"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        proc_.wait_socket(Duration::from_secs(10)).await.expect("respawned server listens");
+        proc_
+            .wait_socket(Duration::from_secs(10))
+            .await
+            .expect("respawned server listens");
         let mut pdk = SimpleRequest::new("after");
         let r = s.run_request(&e, &phases(&["access"]), &mut pdk).await;
         assert!(r.errors.is_empty(), "{protocol}: {:?}", r.errors);
-        assert_eq!(r.events[0].retries, 1, "{protocol}: expected exactly one reset-and-retry");
-        assert_eq!(pdk.response_header("x-hello"), Some("hello after"), "{protocol}");
+        assert_eq!(
+            r.events[0].retries, 1,
+            "{protocol}: expected exactly one reset-and-retry"
+        );
+        assert_eq!(
+            pdk.response_header("x-hello"),
+            Some("hello after"),
+            "{protocol}"
+        );
         s.close().await;
     }
 }

@@ -16,7 +16,10 @@ pub fn exe() -> PathBuf {
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("repo root")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 /// Session options for tests: quiet server output, short timeouts.
@@ -33,9 +36,14 @@ pub fn opts() -> SessionOptions {
 
 /// Opens a session on the reference server (started as a child process, as users run it).
 pub async fn reference(protocol: Protocol, plugin: &str, opts: &SessionOptions) -> Session {
-    let spec = TargetSpec::Reference { protocol, exe: Some(exe()) };
+    let spec = TargetSpec::Reference {
+        protocol,
+        exe: Some(exe()),
+    };
     let target = target::resolve(&spec, &Placement::default(), plugin).expect("resolve reference");
-    Session::open(target, opts).await.expect("open a session on the reference server")
+    Session::open(target, opts)
+        .await
+        .expect("open a session on the reference server")
 }
 
 pub const BOTH: [Protocol; 2] = [Protocol::MsgPack, Protocol::ProtoBuf];

@@ -1,0 +1,63 @@
+//! `mock-kong dump`.
+
+use clap::Args;
+
+use super::{session_failure, setup, Failure, JsonArg, ServerArgs};
+use crate::target;
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+pub(crate) async fn run(a: DumpArgs) -> Result<i32, Failure> {
+    let spec = a.server.spec().map_err(setup)?;
+    let placement = a.server.placement();
+    let target = target::resolve(&spec, &placement, &a.server.plugin).map_err(setup)?;
+    let opts = a.server.session_options(false).map_err(setup)?;
+    let out = crate::dump::query(&target.query_cmd, opts.dump_timeout)
+        .await
+        .map_err(|e| session_failure(e.into()))?;
+    let dump = &out.dump;
+    let json = serde_json::json!({
+        "server": { "label": target.label, "query_cmd": target.query_cmd },
+        "protocol": dump.protocol,
+        "dump": dump,
+        "plugin": dump.plugin(),
+        "stderr": out.stderr,
+        "exit_code": out.exit_code,
+    });
+    a.json.emit(&json).map_err(setup)?;
+    if !a.json.to_stdout() {
+        let p = dump.plugin();
+        println!("server:   {} ({})", target.label, target.query_cmd);
+        println!(
+            "protocol: {}{}",
+            dump.protocol,
+            if dump.protocol_explicit {
+                ""
+            } else {
+                " (not named in the dump; Kong's default)"
+            }
+        );
+        println!(
+            "plugin:   {} {} (priority {})",
+            p.name, p.version, p.priority
+        );
+        println!("phases:   {}", p.phases.join(", "));
+        println!("schema:   {}", p.schema);
+        for extra in dump.plugins.iter().skip(1) {
+            println!(
+                "ignored:  {} (Kong 3.9 registers only the first plugin of a dump)",
+                extra.name
+            );
+        }
+        for w in &dump.warnings {
+            println!("warning:  {w}");
+        }
+    }
+    Ok(0)
+}

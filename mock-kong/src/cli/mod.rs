@@ -1,0 +1,133 @@
+//! The `mock-kong` command line: a thin shell over the library.
+//!
+//! Exit codes (stable, documented in the README):
+//! * `0`: everything as expected;
+//! * `1`: the plugin server misbehaved (bad dump, no socket, protocol error, failed event);
+//! * `2`: usage or setup error (bad flags, unreadable kong.conf, command not runnable).
+//!
+//! Layout: `mod.rs` (the command enum, exit-code mapping, signals), `server.rs` (the server
+//! options every subcommand shares, and the `--json [FILE]` convention), one file per subcommand.
+
+mod call;
+mod dump;
+mod reference;
+mod server;
+
+use anyhow::anyhow;
+use clap::{Parser, Subcommand};
+
+use crate::session::SessionError;
+
+pub use call::CallArgs;
+pub use dump::DumpArgs;
+pub use reference::ReferenceArgs;
+pub use server::{JsonArg, ProtocolArg, ServerArgs};
+
+const EXAMPLES: &str = "\
+Examples:
+  mock-kong dump                                   # the built-in reference server's dump
+  mock-kong call --header host:example.com         # drive its hello plugin through access
+  mock-kong call --protocol protobuf --plugin bench --config '{\"calls\":30}'
+  mock-kong call --kong-conf /etc/kong/kong.conf --name go-hello --json
+  mock-kong call --start-cmd ./go-hello --query-cmd './go-hello -dump' --socket /tmp/k/go-hello.socket
+  mock-kong call --peer python --plugin hello -v   # a peer from peers.toml, every frame shown
+
+Exit codes: 0 ok, 1 the plugin server misbehaved, 2 usage or setup error.";
+
+/// A faithful stand-in for Kong Gateway's host side, for testing external plugin servers.
+#[derive(Debug, Parser)]
+#[command(name = "mock-kong", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server's query command, validate the dump and print the plugin info.
+    Dump(DumpArgs),
+    /// Start the server and drive one event per phase through it, printing the PDK exchange.
+    Call(CallArgs),
+    /// Run the built-in Rust reference plugin server (what mock-kong starts by default).
+    #[command(hide = true)]
+    ReferenceServer(ReferenceArgs),
+}
+
+/// An error with the exit code it maps to.
+pub(crate) struct Failure {
+    pub(crate) code: i32,
+    pub(crate) error: anyhow::Error,
+}
+
+pub(crate) fn setup(e: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        code: 2,
+        error: e.into(),
+    }
+}
+
+pub(crate) fn session_failure(e: SessionError) -> Failure {
+    Failure {
+        code: if e.is_server_fault() { 1 } else { 2 },
+        error: e.into(),
+    }
+}
+
+/// Parses the arguments, runs, and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    // A current-thread runtime: the host is I/O bound, and children spawned from the main
+    // thread keep their parent-death signal for the whole life of the process.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 2;
+        }
+    };
+    let result = rt.block_on(async {
+        tokio::select! {
+            r = run(cli) => r,
+            _ = interrupted() => Err(Failure { code: 130, error: anyhow!("interrupted") }),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("error: {:#}", f.error);
+            f.code
+        }
+    }
+}
+
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {},
+        _ = term.recv() => {},
+    }
+}
+
+async fn run(cli: Cli) -> Result<i32, Failure> {
+    match cli.command {
+        Command::Dump(a) => dump::run(a).await,
+        Command::Call(a) => call::run(a).await,
+        Command::ReferenceServer(a) => reference::run(a).await,
+    }
+}
