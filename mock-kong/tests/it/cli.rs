@@ -169,6 +169,7 @@ fn pid_alive(pid: i32) -> bool {
 
 /// Starts `mock-kong call` with a server that never creates its socket, and returns the
 /// mock-kong child and the server's pid (read from a pid file the server writes).
+#[allow(clippy::zombie_processes)] // the caller waits for the returned child
 fn start_hanging_call(dir: &Path) -> (std::process::Child, i32) {
     let pidfile = dir.join("server.pid");
     let exe = exe();
