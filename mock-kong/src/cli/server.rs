@@ -71,6 +71,10 @@ pub struct ServerArgs {
     /// Do not print the server's output lines.
     #[arg(long)]
     pub quiet_server: bool,
+    /// MsgPack connection reuse: `lifo` as ngx_lua (most recently pooled first), or `rotate`,
+    /// which moves consecutive calls of one event to different connections (spec §10.1).
+    #[arg(long, value_enum, default_value = "lifo")]
+    pub pool: PoolPolicy,
 }
 
 impl ServerArgs {
@@ -120,7 +124,7 @@ impl ServerArgs {
                 LogSink::Stderr
             },
             trace,
-            pool_policy: PoolPolicy::Lifo,
+            pool_policy: self.pool,
             ..SessionOptions::default()
         })
     }

@@ -52,7 +52,7 @@ impl Default for Timeouts {
 }
 
 /// How MsgPack calls pick a pooled connection (spec §4.1, §10.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum PoolPolicy {
     /// As ngx_lua: the most recently pooled idle connection first, a new one if none is idle.
