@@ -132,6 +132,12 @@ impl RpcMessage {
         let Some(kind) = items.first() else {
             return Err(ShapeError::new("an array [type, ...]", "an empty array"));
         };
+        // Kong compares with Lua's `==`, where `1.0 == 1`: an integral float type or msgid is
+        // accepted as the integer (spec §4.1).
+        let kind = match *kind {
+            Value::Float(f) if f.fract() == 0.0 && (0.0..=2.0).contains(&f) => Value::Int(f as i64),
+            ref other => other.clone(),
+        };
         match kind {
             Value::Int(REQUEST) => {
                 let [_, msgid, method, params] =
@@ -193,7 +199,7 @@ impl RpcMessage {
             }
             other => Err(ShapeError::new(
                 "message type 0 (request), 1 (response) or 2 (notification) as the first element",
-                describe(other),
+                describe(&other),
             )),
         }
     }
@@ -256,6 +262,7 @@ fn msgid_of(value: &Value, what: &str) -> Result<u64, ShapeError> {
     match *value {
         Value::Int(i) if i >= 0 => Ok(i as u64),
         Value::UInt(u) => Ok(u),
+        Value::Float(f) if f.fract() == 0.0 && (0.0..9.0e15).contains(&f) => Ok(f as u64),
         _ => Err(ShapeError::new(
             format!("a non-negative integer msgid in a {what}"),
             describe(value),
@@ -452,6 +459,17 @@ mod tests {
         assert_eq!(encode_to_vec(&msg.to_value()), wire);
     }
 
+    /// Spec §4.1: Kong compares type and msgid with Lua's `==`, so `1.0` is a response and a
+    /// msgid of `7.0` matches request 7.
+    #[test]
+    fn integral_float_type_and_msgid_are_accepted_as_kong_does() {
+        let v = Value::Array(vec![Value::Float(1.0), Value::Float(7.0), Value::Nil, Value::Nil]);
+        let msg = RpcMessage::from_value(v).unwrap();
+        assert!(matches!(msg, RpcMessage::Response { msgid: 7, .. }), "{msg:?}");
+        let v = Value::Array(vec![Value::Int(1), Value::Float(7.5), Value::Nil, Value::Nil]);
+        assert!(RpcMessage::from_value(v).is_err());
+    }
+
     #[test]
     fn shape_errors_say_what_was_expected() {
         let cases: Vec<(Value, &str, &str)> = vec![
@@ -487,13 +505,13 @@ mod tests {
             ),
             (
                 Value::Array(vec![
-                    Value::Float(1.0),
+                    Value::Float(1.5),
                     Value::Int(1),
                     Value::Nil,
                     Value::Nil,
                 ]),
                 "message type 0 (request), 1 (response) or 2 (notification) as the first element",
-                "float 1.0",
+                "float 1.5",
             ),
             (
                 Value::Array(vec![Value::Int(1), Value::Int(-1), Value::Nil, Value::Nil]),
