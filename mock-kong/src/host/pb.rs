@@ -246,18 +246,11 @@ impl PbClient {
             let outcome = pdk.call(phase, &method, &args);
             let answer = match outcome {
                 PdkOutcome::Return(v) => v,
-                PdkOutcome::NotFound => {
-                    let error = format!("{method} is not implemented by the emulated PDK");
-                    report.end = EventEnd::Raised {
-                        method: method.clone(),
-                        error: error.clone(),
+                PdkOutcome::NotFound | PdkOutcome::Raise(_) => {
+                    let error = match outcome {
+                        PdkOutcome::Raise(e) => e,
+                        _ => format!("{method} is not implemented by the emulated PDK"),
                     };
-                    report
-                        .calls
-                        .push(terminal(method, args, conn_id, "none (raised)", error));
-                    return Ok(report);
-                }
-                PdkOutcome::Raise(error) => {
                     report.end = EventEnd::Raised {
                         method: method.clone(),
                         error: error.clone(),
