@@ -27,6 +27,7 @@
 //! * [`reference`]: the Rust reference plugin server (both protocols), the default target.
 //! * [`target`]: which server to drive (reference, kong.conf entry, commands, peer) and where its
 //!   socket lives.
+//! * [`scenario`]: scripted scenarios (TOML) played through a server, with expectations.
 //! * [`session`]: dump → start → wait for the socket → client; plays a request through phases.
 //! * [`cli`]: the `mock-kong` command line (a thin shell over the above).
 
@@ -39,6 +40,7 @@ pub mod pdk;
 pub mod process;
 pub mod protobuf;
 pub mod reference;
+pub mod scenario;
 pub mod session;
 pub mod target;
 pub mod value;
