@@ -20,8 +20,8 @@
 //! * [`config`]: plugin-server definitions from a `kong.conf` (+ `KONG_*` environment) or flags.
 //! * [`dump`]: running the query command and validating its JSON dump.
 //! * [`process`]: spawning, logging, restarting and stopping plugin-server processes.
-//! * [`pdk`]: the [`pdk::Pdk`] trait the host loop asks to answer callbacks, and a minimal
-//!   emulated request.
+//! * [`pdk`]: the [`pdk::Pdk`] trait the host loop asks to answer callbacks, and the emulated
+//!   Kong request ([`pdk::KongRequest`]) behind it.
 //! * [`host`]: Kong's host loop: connection pools, instances, events and the callback loop, per
 //!   protocol, with timeouts on every socket operation.
 //! * [`reference`]: the Rust reference plugin server (both protocols), the default target.

@@ -836,10 +836,8 @@ pub fn loose_eq(a: &Value, b: &Value) -> bool {
         }
         (Value::Map(x), Value::Map(y)) => {
             x.len() == y.len()
-                && x.iter().all(|(k, v)| {
-                    y.iter()
-                        .any(|(k2, v2)| loose_eq(k, k2) && loose_eq(v, v2))
-                })
+                && x.iter()
+                    .all(|(k, v)| y.iter().any(|(k2, v2)| loose_eq(k, k2) && loose_eq(v, v2)))
         }
         // An empty Lua table is both.
         (Value::Array(x), Value::Map(y)) | (Value::Map(y), Value::Array(x)) => {
@@ -1006,9 +1004,7 @@ impl KongRequest {
         let port = get("port")
             .and_then(|v| v.as_i64())
             .unwrap_or(if scheme == "https" { 443 } else { 80 });
-        let prefix = get("path")
-            .and_then(|v| string_arg(&v))
-            .unwrap_or_default();
+        let prefix = get("path").and_then(|v| string_arg(&v)).unwrap_or_default();
         let path = if prefix.is_empty() || prefix == "/" {
             self.client.path.clone()
         } else if self.client.path == "/" {
@@ -1789,8 +1785,8 @@ impl KongRequest {
             }
             "kong.request.get_raw_body" => self.raw_body_value(&c.body),
             "kong.request.get_body" => {
-                let mime = string_arg(a0)
-                    .or_else(|| c.headers.get("content-type").map(str::to_owned));
+                let mime =
+                    string_arg(a0).or_else(|| c.headers.get("content-type").map(str::to_owned));
                 let Some(mime) = mime else {
                     return Err(PdkOutcome::SoftError("missing content type".into()));
                 };
@@ -1858,7 +1854,10 @@ impl KongRequest {
         if getter {
             Self::check(phase, HEADER_BODY_LOG)?;
             Self::live(phase)?;
-        } else if matches!(m, "kong.response.get_raw_body" | "kong.response.set_raw_body") {
+        } else if matches!(
+            m,
+            "kong.response.get_raw_body" | "kong.response.set_raw_body"
+        ) {
             Self::check(phase, BODY_FILTER)?;
         } else if m.starts_with("kong.response.") && m != "kong.response.get_body" {
             Self::check(phase, REWRITE_ACCESS_HEADER)?;
@@ -1953,9 +1952,7 @@ impl KongRequest {
                     t @ (Value::Map(_) | Value::Array(_)) => {
                         crate::host::instances::cjson_escape(&t.to_json().to_string())
                     }
-                    _ => {
-                        return Err(raise("message must be a nil, a string or a table".into()))
-                    }
+                    _ => return Err(raise("message must be a nil, a string or a table".into())),
                 };
                 let mut headers = match a2 {
                     Value::Nil => Headers::new(),

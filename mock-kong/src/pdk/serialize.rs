@@ -24,7 +24,12 @@ pub fn request_size(req: &KongRequest) -> usize {
             1 + c.raw_query.len()
         };
     let line = c.method.len() + 1 + uri_len + " HTTP/1.1\r\n".len();
-    let headers: usize = c.headers.0.iter().map(|(k, v)| k.len() + 2 + v.len() + 2).sum();
+    let headers: usize = c
+        .headers
+        .0
+        .iter()
+        .map(|(k, v)| k.len() + 2 + v.len() + 2)
+        .sum();
     line + headers + 2 + c.body.len()
 }
 
@@ -68,7 +73,10 @@ pub fn serialize(req: &KongRequest) -> J {
     request.insert("uri".into(), json!(request_uri));
     request.insert(
         "url".into(),
-        json!(format!("{}://{}:{}{}", c.scheme, c.host, c.port, request_uri)),
+        json!(format!(
+            "{}://{}:{}{}",
+            c.scheme, c.host, c.port, request_uri
+        )),
     );
     request.insert(
         "querystring".into(),
@@ -141,10 +149,7 @@ pub fn serialize(req: &KongRequest) -> J {
         }
     }
     root.insert("client_ip".into(), json!(c.client_ip));
-    root.insert(
-        "started_at".into(),
-        json!((c.start_time * 1000.0) as i64),
-    );
+    root.insert("started_at".into(), json!((c.start_time * 1000.0) as i64));
     root.insert(
         "source".into(),
         json!(match req.source {
@@ -254,9 +259,9 @@ mod tests {
         let mut req = request();
         req.serialize_values
             .push(("request.headers.x-extra".into(), Value::str("1")));
+        req.serialize_values.push(("custom".into(), Value::Int(7)));
         req.serialize_values
-            .push(("custom".into(), Value::Int(7)));
-        req.serialize_values.push(("workspace_name".into(), Value::Nil));
+            .push(("workspace_name".into(), Value::Nil));
         let j = serialize(&req);
         assert_eq!(j["request"]["headers"]["x-extra"], "1");
         assert_eq!(j["custom"], 7);

@@ -40,11 +40,9 @@ fn parse_calls(config: &Json) -> Result<Vec<(String, Script)>, String> {
     let calls = match config.get("calls") {
         None | Some(Json::Null) => return Ok(Vec::new()),
         Some(Json::Object(m)) => m,
-        Some(other) => {
-            return Err(format!(
-                "tour: config.calls must be an object {{phase: [[method, args...], ...]}}, got {other}"
-            ))
-        }
+        Some(other) => return Err(format!(
+            "tour: config.calls must be an object {{phase: [[method, args...], ...]}}, got {other}"
+        )),
     };
     let mut out = Vec::new();
     for (phase, list) in calls {
@@ -55,7 +53,9 @@ fn parse_calls(config: &Json) -> Result<Vec<(String, Script)>, String> {
             ));
         }
         let Json::Array(list) = list else {
-            return Err(format!("tour: config.calls.{phase} must be an array of calls"));
+            return Err(format!(
+                "tour: config.calls.{phase} must be an array of calls"
+            ));
         };
         let mut script = Vec::new();
         for (i, call) in list.iter().enumerate() {
@@ -111,7 +111,10 @@ impl Event for TourEvent {
             return Action::Done;
         };
         self.next += 1;
-        if matches!(method.as_str(), "kong.response.exit" | "kong.response.error") {
+        if matches!(
+            method.as_str(),
+            "kong.response.exit" | "kong.response.error"
+        ) {
             Action::Exit { method, args }
         } else {
             Action::Call { method, args }
@@ -137,9 +140,15 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(ev.step(Some(Value::Nil)), Action::Exit { .. }));
-        assert!(matches!(inst.event("log").unwrap().step(None), Action::Done));
+        assert!(matches!(
+            inst.event("log").unwrap().step(None),
+            Action::Done
+        ));
         assert!(inst.event("preread").is_none());
-        let e = Tour.start(&json!({"calls": {"body_filter": []}})).err().unwrap();
+        let e = Tour
+            .start(&json!({"calls": {"body_filter": []}}))
+            .err()
+            .unwrap();
         assert!(e.contains("unknown phase"), "{e}");
     }
 }

@@ -18,7 +18,11 @@ pub struct Mismatch {
 }
 
 impl Mismatch {
-    fn new(what: impl Into<String>, expected: impl Into<String>, actual: impl Into<String>) -> Self {
+    fn new(
+        what: impl Into<String>,
+        expected: impl Into<String>,
+        actual: impl Into<String>,
+    ) -> Self {
         Mismatch {
             what: what.into(),
             expected: expected.into(),
@@ -289,8 +293,16 @@ pub fn check(e: &Expect, o: &Observed) -> Vec<Mismatch> {
     if let Some(j) = &e.body_json {
         match serde_json::from_str::<J>(&body) {
             Ok(got) if got == *j => {}
-            Ok(got) => out.push(Mismatch::new("response body (JSON)", j.to_string(), got.to_string())),
-            Err(_) => out.push(Mismatch::new("response body (JSON)", j.to_string(), q(&body))),
+            Ok(got) => out.push(Mismatch::new(
+                "response body (JSON)",
+                j.to_string(),
+                got.to_string(),
+            )),
+            Err(_) => out.push(Mismatch::new(
+                "response body (JSON)",
+                j.to_string(),
+                q(&body),
+            )),
         }
     }
     if let Some(u) = &e.upstream {
@@ -313,7 +325,11 @@ pub fn check(e: &Expect, o: &Observed) -> Vec<Mismatch> {
                             .map(|b| String::from_utf8_lossy(b).into_owned())
                             .unwrap_or_else(|| String::from_utf8_lossy(&[]).into_owned()),
                     ),
-                    ("upstream", &u.upstream, up.upstream.clone().unwrap_or_default()),
+                    (
+                        "upstream",
+                        &u.upstream,
+                        up.upstream.clone().unwrap_or_default(),
+                    ),
                     (
                         "target",
                         &u.target,
@@ -392,8 +408,8 @@ pub fn check(e: &Expect, o: &Observed) -> Vec<Mismatch> {
         }
     }
     if let Some(seq) = &e.calls {
-        let ok = seq.len() == o.calls.len()
-            && seq.iter().zip(&o.calls).all(|(w, g)| call_matches(w, g));
+        let ok =
+            seq.len() == o.calls.len() && seq.iter().zip(&o.calls).all(|(w, g)| call_matches(w, g));
         if !ok {
             let want: Vec<String> = seq.iter().map(describe_call).collect();
             out.push(Mismatch::new(

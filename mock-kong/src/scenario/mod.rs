@@ -185,7 +185,10 @@ mod tests {
         assert_eq!(s.display_name(), "n");
         assert_eq!(s.request.headers["accept"], serde_json::json!(["a", "b"]));
         assert_eq!(s.pdk[0].delay_ms, Some(5));
-        assert_eq!(s.expect.calls_include.as_ref().unwrap()[1].method(), "kong.log.notice");
+        assert_eq!(
+            s.expect.calls_include.as_ref().unwrap()[1].method(),
+            "kong.log.notice"
+        );
     }
 
     #[test]
@@ -194,7 +197,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `statuss`"), "{e}");
-        let e = Scenario::from_toml_str("config = {}").unwrap_err().to_string();
+        let e = Scenario::from_toml_str("config = {}")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing field `plugin`"), "{e}");
     }
 }

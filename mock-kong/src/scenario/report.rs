@@ -7,9 +7,15 @@ use super::runner::{summary_json, Outcome, ScenarioResult};
 
 /// Counts: passed, failed (including scenarios that could not run), skipped.
 pub fn counts(results: &[ScenarioResult]) -> (usize, usize, usize) {
-    let passed = results.iter().filter(|r| r.outcome == Outcome::Passed).count();
+    let passed = results
+        .iter()
+        .filter(|r| r.outcome == Outcome::Passed)
+        .count();
     let failed = results.iter().filter(|r| r.failed()).count();
-    let skipped = results.iter().filter(|r| r.outcome == Outcome::Skipped).count();
+    let skipped = results
+        .iter()
+        .filter(|r| r.outcome == Outcome::Skipped)
+        .count();
     (passed, failed, skipped)
 }
 
@@ -122,7 +128,11 @@ pub fn junit(results: &[ScenarioResult]) -> String {
                     );
                 }
                 Outcome::Failed | Outcome::Error => {
-                    let tag = if r.outcome == Outcome::Failed { "failure" } else { "error" };
+                    let tag = if r.outcome == Outcome::Failed {
+                        "failure"
+                    } else {
+                        "error"
+                    };
                     let message = r
                         .mismatches
                         .first()

@@ -203,7 +203,11 @@ pub fn not_for_server(s: &Scenario, key: &str) -> Option<String> {
 }
 
 /// Why a scenario does not apply here (`servers`, `protocols`), if it does not.
-pub fn not_applicable(s: &Scenario, server_key: Option<&str>, protocol: Protocol) -> Option<String> {
+pub fn not_applicable(
+    s: &Scenario,
+    server_key: Option<&str>,
+    protocol: Protocol,
+) -> Option<String> {
     if let Some(reason) = server_key.and_then(|k| not_for_server(s, k)) {
         return Some(reason);
     }
@@ -252,9 +256,7 @@ pub fn build_request(s: &Scenario, version: KongVersion, protocol: Protocol) -> 
     let client = ClientRequest {
         id: r.id.clone().unwrap_or(d.id),
         method: r.method.clone().unwrap_or(d.method),
-        port: r
-            .port
-            .unwrap_or(if scheme == "https" { 443 } else { 80 }),
+        port: r.port.unwrap_or(if scheme == "https" { 443 } else { 80 }),
         scheme,
         host,
         path: r.path.clone().unwrap_or(d.path),

@@ -63,24 +63,50 @@ fn check_reports(r: &Run) -> (u64, u64, u64) {
     assert_eq!(failed, count("failed") + count("error"));
     assert_eq!(skipped, count("skipped"));
     for s in scenarios {
-        for key in ["name", "plugin", "server", "protocol", "kong_version", "outcome", "mismatches"] {
+        for key in [
+            "name",
+            "plugin",
+            "server",
+            "protocol",
+            "kong_version",
+            "outcome",
+            "mismatches",
+        ] {
             assert!(s.get(key).is_some(), "scenario result without {key}: {s}");
         }
     }
     let last = r.stdout.lines().last().unwrap_or("");
-    assert_eq!(last, format!("{passed} passed, {failed} failed"), "{}", r.stdout);
+    assert_eq!(
+        last,
+        format!("{passed} passed, {failed} failed"),
+        "{}",
+        r.stdout
+    );
 
     let x = &r.junit;
-    assert!(x.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites "), "{x}");
+    assert!(
+        x.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites "),
+        "{x}"
+    );
     assert!(x.trim_end().ends_with("</testsuites>"), "{x}");
-    assert_eq!(x.matches("<testcase ").count() as u64, passed + failed + skipped, "{x}");
-    assert_eq!(x.matches("<testsuite ").count(), x.matches("</testsuite>").count());
+    assert_eq!(
+        x.matches("<testcase ").count() as u64,
+        passed + failed + skipped,
+        "{x}"
+    );
+    assert_eq!(
+        x.matches("<testsuite ").count(),
+        x.matches("</testsuite>").count()
+    );
     assert_eq!(x.matches("<skipped ").count() as u64, skipped);
     assert_eq!(
         (x.matches("<failure ").count() + x.matches("<error ").count()) as u64,
         failed
     );
-    assert!(x.contains(&format!("failures=\"{failed}\" skipped=\"{skipped}\"")), "{x}");
+    assert!(
+        x.contains(&format!("failures=\"{failed}\" skipped=\"{skipped}\"")),
+        "{x}"
+    );
     // Attribute values never carry raw markup characters.
     for line in x.lines().filter(|l| l.contains("<testcase ")) {
         let inner = line.trim().trim_start_matches("<testcase ");
@@ -98,7 +124,11 @@ fn shipped_scenarios_pass_on_the_reference_server() {
         assert_eq!(r.code, 0, "{}", r.stdout);
         let (passed, failed, _) = check_reports(&r);
         assert_eq!(failed, 0, "{}", r.stdout);
-        assert!(passed >= 20, "{protocol}: only {passed} passed:\n{}", r.stdout);
+        assert!(
+            passed >= 20,
+            "{protocol}: only {passed} passed:\n{}",
+            r.stdout
+        );
         for s in r.json["scenarios"].as_array().unwrap() {
             if s["outcome"] == "passed" {
                 assert_eq!(s["protocol"], protocol);
@@ -109,7 +139,11 @@ fn shipped_scenarios_pass_on_the_reference_server() {
             "multiphase: response phase reads the upstream Server header",
             "multiphase: log phase reads ctx.shared, headers and serialize",
         ] {
-            assert!(r.stdout.contains(&format!("PASS  {must} ")), "{must}:\n{}", r.stdout);
+            assert!(
+                r.stdout.contains(&format!("PASS  {must} ")),
+                "{must}:\n{}",
+                r.stdout
+            );
         }
     }
 }
@@ -190,8 +224,18 @@ fn failing_scenario_exits_1_and_reports_the_failure() {
     let r = run(&[file.to_str().unwrap()]);
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert_eq!(check_reports(&r), (0, 1, 0));
-    assert!(r.stdout.starts_with("FAIL  hello with a wrong expectation [hello; reference (MsgPack:1); Kong 3.9]"), "{}", r.stdout);
-    assert!(r.stdout.contains("expected: \"Kong! example.org\""), "{}", r.stdout);
+    assert!(
+        r.stdout.starts_with(
+            "FAIL  hello with a wrong expectation [hello; reference (MsgPack:1); Kong 3.9]"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("expected: \"Kong! example.org\""),
+        "{}",
+        r.stdout
+    );
     let m = &r.json["scenarios"][0]["mismatches"][0];
     assert_eq!(m["what"], "response header x-hello");
     assert_eq!(m["expected"], "\"Kong! example.org\"");
@@ -230,7 +274,10 @@ async fn kong_version_switches_multi_plugin_dumps() {
     let r39 = s.run(&session, &RunOptions::default()).await;
     assert_eq!(r39.outcome, Outcome::Error);
     assert!(
-        r39.reason.as_deref().unwrap_or("").contains("registers only the first plugin"),
+        r39.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("registers only the first plugin"),
         "{:?}",
         r39.reason
     );

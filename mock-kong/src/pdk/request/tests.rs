@@ -89,11 +89,16 @@ fn plan(name: &str, input: Shape) -> (&'static str, Vec<Value>) {
         "kong.service.request.set_method" => vec![s("PUT")],
         "kong.service.set_upstream" => vec![s("backend-upstream")],
         "kong.client.load_consumer" => {
-            vec![s("5f1c2d3e-0000-4000-8000-000000000003"), Value::Bool(false)]
+            vec![
+                s("5f1c2d3e-0000-4000-8000-000000000003"),
+                Value::Bool(false),
+            ]
         }
         "kong.client.authenticate" => vec![Value::map([("id", s("c1"))]), Value::Nil],
         "kong.response.exit" => vec![Value::Int(403), s("no"), Value::Nil],
-        "kong.request.get_query" | "kong.request.get_headers" | "kong.response.get_headers"
+        "kong.request.get_query"
+        | "kong.request.get_headers"
+        | "kong.response.get_headers"
         | "kong.service.response.get_headers" => vec![Value::Int(100)],
         "kong.response.set_status" => vec![Value::Int(201)],
         "kong.service.set_target" => vec![s("10.0.0.1"), Value::Int(8000)],
@@ -148,7 +153,10 @@ fn answers_every_protobuf_table_method() {
                 assert_eq!(status, 403);
                 continue;
             }
-            other => panic!("{}: expected an answer in {phase}, got {other:?}", spec.name),
+            other => panic!(
+                "{}: expected an answer in {phase}, got {other:?}",
+                spec.name
+            ),
         };
         assert!(
             fits(spec.output, &value),
@@ -201,8 +209,14 @@ fn answers_the_msgpack_surface() {
         ret(req.call("access", "kong.plugin.get_id", &[])),
         s("5f1c2d3e-0000-4000-8000-000000000005")
     );
-    assert_eq!(req.upstream_request.raw_query, "a=2&debug".replace("a=2&", ""));
-    assert_eq!(req.upstream_request.body.as_deref(), Some(&b"{\"a\":\"1\"}"[..]));
+    assert_eq!(
+        req.upstream_request.raw_query,
+        "a=2&debug".replace("a=2&", "")
+    );
+    assert_eq!(
+        req.upstream_request.body.as_deref(),
+        Some(&b"{\"a\":\"1\"}"[..])
+    );
     assert!(matches!(
         req.call("access", "kong.no.such", &[]),
         PdkOutcome::NotFound
@@ -220,8 +234,14 @@ fn request_module() {
     let mut req = request();
     req.enter_phase("access");
     let c = |r: &mut KongRequest, m: &str, a: &[Value]| ret(r.call("access", m, a));
-    assert_eq!(c(&mut req, "kong.request.get_header", &[s("X_MULTI")]), s("first"));
-    assert_eq!(c(&mut req, "kong.request.get_header", &[s("absent")]), Value::Nil);
+    assert_eq!(
+        c(&mut req, "kong.request.get_header", &[s("X_MULTI")]),
+        s("first")
+    );
+    assert_eq!(
+        c(&mut req, "kong.request.get_header", &[s("absent")]),
+        Value::Nil
+    );
     let headers = c(&mut req, "kong.request.get_headers", &[]);
     assert_eq!(
         headers.get("x-multi"),
@@ -229,9 +249,15 @@ fn request_module() {
     );
     assert_eq!(headers.get("host"), Some(&s("example.com")));
     // StepMultiMap fix-up: every value an array (spec §4.4).
-    assert_eq!(step_method("kong.request.get_headers"), "plugin.StepMultiMap");
+    assert_eq!(
+        step_method("kong.request.get_headers"),
+        "plugin.StepMultiMap"
+    );
     let fixed = fix_multimap(headers);
-    assert_eq!(fixed.get("host"), Some(&Value::Array(vec![s("example.com")])));
+    assert_eq!(
+        fixed.get("host"),
+        Some(&Value::Array(vec![s("example.com")]))
+    );
     let q = c(&mut req, "kong.request.get_query", &[]);
     assert_eq!(q.get("a"), Some(&Value::Array(vec![s("1"), s("2")])));
     assert_eq!(q.get("debug"), Some(&Value::Bool(true)));
@@ -257,12 +283,36 @@ fn request_module() {
     assert_eq!(caps.get("named"), Some(&Value::Array(vec![])));
     // Kong's argument errors.
     for (m, a, e) in [
-        ("kong.request.get_headers", Value::Int(0), "max_headers must be >= 1"),
-        ("kong.request.get_headers", Value::Int(1001), "max_headers must be <= 1000"),
-        ("kong.request.get_headers", s("x"), "max_headers must be a number"),
-        ("kong.request.get_query", Value::Int(0), "max_args must be >= 1"),
-        ("kong.request.get_header", Value::Int(1), "header name must be a string"),
-        ("kong.request.get_query_arg", Value::Nil, "query argument name must be a string"),
+        (
+            "kong.request.get_headers",
+            Value::Int(0),
+            "max_headers must be >= 1",
+        ),
+        (
+            "kong.request.get_headers",
+            Value::Int(1001),
+            "max_headers must be <= 1000",
+        ),
+        (
+            "kong.request.get_headers",
+            s("x"),
+            "max_headers must be a number",
+        ),
+        (
+            "kong.request.get_query",
+            Value::Int(0),
+            "max_args must be >= 1",
+        ),
+        (
+            "kong.request.get_header",
+            Value::Int(1),
+            "header name must be a string",
+        ),
+        (
+            "kong.request.get_query_arg",
+            Value::Nil,
+            "query argument name must be a string",
+        ),
     ] {
         assert_eq!(raised(req.call("access", m, &[a])), e, "{m}");
     }
@@ -288,10 +338,18 @@ fn response_module() {
         raised(req.call("access", "kong.response.get_raw_body", &[])),
         "function cannot be called in access phase (only in: body_filter)"
     );
-    ret(req.call("access", "kong.response.set_header", &[s("X-A"), Value::Int(1)]));
+    ret(req.call(
+        "access",
+        "kong.response.set_header",
+        &[s("X-A"), Value::Int(1)],
+    ));
     ret(req.call("access", "kong.response.add_header", &[s("x-a"), s("2")]));
     assert_eq!(
-        raised(req.call("access", "kong.response.set_header", &[s("x-b"), Value::Nil])),
+        raised(req.call(
+            "access",
+            "kong.response.set_header",
+            &[s("x-b"), Value::Nil]
+        )),
         "invalid header value for \"x-b\": got nil, expected array of string, string, number \
          or boolean"
     );
@@ -301,7 +359,10 @@ fn response_module() {
     );
     req.enter_phase("response");
     let c = |r: &mut KongRequest, m: &str, a: &[Value]| ret(r.call("response", m, a));
-    assert_eq!(c(&mut req, "kong.response.get_status", &[]), Value::Int(200));
+    assert_eq!(
+        c(&mut req, "kong.response.get_status", &[]),
+        Value::Int(200)
+    );
     assert_eq!(
         c(&mut req, "kong.response.get_headers", &[]).get("x-a"),
         Some(&Value::Array(vec![s("1"), s("2")]))
@@ -360,7 +421,11 @@ fn exit_with_table_body() {
         ],
     );
     match out {
-        PdkOutcome::Exit { status, body, headers } => {
+        PdkOutcome::Exit {
+            status,
+            body,
+            headers,
+        } => {
             assert_eq!(status, 401);
             assert_eq!(body.as_deref(), Some(&b"{\"message\":\"a\\/b\"}"[..]));
             assert!(headers.contains(&("x-exit".into(), vec!["1".into()])));
@@ -377,13 +442,32 @@ fn exit_with_table_body() {
 #[test]
 fn service_request_module() {
     let mut req = request();
-    assert_eq!(req.upstream_request.headers.get("host"), Some("backend.internal:8080"));
+    assert_eq!(
+        req.upstream_request.headers.get("host"),
+        Some("backend.internal:8080")
+    );
     req.enter_phase("access");
     let c = |r: &mut KongRequest, m: &str, a: &[Value]| ret(r.call("access", m, a));
-    c(&mut req, "kong.service.request.set_header", &[s("X-Up"), s("1")]);
-    c(&mut req, "kong.service.request.add_header", &[s("x-up"), s("2")]);
-    c(&mut req, "kong.service.request.clear_header", &[s("accept")]);
-    c(&mut req, "kong.service.request.set_path", &[s("/v2/orders")]);
+    c(
+        &mut req,
+        "kong.service.request.set_header",
+        &[s("X-Up"), s("1")],
+    );
+    c(
+        &mut req,
+        "kong.service.request.add_header",
+        &[s("x-up"), s("2")],
+    );
+    c(
+        &mut req,
+        "kong.service.request.clear_header",
+        &[s("accept")],
+    );
+    c(
+        &mut req,
+        "kong.service.request.set_path",
+        &[s("/v2/orders")],
+    );
     c(&mut req, "kong.service.request.set_method", &[s("PATCH")]);
     c(
         &mut req,
@@ -394,7 +478,10 @@ fn service_request_module() {
     let up = &req.upstream_request;
     assert_eq!(up.headers.get_all("X-UP"), ["1", "2"]);
     assert_eq!(up.headers.get("accept"), None);
-    assert_eq!((up.method.as_str(), up.path.as_str()), ("PATCH", "/v2/orders"));
+    assert_eq!(
+        (up.method.as_str(), up.path.as_str()),
+        ("PATCH", "/v2/orders")
+    );
     assert_eq!(up.raw_query, "b&z=a%20b");
     assert_eq!(up.body.as_deref(), Some(&b"raw"[..]));
     assert_eq!(
@@ -411,11 +498,19 @@ fn service_request_module() {
     );
     req.enter_phase("response");
     assert_eq!(
-        raised(req.call("response", "kong.service.request.set_header", &[s("a"), s("b")])),
+        raised(req.call(
+            "response",
+            "kong.service.request.set_header",
+            &[s("a"), s("b")]
+        )),
         "function cannot be called in response phase (only in: rewrite, access, balancer)"
     );
     assert_eq!(
-        raised(req.call("response", "kong.service.request.add_header", &[s("a"), s("b")])),
+        raised(req.call(
+            "response",
+            "kong.service.request.add_header",
+            &[s("a"), s("b")]
+        )),
         "function cannot be called in response phase (only in: rewrite, access)"
     );
 }
@@ -430,18 +525,30 @@ fn service_and_service_response() {
         PdkOutcome::SoftError("could not find an Upstream named 'nope'".into())
     );
     assert_eq!(
-        ret(req.call("access", "kong.service.set_upstream", &[s("backend-upstream")])),
+        ret(req.call(
+            "access",
+            "kong.service.set_upstream",
+            &[s("backend-upstream")]
+        )),
         Value::Bool(true)
     );
     // Before 3.7, the ProtoBuf output type was Empty and encoding `true` raised.
     req.protocol = Protocol::ProtoBuf;
     req.version = KongVersion::new(3, 6);
-    assert!(raised(req.call("access", "kong.service.set_upstream", &[s("backend-upstream")]))
-        .contains("table expected, got boolean"));
+    assert!(raised(req.call(
+        "access",
+        "kong.service.set_upstream",
+        &[s("backend-upstream")]
+    ))
+    .contains("table expected, got boolean"));
     req.protocol = Protocol::MsgPack;
     req.version = KongVersion::DEFAULT;
     assert_eq!(
-        raised(req.call("access", "kong.service.set_target", &[s("h"), Value::Int(70000)])),
+        raised(req.call(
+            "access",
+            "kong.service.set_target",
+            &[s("h"), Value::Int(70000)]
+        )),
         "port must be an integer between 0 and 65535: given 70000"
     );
     assert_eq!(
@@ -451,7 +558,10 @@ fn service_and_service_response() {
     );
     req.enter_phase("response");
     let c = |r: &mut KongRequest, m: &str, a: &[Value]| ret(r.call("response", m, a));
-    assert_eq!(c(&mut req, "kong.service.response.get_status", &[]), Value::Int(200));
+    assert_eq!(
+        c(&mut req, "kong.service.response.get_status", &[]),
+        Value::Int(200)
+    );
     assert_eq!(
         c(&mut req, "kong.service.response.get_header", &[s("SERVER")]),
         s("mock-upstream/1.0.0")
@@ -477,17 +587,26 @@ fn log_phase_sees_saved_data_only() {
     assert!(c(&mut req, "kong.nginx.get_ctx", &[s("KONG_ACCESS_START")])
         .as_i64()
         .is_some_and(|n| n > 10));
-    assert_eq!(c(&mut req, "kong.request.get_header", &[s("x-multi")]), s("first"));
+    assert_eq!(
+        c(&mut req, "kong.request.get_header", &[s("x-multi")]),
+        s("first")
+    );
     // The saved headers ignore max (no max check in the override).
     assert!(matches!(
         c(&mut req, "kong.request.get_headers", &[Value::Int(0)]),
         Value::Map(_)
     ));
     assert_eq!(c(&mut req, "kong.response.get_header", &[s("x-a")]), s("1"));
-    assert_eq!(c(&mut req, "kong.response.get_status", &[]), Value::Int(200));
+    assert_eq!(
+        c(&mut req, "kong.response.get_status", &[]),
+        Value::Int(200)
+    );
     let ser = c(&mut req, "kong.log.serialize", &[]);
     let text = ser.as_str().unwrap();
-    assert!(text.contains("\"url\":\"http:\\/\\/example.com:80\\/orders"), "{text}");
+    assert!(
+        text.contains("\"url\":\"http:\\/\\/example.com:80\\/orders"),
+        "{text}"
+    );
     let j: serde_json::Value = serde_json::from_str(text).unwrap();
     assert_eq!(j["response"]["headers"]["x-a"], "1");
     for m in [
@@ -498,8 +617,10 @@ fn log_phase_sees_saved_data_only() {
     ] {
         assert_eq!(raised(req.call("log", m, &[s("x")])), NO_REQUEST, "{m}");
     }
-    assert!(raised(req.call("log", "kong.response.set_header", &[s("a"), s("b")]))
-        .starts_with("function cannot be called in log phase"));
+    assert!(
+        raised(req.call("log", "kong.response.set_header", &[s("a"), s("b")]))
+            .starts_with("function cannot be called in log phase")
+    );
     assert_eq!(
         raised(req.call("access", "kong.log.serialize", &[])),
         "function cannot be called in access phase (only in: log)"
@@ -508,7 +629,10 @@ fn log_phase_sees_saved_data_only() {
     let mut old = request();
     old.version = KongVersion::new(2, 6);
     old.enter_phase("log");
-    assert_eq!(raised(old.call("log", "kong.request.get_header", &[s("host")])), NO_REQUEST);
+    assert_eq!(
+        raised(old.call("log", "kong.request.get_header", &[s("host")])),
+        NO_REQUEST
+    );
 }
 
 /// Overrides: args match, soft errors, raises, times, delays.
@@ -536,9 +660,18 @@ fn overrides_answer_first() {
         },
     ];
     req.enter_phase("access");
-    assert_eq!(ret(req.call("access", "kong.request.get_header", &[s("host")])), s("override.test"));
-    assert_eq!(ret(req.call("access", "kong.request.get_header", &[s("host")])), s("example.com"));
-    assert_eq!(ret(req.call("access", "kong.request.get_header", &[s("accept")])), s("*/*"));
+    assert_eq!(
+        ret(req.call("access", "kong.request.get_header", &[s("host")])),
+        s("override.test")
+    );
+    assert_eq!(
+        ret(req.call("access", "kong.request.get_header", &[s("host")])),
+        s("example.com")
+    );
+    assert_eq!(
+        ret(req.call("access", "kong.request.get_header", &[s("accept")])),
+        s("*/*")
+    );
     match req.call("access", "kong.client.get_ip", &[]) {
         PdkOutcome::Delayed { after, then } => {
             assert_eq!(after, Duration::from_millis(5));
@@ -563,7 +696,10 @@ fn helpers() {
         "function cannot be called in log phase (only in: rewrite, access, balancer, response, \
          header_filter, error, admin_api)"
     );
-    assert_eq!(response_type(Some("text/html;q=0.9, text/plain")), "text/plain; charset=utf-8");
+    assert_eq!(
+        response_type(Some("text/html;q=0.9, text/plain")),
+        "text/plain; charset=utf-8"
+    );
     assert!(loose_eq(&Value::Bin(b"a".to_vec()), &s("a")));
     assert!(loose_eq(&Value::Int(2), &Value::Float(2.0)));
 }
