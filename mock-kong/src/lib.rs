@@ -20,13 +20,14 @@
 //! * [`config`]: plugin-server definitions from a `kong.conf` (+ `KONG_*` environment) or flags.
 //! * [`dump`]: running the query command and validating its JSON dump.
 //! * [`process`]: spawning, logging, restarting and stopping plugin-server processes.
-//! * [`pdk`]: the [`pdk::Pdk`] trait the host loop asks to answer callbacks, and a minimal
-//!   emulated request.
+//! * [`pdk`]: the [`pdk::Pdk`] trait the host loop asks to answer callbacks, and the emulated
+//!   Kong request ([`pdk::KongRequest`]) behind it.
 //! * [`host`]: Kong's host loop: connection pools, instances, events and the callback loop, per
 //!   protocol, with timeouts on every socket operation.
 //! * [`reference`]: the Rust reference plugin server (both protocols), the default target.
 //! * [`target`]: which server to drive (reference, kong.conf entry, commands, peer) and where its
 //!   socket lives.
+//! * [`scenario`]: scripted scenarios (TOML) played through a server, with expectations.
 //! * [`session`]: dump → start → wait for the socket → client; plays a request through phases.
 //! * [`cli`]: the `mock-kong` command line (a thin shell over the above).
 
@@ -39,6 +40,7 @@ pub mod pdk;
 pub mod process;
 pub mod protobuf;
 pub mod reference;
+pub mod scenario;
 pub mod session;
 pub mod target;
 pub mod value;

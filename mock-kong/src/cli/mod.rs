@@ -11,6 +11,7 @@
 mod call;
 mod dump;
 mod reference;
+mod run;
 mod server;
 
 use anyhow::anyhow;
@@ -21,6 +22,7 @@ use crate::session::SessionError;
 pub use call::CallArgs;
 pub use dump::DumpArgs;
 pub use reference::ReferenceArgs;
+pub use run::RunArgs;
 pub use server::{JsonArg, ProtocolArg, ServerArgs};
 
 const EXAMPLES: &str = "\
@@ -31,6 +33,7 @@ Examples:
   mock-kong call --kong-conf /etc/kong/kong.conf --name go-hello --json
   mock-kong call --start-cmd ./go-hello --query-cmd './go-hello -dump' --socket /tmp/k/go-hello.socket
   mock-kong call --peer python --plugin hello -v   # a peer from peers.toml, every frame shown
+  mock-kong run scenarios/ --peer go --junit report.xml
 
 Exit codes: 0 ok, 1 the plugin server misbehaved, 2 usage or setup error.";
 
@@ -48,6 +51,8 @@ pub enum Command {
     Dump(DumpArgs),
     /// Start the server and drive one event per phase through it, printing the PDK exchange.
     Call(CallArgs),
+    /// Play scenario files (TOML) through the server and check their expectations.
+    Run(RunArgs),
     /// Run the built-in Rust reference plugin server (what mock-kong starts by default).
     #[command(hide = true)]
     ReferenceServer(ReferenceArgs),
@@ -128,6 +133,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
     match cli.command {
         Command::Dump(a) => dump::run(a).await,
         Command::Call(a) => call::run(a).await,
+        Command::Run(a) => run::run(a).await,
         Command::ReferenceServer(a) => reference::run(a).await,
     }
 }

@@ -372,11 +372,20 @@ impl MpClient {
                 Some(Value::Map(_)) | Some(Value::Nil) | None => Vec::new(),
                 Some(other) => vec![other.clone()],
             };
-            let outcome = pdk.call(phase, &method, &args);
-            let step = step_method(&method);
+            let outcome = pdk.call(phase, &method, &args).settle().await;
+            let mut step = step_method(&method);
             let (answer, note) = match outcome {
                 PdkOutcome::Return(v) if is_multimap(&method) => (fix_multimap(v), None),
                 PdkOutcome::Return(v) => (v, None),
+                // Kong 2.x: `nil, err` goes out as StepError with the message (spec §4.4).
+                PdkOutcome::SoftError(e) if pdk.sends_step_error() => {
+                    step = "plugin.StepError";
+                    (Value::str(e.as_str()), Some(format!("soft error: {e}")))
+                }
+                // Kong 3.x sends only the first return value: nil.
+                PdkOutcome::SoftError(e) => (Value::Nil, Some(format!("soft error: {e}"))),
+                // `settle` removed every delay.
+                PdkOutcome::Delayed { .. } => (Value::Nil, None),
                 PdkOutcome::NotFound => (
                     Value::Nil,
                     Some(format!("could not find pdk method: {method}")),

@@ -243,9 +243,12 @@ impl PbClient {
                     what: format!("arguments of {method}"),
                     detail: e.to_string(),
                 })?;
-            let outcome = pdk.call(phase, &method, &args);
+            let outcome = pdk.call(phase, &method, &args).settle().await;
             let answer = match outcome {
                 PdkOutcome::Return(v) => v,
+                // No soft-error channel over ProtoBuf (spec §5.3): the plugin sees nil.
+                // `settle` removed every delay.
+                PdkOutcome::SoftError(_) | PdkOutcome::Delayed { .. } => Value::Nil,
                 PdkOutcome::NotFound | PdkOutcome::Raise(_) => {
                     let error = match outcome {
                         PdkOutcome::Raise(e) => e,

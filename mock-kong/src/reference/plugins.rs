@@ -142,7 +142,7 @@ pub trait Plugin: Send + Sync + 'static {
     }
 }
 
-static PLUGINS: [&dyn Plugin; 4] = [&Hello, &Bench, &Exit, &Multiphase];
+static PLUGINS: [&dyn Plugin; 5] = [&Hello, &Bench, &Exit, &Multiphase, &super::tour::Tour];
 
 /// Every plugin, in the default dump order.
 pub fn all() -> &'static [&'static dyn Plugin] {

@@ -4,9 +4,11 @@
 //! * `faults`: the host against hand-made misbehaving servers (timeouts, half frames).
 //! * `cli`: the `mock-kong` binary: output, JSON, exit codes, signals and orphans.
 //! * `peers`: the real Go / Python / JS plugin servers (installed by `scripts/install-peers.sh`).
+//! * `scenarios`: `mock-kong run` and the scenario API over the reference server and the peers.
 
 mod cli;
 mod faults;
 mod peers;
 mod reference;
+mod scenarios;
 mod util;

@@ -3,14 +3,35 @@
 //! The host loop ([`crate::host`]) is protocol machinery only. When a plugin calls a PDK method,
 //! the loop converts the wire arguments to Lua-like positional [`Value`]s and asks a [`Pdk`]. The
 //! answer comes back as a [`PdkOutcome`], which the loop encodes as Kong would for its protocol.
+//!
+//! * [`SimpleRequest`]: a minimal request (headers, `ctx.shared`, log lines) for quick calls.
+//! * [`request::KongRequest`]: the full emulated Kong request: every method of the ProtoBuf PDK
+//!   table (spec §5.4) and the MsgPack surface of the dynamic kits (spec §4.4), Kong's phase
+//!   checks, the saved log-phase data (spec §4.5, §6) and a record of every effect.
+//! * [`serialize`]: `kong.log.serialize` shaped like Kong's basic serializer.
+//! * [`version::KongVersion`]: the Kong release whose behaviour is emulated (spec §9).
+
+pub mod request;
+pub mod serialize;
+pub mod version;
+
+use std::time::Duration;
 
 use crate::Value;
+
+pub use request::KongRequest;
+pub use version::KongVersion;
 
 /// What a PDK call did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PdkOutcome {
     /// The PDK function returned; this is its first return value (`Nil` for none).
     Return(Value),
+    /// The PDK function returned `nil, err` (a "soft" error). Kong 3.x sends only the first
+    /// return value, so the plugin sees nil (MsgPack: a Step without `Data`); Kong 2.x sent
+    /// `plugin.StepError` with the message over MsgPack (spec §4.4, §10.4). Which one the host
+    /// does is [`Pdk::sends_step_error`]. ProtoBuf has no soft-error channel: always nil.
+    SoftError(String),
     /// `kong.response.exit` / `kong.response.error`: terminal, Kong never replies (spec §4.4).
     Exit {
         status: i64,
@@ -21,16 +42,40 @@ pub enum PdkOutcome {
     Raise(String),
     /// No such PDK function (spec §4.4: MsgPack answers nil and logs; ProtoBuf fails the event).
     NotFound,
+    /// The answer (`then`) is given only after `after` (a scripted slow PDK call). The host
+    /// waits without blocking, see [`PdkOutcome::settle`].
+    Delayed {
+        after: Duration,
+        then: Box<PdkOutcome>,
+    },
+}
+
+impl PdkOutcome {
+    /// Waits out every [`PdkOutcome::Delayed`] layer and returns the answer itself.
+    pub async fn settle(self) -> PdkOutcome {
+        let mut outcome = self;
+        while let PdkOutcome::Delayed { after, then } = outcome {
+            tokio::time::sleep(after).await;
+            outcome = *then;
+        }
+        outcome
+    }
 }
 
 /// Answers PDK callbacks for one request.
 pub trait Pdk: Send {
     /// Runs `method` with positional `args` in the current `phase`.
     fn call(&mut self, phase: &str, method: &str, args: &[Value]) -> PdkOutcome;
+
+    /// Whether a [`PdkOutcome::SoftError`] goes out as MsgPack `plugin.StepError` (Kong 2.x)
+    /// instead of a Step without data (Kong 3.x, the default).
+    fn sends_step_error(&self) -> bool {
+        false
+    }
 }
 
 /// A minimal emulated request: request headers, response headers and `kong.ctx.shared`.
-/// Enough for the hello/bench/exit plugins; the full emulation lives elsewhere.
+/// Enough for the hello/bench/exit plugins; the full emulation is [`KongRequest`].
 #[derive(Debug, Clone, Default)]
 pub struct SimpleRequest {
     /// Request headers in order; names compared case-insensitively.
@@ -61,7 +106,8 @@ impl SimpleRequest {
     }
 }
 
-fn text(v: Option<&Value>) -> String {
+/// A value as text, the way the simple request stores header values.
+pub(crate) fn text(v: Option<&Value>) -> String {
     match v {
         Some(Value::Str(b) | Value::Bin(b)) => String::from_utf8_lossy(b).into_owned(),
         Some(v) if v.as_f64().is_some() => {
