@@ -52,6 +52,8 @@ pub enum Command {
     Sweep(SweepArgs),
     /// Raw Unix-socket ping-pong with the message sizes of one PDK round trip.
     Floor(FloorArgs),
+    /// Redraw the plots, CSV and summary of a results.json (into its directory by default).
+    Plot(PlotArgs),
     /// The built-in Rust reference plugin server (started by loadgen itself).
     #[command(hide = true)]
     ReferenceServer(ReferenceArgs),
@@ -133,7 +135,10 @@ impl TargetArgs {
     /// Session options: Kong's respawn on, server output kept quiet unless asked.
     pub fn session_options(&self) -> anyhow::Result<SessionOptions> {
         if !(self.timeout > 0.0 && self.timeout.is_finite()) {
-            bail!("--timeout must be a positive number of seconds, got {}", self.timeout);
+            bail!(
+                "--timeout must be a positive number of seconds, got {}",
+                self.timeout
+            );
         }
         Ok(SessionOptions {
             timeouts: Timeouts::uniform(Duration::from_secs_f64(self.timeout)),
@@ -233,9 +238,23 @@ pub struct SweepArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// A results.json written by `loadgen sweep --out`.
+    pub results: PathBuf,
+    /// Output directory (default: the directory of the results file).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct FloorArgs {
     /// Protocols whose message sizes to use.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "msgpack,protobuf")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "msgpack,protobuf"
+    )]
     pub protocol: Vec<ProtocolArg>,
     #[arg(long, value_name = "DUR", default_value = "3s", value_parser = parse_duration)]
     pub duration: Duration,
@@ -261,7 +280,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => v,
         "m" | "min" => v * 60.0,
         "us" | "µs" => v / 1e6,
-        other => return Err(format!("unknown duration unit {other:?} in {s:?}; use ms, s or m")),
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {s:?}; use ms, s or m"
+            ))
+        }
     };
     if !(secs.is_finite() && secs >= 0.0) {
         return Err(format!("a duration must be positive, got {s:?}"));
@@ -271,7 +294,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Whether stdout may be coloured (a terminal, and `NO_COLOR` unset).
 fn colour() -> bool {
-    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty())
 }
 
 fn paint(text: &str, code: &str) -> String {
@@ -370,6 +393,7 @@ async fn run(command: Command, threads: usize) -> Outcome {
     match command {
         Command::ReferenceServer(a) => reference_server(a).await,
         Command::Floor(a) => floor_cmd(a).await,
+        Command::Plot(a) => plot_cmd(a),
         Command::Run(a) => run_cmd(a, threads).await,
         Command::Sweep(a) => sweep_cmd(a, threads).await,
     }
@@ -378,11 +402,14 @@ async fn run(command: Command, threads: usize) -> Outcome {
 async fn reference_server(a: ReferenceArgs) -> Outcome {
     let protocol: Protocol = a.protocol.into();
     if a.dump {
-        let text = mock_kong::reference::dump_json(protocol, &a.plugin).map_err(|e| usage(anyhow!(e)))?;
+        let text =
+            mock_kong::reference::dump_json(protocol, &a.plugin).map_err(|e| usage(anyhow!(e)))?;
         println!("{text}");
         return Ok(0);
     }
-    let socket = a.socket.ok_or_else(|| usage(anyhow!("--socket is required")))?;
+    let socket = a
+        .socket
+        .ok_or_else(|| usage(anyhow!("--socket is required")))?;
     mock_kong::reference::serve(mock_kong::reference::ReferenceOptions {
         protocol,
         socket,
@@ -390,6 +417,36 @@ async fn reference_server(a: ReferenceArgs) -> Outcome {
     })
     .await
     .map_err(|e| (1, e.into()))?;
+    Ok(0)
+}
+
+fn plot_cmd(a: PlotArgs) -> Outcome {
+    let text = std::fs::read_to_string(&a.results)
+        .with_context(|| format!("reading {}", a.results.display()))
+        .map_err(usage)?;
+    let results: Results = serde_json::from_str(&text)
+        .with_context(|| {
+            format!(
+                "{} is not a loadgen results.json (schema version 1)",
+                a.results.display()
+            )
+        })
+        .map_err(usage)?;
+    let dir = a
+        .out
+        .or_else(|| a.results.parent().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating {}", dir.display()))
+        .map_err(usage)?;
+    crate::plot::write_all(&results, &dir).map_err(|e| (2, e.into()))?;
+    std::fs::write(dir.join("results.csv"), results.to_csv()).map_err(|e| (2, e.into()))?;
+    std::fs::write(dir.join("summary.md"), results.summary_markdown())
+        .map_err(|e| (2, e.into()))?;
+    println!(
+        "redrew the plots, results.csv and summary.md in {}",
+        dir.display()
+    );
     Ok(0)
 }
 
@@ -451,7 +508,11 @@ async fn run_cmd(a: RunArgs, threads: usize) -> Outcome {
     }
     let mode = match a.rate {
         Some(rate) if rate > 0.0 && rate.is_finite() => Mode::Open { rate },
-        Some(rate) => return Err(usage(anyhow!("--rate must be a positive number of requests/s, got {rate}"))),
+        Some(rate) => {
+            return Err(usage(anyhow!(
+                "--rate must be a positive number of requests/s, got {rate}"
+            )))
+        }
         None => Mode::Closed,
     };
     let plan = SweepPlan {
@@ -547,7 +608,9 @@ fn print_points(r: &Results, hgrm: bool) {
 async fn sweep_cmd(a: SweepArgs, threads: usize) -> Outcome {
     check_common(&a.timing).map_err(usage)?;
     if a.calls.is_empty() || a.concurrency.is_empty() || a.concurrency.contains(&0) {
-        return Err(usage(anyhow!("--calls and --concurrency need at least one value each, and concurrency ≥ 1")));
+        return Err(usage(anyhow!(
+            "--calls and --concurrency need at least one value each, and concurrency ≥ 1"
+        )));
     }
     let mut modes = Vec::new();
     if !a.open_only {
@@ -555,7 +618,9 @@ async fn sweep_cmd(a: SweepArgs, threads: usize) -> Outcome {
     }
     if let Some(rate) = a.rate {
         if !(rate > 0.0 && rate.is_finite()) {
-            return Err(usage(anyhow!("--rate must be a positive number of requests/s, got {rate}")));
+            return Err(usage(anyhow!(
+                "--rate must be a positive number of requests/s, got {rate}"
+            )));
         }
         modes.push(Mode::Open { rate });
     }
@@ -636,8 +701,19 @@ fn print_sweep(r: &Results, out: Option<&std::path::Path>) {
         );
     }
     for (proto, eff) in &r.references.harness_efficiency {
-        let cpu = r.references.harness_cpu_ratio.get(proto).copied().unwrap_or(f64::NAN);
-        let ok = |good: bool| if good { paint("met", "32") } else { paint("missed", "1;31") };
+        let cpu = r
+            .references
+            .harness_cpu_ratio
+            .get(proto)
+            .copied()
+            .unwrap_or(f64::NAN);
+        let ok = |good: bool| {
+            if good {
+                paint("met", "32")
+            } else {
+                paint("missed", "1;31")
+            }
+        };
         println!(
             "harness {proto}: {eff:.2} × floor round trips/s (target ≥ 0.5: {}), {cpu:.2} × floor CPU per round trip (target ≤ 2: {})",
             ok(*eff >= 0.5),
@@ -679,7 +755,9 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
-        assert!(parse_duration("5 parsecs").unwrap_err().contains("unknown duration unit"));
+        assert!(parse_duration("5 parsecs")
+            .unwrap_err()
+            .contains("unknown duration unit"));
         assert!(parse_duration("fast").is_err());
     }
 
@@ -687,19 +765,48 @@ mod tests {
     fn cli_definition_is_consistent_and_targets_resolve() {
         Cli::command().debug_assert();
         let cli = Cli::try_parse_from([
-            "loadgen", "sweep", "--peer", "go,python", "--peer", "js", "--reference", "--protocol",
-            "msgpack,protobuf", "--calls", "0,10", "--duration", "1s",
+            "loadgen",
+            "sweep",
+            "--peer",
+            "go,python",
+            "--peer",
+            "js",
+            "--reference",
+            "--protocol",
+            "msgpack,protobuf",
+            "--calls",
+            "0,10",
+            "--duration",
+            "1s",
         ])
         .unwrap();
-        let Command::Sweep(a) = cli.command else { panic!("sweep expected") };
-        let labels: Vec<_> = a.targets.targets().iter().map(|t| t.label.clone()).collect();
+        let Command::Sweep(a) = cli.command else {
+            panic!("sweep expected")
+        };
+        let labels: Vec<_> = a
+            .targets
+            .targets()
+            .iter()
+            .map(|t| t.label.clone())
+            .collect();
         assert_eq!(labels, ["go", "python", "js", "reference", "reference"]);
         assert_eq!(a.calls, [0, 10]);
         let cli = Cli::try_parse_from(["loadgen", "run"]).unwrap();
-        let Command::Run(r) = cli.command else { panic!("run expected") };
+        let Command::Run(r) = cli.command else {
+            panic!("run expected")
+        };
         let t = r.targets.targets();
         assert_eq!(t.len(), 1, "the reference server by default");
-        assert!(matches!(t[0].spec, TargetSpec::Reference { protocol: Protocol::MsgPack, .. }));
-        assert!(Cli::try_parse_from(["loadgen", "sweep", "--open-only"]).is_err(), "--open-only needs --rate");
+        assert!(matches!(
+            t[0].spec,
+            TargetSpec::Reference {
+                protocol: Protocol::MsgPack,
+                ..
+            }
+        ));
+        assert!(
+            Cli::try_parse_from(["loadgen", "sweep", "--open-only"]).is_err(),
+            "--open-only needs --rate"
+        );
     }
 }

@@ -313,7 +313,11 @@ struct Window {
     end: Instant,
 }
 
-async fn closed_loop(runner: Arc<PluginRunner>, entity: Arc<PluginEntity>, w: Arc<Window>) -> LoopOut {
+async fn closed_loop(
+    runner: Arc<PluginRunner>,
+    entity: Arc<PluginEntity>,
+    w: Arc<Window>,
+) -> LoopOut {
     let mut out = LoopOut {
         latency: Some(stats::new_histogram()),
         ..Default::default()
@@ -440,7 +444,11 @@ async fn open_loop(
 
 /// Runs one trial of `point` (warm-up, then the window), optionally killing the server in the
 /// middle of the window.
-pub async fn run_trial(session: &Session, point: &PreparedPoint, chaos: Option<Chaos>) -> TrialResult {
+pub async fn run_trial(
+    session: &Session,
+    point: &PreparedPoint,
+    chaos: Option<Chaos>,
+) -> TrialResult {
     let spec = &point.spec;
     let t0 = Instant::now();
     let window = Arc::new(Window {
@@ -477,7 +485,11 @@ pub async fn run_trial(session: &Session, point: &PreparedPoint, chaos: Option<C
     }
     tokio::time::sleep_until(window.end).await;
     let cpu_after = procstat::self_cpu();
-    let server_after = session.process.as_ref().and_then(|p| p.pid()).and_then(procstat::sample);
+    let server_after = session
+        .process
+        .as_ref()
+        .and_then(|p| p.pid())
+        .and_then(procstat::sample);
 
     let mut total = LoopOut::default();
     let mut latency = stats::new_histogram();
@@ -508,7 +520,11 @@ pub async fn run_trial(session: &Session, point: &PreparedPoint, chaos: Option<C
         Mode::Closed => (cpu_after, server_after),
         Mode::Open { .. } => (
             procstat::self_cpu(),
-            session.process.as_ref().and_then(|p| p.pid()).and_then(procstat::sample),
+            session
+                .process
+                .as_ref()
+                .and_then(|p| p.pid())
+                .and_then(procstat::sample),
         ),
     };
     let window_s = match spec.mode {

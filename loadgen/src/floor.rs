@@ -43,7 +43,10 @@ pub fn message_sizes(protocol: Protocol) -> (usize, usize) {
             encode_frame(&[0x0a, 0x01, b'1'], &mut req);
             let mut resp = Vec::new();
             encode_frame(b"kong.request.get_header", &mut resp);
-            encode_frame(&[0x0a, 0x07, b'x', b'-', b'b', b'e', b'n', b'c', b'h'], &mut resp);
+            encode_frame(
+                &[0x0a, 0x07, b'x', b'-', b'b', b'e', b'n', b'c', b'h'],
+                &mut resp,
+            );
             (req.len(), resp.len())
         }
     }
@@ -76,7 +79,11 @@ pub enum FloorError {
 }
 
 /// Runs the ping-pong for `warmup + duration` (only `duration` is measured).
-pub fn run(protocol: Protocol, warmup: Duration, duration: Duration) -> Result<FloorResult, FloorError> {
+pub fn run(
+    protocol: Protocol,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<FloorResult, FloorError> {
     let (req_len, resp_len) = message_sizes(protocol);
     let (client_std, mut server) = StdStream::pair()?;
     client_std.set_nonblocking(true)?;
@@ -123,7 +130,11 @@ pub fn run(protocol: Protocol, warmup: Duration, duration: Duration) -> Result<F
         response_bytes: resp_len,
         round_trips: c.round_trips,
         seconds: secs,
-        round_trips_per_s: if secs > 0.0 { c.round_trips as f64 / secs } else { 0.0 },
+        round_trips_per_s: if secs > 0.0 {
+            c.round_trips as f64 / secs
+        } else {
+            0.0
+        },
         rtt_us: LatencyUs::of(&c.hist),
         client_cpu_ns_per_round_trip: per(c.cpu, c.round_trips),
         // The server's CPU covers warm-up too: divide by all its round trips.
@@ -204,7 +215,12 @@ mod tests {
 
     #[test]
     fn a_short_floor_run_measures_round_trips() {
-        let r = run(Protocol::MsgPack, Duration::from_millis(20), Duration::from_millis(150)).unwrap();
+        let r = run(
+            Protocol::MsgPack,
+            Duration::from_millis(20),
+            Duration::from_millis(150),
+        )
+        .unwrap();
         assert!(r.round_trips > 100, "{r:?}");
         assert!(r.round_trips_per_s > 1000.0, "{r:?}");
         assert!(r.rtt_us.p50 > 0.0 && r.rtt_us.p50 <= r.rtt_us.max);

@@ -81,19 +81,52 @@ struct Chart {
     title: String,
     y_desc: String,
     lines: Vec<Line>,
+    log_y: bool,
 }
 
-fn series_of(results: &Results) -> Vec<(String, Vec<&PointRecord>)> {
-    let mut out: Vec<(String, Vec<&PointRecord>)> = Vec::new();
+/// A closed-loop series with its colour (one per server) and whether it is drawn dashed (every
+/// concurrency but the lowest).
+struct Series<'a> {
+    name: String,
+    points: Vec<&'a PointRecord>,
+    color: RGBColor,
+    dashed: bool,
+    multicore: bool,
+}
+
+fn series_of(results: &Results) -> Vec<Series<'_>> {
+    let mut servers: Vec<String> = Vec::new();
+    let mut out: Vec<Series<'_>> = Vec::new();
+    let min_c = results
+        .points
+        .iter()
+        .filter(|p| p.variant == "single")
+        .map(|p| p.concurrency)
+        .min()
+        .unwrap_or(1);
     for p in results.points.iter().filter(|p| p.mode == "closed") {
         let key = p.series_key();
-        match out.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => v.push(p),
-            None => out.push((key, vec![p])),
+        let server = format!("{} {}", p.peer, p.protocol);
+        let idx = match servers.iter().position(|s| *s == server) {
+            Some(i) => i,
+            None => {
+                servers.push(server);
+                servers.len() - 1
+            }
+        };
+        match out.iter_mut().find(|s| s.name == key) {
+            Some(s) => s.points.push(p),
+            None => out.push(Series {
+                name: key,
+                points: vec![p],
+                color: PALETTE[idx % PALETTE.len()],
+                dashed: p.variant == "single" && p.concurrency != min_c,
+                multicore: p.variant != "single",
+            }),
         }
     }
-    for (_, v) in &mut out {
-        v.sort_by_key(|p| p.calls);
+    for s in &mut out {
+        s.points.sort_by_key(|p| p.calls);
     }
     out
 }
@@ -101,71 +134,96 @@ fn series_of(results: &Results) -> Vec<(String, Vec<&PointRecord>)> {
 fn rps_chart(results: &Results) -> Chart {
     let lines = series_of(results)
         .into_iter()
-        .enumerate()
-        .map(|(i, (name, pts))| Line {
-            markers_only: pts.iter().all(|p| p.variant != "single") && pts.len() < 3,
-            name,
-            points: pts.iter().map(|p| (f64::from(p.calls), p.rps)).collect(),
-            color: PALETTE[i % PALETTE.len()],
-            dashed: false,
+        .map(|s| Line {
+            markers_only: s.multicore,
+            points: s
+                .points
+                .iter()
+                .map(|p| (f64::from(p.calls), p.rps))
+                .collect(),
+            name: s.name,
+            color: s.color,
+            dashed: s.dashed,
         })
         .collect();
     Chart {
-        title: "RPS with PDK calls per request".into(),
-        y_desc: "requests per second".into(),
+        title: "RPS with PDK calls per request (dashed: higher concurrency, triangles: multicore)"
+            .into(),
+        y_desc: "requests per second (log scale)".into(),
         lines,
+        log_y: true,
     }
 }
 
 fn latency_chart(results: &Results) -> Chart {
     let mut lines = Vec::new();
-    for (i, (name, pts)) in series_of(results).into_iter().enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
-        let markers_only = pts.iter().all(|p| p.variant != "single") && pts.len() < 3;
+    let series = series_of(results);
+    let min_c = series
+        .iter()
+        .filter(|s| !s.multicore)
+        .flat_map(|s| s.points.iter().map(|p| p.concurrency))
+        .min()
+        .unwrap_or(1);
+    for s in series.into_iter().filter(|s| !s.multicore) {
+        if s.points.first().map(|p| p.concurrency) != Some(min_c) {
+            continue;
+        }
         lines.push(Line {
-            name: format!("{name} p50"),
-            points: pts.iter().map(|p| (f64::from(p.calls), p.latency_us.p50)).collect(),
-            color,
+            name: format!("{} p50", s.name),
+            points: s
+                .points
+                .iter()
+                .map(|p| (f64::from(p.calls), p.latency_us.p50))
+                .collect(),
+            color: s.color,
             dashed: false,
-            markers_only,
+            markers_only: false,
         });
         lines.push(Line {
-            name: format!("{name} p99"),
-            points: pts.iter().map(|p| (f64::from(p.calls), p.latency_us.p99)).collect(),
-            color,
+            name: format!("{} p99", s.name),
+            points: s
+                .points
+                .iter()
+                .map(|p| (f64::from(p.calls), p.latency_us.p99))
+                .collect(),
+            color: s.color,
             dashed: true,
-            markers_only,
+            markers_only: false,
         });
     }
     Chart {
-        title: "Latency with PDK calls per request".into(),
-        y_desc: "latency, µs".into(),
+        title: format!(
+            "Latency with PDK calls per request (concurrency {min_c}; solid p50, dashed p99)"
+        ),
+        y_desc: "latency, µs (log scale)".into(),
         lines,
+        log_y: true,
     }
 }
 
 fn normalised_chart(results: &Results) -> Chart {
     let mut lines: Vec<Line> = series_of(results)
         .into_iter()
-        .enumerate()
-        .filter_map(|(i, (name, pts))| {
-            let points: Vec<_> = pts
+        .filter(|s| !s.multicore)
+        .filter_map(|s| {
+            let points: Vec<_> = s
+                .points
                 .iter()
                 .filter_map(|p| p.rps_normalised.map(|n| (f64::from(p.calls), n)))
                 .collect();
-            (!points.is_empty()).then(|| Line {
-                name,
+            (!points.is_empty()).then_some(Line {
+                name: s.name,
                 points,
-                color: PALETTE[i % PALETTE.len()],
-                dashed: false,
+                color: s.color,
+                dashed: s.dashed,
                 markers_only: false,
             })
         })
         .collect();
     let docs = [
-        ("Kong docs: Go", RGBColor(60, 60, 60), 1usize),
-        ("Kong docs: JavaScript", RGBColor(120, 120, 120), 2),
-        ("Kong docs: Python", RGBColor(175, 175, 175), 3),
+        ("Kong docs: Go", RGBColor(40, 40, 40), 1usize),
+        ("Kong docs: JavaScript", RGBColor(110, 110, 110), 2),
+        ("Kong docs: Python", RGBColor(170, 170, 170), 3),
     ];
     for (name, color, col) in docs {
         let points = DOCS_SHAPES
@@ -183,14 +241,15 @@ fn normalised_chart(results: &Results) -> Chart {
             name: name.into(),
             points,
             color,
-            dashed: true,
+            dashed: false,
             markers_only: false,
         });
     }
     Chart {
-        title: "RPS normalised to 0 calls, with Kong's docs curves".into(),
+        title: "RPS normalised to 0 calls (grey: Kong's docs curves)".into(),
         y_desc: "RPS ÷ RPS at 0 calls".into(),
         lines,
+        log_y: false,
     }
 }
 
@@ -210,21 +269,59 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &Chart) -> Resu
         .fold(0.0f64, f64::max)
         .max(1e-9)
         * 1.08;
-    let mut c = ChartBuilder::on(&root)
-        .caption(&chart.title, ("sans-serif", 24))
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0f64..x_max, 0f64..y_max)
-        .map_err(|x| e(&x))?;
-    c.configure_mesh()
-        .x_desc("PDK calls per request")
-        .y_desc(chart.y_desc.as_str())
-        .label_style(("sans-serif", 15))
-        .axis_desc_style(("sans-serif", 17))
-        .light_line_style(RGBColor(238, 238, 238))
-        .draw()
-        .map_err(|x| e(&x))?;
+    if chart.log_y {
+        let y_min = chart
+            .lines
+            .iter()
+            .flat_map(|l| l.points.iter().map(|p| p.1))
+            .filter(|v| *v > 0.0 && v.is_finite())
+            .fold(f64::INFINITY, f64::min);
+        let y_min = if y_min.is_finite() { y_min / 1.5 } else { 1.0 };
+        let mut c = ChartBuilder::on(&root)
+            .caption(&chart.title, ("sans-serif", 22))
+            .margin(16)
+            .x_label_area_size(48)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0f64..x_max, (y_min..y_max * 1.3).log_scale())
+            .map_err(|x| e(&x))?;
+        c.configure_mesh()
+            .x_desc("PDK calls per request")
+            .y_desc(chart.y_desc.as_str())
+            .label_style(("sans-serif", 15))
+            .axis_desc_style(("sans-serif", 17))
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .light_line_style(RGBColor(238, 238, 238))
+            .draw()
+            .map_err(|x| e(&x))?;
+        draw_lines(&mut c, chart)?;
+    } else {
+        let mut c = ChartBuilder::on(&root)
+            .caption(&chart.title, ("sans-serif", 22))
+            .margin(16)
+            .x_label_area_size(48)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+            .map_err(|x| e(&x))?;
+        c.configure_mesh()
+            .x_desc("PDK calls per request")
+            .y_desc(chart.y_desc.as_str())
+            .label_style(("sans-serif", 15))
+            .axis_desc_style(("sans-serif", 17))
+            .y_label_formatter(&|v| format!("{v:.2}"))
+            .light_line_style(RGBColor(238, 238, 238))
+            .draw()
+            .map_err(|x| e(&x))?;
+        draw_lines(&mut c, chart)?;
+    }
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
+}
+
+fn draw_lines<'a, DB: DrawingBackend + 'a, Y: Ranged<ValueType = f64>>(
+    c: &mut ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
+    chart: &Chart,
+) -> Result<(), String> {
+    let e = |x: &dyn std::fmt::Debug| format!("{x:?}");
     for l in &chart.lines {
         let style = ShapeStyle {
             color: l.color.to_rgba(),
@@ -245,9 +342,8 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &Chart) -> Resu
             c.draw_series(LineSeries::new(l.points.clone(), style))
                 .map_err(|x| e(&x))?
         };
-        anno.label(l.name.as_str()).legend(move |(x, y)| {
-            PathElement::new(vec![(x, y), (x + 22, y)], style)
-        });
+        anno.label(l.name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], style));
         if !l.markers_only {
             c.draw_series(
                 l.points
@@ -264,7 +360,6 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &Chart) -> Resu
         .border_style(RGBColor(180, 180, 180))
         .draw()
         .map_err(|x| e(&x))?;
-    root.present().map_err(|x| e(&x))?;
     Ok(())
 }
 

@@ -228,7 +228,11 @@ impl PointRecord {
         let p99 = Spread::of(&records.iter().map(|r| r.latency_us.p99).collect::<Vec<_>>());
         let server_cores: Vec<f64> = trials
             .iter()
-            .filter_map(|t| t.server.and_then(|s| s.cpu_s).map(|c| c / t.window_s.max(1e-9)))
+            .filter_map(|t| {
+                t.server
+                    .and_then(|s| s.cpu_s)
+                    .map(|c| c / t.window_s.max(1e-9))
+            })
             .collect();
         let server_per_req: Vec<f64> = trials
             .iter()
@@ -281,7 +285,10 @@ impl PointRecord {
                 cpu_cores: median_opt(&server_cores),
                 cpu_us_per_request: median_opt(&server_per_req),
                 rss_kib_max: records.iter().filter_map(|r| r.server_rss_kib).max(),
-                hwm_kib_max: trials.iter().filter_map(|t| t.server.map(|s| s.hwm_kib)).max(),
+                hwm_kib_max: trials
+                    .iter()
+                    .filter_map(|t| t.server.map(|s| s.hwm_kib))
+                    .max(),
                 respawns: records.iter().map(|r| r.server_respawns).sum(),
             },
             loadgen: LoadgenRecord {
@@ -444,7 +451,10 @@ impl Results {
                 .insert(f.protocol.to_string(), f.round_trips_per_s);
         }
         for p in self.points.iter().filter(|p| {
-            p.peer == "reference" && p.concurrency == 1 && p.mode == "closed" && p.variant == "single"
+            p.peer == "reference"
+                && p.concurrency == 1
+                && p.mode == "closed"
+                && p.variant == "single"
         }) {
             self.references
                 .reference_rps
@@ -545,7 +555,10 @@ impl Results {
             st.duration_s, st.warmup_s, st.trials, st.kong_workers, st.runtime_threads
         );
         if !self.floor.is_empty() {
-            let _ = writeln!(s, "## Transport floor (raw Unix-socket ping-pong, same sizes)\n");
+            let _ = writeln!(
+                s,
+                "## Transport floor (raw Unix-socket ping-pong, same sizes)\n"
+            );
             let _ = writeln!(s, "| protocol | bytes out/in | round trips/s | RTT p50 µs | RTT p99 µs | client CPU ns/rt |");
             let _ = writeln!(s, "|---|---|---|---|---|---|");
             for f in &self.floor {
@@ -565,7 +578,10 @@ impl Results {
         }
         let r = &self.references;
         if !r.harness_efficiency.is_empty() {
-            let _ = writeln!(s, "## Harness targets (reference server, 1 connection, largest call count)\n");
+            let _ = writeln!(
+                s,
+                "## Harness targets (reference server, 1 connection, largest call count)\n"
+            );
             let _ = writeln!(s, "| protocol | harness ÷ floor round trips/s (≥ 0.5) | harness ÷ floor CPU per round trip (≤ 2) |");
             let _ = writeln!(s, "|---|---|---|");
             for (proto, eff) in &r.harness_efficiency {
@@ -581,7 +597,10 @@ impl Results {
         }
         if !self.fits.is_empty() {
             let _ = writeln!(s, "## Linear fit: time per request = base + calls × per-call cost (closed loop, 10⁶/rps)\n");
-            let _ = writeln!(s, "| series | base µs | per call µs | per call ÷ base | R² |");
+            let _ = writeln!(
+                s,
+                "| series | base µs | per call µs | per call ÷ base | R² |"
+            );
             let _ = writeln!(s, "|---|---|---|---|---|");
             for f in &self.fits {
                 let _ = writeln!(
@@ -590,7 +609,11 @@ impl Results {
                     f.peer,
                     f.protocol,
                     f.concurrency,
-                    if f.variant == "single" { String::new() } else { format!(" {}×{}", f.variant, f.kong_workers) },
+                    if f.variant == "single" {
+                        String::new()
+                    } else {
+                        format!(" {}×{}", f.variant, f.kong_workers)
+                    },
                     f.fit.base_us,
                     f.fit.per_call_us,
                     f.per_call_share_of_base,
@@ -610,20 +633,36 @@ impl Results {
                 p.calls,
                 p.rps,
                 p.rps_spread.spread_pct,
-                p.rps_normalised.map(|v| format!("{v:.2}")).unwrap_or_default(),
+                p.rps_normalised
+                    .map(|v| format!("{v:.2}"))
+                    .unwrap_or_default(),
                 p.latency_us.p50,
                 p.latency_us.p99,
                 p.latency_us.max,
                 p.errors,
-                if p.server.respawns > 0 { format!(" ({} respawn)", p.server.respawns) } else { String::new() },
-                p.server.cpu_cores.map(|v| format!("{v:.2}")).unwrap_or_default(),
-                p.loadgen.cpu_ratio_to_server.map(|v| format!("{v:.2}")).unwrap_or_default(),
+                if p.server.respawns > 0 {
+                    format!(" ({} respawn)", p.server.respawns)
+                } else {
+                    String::new()
+                },
+                p.server
+                    .cpu_cores
+                    .map(|v| format!("{v:.2}"))
+                    .unwrap_or_default(),
+                p.loadgen
+                    .cpu_ratio_to_server
+                    .map(|v| format!("{v:.2}"))
+                    .unwrap_or_default(),
             );
         }
         if !self.failures.is_empty() {
             let _ = writeln!(s, "\n## Points that could not be measured\n");
             for f in &self.failures {
-                let _ = writeln!(s, "* {} calls={:?} c={:?}: {}", f.peer, f.calls, f.concurrency, f.error);
+                let _ = writeln!(
+                    s,
+                    "* {} calls={:?} c={:?}: {}",
+                    f.peer, f.calls, f.concurrency, f.error
+                );
             }
         }
         let _ = writeln!(
@@ -737,9 +776,16 @@ mod tests {
         assert!((r.references.harness_cpu_ratio["MsgPack:1"] - 1.5).abs() < 1e-9);
         let csv = r.to_csv();
         assert_eq!(csv.lines().count(), 6);
-        assert!(csv.lines().nth(1).unwrap().starts_with("reference,MsgPack:1,single,closed,1,1,0,"));
+        assert!(csv
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("reference,MsgPack:1,single,closed,1,1,0,"));
         let md = r.summary_markdown();
-        assert!(md.contains("per call µs") && md.contains("0.73 met"), "{md}");
+        assert!(
+            md.contains("per call µs") && md.contains("0.73 met"),
+            "{md}"
+        );
         let json = serde_json::to_string(&r).unwrap();
         let back: Results = serde_json::from_str(&json).unwrap();
         assert_eq!(back.points.len(), 5);

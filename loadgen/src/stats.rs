@@ -52,9 +52,7 @@ impl LatencyUs {
 /// The HdrHistogram "percentile distribution" text (`.hgrm`), values in microseconds, as
 /// wrk2 prints with `--latency` and HdrHistogram's plotter reads.
 pub fn hgrm(h: &Histogram<u64>) -> String {
-    let mut out = String::from(
-        "       Value     Percentile TotalCount 1/(1-Percentile)\n\n",
-    );
+    let mut out = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
     if h.is_empty() {
         out.push_str("#[no samples]\n");
         return out;
@@ -194,10 +192,16 @@ mod tests {
         assert!((s.max - 1000.0).abs() < 1.0, "{s:?}");
         assert!(s.p90 < s.p99 && s.p99 <= s.p999 && s.p999 <= s.max);
         record(&mut h, u64::MAX);
-        assert!(LatencyUs::of(&h).max >= 59_000_000.0, "clamped, not dropped");
+        assert!(
+            LatencyUs::of(&h).max >= 59_000_000.0,
+            "clamped, not dropped"
+        );
         assert_eq!(h.len(), 1001);
         let text = hgrm(&h);
-        assert!(text.contains("Percentile") && text.contains("Total count"), "{text}");
+        assert!(
+            text.contains("Percentile") && text.contains("Total count"),
+            "{text}"
+        );
         assert_eq!(LatencyUs::of(&new_histogram()), LatencyUs::default());
     }
 

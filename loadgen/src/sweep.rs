@@ -18,7 +18,9 @@ use mock_kong::Protocol;
 use crate::driver::{self, Chaos, DriverError, Mode, PointSpec};
 use crate::floor;
 use crate::procstat;
-use crate::results::{FailureRecord, Machine, PointRecord, References, Results, Settings, SCHEMA_VERSION};
+use crate::results::{
+    FailureRecord, Machine, PointRecord, References, Results, Settings, SCHEMA_VERSION,
+};
 use crate::stats;
 
 /// The plugin every target must host.
@@ -208,14 +210,28 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
         let resolved = match target::resolve(&target.spec, &Placement::default(), PLUGIN) {
             Ok(r) => r,
             Err(e) => {
-                fail_target(&mut results, progress, target, e.to_string(), plan, &mut point_index);
+                fail_target(
+                    &mut results,
+                    progress,
+                    target,
+                    e.to_string(),
+                    plan,
+                    &mut point_index,
+                );
                 continue;
             }
         };
         let session = match Session::open(resolved, &plan.session).await {
             Ok(s) => s,
             Err(e) => {
-                fail_target(&mut results, progress, target, e.to_string(), plan, &mut point_index);
+                fail_target(
+                    &mut results,
+                    progress,
+                    target,
+                    e.to_string(),
+                    plan,
+                    &mut point_index,
+                );
                 continue;
             }
         };
@@ -238,7 +254,11 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
                 pp.mode.name(),
                 pp.concurrency,
                 pp.calls,
-                if pp.variant == "single" { String::new() } else { format!(" {}×{}", pp.variant, pp.kong_workers) }
+                if pp.variant == "single" {
+                    String::new()
+                } else {
+                    format!(" {}×{}", pp.variant, pp.kong_workers)
+                }
             );
             progress.point(&label);
             let spec = PointSpec {
@@ -273,7 +293,9 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
                 let chaos = plan
                     .chaos
                     .filter(|c| c.point == point_index && t == 0)
-                    .map(|c| Chaos { kill_after: c.after });
+                    .map(|c| Chaos {
+                        kill_after: c.after,
+                    });
                 trials.push(driver::run_trial(&session, &prepared, chaos).await);
                 progress.trial_done();
             }
@@ -303,7 +325,8 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
             }
             results.points.push(rec);
             point_index += 1;
-            results.loadgen_peak_rss_kib = results.loadgen_peak_rss_kib.max(procstat::self_rss_kib().1);
+            results.loadgen_peak_rss_kib =
+                results.loadgen_peak_rss_kib.max(procstat::self_rss_kib().1);
         }
         if let Some(e) = session.close().await {
             let _ = e;
