@@ -49,7 +49,7 @@ impl Conn {
         &mut self,
         bytes: &[u8],
         timeout: Duration,
-        what: &dyn Fn() -> String,
+        what: &(dyn Fn() -> String + Sync),
     ) -> Result<(), HostError> {
         match tokio::time::timeout(timeout, self.stream.write_all(bytes)).await {
             Err(_) => Err(HostError::WriteTimeout {
@@ -69,7 +69,7 @@ impl Conn {
     pub async fn read_some(
         &mut self,
         timeout: Duration,
-        what: &dyn Fn() -> String,
+        what: &(dyn Fn() -> String + Sync),
     ) -> Result<&[u8], HostError> {
         match tokio::time::timeout(timeout, self.stream.read(&mut self.rbuf)).await {
             Err(_) => Err(HostError::ReadTimeout {

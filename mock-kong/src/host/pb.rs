@@ -93,7 +93,7 @@ impl PbClient {
         c: &mut PbConn,
         payload: &[u8],
         summary: impl FnOnce() -> String,
-        what: &dyn Fn() -> String,
+        what: &(dyn Fn() -> String + Sync),
     ) -> Result<(), HostError> {
         let mut out = Vec::with_capacity(payload.len() + 4);
         encode_frame(payload, &mut out);
@@ -104,8 +104,8 @@ impl PbClient {
     async fn read_frame(
         &self,
         c: &mut PbConn,
-        describe: &dyn Fn(&[u8]) -> String,
-        what: &dyn Fn() -> String,
+        describe: &(dyn Fn(&[u8]) -> String + Sync),
+        what: &(dyn Fn() -> String + Sync),
     ) -> Result<Vec<u8>, HostError> {
         loop {
             match c.dec.next_frame() {

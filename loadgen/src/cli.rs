@@ -1,0 +1,812 @@
+//! The `loadgen` command line: `run` (one point), `sweep` (the curves, files in a directory),
+//! `floor` (raw ping-pong) and the hidden `reference-server`.
+//!
+//! Exit codes: 0 every point measured without errors; 1 a server failed (errors counted,
+//! points not measurable, or a server could not start); 2 usage or setup error.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use mock_kong::cli::{JsonArg, ProtocolArg, ReferenceArgs};
+use mock_kong::host::Timeouts;
+use mock_kong::process::LogSink;
+use mock_kong::session::SessionOptions;
+use mock_kong::target::{self, TargetSpec};
+use mock_kong::Protocol;
+
+use crate::driver::Mode;
+use crate::floor;
+use crate::results::Results;
+use crate::sweep::{self, ChaosPlan, Multicore, Progress, SweepPlan, TargetDef};
+
+const EXAMPLES: &str = "\
+Examples:
+  loadgen run --reference --calls 10 --concurrency 4 --duration 5s
+  loadgen run --peer go --calls 30 --rate 2000 --hgrm        # open loop, full percentile spectrum
+  loadgen sweep --peer go --peer python --peer js --reference --protocol msgpack,protobuf \\
+      --calls 0,1,2,3,5,8,10,15,20,30 --concurrency 1,4 --duration 5s --trials 3 --out reports/sweep
+  loadgen floor --protocol msgpack,protobuf --duration 3s --json
+
+Exit codes: 0 ok, 1 a plugin server failed (errors counted or points not measured), 2 usage or setup error.";
+
+/// RPS and latency of Kong external plugin servers against PDK calls per request.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Threads of loadgen's async runtime (1: a current-thread runtime, like one nginx worker).
+    #[arg(long, global = true, default_value_t = 1, value_name = "N")]
+    pub threads: usize,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Measure one point (calls, concurrency, mode) against each server.
+    Run(RunArgs),
+    /// Sweep calls × concurrency × modes over every server; write results, CSV, plots, summary.
+    Sweep(SweepArgs),
+    /// Raw Unix-socket ping-pong with the message sizes of one PDK round trip.
+    Floor(FloorArgs),
+    /// Redraw the plots, CSV and summary of a results.json (into its directory by default).
+    Plot(PlotArgs),
+    /// The built-in Rust reference plugin server (started by loadgen itself).
+    #[command(hide = true)]
+    ReferenceServer(ReferenceArgs),
+}
+
+/// Which servers to measure. Repeatable; with none, the reference server.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Servers")]
+pub struct TargetArgs {
+    /// Measure the built-in reference server (once per --protocol).
+    #[arg(long)]
+    pub reference: bool,
+    /// Protocols of the reference server (comma-separated or repeated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "msgpack")]
+    pub protocol: Vec<ProtocolArg>,
+    /// A peer from the peers registry (repeatable, or comma-separated).
+    #[arg(long = "peer", value_name = "NAME", value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// The peers registry (default: peers.toml in this directory or a parent).
+    #[arg(long, value_name = "FILE")]
+    pub peers_file: Option<PathBuf>,
+    /// Command that starts a server of your own (run through /bin/sh with `exec`).
+    #[arg(long, value_name = "CMD", requires = "query_cmd")]
+    pub start_cmd: Option<String>,
+    /// Command that prints its JSON dump (must list the `bench` plugin first).
+    #[arg(long, value_name = "CMD")]
+    pub query_cmd: Option<String>,
+    /// Name of that server in the results.
+    #[arg(long, default_value = "custom")]
+    pub name: String,
+    /// Timeout of every connect, read and write, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub timeout: f64,
+    /// Show the servers' output lines (hidden by default: they would mix with the progress bar).
+    #[arg(long)]
+    pub server_log: bool,
+}
+
+impl TargetArgs {
+    /// The targets in the order given: peers, then the command pair, then the reference server.
+    pub fn targets(&self) -> Vec<TargetDef> {
+        let mut out = Vec::new();
+        let registry = self
+            .peers_file
+            .clone()
+            .unwrap_or_else(target::default_registry);
+        for p in &self.peers {
+            out.push(TargetDef {
+                label: p.clone(),
+                spec: TargetSpec::Peer {
+                    name: p.clone(),
+                    registry: registry.clone(),
+                },
+            });
+        }
+        if let Some(q) = &self.query_cmd {
+            out.push(TargetDef {
+                label: self.name.clone(),
+                spec: TargetSpec::Commands {
+                    name: self.name.clone(),
+                    start_cmd: self.start_cmd.clone(),
+                    query_cmd: q.clone(),
+                },
+            });
+        }
+        if self.reference || out.is_empty() {
+            let mut seen = Vec::new();
+            for &p in &self.protocol {
+                let p: Protocol = p.into();
+                if !seen.contains(&p) {
+                    seen.push(p);
+                    out.push(TargetDef::reference(p, None));
+                }
+            }
+        }
+        out
+    }
+
+    /// Session options: Kong's respawn on, server output kept quiet unless asked.
+    pub fn session_options(&self) -> anyhow::Result<SessionOptions> {
+        if !(self.timeout > 0.0 && self.timeout.is_finite()) {
+            bail!(
+                "--timeout must be a positive number of seconds, got {}",
+                self.timeout
+            );
+        }
+        Ok(SessionOptions {
+            timeouts: Timeouts::uniform(Duration::from_secs_f64(self.timeout)),
+            log: if self.server_log {
+                LogSink::Stderr
+            } else {
+                LogSink::Quiet
+            },
+            respawn: true,
+            ..SessionOptions::default()
+        })
+    }
+}
+
+/// How long each trial runs.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Measurement")]
+pub struct TimingArgs {
+    /// Measurement window of each trial (e.g. 5s, 500ms, 1m).
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Warm-up before each window (excluded from the figures).
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Trials per point (medians and spread are reported).
+    #[arg(long, default_value_t = 3)]
+    pub trials: usize,
+    /// Emulated Kong workers (each its own connection pool and instance cache).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub kong_workers: usize,
+    /// The PDK method the bench plugin repeats.
+    #[arg(long, default_value = "kong.request.get_header")]
+    pub method: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// PDK calls per request.
+    #[arg(long, default_value_t = 10)]
+    pub calls: u32,
+    /// Request loops (requests in flight at most).
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// Open loop at this many requests/s (default: closed loop).
+    #[arg(long, value_name = "RPS")]
+    pub rate: Option<f64>,
+    #[command(flatten)]
+    pub timing: TimingArgs,
+    /// Print the full latency percentile spectrum (.hgrm format).
+    #[arg(long)]
+    pub hgrm: bool,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// PDK calls per request to measure.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2,3,5,8,10,15,20,30")]
+    pub calls: Vec<u32>,
+    /// Concurrencies to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    pub concurrency: Vec<usize>,
+    /// Open-loop rate: adds open-loop points at this many requests/s.
+    #[arg(long, value_name = "RPS")]
+    pub rate: Option<f64>,
+    /// Only open-loop points (needs --rate).
+    #[arg(long, requires = "rate")]
+    pub open_only: bool,
+    #[command(flatten)]
+    pub timing: TimingArgs,
+    /// Multicore variant: this many Kong workers (0: off; default: the number of CPUs).
+    #[arg(long, value_name = "N")]
+    pub multicore: Option<usize>,
+    /// Call counts of the multicore variant (the docs show 30).
+    #[arg(long, value_delimiter = ',', default_value = "30")]
+    pub multicore_calls: Vec<u32>,
+    /// Skip the raw ping-pong floor.
+    #[arg(long)]
+    pub no_floor: bool,
+    /// Output directory (results.json, results.csv, *.svg, *.png, summary.md).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Chaos: SIGKILL the server during point N (0-based, in sweep order); Kong-style respawn
+    /// follows and the errors are counted on that point.
+    #[arg(long, value_name = "N")]
+    pub chaos_kill_point: Option<usize>,
+    /// When to kill, after the start of that point's first window.
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
+    pub chaos_kill_after: Duration,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// A results.json written by `loadgen sweep --out`.
+    pub results: PathBuf,
+    /// Output directory (default: the directory of the results file).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FloorArgs {
+    /// Protocols whose message sizes to use.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "msgpack,protobuf"
+    )]
+    pub protocol: Vec<ProtocolArg>,
+    #[arg(long, value_name = "DUR", default_value = "3s", value_parser = parse_duration)]
+    pub duration: Duration,
+    #[arg(long, value_name = "DUR", default_value = "500ms", value_parser = parse_duration)]
+    pub warmup: Duration,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+/// Parses `5s`, `500ms`, `2m`, `1.5s` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a duration such as 5s, 500ms or 1m, got {s:?}"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" | "min" => v * 60.0,
+        "us" | "µs" => v / 1e6,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {s:?}; use ms, s or m"
+            ))
+        }
+    };
+    if !(secs.is_finite() && secs >= 0.0) {
+        return Err(format!("a duration must be positive, got {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Whether stdout may be coloured (a terminal, and `NO_COLOR` unset).
+fn colour() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty())
+}
+
+fn paint(text: &str, code: &str) -> String {
+    if colour() {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_owned()
+    }
+}
+
+/// A progress bar with an ETA on a terminal; plain lines otherwise.
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new(total: u64) -> Bar {
+        if !std::io::stderr().is_terminal() {
+            return Bar(ProgressBar::hidden());
+        }
+        let pb = ProgressBar::new(total);
+        let style = ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} trials, ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        pb.set_style(style);
+        pb.enable_steady_tick(Duration::from_millis(250));
+        Bar(pb)
+    }
+}
+
+impl Progress for Bar {
+    fn point(&self, label: &str) {
+        self.0.set_message(label.to_owned());
+    }
+    fn trial_done(&self) {
+        self.0.inc(1);
+    }
+    fn note(&self, line: &str) {
+        if self.0.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.0.println(line);
+        }
+    }
+}
+
+/// Parses the arguments, runs, and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let rt = if cli.threads > 1 && !matches!(cli.command, Command::ReferenceServer(_)) {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.threads)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 2;
+        }
+    };
+    let threads = cli.threads.max(1);
+    let result = rt.block_on(async move {
+        tokio::select! {
+            r = run(cli.command, threads) => r,
+            s = mock_kong::process::shutdown_signal() => Err((130, anyhow!("interrupted ({s:?})"))),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err((code, e)) => {
+            eprintln!("error: {e:#}");
+            code
+        }
+    }
+}
+
+type Outcome = Result<i32, (i32, anyhow::Error)>;
+
+fn usage(e: anyhow::Error) -> (i32, anyhow::Error) {
+    (2, e)
+}
+
+async fn run(command: Command, threads: usize) -> Outcome {
+    match command {
+        Command::ReferenceServer(a) => reference_server(a).await,
+        Command::Floor(a) => floor_cmd(a).await,
+        Command::Plot(a) => plot_cmd(a),
+        Command::Run(a) => run_cmd(a, threads).await,
+        Command::Sweep(a) => sweep_cmd(a, threads).await,
+    }
+}
+
+async fn reference_server(a: ReferenceArgs) -> Outcome {
+    let protocol: Protocol = a.protocol.into();
+    if a.dump {
+        let text =
+            mock_kong::reference::dump_json(protocol, &a.plugin).map_err(|e| usage(anyhow!(e)))?;
+        println!("{text}");
+        return Ok(0);
+    }
+    let socket = a
+        .socket
+        .ok_or_else(|| usage(anyhow!("--socket is required")))?;
+    mock_kong::reference::serve(mock_kong::reference::ReferenceOptions {
+        protocol,
+        socket,
+        plugin: a.plugin,
+    })
+    .await
+    .map_err(|e| (1, e.into()))?;
+    Ok(0)
+}
+
+fn plot_cmd(a: PlotArgs) -> Outcome {
+    let text = std::fs::read_to_string(&a.results)
+        .with_context(|| format!("reading {}", a.results.display()))
+        .map_err(usage)?;
+    let results: Results = serde_json::from_str(&text)
+        .with_context(|| {
+            format!(
+                "{} is not a loadgen results.json (schema version 1)",
+                a.results.display()
+            )
+        })
+        .map_err(usage)?;
+    let dir = a
+        .out
+        .or_else(|| a.results.parent().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating {}", dir.display()))
+        .map_err(usage)?;
+    crate::plot::write_all(&results, &dir).map_err(|e| (2, e.into()))?;
+    std::fs::write(dir.join("results.csv"), results.to_csv()).map_err(|e| (2, e.into()))?;
+    std::fs::write(dir.join("summary.md"), results.summary_markdown())
+        .map_err(|e| (2, e.into()))?;
+    println!(
+        "redrew the plots, results.csv and summary.md in {}",
+        dir.display()
+    );
+    Ok(0)
+}
+
+async fn floor_cmd(a: FloorArgs) -> Outcome {
+    let mut out = Vec::new();
+    for p in &a.protocol {
+        let p: Protocol = (*p).into();
+        let (w, d) = (a.warmup, a.duration);
+        let r = tokio::task::spawn_blocking(move || floor::run(p, w, d))
+            .await
+            .map_err(|e| (2, anyhow!(e)))?
+            .map_err(|e| (2, anyhow!(e)))?;
+        out.push(r);
+    }
+    if !a.json.to_stdout() {
+        for f in &out {
+            println!(
+                "{}: {} B out / {} B in, {:.0} round trips/s, RTT p50 {:.1} µs p99 {:.1} µs, client CPU {:.0} ns/rt, server CPU {:.0} ns/rt",
+                f.protocol,
+                f.request_bytes,
+                f.response_bytes,
+                f.round_trips_per_s,
+                f.rtt_us.p50,
+                f.rtt_us.p99,
+                f.client_cpu_ns_per_round_trip,
+                f.server_cpu_ns_per_round_trip
+            );
+        }
+    }
+    a.json
+        .emit(&serde_json::to_value(&out).map_err(|e| (2, e.into()))?)
+        .map_err(usage)?;
+    Ok(0)
+}
+
+fn command_line() -> String {
+    let mut parts = vec!["loadgen".to_owned()];
+    parts.extend(std::env::args().skip(1).map(|a| target::shell_quote(&a)));
+    parts.join(" ")
+}
+
+fn check_common(t: &TimingArgs) -> anyhow::Result<()> {
+    if t.trials == 0 {
+        bail!("--trials must be at least 1");
+    }
+    if t.kong_workers == 0 {
+        bail!("--kong-workers must be at least 1");
+    }
+    if t.duration.is_zero() {
+        bail!("--duration must be longer than 0");
+    }
+    Ok(())
+}
+
+async fn run_cmd(a: RunArgs, threads: usize) -> Outcome {
+    check_common(&a.timing).map_err(usage)?;
+    if a.concurrency == 0 {
+        return Err(usage(anyhow!("--concurrency must be at least 1")));
+    }
+    let mode = match a.rate {
+        Some(rate) if rate > 0.0 && rate.is_finite() => Mode::Open { rate },
+        Some(rate) => {
+            return Err(usage(anyhow!(
+                "--rate must be a positive number of requests/s, got {rate}"
+            )))
+        }
+        None => Mode::Closed,
+    };
+    let plan = SweepPlan {
+        targets: a.targets.targets(),
+        calls: vec![a.calls],
+        concurrency: vec![a.concurrency],
+        modes: vec![mode],
+        kong_workers: a.timing.kong_workers,
+        multicore: None,
+        duration: a.timing.duration,
+        warmup: a.timing.warmup,
+        trials: a.timing.trials,
+        method: a.timing.method.clone(),
+        session: a.targets.session_options().map_err(usage)?,
+        floor: false,
+        chaos: None,
+        keep_hgrm: a.hgrm,
+        command: command_line(),
+        runtime_threads: threads,
+    };
+    let bar = Bar::new(plan.total_trials());
+    let results = sweep::run(&plan, &bar).await;
+    bar.0.finish_and_clear();
+    if !a.json.to_stdout() {
+        print_points(&results, a.hgrm);
+    }
+    a.json
+        .emit(&serde_json::to_value(&results).map_err(|e| (2, e.into()))?)
+        .map_err(usage)?;
+    Ok(exit_code(&results))
+}
+
+fn exit_code(r: &Results) -> i32 {
+    if r.failures.is_empty() && r.points.iter().all(|p| p.errors == 0) {
+        0
+    } else {
+        1
+    }
+}
+
+fn print_points(r: &Results, hgrm: bool) {
+    for p in &r.points {
+        let sat = match p.saturated {
+            Some(true) => format!(" {}", paint("SATURATED", "1;31")),
+            Some(false) => " (rate sustained)".into(),
+            None => String::new(),
+        };
+        println!(
+            "{} {} {} c={} calls={}: {} req/s (±{:.1}%), latency p50 {:.1} µs p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.1}, errors {}{}",
+            paint(&p.peer, "1"),
+            p.protocol,
+            p.mode,
+            p.concurrency,
+            p.calls,
+            paint(&format!("{:.0}", p.rps), "1;32"),
+            p.rps_spread.spread_pct,
+            p.latency_us.p50,
+            p.latency_us.p90,
+            p.latency_us.p99,
+            p.latency_us.p999,
+            p.latency_us.max,
+            if p.errors > 0 { paint(&p.errors.to_string(), "1;31") } else { "0".into() },
+            sat
+        );
+        if let Some(s) = &p.service_us {
+            println!(
+                "    service time (uncorrected): p50 {:.1} µs p99 {:.1} max {:.1}",
+                s.p50, s.p99, s.max
+            );
+        }
+        println!(
+            "    server CPU {} cores, {} µs/request, RSS {} KiB; loadgen CPU {:.2} cores, {:.0} ns per PDK round trip{}",
+            p.server.cpu_cores.map_or("?".into(), |v| format!("{v:.2}")),
+            p.server.cpu_us_per_request.map_or("?".into(), |v| format!("{v:.1}")),
+            p.server.rss_kib_max.map_or("?".into(), |v| v.to_string()),
+            p.loadgen.cpu_cores,
+            p.loadgen.cpu_ns_per_round_trip,
+            p.loadgen
+                .cpu_ratio_to_server
+                .map_or(String::new(), |v| format!(", {:.1}% of the server's", v * 100.0))
+        );
+        if hgrm {
+            if let Some(h) = &p.hgrm {
+                println!("{h}");
+            }
+        }
+    }
+    for f in &r.failures {
+        println!("{} {}: {}", paint("failed", "1;31"), f.peer, f.error);
+    }
+}
+
+async fn sweep_cmd(a: SweepArgs, threads: usize) -> Outcome {
+    check_common(&a.timing).map_err(usage)?;
+    if a.calls.is_empty() || a.concurrency.is_empty() || a.concurrency.contains(&0) {
+        return Err(usage(anyhow!(
+            "--calls and --concurrency need at least one value each, and concurrency ≥ 1"
+        )));
+    }
+    let mut modes = Vec::new();
+    if !a.open_only {
+        modes.push(Mode::Closed);
+    }
+    if let Some(rate) = a.rate {
+        if !(rate > 0.0 && rate.is_finite()) {
+            return Err(usage(anyhow!(
+                "--rate must be a positive number of requests/s, got {rate}"
+            )));
+        }
+        modes.push(Mode::Open { rate });
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mc = a.multicore.unwrap_or(cpus);
+    let multicore = (mc > 1 && !a.multicore_calls.is_empty()).then(|| Multicore {
+        workers: mc,
+        calls: a.multicore_calls.clone(),
+    });
+    let plan = SweepPlan {
+        targets: a.targets.targets(),
+        calls: a.calls.clone(),
+        concurrency: a.concurrency.clone(),
+        modes,
+        kong_workers: a.timing.kong_workers,
+        multicore,
+        duration: a.timing.duration,
+        warmup: a.timing.warmup,
+        trials: a.timing.trials,
+        method: a.timing.method.clone(),
+        session: a.targets.session_options().map_err(usage)?,
+        floor: !a.no_floor,
+        chaos: a.chaos_kill_point.map(|point| ChaosPlan {
+            point,
+            after: a.chaos_kill_after,
+        }),
+        keep_hgrm: false,
+        command: command_line(),
+        runtime_threads: threads,
+    };
+    if let Some(dir) = &a.out {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the output directory {}", dir.display()))
+            .map_err(usage)?;
+    }
+    let bar = Bar::new(plan.total_trials());
+    if !bar.0.is_hidden() {
+        bar.note(&format!(
+            "{} target(s) × {} point(s) × {} trial(s): about {:.0} s",
+            plan.targets.len(),
+            plan.points_per_target(),
+            plan.trials,
+            plan.planned_time().as_secs_f64()
+        ));
+    }
+    let results = sweep::run(&plan, &bar).await;
+    bar.0.finish_and_clear();
+    if let Some(dir) = &a.out {
+        write_outputs(&results, dir).map_err(|e| (2, e))?;
+    }
+    if !a.json.to_stdout() {
+        print_sweep(&results, a.out.as_deref());
+    }
+    a.json
+        .emit(&serde_json::to_value(&results).map_err(|e| (2, e.into()))?)
+        .map_err(usage)?;
+    Ok(exit_code(&results))
+}
+
+/// Writes results.json, results.csv, summary.md and the plots into `dir`.
+pub fn write_outputs(results: &Results, dir: &std::path::Path) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(results)?;
+    std::fs::write(dir.join("results.json"), json + "\n")
+        .with_context(|| format!("writing {}", dir.join("results.json").display()))?;
+    std::fs::write(dir.join("results.csv"), results.to_csv())
+        .with_context(|| format!("writing {}", dir.join("results.csv").display()))?;
+    std::fs::write(dir.join("summary.md"), results.summary_markdown())
+        .with_context(|| format!("writing {}", dir.join("summary.md").display()))?;
+    crate::plot::write_all(results, dir)?;
+    Ok(())
+}
+
+fn print_sweep(r: &Results, out: Option<&std::path::Path>) {
+    for f in &r.floor {
+        println!(
+            "floor {}: {:.0} round trips/s (RTT p50 {:.1} µs), client CPU {:.0} ns/rt",
+            f.protocol, f.round_trips_per_s, f.rtt_us.p50, f.client_cpu_ns_per_round_trip
+        );
+    }
+    for (proto, eff) in &r.references.harness_efficiency {
+        let cpu = r
+            .references
+            .harness_cpu_ratio
+            .get(proto)
+            .copied()
+            .unwrap_or(f64::NAN);
+        let ok = |good: bool| {
+            if good {
+                paint("met", "32")
+            } else {
+                paint("missed", "1;31")
+            }
+        };
+        println!(
+            "harness {proto}: {eff:.2} × floor round trips/s (target ≥ 0.5: {}), {cpu:.2} × floor CPU per round trip (target ≤ 2: {})",
+            ok(*eff >= 0.5),
+            ok(cpu <= 2.0)
+        );
+    }
+    println!("time per request = base + calls × per-call cost (closed loop, 10⁶/rps):");
+    for f in &r.fits {
+        println!(
+            "  {:<10} {:<10} c{:<3} {:<9} base {:>9.1} µs  per call {:>8.2} µs  ({:.2} of base)  R² {:.4}",
+            f.peer, f.protocol, f.concurrency, if f.variant == "single" { "" } else { "multicore" },
+            f.fit.base_us, f.fit.per_call_us, f.per_call_share_of_base, f.fit.r2
+        );
+    }
+    let errors: u64 = r.points.iter().map(|p| p.errors).sum();
+    println!(
+        "{} point(s), {} error(s), {} failure(s); loadgen peak RSS {:.1} MiB",
+        r.points.len(),
+        errors,
+        r.failures.len(),
+        r.loadgen_peak_rss_kib as f64 / 1024.0
+    );
+    for f in &r.failures {
+        println!("{} {}: {}", paint("failed", "1;31"), f.peer, f.error);
+    }
+    if let Some(dir) = out {
+        println!("wrote results.json, results.csv, summary.md, rps/latency/rps_normalised .svg/.png in {}", dir.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("5 parsecs")
+            .unwrap_err()
+            .contains("unknown duration unit"));
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent_and_targets_resolve() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "sweep",
+            "--peer",
+            "go,python",
+            "--peer",
+            "js",
+            "--reference",
+            "--protocol",
+            "msgpack,protobuf",
+            "--calls",
+            "0,10",
+            "--duration",
+            "1s",
+        ])
+        .unwrap();
+        let Command::Sweep(a) = cli.command else {
+            panic!("sweep expected")
+        };
+        let labels: Vec<_> = a
+            .targets
+            .targets()
+            .iter()
+            .map(|t| t.label.clone())
+            .collect();
+        assert_eq!(labels, ["go", "python", "js", "reference", "reference"]);
+        assert_eq!(a.calls, [0, 10]);
+        let cli = Cli::try_parse_from(["loadgen", "run"]).unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!("run expected")
+        };
+        let t = r.targets.targets();
+        assert_eq!(t.len(), 1, "the reference server by default");
+        assert!(matches!(
+            t[0].spec,
+            TargetSpec::Reference {
+                protocol: Protocol::MsgPack,
+                ..
+            }
+        ));
+        assert!(
+            Cli::try_parse_from(["loadgen", "sweep", "--open-only"]).is_err(),
+            "--open-only needs --rate"
+        );
+    }
+}

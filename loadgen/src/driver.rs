@@ -1,0 +1,596 @@
+//! Driving load through the mock-kong host: one measured *trial* of one *point* (calls per
+//! request, concurrency, mode) against an open [`Session`].
+//!
+//! # Kong workers and connections
+//!
+//! A point runs `concurrency` request loops spread round-robin over `kong_workers` emulated Kong
+//! workers. Each Kong worker is its own [`Client`] + [`PluginRunner`], i.e. its own connection
+//! pool and plugin-instance cache, exactly as each nginx worker process of Kong has its own
+//! cosocket pool and `plugin_servers` instance table. All loops of one worker share that
+//! worker's pool, as concurrent requests of one nginx worker do: with `MsgPack:1` every RPC call
+//! checks a connection out of the pool (so C loops keep up to C connections busy), with
+//! `ProtoBuf:1` each event holds one pooled connection for its whole conversation (spec §4.1,
+//! §5.1). The default is one Kong worker (Kong's `nginx_worker_processes = 1`); the sweep's
+//! multicore variant uses several.
+//!
+//! # Closed and open loops
+//!
+//! * Closed: each loop runs requests back to back. Throughput and latency count the requests
+//!   that *complete* inside the measurement window (after the warm-up).
+//! * Open: requests are scheduled at a constant total rate; request `i` is *intended* to start
+//!   at `t0 + i / rate`. A loop claims the next index, sleeps until its intended start (if it
+//!   is not already late) and runs it. Latency is measured from the intended start (no
+//!   coordinated omission, as wrk2 and oha do); the uncorrected service time (from the actual
+//!   start) and the scheduling lag are kept too. Every request whose intended start falls in the
+//!   window and started before the window ended is counted, however late it completes; those
+//!   not started by then are counted as `unsent` (the backlog). A trial is *saturated* when the
+//!   achieved rate is below 95 % of the target, anything was left unsent, or the lag of the last
+//!   request exceeds a tenth of the window.
+//!
+//! Errors are never dropped: a failed event (host error, or an event that did not end with the
+//! server's "done") counts as an error of its kind, inside or outside the window, and the loop
+//! pauses [`ERROR_BACKOFF`] before its next request so a dead server cannot turn the loop into
+//! a busy spin.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use mock_kong::host::{Client, EventEnd, HostError, PluginEntity, PluginRunner};
+use mock_kong::pdk::SimpleRequest;
+use mock_kong::session::Session;
+use tokio::time::Instant;
+
+use crate::procstat;
+use crate::stats;
+
+/// Pause of a request loop after a failed request.
+pub const ERROR_BACKOFF: Duration = Duration::from_millis(5);
+
+/// The phase the `bench` plugin runs in.
+pub const PHASE: &str = "access";
+
+/// Closed or open loop.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Mode {
+    /// Back-to-back requests per loop.
+    Closed,
+    /// A constant total request rate (requests per second).
+    Open { rate: f64 },
+}
+
+impl Mode {
+    /// `"closed"` or `"open"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Closed => "closed",
+            Mode::Open { .. } => "open",
+        }
+    }
+}
+
+/// What to measure at one point.
+#[derive(Debug, Clone)]
+pub struct PointSpec {
+    /// PDK calls per request (the `bench` plugin's `calls`).
+    pub calls: u32,
+    /// The repeated PDK method (`bench`'s `method`).
+    pub method: String,
+    /// Request loops (requests in flight at most).
+    pub concurrency: usize,
+    /// Emulated Kong workers (each its own connection pool and instance cache).
+    pub kong_workers: usize,
+    pub mode: Mode,
+    /// Excluded from the figures.
+    pub warmup: Duration,
+    /// The measurement window.
+    pub duration: Duration,
+}
+
+/// Why a point could not be measured at all.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("the sample request of the point (calls = {calls}) failed: {error}. The server cannot run the bench plugin; check it with `mock-kong call --plugin bench`")]
+    Sample { calls: u32, error: HostError },
+    #[error("the bench plugin made {got} PDK call(s) where {expected} were configured (the transcript of the sample request counts them); a bench plugin must make exactly `calls` calls (plugins/README.md)")]
+    CallCount { expected: u32, got: usize },
+    #[error("the sample request ended with {end:?} instead of the server's \"done\"")]
+    SampleEnd { end: EventEnd },
+    #[error("invalid point: {0}")]
+    Invalid(String),
+}
+
+/// A point ready to run: the plugin entity and the Kong workers, instances started, call count
+/// verified.
+pub struct PreparedPoint {
+    pub spec: PointSpec,
+    entity: Arc<PluginEntity>,
+    workers: Vec<Arc<PluginRunner>>,
+    /// PDK calls counted in the sample request's transcript.
+    pub verified_calls: usize,
+}
+
+/// The bench plugin's config for `calls` and `method`.
+pub fn bench_config(calls: u32, method: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("calls".into(), calls.into());
+    m.insert("method".into(), method.into());
+    m
+}
+
+fn request_template() -> SimpleRequest {
+    SimpleRequest {
+        request_headers: vec![
+            ("host".into(), "example.com".into()),
+            ("x-bench".into(), "1".into()),
+        ],
+        ..Default::default()
+    }
+}
+
+/// Builds the Kong workers for `spec` on `session`'s socket, starts the instance on each and
+/// checks on a sample request that the plugin makes exactly `spec.calls` PDK calls.
+pub async fn prepare(
+    session: &Session,
+    plugin: &str,
+    spec: PointSpec,
+) -> Result<PreparedPoint, DriverError> {
+    if spec.concurrency == 0 || spec.kong_workers == 0 {
+        return Err(DriverError::Invalid(
+            "concurrency and kong workers must be at least 1".into(),
+        ));
+    }
+    if let Mode::Open { rate } = spec.mode {
+        if !(rate > 0.0 && rate.is_finite()) {
+            return Err(DriverError::Invalid(format!(
+                "an open-loop rate must be a positive number of requests per second, got {rate}"
+            )));
+        }
+    }
+    let entity = Arc::new(PluginEntity::new(
+        plugin,
+        bench_config(spec.calls, &spec.method),
+    ));
+    let opts = session.client().options().clone();
+    let mut workers = Vec::with_capacity(spec.kong_workers);
+    let mut verified = 0;
+    for _ in 0..spec.kong_workers {
+        let runner = Arc::new(PluginRunner::new(Arc::new(Client::new(opts.clone()))));
+        let mut pdk = request_template();
+        let report = runner
+            .run_event(&entity, PHASE, &mut pdk)
+            .await
+            .map_err(|error| DriverError::Sample {
+                calls: spec.calls,
+                error,
+            })?;
+        if report.end != EventEnd::Done {
+            return Err(DriverError::SampleEnd { end: report.end });
+        }
+        if report.calls.len() != spec.calls as usize {
+            return Err(DriverError::CallCount {
+                expected: spec.calls,
+                got: report.calls.len(),
+            });
+        }
+        verified = report.calls.len();
+        workers.push(runner);
+    }
+    Ok(PreparedPoint {
+        spec,
+        entity,
+        workers,
+        verified_calls: verified,
+    })
+}
+
+/// Server resource use over a trial's window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ServerUsage {
+    /// CPU seconds of the server's process tree in the window (`None` if it was restarted).
+    pub cpu_s: Option<f64>,
+    /// Resident set size of the server's process tree at the end of the window, KiB.
+    pub rss_kib: u64,
+    /// Peak resident set size of the server's main process, KiB.
+    pub hwm_kib: u64,
+}
+
+/// The outcome of one trial.
+#[derive(Debug, Clone)]
+pub struct TrialResult {
+    /// Successful requests counted.
+    pub ok: u64,
+    /// Failed requests counted (window only).
+    pub errors: u64,
+    /// Failed requests by kind, window and warm-up together.
+    pub error_kinds: BTreeMap<String, u64>,
+    /// Failed requests during the warm-up.
+    pub warmup_errors: u64,
+    /// The window length used for the rate, seconds.
+    pub window_s: f64,
+    /// Successful requests per second.
+    pub rps: f64,
+    /// Latency of successful requests (open loop: from the intended start), ns.
+    pub latency: Histogram<u64>,
+    /// Open loop: service time from the actual start, ns.
+    pub service: Option<Histogram<u64>>,
+    /// Open loop: how late requests started, ns.
+    pub sched_lag: Option<Histogram<u64>>,
+    /// Open loop: requests scheduled in the window that had not started when it ended.
+    pub unsent: u64,
+    /// Open loop: the target rate and whether it was not sustained.
+    pub target_rps: Option<f64>,
+    pub saturated: Option<bool>,
+    /// loadgen's own CPU time in the window, seconds.
+    pub loadgen_cpu_s: f64,
+    pub server: Option<ServerUsage>,
+    /// Server spawns during the trial (0 normally; > 0 after a crash and Kong-style respawn).
+    pub server_respawns: u32,
+    /// PDK round trips per request (`calls + 1`: the HandleEvent and each callback).
+    pub round_trips_per_request: u32,
+}
+
+impl TrialResult {
+    /// loadgen CPU per PDK round trip, nanoseconds.
+    pub fn loadgen_ns_per_round_trip(&self) -> f64 {
+        let rt = self.ok as f64 * f64::from(self.round_trips_per_request);
+        if rt == 0.0 {
+            0.0
+        } else {
+            self.loadgen_cpu_s * 1e9 / rt
+        }
+    }
+}
+
+/// Something to do to the server in the middle of a trial (chaos testing).
+#[derive(Debug, Clone, Copy)]
+pub struct Chaos {
+    /// Time after the start of the window at which the server gets SIGKILL.
+    pub kill_after: Duration,
+}
+
+#[derive(Default)]
+struct LoopOut {
+    ok: u64,
+    errors: u64,
+    warmup_errors: u64,
+    kinds: BTreeMap<String, u64>,
+    latency: Option<Histogram<u64>>,
+    service: Option<Histogram<u64>>,
+    lag: Option<Histogram<u64>>,
+    last_end: Option<Instant>,
+    max_final_lag: Duration,
+    unsent: u64,
+}
+
+/// A short name of a failure, for the error table.
+pub fn error_kind(e: &HostError) -> &'static str {
+    match e {
+        HostError::Connect { .. } => "connect",
+        HostError::ConnectTimeout { .. } => "connect_timeout",
+        HostError::Write { .. } => "write",
+        HostError::WriteTimeout { .. } => "write_timeout",
+        HostError::ReadTimeout { .. } => "read_timeout",
+        HostError::Closed { .. } => "closed",
+        HostError::Read { .. } => "read",
+        HostError::Decode { .. } => "decode",
+        HostError::Shape { .. } => "shape",
+        HostError::Server { .. } => "server_error",
+        HostError::RetriesExhausted { .. } => "retries_exhausted",
+    }
+}
+
+fn end_kind(end: &EventEnd) -> Option<&'static str> {
+    match end {
+        EventEnd::Done => None,
+        EventEnd::Exit { .. } => Some("plugin_exit"),
+        EventEnd::Raised { .. } => Some("pdk_raised"),
+        EventEnd::MethodNotFound { .. } => Some("method_not_found"),
+    }
+}
+
+/// Runs one request; `Err(kind)` on failure.
+async fn one_request(
+    runner: &PluginRunner,
+    entity: &PluginEntity,
+    pdk: &mut SimpleRequest,
+) -> Result<(), &'static str> {
+    pdk.response_headers.clear();
+    match runner.run_event(entity, PHASE, pdk).await {
+        Ok(report) => match end_kind(&report.end) {
+            None => Ok(()),
+            Some(k) => Err(k),
+        },
+        Err(e) => Err(error_kind(&e)),
+    }
+}
+
+struct Window {
+    start: Instant,
+    end: Instant,
+}
+
+async fn closed_loop(
+    runner: Arc<PluginRunner>,
+    entity: Arc<PluginEntity>,
+    w: Arc<Window>,
+) -> LoopOut {
+    let mut out = LoopOut {
+        latency: Some(stats::new_histogram()),
+        ..Default::default()
+    };
+    let mut pdk = request_template();
+    let Some(hist) = out.latency.as_mut() else {
+        return out;
+    };
+    loop {
+        let start = Instant::now();
+        if start >= w.end {
+            break;
+        }
+        let res = one_request(&runner, &entity, &mut pdk).await;
+        let end = Instant::now();
+        let in_window = end >= w.start && end < w.end;
+        match res {
+            Ok(()) if in_window => {
+                out.ok += 1;
+                stats::record(hist, (end - start).as_nanos() as u64);
+            }
+            Ok(()) => {}
+            Err(kind) => {
+                *out.kinds.entry(kind.to_owned()).or_default() += 1;
+                if end < w.start {
+                    out.warmup_errors += 1;
+                } else {
+                    out.errors += 1;
+                }
+                tokio::time::sleep(ERROR_BACKOFF).await;
+            }
+        }
+    }
+    out
+}
+
+/// Tokio's timer has a 1 ms granularity (and rounds up), which would add up to a millisecond of
+/// fake latency to every open-loop request. So: sleep with the timer until [`SPIN_BELOW`] before
+/// the intended start, then yield to the runtime until it is reached (other loops and I/O keep
+/// running; the cost is CPU time below saturation, never above it, when requests are late).
+pub const SPIN_BELOW: Duration = Duration::from_micros(1500);
+
+async fn wait_until(t: Instant) {
+    let now = Instant::now();
+    if t <= now {
+        return;
+    }
+    if t - now > SPIN_BELOW {
+        tokio::time::sleep_until(t - SPIN_BELOW).await;
+    }
+    while Instant::now() < t {
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn open_loop(
+    runner: Arc<PluginRunner>,
+    entity: Arc<PluginEntity>,
+    w: Arc<Window>,
+    t0: Instant,
+    interval: Duration,
+    next: Arc<AtomicU64>,
+) -> LoopOut {
+    let mut latency = stats::new_histogram();
+    let mut service = stats::new_histogram();
+    let mut lag = stats::new_histogram();
+    let mut out = LoopOut::default();
+    let mut pdk = request_template();
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(offset) = interval.checked_mul(u32::try_from(i).unwrap_or(u32::MAX)) else {
+            break;
+        };
+        let intended = t0 + offset;
+        if intended >= w.end {
+            break;
+        }
+        let now = Instant::now();
+        if intended < w.start && now >= w.start {
+            // Warm-up backlog: dropped at the start of the window so the window measures its
+            // own schedule (counted as warm-up work, never measured).
+            continue;
+        }
+        if now >= w.end {
+            // The window is over and this request has not started: the backlog is counted,
+            // not run (a far-too-high rate would otherwise run for ever).
+            if intended >= w.start {
+                out.unsent += 1;
+            }
+            continue;
+        }
+        wait_until(intended).await;
+        let actual = Instant::now();
+        let res = one_request(&runner, &entity, &mut pdk).await;
+        let end = Instant::now();
+        let counted = intended >= w.start;
+        match res {
+            Ok(()) if counted => {
+                out.ok += 1;
+                stats::record(&mut latency, (end - intended).as_nanos() as u64);
+                stats::record(&mut service, (end - actual).as_nanos() as u64);
+                stats::record(&mut lag, (actual - intended).as_nanos() as u64);
+                out.last_end = Some(out.last_end.map_or(end, |l| l.max(end)));
+                out.max_final_lag = actual - intended;
+            }
+            Ok(()) => {}
+            Err(kind) => {
+                *out.kinds.entry(kind.to_owned()).or_default() += 1;
+                if counted {
+                    out.errors += 1;
+                    out.last_end = Some(out.last_end.map_or(end, |l| l.max(end)));
+                } else {
+                    out.warmup_errors += 1;
+                }
+                tokio::time::sleep(ERROR_BACKOFF).await;
+            }
+        }
+    }
+    out.latency = Some(latency);
+    out.service = Some(service);
+    out.lag = Some(lag);
+    out
+}
+
+/// Runs one trial of `point` (warm-up, then the window), optionally killing the server in the
+/// middle of the window.
+pub async fn run_trial(
+    session: &Session,
+    point: &PreparedPoint,
+    chaos: Option<Chaos>,
+) -> TrialResult {
+    let spec = &point.spec;
+    let t0 = Instant::now();
+    let window = Arc::new(Window {
+        start: t0 + spec.warmup,
+        end: t0 + spec.warmup + spec.duration,
+    });
+    let spawns_before = session.process.as_ref().map(|p| p.spawn_count());
+    let mut set = tokio::task::JoinSet::new();
+    let next = Arc::new(AtomicU64::new(0));
+    for i in 0..spec.concurrency {
+        let runner = point.workers[i % point.workers.len()].clone();
+        let entity = point.entity.clone();
+        let w = window.clone();
+        match spec.mode {
+            Mode::Closed => {
+                set.spawn(closed_loop(runner, entity, w));
+            }
+            Mode::Open { rate } => {
+                let interval = Duration::from_secs_f64(1.0 / rate);
+                set.spawn(open_loop(runner, entity, w, t0, interval, next.clone()));
+            }
+        }
+    }
+    // Samples at the window edges.
+    tokio::time::sleep_until(window.start).await;
+    let server_pid = session.process.as_ref().and_then(|p| p.pid());
+    let server_before = server_pid.and_then(procstat::sample);
+    let cpu_before = procstat::self_cpu();
+    if let Some(chaos) = chaos {
+        tokio::time::sleep_until(window.start + chaos.kill_after).await;
+        if let Some(p) = &session.process {
+            p.signal(libc::SIGKILL);
+        }
+    }
+    tokio::time::sleep_until(window.end).await;
+    let cpu_after = procstat::self_cpu();
+    let server_after = session
+        .process
+        .as_ref()
+        .and_then(|p| p.pid())
+        .and_then(procstat::sample);
+
+    let mut total = LoopOut::default();
+    let mut latency = stats::new_histogram();
+    let mut service: Option<Histogram<u64>> = None;
+    let mut lag: Option<Histogram<u64>> = None;
+    let mut final_lag = Duration::ZERO;
+    while let Some(joined) = set.join_next().await {
+        let Ok(o) = joined else { continue };
+        total.ok += o.ok;
+        total.errors += o.errors;
+        total.warmup_errors += o.warmup_errors;
+        for (k, v) in o.kinds {
+            *total.kinds.entry(k).or_default() += v;
+        }
+        if let Some(h) = &o.latency {
+            let _ = latency.add(h);
+        }
+        merge(&mut service, o.service.as_ref());
+        merge(&mut lag, o.lag.as_ref());
+        if let Some(e) = o.last_end {
+            total.last_end = Some(total.last_end.map_or(e, |l| l.max(e)));
+        }
+        final_lag = final_lag.max(o.max_final_lag);
+        total.unsent += o.unsent;
+    }
+    // Open loop: requests of the window may complete after it; CPU is taken up to then.
+    let (cpu_after, server_after) = match spec.mode {
+        Mode::Closed => (cpu_after, server_after),
+        Mode::Open { .. } => (
+            procstat::self_cpu(),
+            session
+                .process
+                .as_ref()
+                .and_then(|p| p.pid())
+                .and_then(procstat::sample),
+        ),
+    };
+    let window_s = match spec.mode {
+        Mode::Closed => spec.duration.as_secs_f64(),
+        Mode::Open { .. } => total
+            .last_end
+            .map(|e| e.max(window.end) - window.start)
+            .unwrap_or(spec.duration)
+            .as_secs_f64(),
+    };
+    let rps = if window_s > 0.0 {
+        total.ok as f64 / window_s
+    } else {
+        0.0
+    };
+    let (target_rps, saturated) = match spec.mode {
+        Mode::Closed => (None, None),
+        Mode::Open { rate } => {
+            let sat = rps < 0.95 * rate || total.unsent > 0 || final_lag > spec.duration / 10;
+            (Some(rate), Some(sat))
+        }
+    };
+    let server = match (server_before, server_after) {
+        (Some(b), Some(a)) => Some(ServerUsage {
+            cpu_s: (a.pid == b.pid && a.cpu >= b.cpu).then(|| (a.cpu - b.cpu).as_secs_f64()),
+            rss_kib: a.rss_kib,
+            hwm_kib: a.hwm_kib,
+        }),
+        (None, Some(a)) | (Some(a), None) => Some(ServerUsage {
+            cpu_s: None,
+            rss_kib: a.rss_kib,
+            hwm_kib: a.hwm_kib,
+        }),
+        (None, None) => None,
+    };
+    let spawns_after = session.process.as_ref().map(|p| p.spawn_count());
+    TrialResult {
+        ok: total.ok,
+        errors: total.errors,
+        error_kinds: total.kinds,
+        warmup_errors: total.warmup_errors,
+        window_s,
+        rps,
+        latency,
+        service,
+        sched_lag: lag,
+        unsent: total.unsent,
+        target_rps,
+        saturated,
+        loadgen_cpu_s: cpu_after.saturating_sub(cpu_before).as_secs_f64(),
+        server,
+        server_respawns: match (spawns_before, spawns_after) {
+            (Some(b), Some(a)) => a.saturating_sub(b),
+            _ => 0,
+        },
+        round_trips_per_request: spec.calls + 1,
+    }
+}
+
+fn merge(into: &mut Option<Histogram<u64>>, h: Option<&Histogram<u64>>) {
+    if let Some(h) = h {
+        match into {
+            Some(i) => {
+                let _ = i.add(h);
+            }
+            None => *into = Some(h.clone()),
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! The `loadgen` binary: everything lives in the library.
+
+fn main() {
+    std::process::exit(loadgen::cli::main());
+}

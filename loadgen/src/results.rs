@@ -1,0 +1,803 @@
+//! The results of a sweep: `results.json` (schema `loadgen/schema/results.schema.json`, version
+//! [`SCHEMA_VERSION`]), the CSV, the markdown summary, and the machine fingerprint.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::driver::{Mode, TrialResult};
+use crate::floor::FloorResult;
+use crate::stats::{self, LatencyUs, LinearFit, Spread};
+
+/// Version of the `results.json` layout; bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Where and on what the numbers were measured.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Machine {
+    /// A short hash of the fields below: two result files with the same fingerprint come from
+    /// the same kind of machine, so absolute numbers may be compared.
+    pub fingerprint: String,
+    pub cpu_model: String,
+    /// Logical CPUs online.
+    pub cpus: usize,
+    pub mem_total_kib: u64,
+    pub kernel: String,
+    pub arch: String,
+}
+
+impl Machine {
+    /// Reads `/proc/cpuinfo`, `/proc/meminfo` and `uname`.
+    pub fn detect() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_else(|| "unknown".into());
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mem_total_kib = std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into());
+        let arch = std::env::consts::ARCH.to_owned();
+        let mut m = Machine {
+            fingerprint: String::new(),
+            cpu_model,
+            cpus,
+            mem_total_kib,
+            kernel,
+            arch,
+        };
+        m.fingerprint = m.compute_fingerprint();
+        m
+    }
+
+    /// FNV-1a of the CPU model, CPU count, memory (rounded to GiB), kernel and architecture.
+    pub fn compute_fingerprint(&self) -> String {
+        let text = format!(
+            "{}|{}|{}|{}|{}",
+            self.cpu_model,
+            self.cpus,
+            self.mem_total_kib >> 20,
+            self.kernel,
+            self.arch
+        );
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in text.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+}
+
+/// One trial of a point.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrialRecord {
+    pub rps: f64,
+    pub ok: u64,
+    pub errors: u64,
+    pub warmup_errors: u64,
+    pub window_s: f64,
+    pub latency_us: LatencyUs,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub service_us: Option<LatencyUs>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub saturated: Option<bool>,
+    /// Open loop: requests of the window not started when it ended.
+    #[serde(default)]
+    pub unsent: u64,
+    pub loadgen_cpu_s: f64,
+    pub loadgen_cpu_ns_per_round_trip: f64,
+    pub server_cpu_s: Option<f64>,
+    pub server_rss_kib: Option<u64>,
+    pub server_respawns: u32,
+}
+
+/// Server resource use at a point (medians over trials).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ServerRecord {
+    /// CPU seconds per second of window (1.0 = one core busy), median over trials.
+    pub cpu_cores: Option<f64>,
+    /// Server CPU per request, µs.
+    pub cpu_us_per_request: Option<f64>,
+    pub rss_kib_max: Option<u64>,
+    pub hwm_kib_max: Option<u64>,
+    /// Total respawns over the trials (a server killed mid-point is restarted as Kong does).
+    pub respawns: u32,
+}
+
+/// loadgen's own cost at a point.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct LoadgenRecord {
+    /// CPU seconds per second of window, median over trials.
+    pub cpu_cores: f64,
+    /// CPU per PDK round trip (HandleEvent + each callback), ns, median over trials.
+    pub cpu_ns_per_round_trip: f64,
+    /// loadgen CPU ÷ server CPU (median over trials), when the server's CPU is known.
+    pub cpu_ratio_to_server: Option<f64>,
+}
+
+/// One measured point.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PointRecord {
+    /// Target label: a peer name, `reference` or the `--name` of a command pair.
+    pub peer: String,
+    pub protocol: String,
+    pub calls: u32,
+    pub concurrency: usize,
+    pub kong_workers: usize,
+    /// `"closed"` or `"open"`.
+    pub mode: String,
+    /// `"single"` or `"multicore"`.
+    pub variant: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub target_rps: Option<f64>,
+    /// Median successful requests/s over the trials.
+    pub rps: f64,
+    pub rps_spread: Spread,
+    /// rps ÷ rps of the same series at 0 calls.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rps_normalised: Option<f64>,
+    /// Percentiles of all trials' latencies together (histograms merged, never averaged).
+    pub latency_us: LatencyUs,
+    pub latency_p99_spread: Spread,
+    /// Open loop: service time (from the actual start), all trials merged.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub service_us: Option<LatencyUs>,
+    /// Open loop: any trial saturated.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub saturated: Option<bool>,
+    /// Errors in the measurement windows of all trials.
+    pub errors: u64,
+    /// Open loop: requests scheduled but not started by the end of the windows (all trials).
+    #[serde(default)]
+    pub unsent: u64,
+    pub warmup_errors: u64,
+    pub error_kinds: BTreeMap<String, u64>,
+    /// PDK calls counted in the transcript of the point's sample request.
+    pub verified_calls: usize,
+    /// 10⁶ ÷ rps: the time per request the linear model fits, µs (0 when nothing succeeded).
+    pub time_per_request_us: f64,
+    /// The HdrHistogram percentile spectrum of the merged latencies (`loadgen run --hgrm`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub hgrm: Option<String>,
+    pub server: ServerRecord,
+    pub loadgen: LoadgenRecord,
+    pub trials: Vec<TrialRecord>,
+}
+
+impl PointRecord {
+    /// Aggregates the trials of a point.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_trials(
+        peer: &str,
+        protocol: &str,
+        calls: u32,
+        concurrency: usize,
+        kong_workers: usize,
+        mode: Mode,
+        variant: &str,
+        verified_calls: usize,
+        trials: &[TrialResult],
+    ) -> PointRecord {
+        let mut latency = stats::new_histogram();
+        let mut service: Option<hdrhistogram::Histogram<u64>> = None;
+        let mut kinds = BTreeMap::new();
+        for t in trials {
+            let _ = latency.add(&t.latency);
+            if let Some(s) = &t.service {
+                match &mut service {
+                    Some(acc) => {
+                        let _ = acc.add(s);
+                    }
+                    None => service = Some(s.clone()),
+                }
+            }
+            for (k, v) in &t.error_kinds {
+                *kinds.entry(k.clone()).or_insert(0) += v;
+            }
+        }
+        let records: Vec<TrialRecord> = trials
+            .iter()
+            .map(|t| TrialRecord {
+                rps: t.rps,
+                ok: t.ok,
+                errors: t.errors,
+                warmup_errors: t.warmup_errors,
+                window_s: t.window_s,
+                latency_us: LatencyUs::of(&t.latency),
+                service_us: t.service.as_ref().map(LatencyUs::of),
+                saturated: t.saturated,
+                unsent: t.unsent,
+                loadgen_cpu_s: t.loadgen_cpu_s,
+                loadgen_cpu_ns_per_round_trip: t.loadgen_ns_per_round_trip(),
+                server_cpu_s: t.server.and_then(|s| s.cpu_s),
+                server_rss_kib: t.server.map(|s| s.rss_kib),
+                server_respawns: t.server_respawns,
+            })
+            .collect();
+        let rps = Spread::of(&records.iter().map(|r| r.rps).collect::<Vec<_>>());
+        let p99 = Spread::of(&records.iter().map(|r| r.latency_us.p99).collect::<Vec<_>>());
+        let server_cores: Vec<f64> = trials
+            .iter()
+            .filter_map(|t| {
+                t.server
+                    .and_then(|s| s.cpu_s)
+                    .map(|c| c / t.window_s.max(1e-9))
+            })
+            .collect();
+        let server_per_req: Vec<f64> = trials
+            .iter()
+            .filter_map(|t| {
+                let c = t.server.and_then(|s| s.cpu_s)?;
+                (t.ok > 0).then(|| c * 1e6 / t.ok as f64)
+            })
+            .collect();
+        let ratios: Vec<f64> = trials
+            .iter()
+            .filter_map(|t| {
+                let c = t.server.and_then(|s| s.cpu_s)?;
+                (c > 0.0).then(|| t.loadgen_cpu_s / c)
+            })
+            .collect();
+        let median_opt = |v: &[f64]| (!v.is_empty()).then(|| Spread::of(v).median);
+        PointRecord {
+            peer: peer.to_owned(),
+            protocol: protocol.to_owned(),
+            calls,
+            concurrency,
+            kong_workers,
+            mode: mode.name().to_owned(),
+            variant: variant.to_owned(),
+            target_rps: match mode {
+                Mode::Open { rate } => Some(rate),
+                Mode::Closed => None,
+            },
+            rps: rps.median,
+            rps_spread: rps,
+            rps_normalised: None,
+            latency_us: LatencyUs::of(&latency),
+            latency_p99_spread: p99,
+            service_us: service.as_ref().map(LatencyUs::of),
+            saturated: match mode {
+                Mode::Open { .. } => Some(records.iter().any(|r| r.saturated == Some(true))),
+                Mode::Closed => None,
+            },
+            errors: records.iter().map(|r| r.errors).sum(),
+            unsent: records.iter().map(|r| r.unsent).sum(),
+            warmup_errors: records.iter().map(|r| r.warmup_errors).sum(),
+            error_kinds: kinds,
+            verified_calls,
+            time_per_request_us: if rps.median > 0.0 {
+                1e6 / rps.median
+            } else {
+                0.0
+            },
+            server: ServerRecord {
+                cpu_cores: median_opt(&server_cores),
+                cpu_us_per_request: median_opt(&server_per_req),
+                rss_kib_max: records.iter().filter_map(|r| r.server_rss_kib).max(),
+                hwm_kib_max: trials
+                    .iter()
+                    .filter_map(|t| t.server.map(|s| s.hwm_kib))
+                    .max(),
+                respawns: records.iter().map(|r| r.server_respawns).sum(),
+            },
+            loadgen: LoadgenRecord {
+                cpu_cores: Spread::of(
+                    &trials
+                        .iter()
+                        .map(|t| t.loadgen_cpu_s / t.window_s.max(1e-9))
+                        .collect::<Vec<_>>(),
+                )
+                .median,
+                cpu_ns_per_round_trip: Spread::of(
+                    &records
+                        .iter()
+                        .map(|r| r.loadgen_cpu_ns_per_round_trip)
+                        .collect::<Vec<_>>(),
+                )
+                .median,
+                cpu_ratio_to_server: median_opt(&ratios),
+            },
+            trials: records,
+            hgrm: None,
+        }
+    }
+
+    /// The series a point belongs to (everything but `calls`).
+    pub fn series_key(&self) -> String {
+        let mut k = format!(
+            "{} {} c{} {}",
+            self.peer, self.protocol, self.concurrency, self.mode
+        );
+        if self.variant != "single" {
+            let _ = write!(k, " {}x{}", self.variant, self.kong_workers);
+        }
+        k
+    }
+}
+
+/// The fitted line of one series.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FitRecord {
+    pub peer: String,
+    pub protocol: String,
+    pub concurrency: usize,
+    pub kong_workers: usize,
+    pub mode: String,
+    pub variant: String,
+    #[serde(flatten)]
+    pub fit: LinearFit,
+    /// per_call_us ÷ base_us (the docs' curves: ~0.2 for Go, ~0.3 for Python/JS).
+    pub per_call_share_of_base: f64,
+}
+
+/// A point that could not be measured.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FailureRecord {
+    pub peer: String,
+    pub calls: Option<u32>,
+    pub concurrency: Option<usize>,
+    pub error: String,
+}
+
+/// Measurements made in the same run that gates compare against (issue: CI gates).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct References {
+    /// Raw ping-pong round trips/s, per protocol.
+    pub floor_round_trips_per_s: BTreeMap<String, f64>,
+    /// The reference server's closed-loop rps at concurrency 1, per protocol and call count
+    /// (`"MsgPack:1/10" → rps`), when the sweep included `--reference`.
+    pub reference_rps: BTreeMap<String, f64>,
+    /// Harness efficiency: reference round trips/s at 1 connection and the largest call count,
+    /// ÷ the floor's, per protocol (target ≥ 0.5).
+    pub harness_efficiency: BTreeMap<String, f64>,
+    /// loadgen CPU per round trip ÷ the floor client's, same point (target ≤ 2).
+    pub harness_cpu_ratio: BTreeMap<String, f64>,
+}
+
+/// Settings of the sweep.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Settings {
+    pub calls: Vec<u32>,
+    pub concurrency: Vec<usize>,
+    pub modes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub open_rate: Option<f64>,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub trials: usize,
+    pub kong_workers: usize,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub multicore_workers: Option<usize>,
+    pub method: String,
+    pub runtime_threads: usize,
+}
+
+/// `results.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    pub schema_version: u32,
+    pub tool: String,
+    /// Seconds since the Unix epoch when the sweep finished.
+    pub finished_at: u64,
+    pub command: String,
+    pub machine: Machine,
+    pub settings: Settings,
+    pub floor: Vec<FloorResult>,
+    pub references: References,
+    pub points: Vec<PointRecord>,
+    pub fits: Vec<FitRecord>,
+    pub failures: Vec<FailureRecord>,
+    /// loadgen's peak resident set size during the sweep, KiB.
+    pub loadgen_peak_rss_kib: u64,
+}
+
+impl Results {
+    /// Fills `rps_normalised` (÷ the 0-call point of the same series), the linear fits
+    /// (closed-loop series with at least two call counts) and the in-run references.
+    pub fn finish(&mut self) {
+        let mut zero: BTreeMap<String, f64> = BTreeMap::new();
+        for p in &self.points {
+            if p.calls == 0 && p.rps > 0.0 {
+                zero.insert(p.series_key(), p.rps);
+            }
+        }
+        for p in &mut self.points {
+            p.rps_normalised = zero.get(&p.series_key()).map(|z| p.rps / z);
+        }
+        let mut series: BTreeMap<String, Vec<&PointRecord>> = BTreeMap::new();
+        for p in self.points.iter().filter(|p| p.mode == "closed") {
+            series.entry(p.series_key()).or_default().push(p);
+        }
+        self.fits = series
+            .values()
+            .filter_map(|pts| {
+                let xy: Vec<(f64, f64)> = pts
+                    .iter()
+                    .filter(|p| p.rps > 0.0)
+                    .map(|p| (f64::from(p.calls), p.time_per_request_us))
+                    .collect();
+                let fit = LinearFit::fit(&xy)?;
+                let p = pts[0];
+                Some(FitRecord {
+                    peer: p.peer.clone(),
+                    protocol: p.protocol.clone(),
+                    concurrency: p.concurrency,
+                    kong_workers: p.kong_workers,
+                    mode: p.mode.clone(),
+                    variant: p.variant.clone(),
+                    per_call_share_of_base: if fit.base_us != 0.0 {
+                        fit.per_call_us / fit.base_us
+                    } else {
+                        0.0
+                    },
+                    fit,
+                })
+            })
+            .collect();
+        for f in &self.floor {
+            self.references
+                .floor_round_trips_per_s
+                .insert(f.protocol.to_string(), f.round_trips_per_s);
+        }
+        for p in self.points.iter().filter(|p| {
+            p.peer == "reference"
+                && p.concurrency == 1
+                && p.mode == "closed"
+                && p.variant == "single"
+        }) {
+            self.references
+                .reference_rps
+                .insert(format!("{}/{}", p.protocol, p.calls), p.rps);
+        }
+        for f in &self.floor {
+            let proto = f.protocol.to_string();
+            let best = self
+                .points
+                .iter()
+                .filter(|p| {
+                    p.peer == "reference"
+                        && p.protocol == proto
+                        && p.concurrency == 1
+                        && p.mode == "closed"
+                        && p.variant == "single"
+                })
+                .max_by_key(|p| p.calls);
+            if let Some(p) = best {
+                let rt = p.rps * f64::from(p.calls + 1);
+                if f.round_trips_per_s > 0.0 {
+                    self.references
+                        .harness_efficiency
+                        .insert(proto.clone(), rt / f.round_trips_per_s);
+                }
+                if f.client_cpu_ns_per_round_trip > 0.0 {
+                    self.references.harness_cpu_ratio.insert(
+                        proto,
+                        p.loadgen.cpu_ns_per_round_trip / f.client_cpu_ns_per_round_trip,
+                    );
+                }
+            }
+        }
+    }
+
+    /// One line per point.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::from(
+            "peer,protocol,variant,mode,kong_workers,concurrency,calls,target_rps,rps,rps_min,rps_max,rps_spread_pct,rps_normalised,p50_us,p90_us,p99_us,p999_us,max_us,errors,warmup_errors,saturated,server_cpu_cores,server_cpu_us_per_request,server_rss_kib,loadgen_cpu_cores,loadgen_cpu_ns_per_round_trip,trials\n",
+        );
+        let opt = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_default();
+        for p in &self.points {
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.2},{},{:.1},{:.1},{:.1},{:.1},{:.1},{},{},{},{},{},{},{:.4},{:.0},{}",
+                csv_field(&p.peer),
+                p.protocol,
+                p.variant,
+                p.mode,
+                p.kong_workers,
+                p.concurrency,
+                p.calls,
+                opt(p.target_rps),
+                p.rps,
+                p.rps_spread.min,
+                p.rps_spread.max,
+                p.rps_spread.spread_pct,
+                opt(p.rps_normalised),
+                p.latency_us.p50,
+                p.latency_us.p90,
+                p.latency_us.p99,
+                p.latency_us.p999,
+                p.latency_us.max,
+                p.errors,
+                p.warmup_errors,
+                p.saturated.map(|s| s.to_string()).unwrap_or_default(),
+                opt(p.server.cpu_cores),
+                opt(p.server.cpu_us_per_request),
+                p.server.rss_kib_max.map(|v| v.to_string()).unwrap_or_default(),
+                p.loadgen.cpu_cores,
+                p.loadgen.cpu_ns_per_round_trip,
+                p.trials.len()
+            );
+        }
+        out
+    }
+
+    /// The markdown summary: machine, floor, fits, a table per series, targets.
+    pub fn summary_markdown(&self) -> String {
+        let mut s = String::new();
+        let m = &self.machine;
+        let _ = writeln!(s, "# loadgen sweep\n");
+        let _ = writeln!(s, "Command: `{}`\n", self.command);
+        let _ = writeln!(
+            s,
+            "Machine: {} × {} ({} GiB RAM, Linux {}, {}), fingerprint `{}`.\n",
+            m.cpus,
+            m.cpu_model,
+            m.mem_total_kib >> 20,
+            m.kernel,
+            m.arch,
+            m.fingerprint
+        );
+        let st = &self.settings;
+        let _ = writeln!(
+            s,
+            "Settings: {} s window after {} s warm-up, {} trial(s) per point (medians shown; latency percentiles from all trials' histograms merged), {} Kong worker(s), loadgen runtime threads: {}.\n",
+            st.duration_s, st.warmup_s, st.trials, st.kong_workers, st.runtime_threads
+        );
+        if !self.floor.is_empty() {
+            let _ = writeln!(
+                s,
+                "## Transport floor (raw Unix-socket ping-pong, same sizes)\n"
+            );
+            let _ = writeln!(s, "| protocol | bytes out/in | round trips/s | RTT p50 µs | RTT p99 µs | client CPU ns/rt |");
+            let _ = writeln!(s, "|---|---|---|---|---|---|");
+            for f in &self.floor {
+                let _ = writeln!(
+                    s,
+                    "| {} | {}/{} | {:.0} | {:.1} | {:.1} | {:.0} |",
+                    f.protocol,
+                    f.request_bytes,
+                    f.response_bytes,
+                    f.round_trips_per_s,
+                    f.rtt_us.p50,
+                    f.rtt_us.p99,
+                    f.client_cpu_ns_per_round_trip
+                );
+            }
+            s.push('\n');
+        }
+        let r = &self.references;
+        if !r.harness_efficiency.is_empty() {
+            let _ = writeln!(
+                s,
+                "## Harness targets (reference server, 1 connection, largest call count)\n"
+            );
+            let _ = writeln!(s, "| protocol | harness ÷ floor round trips/s (≥ 0.5) | harness ÷ floor CPU per round trip (≤ 2) |");
+            let _ = writeln!(s, "|---|---|---|");
+            for (proto, eff) in &r.harness_efficiency {
+                let cpu = r.harness_cpu_ratio.get(proto).copied().unwrap_or(f64::NAN);
+                let _ = writeln!(
+                    s,
+                    "| {proto} | {eff:.2} {} | {cpu:.2} {} |",
+                    if *eff >= 0.5 { "met" } else { "**missed**" },
+                    if cpu <= 2.0 { "met" } else { "**missed**" }
+                );
+            }
+            s.push('\n');
+        }
+        if !self.fits.is_empty() {
+            let _ = writeln!(s, "## Linear fit: time per request = base + calls × per-call cost (closed loop, 10⁶/rps)\n");
+            let _ = writeln!(
+                s,
+                "| series | base µs | per call µs | per call ÷ base | R² |"
+            );
+            let _ = writeln!(s, "|---|---|---|---|---|");
+            for f in &self.fits {
+                let _ = writeln!(
+                    s,
+                    "| {} {} c{}{} | {:.1} | {:.2} | {:.2} | {:.4} |",
+                    f.peer,
+                    f.protocol,
+                    f.concurrency,
+                    if f.variant == "single" {
+                        String::new()
+                    } else {
+                        format!(" {}×{}", f.variant, f.kong_workers)
+                    },
+                    f.fit.base_us,
+                    f.fit.per_call_us,
+                    f.per_call_share_of_base,
+                    f.fit.r2
+                );
+            }
+            s.push('\n');
+        }
+        let _ = writeln!(s, "## Points\n");
+        let _ = writeln!(s, "| series | calls | rps (median) | spread % | norm. | p50 µs | p99 µs | max µs | errors | server CPU cores | loadgen CPU ÷ server |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+        for p in &self.points {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {}{} | {} | {} |",
+                p.series_key(),
+                p.calls,
+                p.rps,
+                p.rps_spread.spread_pct,
+                p.rps_normalised
+                    .map(|v| format!("{v:.2}"))
+                    .unwrap_or_default(),
+                p.latency_us.p50,
+                p.latency_us.p99,
+                p.latency_us.max,
+                p.errors,
+                if p.server.respawns > 0 {
+                    format!(" ({} respawn)", p.server.respawns)
+                } else {
+                    String::new()
+                },
+                p.server
+                    .cpu_cores
+                    .map(|v| format!("{v:.2}"))
+                    .unwrap_or_default(),
+                p.loadgen
+                    .cpu_ratio_to_server
+                    .map(|v| format!("{v:.2}"))
+                    .unwrap_or_default(),
+            );
+        }
+        if !self.failures.is_empty() {
+            let _ = writeln!(s, "\n## Points that could not be measured\n");
+            for f in &self.failures {
+                let _ = writeln!(
+                    s,
+                    "* {} calls={:?} c={:?}: {}",
+                    f.peer, f.calls, f.concurrency, f.error
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\nloadgen peak RSS: {:.1} MiB.",
+            self.loadgen_peak_rss_kib as f64 / 1024.0
+        );
+        s
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(peer: &str, calls: u32, rps: f64) -> PointRecord {
+        PointRecord {
+            peer: peer.into(),
+            protocol: "MsgPack:1".into(),
+            calls,
+            concurrency: 1,
+            kong_workers: 1,
+            mode: "closed".into(),
+            variant: "single".into(),
+            target_rps: None,
+            rps,
+            rps_spread: Spread::of(&[rps]),
+            rps_normalised: None,
+            latency_us: LatencyUs::default(),
+            latency_p99_spread: Spread::default(),
+            service_us: None,
+            saturated: None,
+            errors: 0,
+            unsent: 0,
+            warmup_errors: 0,
+            error_kinds: BTreeMap::new(),
+            verified_calls: calls as usize,
+            time_per_request_us: 1e6 / rps,
+            server: ServerRecord::default(),
+            loadgen: LoadgenRecord {
+                cpu_cores: 0.5,
+                cpu_ns_per_round_trip: 3000.0,
+                cpu_ratio_to_server: None,
+            },
+            trials: Vec::new(),
+            hgrm: None,
+        }
+    }
+
+    #[test]
+    fn finish_normalises_fits_and_references() {
+        // time per request = 50 + 10 × calls µs.
+        let points = [0u32, 1, 2, 5, 10]
+            .iter()
+            .map(|&c| point("reference", c, 1e6 / (50.0 + 10.0 * f64::from(c))))
+            .collect();
+        let mut r = Results {
+            schema_version: SCHEMA_VERSION,
+            tool: "loadgen test".into(),
+            finished_at: 0,
+            command: "test".into(),
+            machine: Machine::detect(),
+            settings: Settings {
+                calls: vec![0, 1, 2, 5, 10],
+                concurrency: vec![1],
+                modes: vec!["closed".into()],
+                open_rate: None,
+                duration_s: 1.0,
+                warmup_s: 0.0,
+                trials: 1,
+                kong_workers: 1,
+                multicore_workers: None,
+                method: "kong.request.get_header".into(),
+                runtime_threads: 1,
+            },
+            floor: vec![FloorResult {
+                protocol: mock_kong::Protocol::MsgPack,
+                request_bytes: 40,
+                response_bytes: 90,
+                round_trips: 1000,
+                seconds: 1.0,
+                round_trips_per_s: 100_000.0,
+                rtt_us: LatencyUs::default(),
+                client_cpu_ns_per_round_trip: 2000.0,
+                server_cpu_ns_per_round_trip: 2000.0,
+            }],
+            references: References::default(),
+            points,
+            fits: Vec::new(),
+            failures: Vec::new(),
+            loadgen_peak_rss_kib: 10_000,
+        };
+        r.finish();
+        assert_eq!(r.fits.len(), 1);
+        let f = &r.fits[0];
+        assert!((f.fit.base_us - 50.0).abs() < 1e-6 && (f.fit.per_call_us - 10.0).abs() < 1e-6);
+        assert!((f.per_call_share_of_base - 0.2).abs() < 1e-9);
+        assert_eq!(r.points[0].rps_normalised, Some(1.0));
+        assert!((r.points[4].rps_normalised.unwrap() - 50.0 / 150.0).abs() < 1e-9);
+        // 10 calls: 1e6/150 rps × 11 round trips = 73,333 rt/s vs 100,000.
+        let eff = r.references.harness_efficiency["MsgPack:1"];
+        assert!((eff - 0.7333).abs() < 1e-3, "{eff}");
+        assert!((r.references.harness_cpu_ratio["MsgPack:1"] - 1.5).abs() < 1e-9);
+        let csv = r.to_csv();
+        assert_eq!(csv.lines().count(), 6);
+        assert!(csv
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("reference,MsgPack:1,single,closed,1,1,0,"));
+        let md = r.summary_markdown();
+        assert!(
+            md.contains("per call µs") && md.contains("0.73 met"),
+            "{md}"
+        );
+        let json = serde_json::to_string(&r).unwrap();
+        let back: Results = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.points.len(), 5);
+        assert_eq!(back.schema_version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn fingerprint_depends_on_the_machine_fields() {
+        let m = Machine::detect();
+        assert_eq!(m.fingerprint, m.compute_fingerprint());
+        let mut other = m.clone();
+        other.cpus += 1;
+        assert_ne!(other.compute_fingerprint(), m.fingerprint);
+    }
+}

@@ -1,0 +1,382 @@
+//! A sweep: for every target server, every mode, concurrency and call count, several trials;
+//! plus the transport floor of each protocol and an optional multicore variant. Produces
+//! [`Results`].
+//!
+//! The server of a target is started once (dump → start → socket) and kept for all of its
+//! points, as Kong keeps a plugin server for its lifetime; a new call count is a config change,
+//! so Kong starts a new plugin instance for it (a new `__seq__`). If the server dies, its
+//! supervisor restarts it as Kong does (at most once a second): the point in progress counts
+//! the failed requests as errors and completes; a point that cannot even start is retried for a
+//! few seconds and then recorded as a failure, and the sweep goes on.
+
+use std::time::Duration;
+
+use mock_kong::session::{Session, SessionOptions};
+use mock_kong::target::{self, Placement, TargetSpec};
+use mock_kong::Protocol;
+
+use crate::driver::{self, Chaos, DriverError, Mode, PointSpec};
+use crate::floor;
+use crate::procstat;
+use crate::results::{
+    FailureRecord, Machine, PointRecord, References, Results, Settings, SCHEMA_VERSION,
+};
+use crate::stats;
+
+/// The plugin every target must host.
+pub const PLUGIN: &str = "bench";
+
+/// One server to measure.
+#[derive(Debug, Clone)]
+pub struct TargetDef {
+    /// The name in results: a peer name, `reference`, or the name of a command pair.
+    pub label: String,
+    pub spec: TargetSpec,
+}
+
+impl TargetDef {
+    /// The built-in reference server in `protocol`, started from `exe` (default: this
+    /// executable, which has the hidden `reference-server` subcommand).
+    pub fn reference(protocol: Protocol, exe: Option<std::path::PathBuf>) -> TargetDef {
+        TargetDef {
+            label: "reference".into(),
+            spec: TargetSpec::Reference { protocol, exe },
+        }
+    }
+}
+
+/// The multicore variant: more Kong workers at a few call counts.
+#[derive(Debug, Clone)]
+pub struct Multicore {
+    /// Kong workers (each its own connection pool and instance cache).
+    pub workers: usize,
+    /// Call counts measured (the docs show 30 only).
+    pub calls: Vec<u32>,
+}
+
+/// Killing the server during one point (chaos testing).
+#[derive(Debug, Clone, Copy)]
+pub struct ChaosPlan {
+    /// Index of the point in sweep order (0-based, counting every measured point).
+    pub point: usize,
+    /// When, after the start of the first trial's window.
+    pub after: Duration,
+}
+
+/// Everything a sweep needs.
+#[derive(Debug, Clone)]
+pub struct SweepPlan {
+    pub targets: Vec<TargetDef>,
+    pub calls: Vec<u32>,
+    pub concurrency: Vec<usize>,
+    pub modes: Vec<Mode>,
+    pub kong_workers: usize,
+    pub multicore: Option<Multicore>,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub trials: usize,
+    pub method: String,
+    pub session: SessionOptions,
+    /// Measure the raw ping-pong floor for each protocol met.
+    pub floor: bool,
+    pub chaos: Option<ChaosPlan>,
+    /// Keep the merged latency spectrum of each point (`.hgrm` text).
+    pub keep_hgrm: bool,
+    /// The command line, for the results.
+    pub command: String,
+    /// Threads of the runtime loadgen runs on (for the record).
+    pub runtime_threads: usize,
+}
+
+impl SweepPlan {
+    /// Points per target (single + multicore variant).
+    pub fn points_per_target(&self) -> usize {
+        let single = self.modes.len() * self.concurrency.len() * self.calls.len();
+        let multi = self
+            .multicore
+            .as_ref()
+            .map_or(0, |m| m.calls.len() * self.concurrency.len());
+        single + multi
+    }
+
+    /// Total trials, for the progress bar.
+    pub fn total_trials(&self) -> u64 {
+        (self.targets.len() * self.points_per_target() * self.trials) as u64
+    }
+
+    /// Planned wall time of the trials (warm-up + window each).
+    pub fn planned_time(&self) -> Duration {
+        (self.warmup + self.duration) * u32::try_from(self.total_trials()).unwrap_or(u32::MAX)
+    }
+}
+
+/// Progress reporting (a progress bar on a terminal, nothing otherwise).
+pub trait Progress {
+    /// A new point starts.
+    fn point(&self, label: &str);
+    /// One trial finished.
+    fn trial_done(&self);
+    /// A line to show (warnings, failures).
+    fn note(&self, line: &str);
+}
+
+/// Progress that shows nothing.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn point(&self, _: &str) {}
+    fn trial_done(&self) {}
+    fn note(&self, _: &str) {}
+}
+
+/// One measured point's description, in sweep order.
+struct PointPlan {
+    mode: Mode,
+    concurrency: usize,
+    calls: u32,
+    kong_workers: usize,
+    variant: &'static str,
+}
+
+fn point_plans(plan: &SweepPlan) -> Vec<PointPlan> {
+    let mut v = Vec::new();
+    for &mode in &plan.modes {
+        for &concurrency in &plan.concurrency {
+            for &calls in &plan.calls {
+                v.push(PointPlan {
+                    mode,
+                    concurrency,
+                    calls,
+                    kong_workers: plan.kong_workers,
+                    variant: "single",
+                });
+            }
+        }
+    }
+    if let Some(m) = &plan.multicore {
+        for &concurrency in &plan.concurrency {
+            for &calls in &m.calls {
+                v.push(PointPlan {
+                    mode: Mode::Closed,
+                    // Each Kong worker gets the series' concurrency.
+                    concurrency: concurrency * m.workers,
+                    calls,
+                    kong_workers: m.workers,
+                    variant: "multicore",
+                });
+            }
+        }
+    }
+    v
+}
+
+/// Runs the sweep. Target set-up failures and unmeasurable points are recorded in
+/// `failures`; the sweep always completes.
+pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
+    let machine = Machine::detect();
+    let mut results = Results {
+        schema_version: SCHEMA_VERSION,
+        tool: format!("loadgen {}", env!("CARGO_PKG_VERSION")),
+        finished_at: 0,
+        command: plan.command.clone(),
+        machine,
+        settings: Settings {
+            calls: plan.calls.clone(),
+            concurrency: plan.concurrency.clone(),
+            modes: plan.modes.iter().map(|m| m.name().to_owned()).collect(),
+            open_rate: plan.modes.iter().find_map(|m| match m {
+                Mode::Open { rate } => Some(*rate),
+                Mode::Closed => None,
+            }),
+            duration_s: plan.duration.as_secs_f64(),
+            warmup_s: plan.warmup.as_secs_f64(),
+            trials: plan.trials,
+            kong_workers: plan.kong_workers,
+            multicore_workers: plan.multicore.as_ref().map(|m| m.workers),
+            method: plan.method.clone(),
+            runtime_threads: plan.runtime_threads,
+        },
+        floor: Vec::new(),
+        references: References::default(),
+        points: Vec::new(),
+        fits: Vec::new(),
+        failures: Vec::new(),
+        loadgen_peak_rss_kib: 0,
+    };
+    let plans = point_plans(plan);
+    let mut point_index = 0usize;
+    let mut floors_done: Vec<Protocol> = Vec::new();
+    for target in &plan.targets {
+        let resolved = match target::resolve(&target.spec, &Placement::default(), PLUGIN) {
+            Ok(r) => r,
+            Err(e) => {
+                fail_target(
+                    &mut results,
+                    progress,
+                    target,
+                    e.to_string(),
+                    plan,
+                    &mut point_index,
+                );
+                continue;
+            }
+        };
+        let session = match Session::open(resolved, &plan.session).await {
+            Ok(s) => s,
+            Err(e) => {
+                fail_target(
+                    &mut results,
+                    progress,
+                    target,
+                    e.to_string(),
+                    plan,
+                    &mut point_index,
+                );
+                continue;
+            }
+        };
+        let protocol = session.protocol();
+        if plan.floor && !floors_done.contains(&protocol) {
+            floors_done.push(protocol);
+            progress.point(&format!("floor {protocol}"));
+            let (w, d) = (plan.warmup.min(Duration::from_secs(1)), plan.duration);
+            match tokio::task::spawn_blocking(move || floor::run(protocol, w, d)).await {
+                Ok(Ok(f)) => results.floor.push(f),
+                Ok(Err(e)) => progress.note(&format!("floor {protocol}: {e}")),
+                Err(e) => progress.note(&format!("floor {protocol}: {e}")),
+            }
+        }
+        for pp in &plans {
+            let label = format!(
+                "{} {} {} c={} calls={}{}",
+                target.label,
+                protocol,
+                pp.mode.name(),
+                pp.concurrency,
+                pp.calls,
+                if pp.variant == "single" {
+                    String::new()
+                } else {
+                    format!(" {}×{}", pp.variant, pp.kong_workers)
+                }
+            );
+            progress.point(&label);
+            let spec = PointSpec {
+                calls: pp.calls,
+                method: plan.method.clone(),
+                concurrency: pp.concurrency,
+                kong_workers: pp.kong_workers,
+                mode: pp.mode,
+                warmup: plan.warmup,
+                duration: plan.duration,
+            };
+            let prepared = prepare_with_retry(&session, spec).await;
+            let prepared = match prepared {
+                Ok(p) => p,
+                Err(e) => {
+                    progress.note(&format!("{label}: {e}"));
+                    results.failures.push(FailureRecord {
+                        peer: target.label.clone(),
+                        calls: Some(pp.calls),
+                        concurrency: Some(pp.concurrency),
+                        error: e.to_string(),
+                    });
+                    for _ in 0..plan.trials {
+                        progress.trial_done();
+                    }
+                    point_index += 1;
+                    continue;
+                }
+            };
+            let mut trials = Vec::with_capacity(plan.trials);
+            for t in 0..plan.trials {
+                let chaos = plan
+                    .chaos
+                    .filter(|c| c.point == point_index && t == 0)
+                    .map(|c| Chaos {
+                        kill_after: c.after,
+                    });
+                trials.push(driver::run_trial(&session, &prepared, chaos).await);
+                progress.trial_done();
+            }
+            let mut rec = PointRecord::from_trials(
+                &target.label,
+                protocol.as_str(),
+                pp.calls,
+                pp.concurrency,
+                pp.kong_workers,
+                pp.mode,
+                pp.variant,
+                prepared.verified_calls,
+                &trials,
+            );
+            if plan.keep_hgrm {
+                let mut h = stats::new_histogram();
+                for t in &trials {
+                    let _ = h.add(&t.latency);
+                }
+                rec.hgrm = Some(stats::hgrm(&h));
+            }
+            if rec.errors > 0 {
+                progress.note(&format!(
+                    "{label}: {} error(s) {:?}, {} server respawn(s)",
+                    rec.errors, rec.error_kinds, rec.server.respawns
+                ));
+            }
+            results.points.push(rec);
+            point_index += 1;
+            results.loadgen_peak_rss_kib =
+                results.loadgen_peak_rss_kib.max(procstat::self_rss_kib().1);
+        }
+        if let Some(e) = session.close().await {
+            let _ = e;
+        }
+    }
+    results.loadgen_peak_rss_kib = results.loadgen_peak_rss_kib.max(procstat::self_rss_kib().1);
+    results.finished_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    results.finish();
+    results
+}
+
+/// A point's sample request is retried for up to ~3 s: a server that was just killed is being
+/// respawned (Kong waits at least a second between spawns).
+async fn prepare_with_retry(
+    session: &Session,
+    spec: PointSpec,
+) -> Result<driver::PreparedPoint, DriverError> {
+    let mut attempt = 0;
+    loop {
+        match driver::prepare(session, PLUGIN, spec.clone()).await {
+            Ok(p) => return Ok(p),
+            Err(e @ DriverError::Sample { .. }) if attempt < 6 => {
+                let _ = e;
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn fail_target(
+    results: &mut Results,
+    progress: &dyn Progress,
+    target: &TargetDef,
+    error: String,
+    plan: &SweepPlan,
+    point_index: &mut usize,
+) {
+    progress.note(&format!("{}: cannot start: {error}", target.label));
+    results.failures.push(FailureRecord {
+        peer: target.label.clone(),
+        calls: None,
+        concurrency: None,
+        error,
+    });
+    for _ in 0..plan.points_per_target() * plan.trials {
+        progress.trial_done();
+    }
+    *point_index += plan.points_per_target();
+}

@@ -1,0 +1,255 @@
+//! loadgen integration tests: real measurement runs against the reference server (started from
+//! this package's `loadgen` binary, hidden `reference-server` subcommand), open-loop
+//! saturation, chaos (a server killed in the middle of a sweep), the results schema and the
+//! files a sweep writes.
+
+mod schema;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use loadgen::driver::Mode;
+use loadgen::results::Results;
+use loadgen::sweep::{self, ChaosPlan, NoProgress, SweepPlan, TargetDef};
+use mock_kong::process::LogSink;
+use mock_kong::session::SessionOptions;
+use mock_kong::Protocol;
+
+fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_loadgen"))
+}
+
+fn plan(protocols: &[Protocol], calls: &[u32], concurrency: &[usize]) -> SweepPlan {
+    SweepPlan {
+        targets: protocols
+            .iter()
+            .map(|&p| TargetDef::reference(p, Some(exe())))
+            .collect(),
+        calls: calls.to_vec(),
+        concurrency: concurrency.to_vec(),
+        modes: vec![Mode::Closed],
+        kong_workers: 1,
+        multicore: None,
+        duration: Duration::from_millis(400),
+        warmup: Duration::from_millis(100),
+        trials: 2,
+        method: "kong.request.get_header".into(),
+        session: SessionOptions {
+            log: LogSink::Quiet,
+            ..SessionOptions::default()
+        },
+        floor: false,
+        chaos: None,
+        keep_hgrm: false,
+        command: "test".into(),
+        runtime_threads: 1,
+    }
+}
+
+#[tokio::test]
+async fn closed_loop_against_the_reference_server_in_both_protocols() {
+    let p = plan(&[Protocol::MsgPack, Protocol::ProtoBuf], &[0, 3], &[1, 2]);
+    let r = sweep::run(&p, &NoProgress).await;
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert_eq!(r.points.len(), 8);
+    for pt in &r.points {
+        let what = format!(
+            "{} {} c{} calls {}",
+            pt.peer, pt.protocol, pt.concurrency, pt.calls
+        );
+        assert_eq!(pt.errors, 0, "{what}: {:?}", pt.error_kinds);
+        assert_eq!(pt.verified_calls, pt.calls as usize, "{what}");
+        assert!(
+            pt.rps > 100.0,
+            "{what}: {} req/s is not sane for the reference server",
+            pt.rps
+        );
+        let l = pt.latency_us;
+        assert!(
+            l.p50 > 0.0 && l.p50 <= l.p99 && l.p99 <= l.max,
+            "{what}: {l:?}"
+        );
+        // Closed loop at concurrency c: latency ≈ c / rps (Little's law), within a loose factor.
+        let little = pt.concurrency as f64 * 1e6 / pt.rps;
+        assert!(
+            l.mean > little / 3.0 && l.mean < little * 3.0,
+            "{what}: mean {} vs {little}",
+            l.mean
+        );
+        assert_eq!(pt.trials.len(), 2);
+        assert!(
+            pt.server.cpu_cores.is_some() && pt.server.rss_kib_max.unwrap_or(0) > 0,
+            "{what}: {:?}",
+            pt.server
+        );
+        assert!(pt.loadgen.cpu_ns_per_round_trip > 0.0, "{what}");
+    }
+    let protos: Vec<_> = r.points.iter().map(|p| p.protocol.as_str()).collect();
+    assert!(protos.contains(&"MsgPack:1") && protos.contains(&"ProtoBuf:1"));
+    // Two call counts per series: one fit each.
+    assert_eq!(r.fits.len(), 4, "{:?}", r.fits);
+    assert_eq!(r.references.reference_rps.len(), 4);
+    let json = serde_json::to_value(&r).unwrap();
+    schema::validate_results(&json).unwrap_or_else(|e| panic!("schema: {e}"));
+}
+
+#[tokio::test]
+async fn open_loop_flags_saturation_far_above_capacity_and_not_below() {
+    let mut p = plan(&[Protocol::MsgPack], &[2], &[2]);
+    p.trials = 1;
+    p.modes = vec![Mode::Open { rate: 2_000_000.0 }];
+    let r = sweep::run(&p, &NoProgress).await;
+    let pt = &r.points[0];
+    assert_eq!(pt.saturated, Some(true), "{pt:?}");
+    assert!(pt.unsent > 0 && pt.rps < 1_000_000.0, "{pt:?}");
+    let service = pt.service_us.expect("open loop keeps the service time");
+    assert!(
+        pt.latency_us.p99 > service.p99,
+        "corrected latency includes the queueing: {pt:?}"
+    );
+
+    p.modes = vec![Mode::Open { rate: 100.0 }];
+    p.duration = Duration::from_millis(600);
+    let r = sweep::run(&p, &NoProgress).await;
+    let pt = &r.points[0];
+    assert_eq!(pt.saturated, Some(false), "{pt:?}");
+    assert_eq!(pt.unsent, 0);
+    assert!((pt.rps - 100.0).abs() < 10.0, "{}", pt.rps);
+    assert_eq!(pt.errors, 0);
+}
+
+/// A server killed in the middle of a point is respawned Kong-style (≥ 1 s after the previous
+/// spawn); the failed requests are counted on that point, the point and the sweep complete,
+/// and the next point is clean.
+#[tokio::test]
+async fn chaos_a_server_killed_mid_sweep_is_restarted_and_errors_are_counted() {
+    for protocol in [Protocol::MsgPack, Protocol::ProtoBuf] {
+        let mut p = plan(&[protocol], &[0, 2, 5], &[2]);
+        p.trials = 1;
+        p.duration = Duration::from_millis(2500);
+        p.chaos = Some(ChaosPlan {
+            point: 1,
+            after: Duration::from_millis(200),
+        });
+        let r = sweep::run(&p, &NoProgress).await;
+        assert!(r.failures.is_empty(), "{protocol}: {:?}", r.failures);
+        assert_eq!(r.points.len(), 3, "{protocol}: the sweep completes");
+        let hit = &r.points[1];
+        assert!(
+            hit.errors > 0,
+            "{protocol}: errors counted on the killed point: {hit:?}"
+        );
+        assert!(!hit.error_kinds.is_empty());
+        assert!(hit.server.respawns >= 1, "{protocol}: {:?}", hit.server);
+        assert!(
+            hit.rps > 0.0,
+            "{protocol}: requests succeed again after the respawn"
+        );
+        assert_eq!(r.points[0].errors, 0, "{protocol}");
+        assert_eq!(r.points[2].errors, 0, "{protocol}: the next point is clean");
+        assert_eq!(r.points[2].verified_calls, 5);
+    }
+}
+
+#[test]
+fn the_schema_rejects_what_it_should() {
+    let mut p = plan(&[Protocol::MsgPack], &[1], &[1]);
+    p.targets.clear();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let r: Results = rt.block_on(sweep::run(&p, &NoProgress));
+    let good = serde_json::to_value(&r).unwrap();
+    schema::validate_results(&good).unwrap();
+    let mut bad = good.clone();
+    bad.as_object_mut().unwrap().remove("machine");
+    assert!(schema::validate_results(&bad)
+        .unwrap_err()
+        .contains("machine"));
+    let mut bad = good.clone();
+    bad["schema_version"] = 99.into();
+    assert!(schema::validate_results(&bad).is_err());
+    let mut bad = good;
+    bad["settings"]["trials"] = "three".into();
+    assert!(schema::validate_results(&bad)
+        .unwrap_err()
+        .contains("trials"));
+}
+
+#[test]
+fn the_binary_writes_every_output_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sweep");
+    let status = std::process::Command::new(exe())
+        .args([
+            "sweep",
+            "--reference",
+            "--protocol",
+            "msgpack,protobuf",
+            "--calls",
+            "0,2,4",
+            "--concurrency",
+            "1",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "100ms",
+            "--trials",
+            "1",
+            "--multicore",
+            "2",
+            "--multicore-calls",
+            "4",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    for f in [
+        "results.json",
+        "results.csv",
+        "summary.md",
+        "rps.svg",
+        "rps.png",
+        "latency.svg",
+        "latency.png",
+        "rps_normalised.svg",
+        "rps_normalised.png",
+    ] {
+        let meta = std::fs::metadata(out.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(meta.len() > 100, "{f} is {} bytes", meta.len());
+    }
+    let png = std::fs::read(out.join("rps.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let svg = std::fs::read_to_string(out.join("rps_normalised.svg")).unwrap();
+    assert!(
+        svg.contains("Kong docs: Go") && svg.contains("<text"),
+        "legend drawn as text"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    schema::validate_results(&json).unwrap();
+    assert_eq!(
+        json["floor"].as_array().unwrap().len(),
+        2,
+        "a floor per protocol"
+    );
+    let multicore = json["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["variant"] == "multicore")
+        .count();
+    assert_eq!(multicore, 2, "one multicore point per protocol");
+    assert!(
+        json["references"]["harness_efficiency"]["MsgPack:1"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 8);
+}
