@@ -30,6 +30,7 @@ Examples:
   loadgen sweep --peer go --peer python --peer js --reference --protocol msgpack,protobuf \\
       --calls 0,1,2,3,5,8,10,15,20,30 --concurrency 1,4 --duration 5s --trials 3 --out reports/sweep
   loadgen floor --protocol msgpack,protobuf --duration 3s --json
+  loadgen gate --baseline reports/baselines/reference.json --current out/ --compare ratio --max-regression 30
 
 Exit codes: 0 ok, 1 a plugin server failed (errors counted or points not measured), 2 usage or setup error.";
 
@@ -54,6 +55,10 @@ pub enum Command {
     Floor(FloorArgs),
     /// Redraw the plots, CSV and summary of a results.json (into its directory by default).
     Plot(PlotArgs),
+    /// Regression gate: compare a run with a baseline (exit 0 ok, 1 regression, 2 cannot judge).
+    Gate(crate::gate_cli::GateArgs),
+    /// Save a sweep's results as a named baseline (reports/baselines/NAME.json).
+    Baseline(crate::gate_cli::BaselineArgs),
     /// The built-in Rust reference plugin server (started by loadgen itself).
     #[command(hide = true)]
     ReferenceServer(ReferenceArgs),
@@ -235,6 +240,8 @@ pub struct SweepArgs {
     pub chaos_kill_after: Duration,
     #[command(flatten)]
     pub json: JsonArg,
+    #[command(flatten)]
+    pub gate: crate::gate_cli::SweepGateArgs,
 }
 
 #[derive(Debug, Args)]
@@ -396,6 +403,8 @@ async fn run(command: Command, threads: usize) -> Outcome {
         Command::Plot(a) => plot_cmd(a),
         Command::Run(a) => run_cmd(a, threads).await,
         Command::Sweep(a) => sweep_cmd(a, threads).await,
+        Command::Gate(a) => crate::gate_cli::gate_cmd(&a).map_err(usage),
+        Command::Baseline(a) => crate::gate_cli::baseline_cmd(&a).map_err(usage),
     }
 }
 
@@ -625,6 +634,7 @@ async fn sweep_cmd(a: SweepArgs, threads: usize) -> Outcome {
         modes.push(Mode::Open { rate });
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let gate = crate::gate_cli::SweepGate::prepare(&a.gate).map_err(usage)?;
     let mc = a.multicore.unwrap_or(cpus);
     let multicore = (mc > 1 && !a.multicore_calls.is_empty()).then(|| Multicore {
         workers: mc,
@@ -677,7 +687,12 @@ async fn sweep_cmd(a: SweepArgs, threads: usize) -> Outcome {
     a.json
         .emit(&serde_json::to_value(&results).map_err(|e| (2, e.into()))?)
         .map_err(usage)?;
-    Ok(exit_code(&results))
+    match gate {
+        Some(g) => g
+            .finish(&results, exit_code(&results), a.json.to_stdout())
+            .map_err(usage),
+        None => Ok(exit_code(&results)),
+    }
 }
 
 /// Writes results.json, results.csv, summary.md and the plots into `dir`.
