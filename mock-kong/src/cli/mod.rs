@@ -9,6 +9,7 @@
 //! options every subcommand shares, and the `--json [FILE]` convention), one file per subcommand.
 
 mod call;
+mod conform;
 mod dump;
 mod reference;
 mod server;
@@ -19,6 +20,7 @@ use clap::{Parser, Subcommand};
 use crate::session::SessionError;
 
 pub use call::CallArgs;
+pub use conform::ConformArgs;
 pub use dump::DumpArgs;
 pub use reference::ReferenceArgs;
 pub use server::{JsonArg, ProtocolArg, ServerArgs};
@@ -48,6 +50,8 @@ pub enum Command {
     Dump(DumpArgs),
     /// Start the server and drive one event per phase through it, printing the PDK exchange.
     Call(CallArgs),
+    /// Run the conformance suite: named checks of everything Kong expects from a plugin server.
+    Conform(ConformArgs),
     /// Run the built-in Rust reference plugin server (what mock-kong starts by default).
     #[command(hide = true)]
     ReferenceServer(ReferenceArgs),
@@ -128,6 +132,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
     match cli.command {
         Command::Dump(a) => dump::run(a).await,
         Command::Call(a) => call::run(a).await,
+        Command::Conform(a) => conform::run(a).await,
         Command::ReferenceServer(a) => reference::run(a).await,
     }
 }

@@ -31,6 +31,13 @@ pub(crate) async fn run(a: ReferenceArgs) -> Result<i32, Failure> {
     use crate::reference::Fault;
     let protocol: Protocol = a.protocol.into();
     let faults = crate::reference::Faults::parse(&a.faults).map_err(|e| setup(anyhow!(e)))?;
+    if faults.has(Fault::IgnoreSigterm) {
+        // Overrides every SIGTERM handler of the process (the CLI's own included).
+        // SAFETY: signal(2) with SIG_IGN installs no Rust code as a handler.
+        unsafe {
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        }
+    }
     if a.dump {
         if faults.has(Fault::DumpHangs) {
             std::future::pending::<()>().await;
