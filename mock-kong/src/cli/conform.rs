@@ -78,7 +78,9 @@ fn secs(name: &str, v: f64) -> Result<Duration, Failure> {
     if v.is_finite() && v > 0.0 {
         Ok(Duration::from_secs_f64(v))
     } else {
-        Err(setup(anyhow!("{name} must be a positive number of seconds, got {v}")))
+        Err(setup(anyhow!(
+            "{name} must be a positive number of seconds, got {v}"
+        )))
     }
 }
 
@@ -100,7 +102,11 @@ pub(crate) async fn run(a: ConformArgs) -> Result<i32, Failure> {
     if !a.reference_faults.is_empty() {
         match &mut spec {
             TargetSpec::Reference { faults, .. } => faults.clone_from(&a.reference_faults),
-            _ => return Err(setup(anyhow!("--reference-fault needs the reference server"))),
+            _ => {
+                return Err(setup(anyhow!(
+                    "--reference-fault needs the reference server"
+                )))
+            }
         }
     }
     let opts = RunOptions {
@@ -171,9 +177,7 @@ pub(crate) async fn run(a: ConformArgs) -> Result<i32, Failure> {
             print!("{}", &text[i..]);
         }
     }
-    a.json
-        .emit(&report.to_json(a.strict))
-        .map_err(setup)?;
+    a.json.emit(&report.to_json(a.strict)).map_err(setup)?;
     if let Some(p) = &a.junit {
         std::fs::write(p, report.junit())
             .with_context(|| format!("writing {}", p.display()))
@@ -221,7 +225,8 @@ fn write_matrix(dir: &std::path::Path) -> anyhow::Result<()> {
         .collect();
     entries.sort();
     for p in entries {
-        let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
         let v: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
         let name = p

@@ -332,11 +332,23 @@ mod tests {
                 assert!(!groups.contains(&g), "group {g} is not contiguous");
                 groups.push(g);
             }
-            assert!(c.requirement.ends_with('.') || c.requirement.ends_with(')'), "{}", c.id);
+            assert!(
+                c.requirement.ends_with('.') || c.requirement.ends_with(')'),
+                "{}",
+                c.id
+            );
         }
         assert_eq!(
             groups,
-            ["dump", "process", "lifecycle", "event", "transport", "pdk", "resources"]
+            [
+                "dump",
+                "process",
+                "lifecycle",
+                "event",
+                "transport",
+                "pdk",
+                "resources"
+            ]
         );
     }
 

@@ -194,9 +194,10 @@ impl Report {
                 (Status::Pass, true) => self
                     .unexpected_passes
                     .push(format!("{} (listed as failing, but passed)", r.id)),
-                (Status::Skip, true) => self
-                    .unexpected_passes
-                    .push(format!("{} (listed as failing, but skipped: {})", r.id, r.detail)),
+                (Status::Skip, true) => self.unexpected_passes.push(format!(
+                    "{} (listed as failing, but skipped: {})",
+                    r.id, r.detail
+                )),
                 _ => {}
             }
         }
@@ -265,7 +266,10 @@ impl Report {
 
     /// The header line of the human report.
     pub fn header(&self) -> String {
-        let proto = self.protocol.map(|p| p.as_str()).unwrap_or("protocol unknown");
+        let proto = self
+            .protocol
+            .map(|p| p.as_str())
+            .unwrap_or("protocol unknown");
         let server = if self.server.contains(proto) {
             self.server.clone()
         } else {
@@ -304,7 +308,11 @@ impl Report {
                     "\n  {} [{}{}, spec {}]",
                     r.id,
                     r.level.as_str(),
-                    if r.status == Status::Xfail { ", expected" } else { "" },
+                    if r.status == Status::Xfail {
+                        ", expected"
+                    } else {
+                        ""
+                    },
                     r.spec
                 );
                 let _ = writeln!(out, "    requirement: {}", r.requirement);
@@ -325,11 +333,7 @@ impl Report {
                 let _ = writeln!(out, "  {id}");
             }
         }
-        let _ = writeln!(
-            out,
-            "\nin {:.1} s",
-            self.duration.as_secs_f64()
-        );
+        let _ = writeln!(out, "\nin {:.1} s", self.duration.as_secs_f64());
         let _ = writeln!(out, "{}", self.summary_line());
         out
     }
@@ -489,14 +493,25 @@ fn md_cell(s: &str) -> String {
 /// The server × group matrix from JSON reports (`reports/conformance/*.json`): per group,
 /// `passed/run` plus failures; then every failure with its detail.
 pub fn matrix(reports: &[(String, serde_json::Value)]) -> String {
-    let groups = ["dump", "process", "lifecycle", "event", "transport", "pdk", "resources"];
-    let mut out = String::from(
-        "# Conformance matrix\n\n\
-         `mock-kong conform` against each server (fast tier, `--expect-failures \
-         conformance/expected/<server>.txt`). A cell is passed/run; ✗ marks failures and ~ \
-         expected failures (listed in the server's file). Skipped checks do not apply to the \
-         server (protocol, or a fixture plugin it does not host). Regenerate with \
-         `scripts/conformance-reports.sh`.\n\n",
+    let groups = [
+        "dump",
+        "process",
+        "lifecycle",
+        "event",
+        "transport",
+        "pdk",
+        "resources",
+    ];
+    let tier = reports
+        .first()
+        .and_then(|(_, r)| r["tier"].as_str())
+        .unwrap_or("fast");
+    let mut out = format!(
+        "# Conformance matrix ({tier} tier)\n\n\
+         `mock-kong conform --tier {tier}` against each server. A cell is passed/run; ✗ marks \
+         failures and ~ expected failures (listed in `conformance/expected/<server>.txt`). \
+         Skipped checks do not apply to the server (protocol, or a fixture plugin it does not \
+         host). Regenerate with `scripts/conformance-reports.sh`.\n\n",
     );
     let _ = write!(out, "| server | protocol |");
     for g in groups {
@@ -572,13 +587,21 @@ mod tests {
     fn sample() -> Report {
         let cat = catalogue::catalogue();
         let mut r = Report::new("peer x", Some(Protocol::MsgPack), "hello", TierSel::Fast);
-        r.results.push(CheckResult::new(&cat[0], Outcome::Pass("ok".into()), Duration::ZERO));
+        r.results.push(CheckResult::new(
+            &cat[0],
+            Outcome::Pass("ok".into()),
+            Duration::ZERO,
+        ));
         r.results.push(CheckResult::new(
             &cat[1],
             Outcome::Fail("printed <junk> & \"more\"".into()),
             Duration::from_millis(5),
         ));
-        r.results.push(CheckResult::new(&cat[2], Outcome::Skip("n/a".into()), Duration::ZERO));
+        r.results.push(CheckResult::new(
+            &cat[2],
+            Outcome::Skip("n/a".into()),
+            Duration::ZERO,
+        ));
         r
     }
 
@@ -587,7 +610,10 @@ mod tests {
         let r = sample();
         assert_eq!(r.summary_line(), "1 passed, 1 failed, 1 skipped");
         assert!(!r.ok(false), "a must failure fails the run");
-        assert!(r.human().trim_end().ends_with("1 passed, 1 failed, 1 skipped"));
+        assert!(r
+            .human()
+            .trim_end()
+            .ends_with("1 passed, 1 failed, 1 skipped"));
         assert!(r.human().contains("requirement:"));
         let j = r.to_json(false);
         assert_eq!(j["checks"][1]["status"], "fail");
@@ -599,7 +625,10 @@ mod tests {
     fn expectations_cannot_go_stale() {
         let mut r = sample();
         let ids = [r.results[1].id, r.results[0].id];
-        let exp = Expectations::parse(&format!("# c\n{}  # why\n{}\n\nno/such-check\n", ids[0], ids[1]));
+        let exp = Expectations::parse(&format!(
+            "# c\n{}  # why\n{}\n\nno/such-check\n",
+            ids[0], ids[1]
+        ));
         r.apply(&exp, "x.txt", &|_| true);
         assert_eq!(r.results[1].status, Status::Xfail);
         assert!(r.unexpected_failures.is_empty());
@@ -607,10 +636,18 @@ mod tests {
         assert!(!r.ok(false));
         let mut r = sample();
         r.apply(&Expectations::parse(ids[0]), "x.txt", &|_| true);
-        assert!(r.ok(false), "{:?} {:?}", r.unexpected_failures, r.unexpected_passes);
+        assert!(
+            r.ok(false),
+            "{:?} {:?}",
+            r.unexpected_failures,
+            r.unexpected_passes
+        );
         assert_eq!(r.summary_line(), "1 passed, 0 failed, 1 skipped, 1 xfail");
         let text = Expectations::render(&r);
-        assert_eq!(Expectations::parse(&text).ids.keys().collect::<Vec<_>>(), [ids[0]]);
+        assert_eq!(
+            Expectations::parse(&text).ids.keys().collect::<Vec<_>>(),
+            [ids[0]]
+        );
     }
 
     #[test]

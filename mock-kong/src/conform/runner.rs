@@ -222,7 +222,10 @@ impl Ctx {
         if let Some(fields) = self.plugin.schema["fields"][0]["config"]["fields"].as_array() {
             for f in fields {
                 if let Some((name, def)) = f.as_object().and_then(|o| o.iter().next()) {
-                    m.insert(name.clone(), def.get("default").cloned().unwrap_or(Json::Null));
+                    m.insert(
+                        name.clone(),
+                        def.get("default").cloned().unwrap_or(Json::Null),
+                    );
                 }
             }
         }
@@ -248,7 +251,9 @@ impl Ctx {
     }
 
     /// Kong-like answers for the default request (host `example.com`).
-    pub fn kong_answer(pdk: &mut SimpleRequest) -> impl FnMut(&str, &[Value]) -> super::wire::Answer + '_ {
+    pub fn kong_answer(
+        pdk: &mut SimpleRequest,
+    ) -> impl FnMut(&str, &[Value]) -> super::wire::Answer + '_ {
         move |m, a| answer_from(pdk.call("access", m, a))
     }
 
@@ -261,8 +266,12 @@ impl Ctx {
 /// Cached dump per plugin.
 type DumpCache = HashMap<String, Result<(RawQueryOutput, Result<Dump, String>), String>>;
 
-async fn query(server: &Server, plugin: &str, opts: &RunOptions, cache: &mut DumpCache)
-    -> Result<(RawQueryOutput, Result<Dump, String>), String> {
+async fn query(
+    server: &Server,
+    plugin: &str,
+    opts: &RunOptions,
+    cache: &mut DumpCache,
+) -> Result<(RawQueryOutput, Result<Dump, String>), String> {
     if let Some(r) = cache.get(plugin) {
         return r.clone();
     }
@@ -320,7 +329,52 @@ pub async fn run(
     Ok(report)
 }
 
-async fn run_one(server: &Server, check: &Check, opts: &RunOptions, cache: &mut DumpCache) -> Outcome {
+/// Runs one check; its texts are scrubbed of this machine's paths (reports are kept in the
+/// repository): the socket directory becomes `<prefix>`, the mock-kong executable `mock-kong`,
+/// the working directory `.`.
+async fn run_one(
+    server: &Server,
+    check: &Check,
+    opts: &RunOptions,
+    cache: &mut DumpCache,
+) -> Outcome {
+    let mut prefix = None;
+    let outcome = run_one_inner(server, check, opts, cache, &mut prefix).await;
+    let mut paths: Vec<(String, &str)> = Vec::new();
+    if let Some(p) = prefix {
+        paths.push((p, "<prefix>"));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        paths.push((exe.to_string_lossy().into_owned(), "mock-kong"));
+    }
+    if let TargetSpec::Reference { exe: Some(exe), .. } = &server.spec {
+        paths.push((exe.to_string_lossy().into_owned(), "mock-kong"));
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        paths.push((format!("{}/", cwd.to_string_lossy()), "./"));
+    }
+    let scrub = |mut m: String| {
+        for (from, to) in &paths {
+            if from.len() > 1 {
+                m = m.replace(from.as_str(), to);
+            }
+        }
+        m
+    };
+    match outcome {
+        Outcome::Pass(m) => Outcome::Pass(scrub(m)),
+        Outcome::Fail(m) => Outcome::Fail(scrub(m)),
+        Outcome::Skip(m) => Outcome::Skip(scrub(m)),
+    }
+}
+
+async fn run_one_inner(
+    server: &Server,
+    check: &Check,
+    opts: &RunOptions,
+    cache: &mut DumpCache,
+    prefix: &mut Option<String>,
+) -> Outcome {
     let asked = match check.needs {
         Needs::Query | Needs::Server(Plug::Any) | Needs::Manual(Plug::Any) => opts.plugin.clone(),
         Needs::Server(Plug::Fixture(p)) | Needs::Manual(Plug::Fixture(p)) => p.to_owned(),
@@ -330,6 +384,7 @@ async fn run_one(server: &Server, check: &Check, opts: &RunOptions, cache: &mut 
         Ok(t) => t,
         Err(e) => return Outcome::Skip(format!("the server cannot be resolved: {e}")),
     };
+    *prefix = Some(target.prefix.to_string_lossy().into_owned());
     let mut ctx_query = None;
     let (protocol, plugin, dump) = match (&check.needs, q) {
         (Needs::Query, q) => {
@@ -343,13 +398,16 @@ async fn run_one(server: &Server, check: &Check, opts: &RunOptions, cache: &mut 
                 .map(|d| d.protocol)
                 .or(target.expected_protocol)
                 .unwrap_or(Protocol::MsgPack);
-            let plugin = d.as_ref().map(|d| d.plugin().clone()).unwrap_or(PluginInfo {
-                name: asked.clone(),
-                priority: 0,
-                version: String::new(),
-                phases: Vec::new(),
-                schema: Json::Null,
-            });
+            let plugin = d
+                .as_ref()
+                .map(|d| d.plugin().clone())
+                .unwrap_or(PluginInfo {
+                    name: asked.clone(),
+                    priority: 0,
+                    version: String::new(),
+                    phases: Vec::new(),
+                    schema: Json::Null,
+                });
             (protocol, plugin, d)
         }
         (_, Err(e)) => {
@@ -358,7 +416,9 @@ async fn run_one(server: &Server, check: &Check, opts: &RunOptions, cache: &mut 
             ))
         }
         (_, Ok((_, Err(e)))) => {
-            return Outcome::Skip(format!("the dump is not usable ({e}); see the dump/* checks"))
+            return Outcome::Skip(format!(
+                "the dump is not usable ({e}); see the dump/* checks"
+            ))
         }
         (needs, Ok((_, Ok(d)))) => {
             let found = d.plugins.iter().find(|p| p.name == asked).cloned();
@@ -450,18 +510,5 @@ async fn run_one(server: &Server, check: &Check, opts: &RunOptions, cache: &mut 
     if let Some(p) = ctx.process.take() {
         let _ = p.stop().await;
     }
-    // Reports are kept in the repository: no paths of this machine in them.
-    let prefix = ctx.target.prefix.to_string_lossy().into_owned();
-    let scrub = |m: String| {
-        if prefix.len() > 1 {
-            m.replace(&prefix, "<prefix>")
-        } else {
-            m
-        }
-    };
-    match outcome {
-        Outcome::Pass(m) => Outcome::Pass(scrub(m)),
-        Outcome::Fail(m) => Outcome::Fail(scrub(m)),
-        Outcome::Skip(m) => Outcome::Skip(scrub(m)),
-    }
+    outcome
 }

@@ -456,7 +456,10 @@ impl RawHost {
                 Err(e) => Err(Refusal::Rejected(error_text(&e))),
             },
             Protocol::ProtoBuf => {
-                let ret = pb_or_closed(w.pb_return(seq, "waiting for the StartInstance reply").await)?;
+                let ret = pb_or_closed(
+                    w.pb_return(seq, "waiting for the StartInstance reply")
+                        .await,
+                )?;
                 match ret.r#return {
                     Some(rpc_return::Return::InstanceStatus(s)) => Ok(i64::from(s.instance_id)),
                     other => Err(Refusal::Wire(WireError::Shape {
@@ -505,7 +508,10 @@ impl RawHost {
                     })),
                 };
                 w.send_frame(&call.encode_to_vec(), "CloseInstance").await?;
-                pb_or_closed(w.pb_return(seq, "waiting for the CloseInstance reply").await)?;
+                pb_or_closed(
+                    w.pb_return(seq, "waiting for the CloseInstance reply")
+                        .await,
+                )?;
                 Ok(())
             }
         }
@@ -712,7 +718,9 @@ impl RawHost {
             end: End::Done,
         };
         loop {
-            let name = match w.recv_frame("waiting for a callback or the end of the event").await
+            let name = match w
+                .recv_frame("waiting for a callback or the end of the event")
+                .await
             {
                 Ok(n) => n,
                 Err(WireError::Closed { .. }) => {
@@ -728,7 +736,10 @@ impl RawHost {
                 return Ok(run);
             }
             let method = String::from_utf8_lossy(&name).into_owned();
-            let args_frame = match w.recv_frame(&format!("waiting for the arguments of {method}")).await {
+            let args_frame = match w
+                .recv_frame(&format!("waiting for the arguments of {method}"))
+                .await
+            {
                 Ok(f) => f,
                 Err(WireError::Closed { .. }) => {
                     run.end = End::Closed;
@@ -745,10 +756,11 @@ impl RawHost {
                 run.end = End::MethodNotFound(method);
                 return Ok(run);
             };
-            let args = pdk_table::unwrap_args(spec, &args_frame).map_err(|e| WireError::Decode {
-                what: format!("reading the arguments of {method}"),
-                detail: e.to_string(),
-            })?;
+            let args =
+                pdk_table::unwrap_args(spec, &args_frame).map_err(|e| WireError::Decode {
+                    what: format!("reading the arguments of {method}"),
+                    detail: e.to_string(),
+                })?;
             let a = answer(&method, &args);
             run.callbacks.push(Callback {
                 method: method.clone(),
@@ -763,7 +775,8 @@ impl RawHost {
                 Answer::Value(v) | Answer::Variant(_, v) => v,
             };
             let reply = pdk_table::wrap_result(spec, &value).unwrap_or_default();
-            w.send_frame(&reply, &format!("the reply to {method}")).await?;
+            w.send_frame(&reply, &format!("the reply to {method}"))
+                .await?;
         }
     }
 }

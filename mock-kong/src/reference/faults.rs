@@ -169,7 +169,9 @@ impl Fault {
             Fault::DumpBadSchema => "a schema default has the wrong type",
             Fault::DumpPluginLast => "the plugin asked for is listed last, not first",
             Fault::DumpReadsStdin => "the query command reads stdin to its end before printing",
-            Fault::DumpExtraPhase => "the dump lists a phase (rewrite) the plugin has no handler for",
+            Fault::DumpExtraPhase => {
+                "the dump lists a phase (rewrite) the plugin has no handler for"
+            }
             Fault::NoSocket => "the server never creates its socket",
             Fault::RefuseStaleSocket => "the server refuses to start when a socket file exists",
             Fault::IgnoreSigterm => "the server ignores SIGTERM",
@@ -181,7 +183,9 @@ impl Fault {
                  answered as a finished event (ProtoBuf)"
             }
             Fault::ExpireIdle => "instances unused for 2 s are forgotten",
-            Fault::BadCallback => "callbacks name PDK methods in camelCase (kong.request.getHeader)",
+            Fault::BadCallback => {
+                "callbacks name PDK methods in camelCase (kong.request.getHeader)"
+            }
             Fault::RejectStepVariants => "only plugin.Step is accepted, not its variants",
             Fault::NilNeedsData => "a Step without Data (or an empty reply frame) is an error",
             Fault::BindEvents => "Steps are only accepted on the connection of their HandleEvent",
@@ -192,10 +196,14 @@ impl Fault {
             Fault::CrashOnCoalesced => "the process exits when two requests arrive in one read",
             Fault::SmallFrames => "messages above 256 KiB drop the connection",
             Fault::CrashOnGarbage => "the process exits on undecodable or misshaped input",
-            Fault::CrashOnVanish => "the process exits when a client vanishes in the middle of an event",
+            Fault::CrashOnVanish => {
+                "the process exits when a client vanishes in the middle of an event"
+            }
             Fault::ConnLimit => "at most 64 connections are served at a time",
             Fault::IdleClose => "connections idle for 1 s are closed",
-            Fault::RaiseHangs => "a handler that raises leaves its event, and every later one, unanswered",
+            Fault::RaiseHangs => {
+                "a handler that raises leaves its event, and every later one, unanswered"
+            }
             Fault::RaiseIsSuccess => "a handler that raises is reported as finished (\"ret\")",
             Fault::MangleStrings => "plugins replace non-ASCII bytes of PDK strings with '?'",
             Fault::NilAsText => "plugins render a nil PDK result as the text \"nil\"",
@@ -239,7 +247,10 @@ impl Faults {
         for n in names {
             let n = n.as_ref();
             let f = Fault::from_name(n).ok_or_else(|| {
-                format!("unknown fault {n:?}; the reference server knows {}", Fault::names())
+                format!(
+                    "unknown fault {n:?}; the reference server knows {}",
+                    Fault::names()
+                )
             })?;
             set.insert(f);
         }
@@ -331,7 +342,10 @@ pub fn touch_expired(id: i64) -> bool {
 }
 
 /// `strict-config`: the first config key that is neither a schema field of `plugin` nor absent.
-pub fn unknown_config_key(fields: &serde_json::Value, config: &serde_json::Value) -> Option<String> {
+pub fn unknown_config_key(
+    fields: &serde_json::Value,
+    config: &serde_json::Value,
+) -> Option<String> {
     let known: Vec<String> = fields
         .as_array()
         .map(|a| {
@@ -389,12 +403,18 @@ mod tests {
         let ok = serde_json::json!({"message": "x"});
         assert_eq!(unknown_config_key(&fields, &ok), None);
         let kong = serde_json::json!({"message": "x", "__seq__": 3});
-        assert_eq!(unknown_config_key(&fields, &kong).as_deref(), Some("__seq__"));
+        assert_eq!(
+            unknown_config_key(&fields, &kong).as_deref(),
+            Some("__seq__")
+        );
     }
 
     #[test]
     fn camel_case_names() {
-        assert_eq!(camel_case("kong.request.get_header"), "kong.request.getHeader");
+        assert_eq!(
+            camel_case("kong.request.get_header"),
+            "kong.request.getHeader"
+        );
         assert_eq!(camel_case("kong.log.err"), "kong.log.err");
     }
 }

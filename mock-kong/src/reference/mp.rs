@@ -132,13 +132,9 @@ impl MpServer {
                 out.push(NIL);
                 encode(&v, out);
             }
-            Ok(Reply::Event { id, action }) => write_event_response(
-                out,
-                msgid,
-                id,
-                &action,
-                self.faults.has(Fault::BadCallback),
-            ),
+            Ok(Reply::Event { id, action }) => {
+                write_event_response(out, msgid, id, &action, self.faults.has(Fault::BadCallback))
+            }
             Ok(Reply::Silent) => {}
             Err(e) => {
                 response_head(out, msgid);
@@ -434,7 +430,9 @@ impl MpServer {
             .ok_or_else(|| format!("event id {} not found", plugins::text(&event_id)))?;
         let reply = if is_error { Value::Nil } else { data };
         if self.faults.has(Fault::BindEvents)
-            && lock(&self.event_conn).get(&id).is_some_and(|c| *c != current_conn())
+            && lock(&self.event_conn)
+                .get(&id)
+                .is_some_and(|c| *c != current_conn())
         {
             return Err(format!("event id {id} not found"));
         }

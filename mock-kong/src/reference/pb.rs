@@ -219,8 +219,7 @@ impl Conn {
                     return Ok(Some(frame));
                 }
                 Ok(None) => {
-                    if fed && self.decoder.buffered() > 0 && self.faults.has(Fault::CrashOnSplit)
-                    {
+                    if fed && self.decoder.buffered() > 0 && self.faults.has(Fault::CrashOnSplit) {
                         faults::crash(Fault::CrashOnSplit, "a frame split across reads");
                     }
                 }

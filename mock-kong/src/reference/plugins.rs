@@ -703,7 +703,9 @@ impl Event for FaultsEvent {
 /// `mangle-strings` also applies to strings a plugin takes from its config.
 fn mangle_config(s: String) -> String {
     if super::faults::on(super::faults::Fault::MangleStrings) {
-        s.chars().map(|c| if c.is_ascii() { c } else { '?' }).collect()
+        s.chars()
+            .map(|c| if c.is_ascii() { c } else { '?' })
+            .collect()
     } else {
         s
     }

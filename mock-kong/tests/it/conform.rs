@@ -105,10 +105,17 @@ async fn every_check_fails_with_each_of_its_faults() {
     let mut wrong = Vec::new();
     for (id, fault, p, r) in join_all(futs).await {
         if r.status != Status::Fail {
-            wrong.push(format!("{id} with --fault {fault} ({p}): {:?}: {}", r.status, r.detail));
+            wrong.push(format!(
+                "{id} with --fault {fault} ({p}): {:?}: {}",
+                r.status, r.detail
+            ));
         }
     }
-    assert!(wrong.is_empty(), "checks not failing with their fault:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "checks not failing with their fault:\n{}",
+        wrong.join("\n")
+    );
     assert!(cases.len() >= catalogue().len());
 }
 
@@ -128,7 +135,9 @@ async fn real_peers_match_their_expected_failures() {
         };
         let opts = RunOptions::default();
         let started = std::time::Instant::now();
-        let mut report = run(&server, &opts, &mut |_| {}).await.expect("resolve peer");
+        let mut report = run(&server, &opts, &mut |_| {})
+            .await
+            .expect("resolve peer");
         let path = util::root().join(format!("conformance/expected/{peer}.txt"));
         let exp = Expectations::load(&path).expect("expectations file");
         report.apply(&exp, &path.to_string_lossy(), &|c| opts.selects(c));
@@ -179,7 +188,12 @@ fn cli_exit_codes_reports_and_expectations() {
         "--junit",
         junit.to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     assert_eq!(v["schema"], "mock-kong/conform/1");
     assert_eq!(v["summary"]["failed"], 0);
@@ -187,22 +201,41 @@ fn cli_exit_codes_reports_and_expectations() {
     assert_eq!(v["checks"][0]["id"], "dump/exits-in-time");
     assert_eq!(v["checks"][0]["status"], "pass");
     let xml = std::fs::read_to_string(&junit).unwrap();
-    assert!(xml.contains("<testsuite name=\"dump\" tests=\"8\" failures=\"0\""), "{xml}");
+    assert!(
+        xml.contains("<testsuite name=\"dump\" tests=\"8\" failures=\"0\""),
+        "{xml}"
+    );
 
-    let bad = ["--only", "lifecycle/unknown", "--reference-fault", "wrong-error-text"];
+    let bad = [
+        "--only",
+        "lifecycle/unknown",
+        "--reference-fault",
+        "wrong-error-text",
+    ];
     let out = conform(&bad);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("FAIL  lifecycle/unknown-instance"), "{text}");
-    assert!(text.contains("requirement:") && text.contains("actual:"), "{text}");
-    assert!(text.trim_end().ends_with("0 passed, 1 failed, 0 skipped"), "{text}");
+    assert!(
+        text.contains("requirement:") && text.contains("actual:"),
+        "{text}"
+    );
+    assert!(
+        text.trim_end().ends_with("0 passed, 1 failed, 0 skipped"),
+        "{text}"
+    );
 
     let list = dir.path().join("expected.txt");
     std::fs::write(&list, "lifecycle/unknown-instance  # the fault\n").unwrap();
     let mut args = bad.to_vec();
     args.extend(["--expect-failures", list.to_str().unwrap()]);
     let out = conform(&args);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 xfail"));
 
     // The same list against the correct server: the listed check passes, so the list is stale.
@@ -216,6 +249,12 @@ fn cli_exit_codes_reports_and_expectations() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("listed as failing, but passed"));
 
     // --fix-expectations rewrites the list from the run (refused with --only).
-    let out = conform(&["--only", "dump/", "--expect-failures", list.to_str().unwrap(), "--fix-expectations"]);
+    let out = conform(&[
+        "--only",
+        "dump/",
+        "--expect-failures",
+        list.to_str().unwrap(),
+        "--fix-expectations",
+    ]);
     assert_eq!(out.status.code(), Some(2));
 }

@@ -22,7 +22,8 @@ fn stdout(c: &Ctx) -> Result<&[u8], String> {
 
 /// The decoded dump document.
 fn document(c: &Ctx) -> Result<Json, String> {
-    dump::decode_json(stdout(c)?).map_err(|e| format!("the dump is not JSON ({e}); see dump/stdout-is-json"))
+    dump::decode_json(stdout(c)?)
+        .map_err(|e| format!("the dump is not JSON ({e}); see dump/stdout-is-json"))
 }
 
 /// The first plugin entry and its JSON path.
@@ -53,12 +54,14 @@ pub fn exits_in_time(c: &mut Ctx) -> CheckFuture<'_> {
 
 pub fn stdout_is_json(c: &mut Ctx) -> CheckFuture<'_> {
     Box::pin(async move {
-        verdict(async {
-            let out = stdout(c)?;
-            dump::decode_json(out).map_err(|e| e.to_string())?;
-            Ok(Outcome::Pass(format!("{} bytes of JSON", out.len())))
-        }
-        .await)
+        verdict(
+            async {
+                let out = stdout(c)?;
+                dump::decode_json(out).map_err(|e| e.to_string())?;
+                Ok(Outcome::Pass(format!("{} bytes of JSON", out.len())))
+            }
+            .await,
+        )
     })
 }
 
@@ -100,23 +103,25 @@ fn kind(v: &Json) -> &'static str {
 
 pub fn protocol(c: &mut Ctx) -> CheckFuture<'_> {
     Box::pin(async move {
-        verdict(async {
-            let doc = document(c)?;
-            match doc.get("Protocol") {
-                None if doc.is_array() => Ok(Outcome::Pass(
-                    "no Protocol (a bare array): Kong uses MsgPack:1".into(),
-                )),
-                None => Ok(Outcome::Pass("no Protocol: Kong uses MsgPack:1".into())),
-                Some(Json::String(p)) if p == "MsgPack:1" || p == "ProtoBuf:1" => {
-                    Ok(Outcome::Pass(p.clone()))
-                }
-                Some(other) => Err(format!(
-                    "Protocol is {other}; Kong 3.9 knows no RPC for it, registers the plugin \
+        verdict(
+            async {
+                let doc = document(c)?;
+                match doc.get("Protocol") {
+                    None if doc.is_array() => Ok(Outcome::Pass(
+                        "no Protocol (a bare array): Kong uses MsgPack:1".into(),
+                    )),
+                    None => Ok(Outcome::Pass("no Protocol: Kong uses MsgPack:1".into())),
+                    Some(Json::String(p)) if p == "MsgPack:1" || p == "ProtoBuf:1" => {
+                        Ok(Outcome::Pass(p.clone()))
+                    }
+                    Some(other) => Err(format!(
+                        "Protocol is {other}; Kong 3.9 knows no RPC for it, registers the plugin \
                      without one and fails on first use"
-                )),
+                    )),
+                }
             }
-        }
-        .await)
+            .await,
+        )
     })
 }
 
@@ -151,70 +156,81 @@ fn entry_errors(c: &Ctx) -> Result<(Vec<String>, Vec<String>, String), String> {
 
 pub fn entry(c: &mut Ctx) -> CheckFuture<'_> {
     Box::pin(async move {
-        verdict(async {
-            let (_, errors, name) = entry_errors(c)?;
-            if errors.is_empty() {
-                Ok(Outcome::Pass(format!("plugin {name}")))
-            } else {
-                Err(errors.join("; "))
+        verdict(
+            async {
+                let (_, errors, name) = entry_errors(c)?;
+                if errors.is_empty() {
+                    Ok(Outcome::Pass(format!("plugin {name}")))
+                } else {
+                    Err(errors.join("; "))
+                }
             }
-        }
-        .await)
+            .await,
+        )
     })
 }
 
 pub fn schema(c: &mut Ctx) -> CheckFuture<'_> {
     Box::pin(async move {
-        verdict(async {
-            let (errors, _, name) = entry_errors(c)?;
-            if errors.is_empty() {
-                Ok(Outcome::Pass(format!("schema of {name}")))
-            } else {
-                Err(errors.join("; "))
+        verdict(
+            async {
+                let (errors, _, name) = entry_errors(c)?;
+                if errors.is_empty() {
+                    Ok(Outcome::Pass(format!("schema of {name}")))
+                } else {
+                    Err(errors.join("; "))
+                }
             }
-        }
-        .await)
+            .await,
+        )
     })
 }
 
 pub fn first_plugin(c: &mut Ctx) -> CheckFuture<'_> {
     Box::pin(async move {
-        verdict(async {
-            let doc = document(c)?;
-            let list: Vec<Json> = match &doc {
-                Json::Array(a) => a.clone(),
-                Json::Object(o) => o
-                    .get("Plugins")
-                    .and_then(Json::as_array)
-                    .cloned()
-                    .unwrap_or_default(),
-                _ => Vec::new(),
-            };
-            let names: Vec<String> = list
-                .iter()
-                .map(|e| e.get("Name").and_then(Json::as_str).unwrap_or("?").to_owned())
-                .collect();
-            let Some(first) = names.first() else {
-                return Err("the dump lists no plugin".into());
-            };
-            let extra = if names.len() > 1 {
-                format!(
-                    "; also listed, and ignored by Kong 3.9: {}",
-                    names[1..].join(", ")
-                )
-            } else {
-                String::new()
-            };
-            if c.parameterized && *first != c.asked {
-                return Err(format!(
+        verdict(
+            async {
+                let doc = document(c)?;
+                let list: Vec<Json> = match &doc {
+                    Json::Array(a) => a.clone(),
+                    Json::Object(o) => o
+                        .get("Plugins")
+                        .and_then(Json::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                let names: Vec<String> = list
+                    .iter()
+                    .map(|e| {
+                        e.get("Name")
+                            .and_then(Json::as_str)
+                            .unwrap_or("?")
+                            .to_owned()
+                    })
+                    .collect();
+                let Some(first) = names.first() else {
+                    return Err("the dump lists no plugin".into());
+                };
+                let extra = if names.len() > 1 {
+                    format!(
+                        "; also listed, and ignored by Kong 3.9: {}",
+                        names[1..].join(", ")
+                    )
+                } else {
+                    String::new()
+                };
+                if c.parameterized && *first != c.asked {
+                    return Err(format!(
                     "the first entry is {first:?}, so Kong 3.9 would register {first:?} instead \
                      of {:?} (it keeps only the first entry){extra}",
                     c.asked
                 ));
+                }
+                Ok(Outcome::Pass(format!("Kong registers {first:?}{extra}")))
             }
-            Ok(Outcome::Pass(format!("Kong registers {first:?}{extra}")))
-        }
-        .await)
+            .await,
+        )
     })
 }
 

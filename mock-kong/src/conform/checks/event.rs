@@ -27,29 +27,31 @@ async fn instance(c: &mut Ctx) -> Result<i64, String> {
 
 pub fn phases(c: &mut Ctx) -> CheckFuture<'_> {
     Box::pin(async move {
-        verdict(async {
-            let id = instance(c).await?;
-            let phases = crate::session::kong_order(&c.plugin.phases);
-            if phases.is_empty() {
-                return Err("the dump declares no phase".into());
-            }
-            let mut notes = Vec::new();
-            for phase in &phases {
-                let mut pdk = SimpleRequest::new("example.com");
-                let run = c
-                    .event(id, phase, &mut pdk)
-                    .await
-                    .map_err(|e| format!("phase {phase}: {e}"))?;
-                match run.end {
-                    End::Done | End::Exit => {
-                        notes.push(format!("{phase}: {} call(s)", run.callbacks.len()))
-                    }
-                    other => return Err(format!("the declared phase {phase} {other}")),
+        verdict(
+            async {
+                let id = instance(c).await?;
+                let phases = crate::session::kong_order(&c.plugin.phases);
+                if phases.is_empty() {
+                    return Err("the dump declares no phase".into());
                 }
+                let mut notes = Vec::new();
+                for phase in &phases {
+                    let mut pdk = SimpleRequest::new("example.com");
+                    let run = c
+                        .event(id, phase, &mut pdk)
+                        .await
+                        .map_err(|e| format!("phase {phase}: {e}"))?;
+                    match run.end {
+                        End::Done | End::Exit => {
+                            notes.push(format!("{phase}: {} call(s)", run.callbacks.len()))
+                        }
+                        other => return Err(format!("the declared phase {phase} {other}")),
+                    }
+                }
+                Ok(Outcome::Pass(notes.join(", ")))
             }
-            Ok(Outcome::Pass(notes.join(", ")))
-        }
-        .await)
+            .await,
+        )
     })
 }
 
@@ -66,48 +68,50 @@ fn pdk_name(m: &str) -> bool {
 
 pub fn callbacks_well_formed(c: &mut Ctx) -> CheckFuture<'_> {
     Box::pin(async move {
-        verdict(async {
-            let id = instance(c).await?;
-            let mut seen = Vec::new();
-            for phase in crate::session::kong_order(&c.plugin.phases) {
-                let mut pdk = SimpleRequest::new("example.com");
-                let run = c
-                    .event(id, &phase, &mut pdk)
-                    .await
-                    .map_err(|e| format!("phase {phase}: {e}"))?;
-                for cb in &run.callbacks {
-                    let known = match c.protocol {
-                        Protocol::ProtoBuf => pdk_table::lookup(&cb.method).is_some(),
-                        Protocol::MsgPack => pdk_name(&cb.method),
-                    };
-                    if !known {
-                        return Err(format!(
-                            "phase {phase}: the callback names {:?}, which Kong cannot find \
+        verdict(
+            async {
+                let id = instance(c).await?;
+                let mut seen = Vec::new();
+                for phase in crate::session::kong_order(&c.plugin.phases) {
+                    let mut pdk = SimpleRequest::new("example.com");
+                    let run = c
+                        .event(id, &phase, &mut pdk)
+                        .await
+                        .map_err(|e| format!("phase {phase}: {e}"))?;
+                    for cb in &run.callbacks {
+                        let known = match c.protocol {
+                            Protocol::ProtoBuf => pdk_table::lookup(&cb.method).is_some(),
+                            Protocol::MsgPack => pdk_name(&cb.method),
+                        };
+                        if !known {
+                            return Err(format!(
+                                "phase {phase}: the callback names {:?}, which Kong cannot find \
                              (MsgPack: \"could not find pdk method\" and a nil answer; ProtoBuf: \
                              HTTP 500)",
-                            cb.method
-                        ));
+                                cb.method
+                            ));
+                        }
+                        if let Some(t) = cb.args_not_array {
+                            return Err(format!(
+                                "phase {phase}: {} has Args of type {t}, not an array",
+                                cb.method
+                            ));
+                        }
+                        seen.push(cb.method.clone());
                     }
-                    if let Some(t) = cb.args_not_array {
-                        return Err(format!(
-                            "phase {phase}: {} has Args of type {t}, not an array",
-                            cb.method
-                        ));
+                    if let End::MethodNotFound(m) = run.end {
+                        return Err(format!("phase {phase}: {m:?} is not in Kong's PDK table"));
                     }
-                    seen.push(cb.method.clone());
                 }
-                if let End::MethodNotFound(m) = run.end {
-                    return Err(format!("phase {phase}: {m:?} is not in Kong's PDK table"));
-                }
+                seen.dedup();
+                Ok(Outcome::Pass(if seen.is_empty() {
+                    "no callbacks".into()
+                } else {
+                    seen.join(", ")
+                }))
             }
-            seen.dedup();
-            Ok(Outcome::Pass(if seen.is_empty() {
-                "no callbacks".into()
-            } else {
-                seen.join(", ")
-            }))
-        }
-        .await)
+            .await,
+        )
     })
 }
 
@@ -124,113 +128,131 @@ const STEP_VARIANTS: [&str; 7] = [
 
 pub fn step_variants(c: &mut Ctx) -> CheckFuture<'_> {
     Box::pin(async move {
-        verdict(async {
-            let id = instance(c).await?;
-            let phase = c.phase();
-            for variant in STEP_VARIANTS {
+        verdict(
+            async {
+                let id = instance(c).await?;
+                let phase = c.phase();
+                for variant in STEP_VARIANTS {
+                    let mut pdk = SimpleRequest::new("example.com");
+                    let mut first = true;
+                    let run = c
+                        .drive(id, &phase, StepConns::Same, &mut |m, a| {
+                            let ans = answer_from(pdk.call(&phase, m, a));
+                            match (first, ans) {
+                                (true, Answer::Value(v)) => {
+                                    first = false;
+                                    Answer::Variant(variant, v)
+                                }
+                                (_, other) => other,
+                            }
+                        })
+                        .await?;
+                    if run.callbacks.is_empty() {
+                        return Ok(Outcome::Skip(format!(
+                            "the plugin makes no PDK call in {phase}, so no Step can be sent"
+                        )));
+                    }
+                    if !matches!(run.end, End::Done | End::Exit) {
+                        return Err(format!(
+                            "answering {} with {variant}: the event {}",
+                            run.callbacks[0].method, run.end
+                        ));
+                    }
+                }
+                Ok(Outcome::Pass(STEP_VARIANTS.join(", ")))
+            }
+            .await,
+        )
+    })
+}
+
+pub fn nil_answer(c: &mut Ctx) -> CheckFuture<'_> {
+    Box::pin(async move {
+        verdict(
+            async {
+                let id = instance(c).await?;
+                let phase = c.phase();
                 let mut pdk = SimpleRequest::new("example.com");
                 let mut first = true;
                 let run = c
                     .drive(id, &phase, StepConns::Same, &mut |m, a| {
                         let ans = answer_from(pdk.call(&phase, m, a));
                         match (first, ans) {
-                            (true, Answer::Value(v)) => {
+                            (true, Answer::Value(_)) => {
                                 first = false;
-                                Answer::Variant(variant, v)
+                                Answer::Value(Value::Nil)
                             }
                             (_, other) => other,
                         }
                     })
                     .await?;
-                if run.callbacks.is_empty() {
+                let Some(cb) = run.callbacks.first() else {
                     return Ok(Outcome::Skip(format!(
-                        "the plugin makes no PDK call in {phase}, so no Step can be sent"
+                        "the plugin makes no PDK call in {phase}"
                     )));
-                }
-                if !matches!(run.end, End::Done | End::Exit) {
-                    return Err(format!(
-                        "answering {} with {variant}: the event {}",
-                        run.callbacks[0].method, run.end
-                    ));
-                }
-            }
-            Ok(Outcome::Pass(STEP_VARIANTS.join(", ")))
-        }
-        .await)
-    })
-}
-
-pub fn nil_answer(c: &mut Ctx) -> CheckFuture<'_> {
-    Box::pin(async move {
-        verdict(async {
-            let id = instance(c).await?;
-            let phase = c.phase();
-            let mut pdk = SimpleRequest::new("example.com");
-            let mut first = true;
-            let run = c
-                .drive(id, &phase, StepConns::Same, &mut |m, a| {
-                    let ans = answer_from(pdk.call(&phase, m, a));
-                    match (first, ans) {
-                        (true, Answer::Value(_)) => {
-                            first = false;
-                            Answer::Value(Value::Nil)
+                };
+                match run.end {
+                    End::Done | End::Exit => Ok(Outcome::Pass(format!(
+                        "{} answered with nil ({})",
+                        cb.method,
+                        match c.protocol {
+                            Protocol::MsgPack => "a Step without Data",
+                            Protocol::ProtoBuf => "an empty frame",
                         }
-                        (_, other) => other,
-                    }
-                })
-                .await?;
-            let Some(cb) = run.callbacks.first() else {
-                return Ok(Outcome::Skip(format!("the plugin makes no PDK call in {phase}")));
-            };
-            match run.end {
-                End::Done | End::Exit => Ok(Outcome::Pass(format!(
-                    "{} answered with nil ({})",
-                    cb.method,
-                    match c.protocol {
-                        Protocol::MsgPack => "a Step without Data",
-                        Protocol::ProtoBuf => "an empty frame",
-                    }
-                ))),
-                other => Err(format!("after a nil answer to {}, the event {other}", cb.method)),
+                    ))),
+                    other => Err(format!(
+                        "after a nil answer to {}, the event {other}",
+                        cb.method
+                    )),
+                }
             }
-        }
-        .await)
+            .await,
+        )
     })
 }
 
 pub fn steps_on_other_connections(c: &mut Ctx) -> CheckFuture<'_> {
     Box::pin(async move {
-        verdict(async {
-            let id = instance(c).await?;
-            let phase = c.phase();
-            let mut pdk = SimpleRequest::new("example.com");
-            let same = c
-                .drive(id, &phase, StepConns::Same, &mut Ctx::kong_answer(&mut pdk))
-                .await?;
-            let mut pdk = SimpleRequest::new("example.com");
-            let fresh = c
-                .drive(id, &phase, StepConns::Fresh, &mut Ctx::kong_answer(&mut pdk))
-                .await
-                .map_err(|e| format!("with each Step on a new connection: {e}"))?;
-            if same.callbacks.is_empty() {
-                return Ok(Outcome::Skip(format!("the plugin makes no PDK call in {phase}")));
-            }
-            if fresh.end != same.end || fresh.methods() != same.methods() {
-                return Err(format!(
-                    "with each Step on a new connection the event {} after {:?}; on one \
+        verdict(
+            async {
+                let id = instance(c).await?;
+                let phase = c.phase();
+                let mut pdk = SimpleRequest::new("example.com");
+                let same = c
+                    .drive(id, &phase, StepConns::Same, &mut Ctx::kong_answer(&mut pdk))
+                    .await?;
+                let mut pdk = SimpleRequest::new("example.com");
+                let fresh = c
+                    .drive(
+                        id,
+                        &phase,
+                        StepConns::Fresh,
+                        &mut Ctx::kong_answer(&mut pdk),
+                    )
+                    .await
+                    .map_err(|e| format!("with each Step on a new connection: {e}"))?;
+                if same.callbacks.is_empty() {
+                    return Ok(Outcome::Skip(format!(
+                        "the plugin makes no PDK call in {phase}"
+                    )));
+                }
+                if fresh.end != same.end || fresh.methods() != same.methods() {
+                    return Err(format!(
+                        "with each Step on a new connection the event {} after {:?}; on one \
                      connection it {} after {:?}",
-                    fresh.end,
-                    fresh.methods(),
-                    same.end,
-                    same.methods()
-                ));
+                        fresh.end,
+                        fresh.methods(),
+                        same.end,
+                        same.methods()
+                    ));
+                }
+                Ok(Outcome::Pass(format!(
+                    "{} Step(s), each on its own connection",
+                    fresh.callbacks.len()
+                )))
             }
-            Ok(Outcome::Pass(format!(
-                "{} Step(s), each on its own connection",
-                fresh.callbacks.len()
-            )))
-        }
-        .await)
+            .await,
+        )
     })
 }
 
@@ -239,47 +261,52 @@ const CONCURRENT: usize = 32;
 
 pub fn concurrent(c: &mut Ctx) -> CheckFuture<'_> {
     Box::pin(async move {
-        verdict(async {
-            let mut ids = Vec::new();
-            for i in 0..CONCURRENT {
-                let e = c.entity(json!({ "message": format!("m{i}") }));
-                ids.push(c.start(&e).await?);
-            }
-            let futs: Vec<_> = ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| {
-                    let host = c.host.clone();
-                    let id = *id;
-                    async move {
-                        let mut pdk = SimpleRequest::new(&format!("h{i}.example.com"));
-                        let run = host.event(id, "access", &mut pdk).await;
-                        (i, run, pdk)
-                    }
-                })
-                .collect();
-            let mut wrong = Vec::new();
-            for (i, run, pdk) in join_all(futs).await {
-                let run = run.map_err(|e| format!("event {i}: {e}"))?;
-                let want = format!("m{i} h{i}.example.com");
-                let got = pdk.response_header("x-hello").map(str::to_owned);
-                if run.end != End::Done || got.as_deref() != Some(want.as_str()) {
-                    wrong.push(format!("event {i}: {} with x-hello {got:?}, expected {want:?}", run.end));
+        verdict(
+            async {
+                let mut ids = Vec::new();
+                for i in 0..CONCURRENT {
+                    let e = c.entity(json!({ "message": format!("m{i}") }));
+                    ids.push(c.start(&e).await?);
                 }
-            }
-            if wrong.is_empty() {
-                Ok(Outcome::Pass(format!(
-                    "{CONCURRENT} events in flight, each echoed its own config and host"
-                )))
-            } else {
-                Err(format!(
+                let futs: Vec<_> = ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| {
+                        let host = c.host.clone();
+                        let id = *id;
+                        async move {
+                            let mut pdk = SimpleRequest::new(&format!("h{i}.example.com"));
+                            let run = host.event(id, "access", &mut pdk).await;
+                            (i, run, pdk)
+                        }
+                    })
+                    .collect();
+                let mut wrong = Vec::new();
+                for (i, run, pdk) in join_all(futs).await {
+                    let run = run.map_err(|e| format!("event {i}: {e}"))?;
+                    let want = format!("m{i} h{i}.example.com");
+                    let got = pdk.response_header("x-hello").map(str::to_owned);
+                    if run.end != End::Done || got.as_deref() != Some(want.as_str()) {
+                        wrong.push(format!(
+                            "event {i}: {} with x-hello {got:?}, expected {want:?}",
+                            run.end
+                        ));
+                    }
+                }
+                if wrong.is_empty() {
+                    Ok(Outcome::Pass(format!(
+                        "{CONCURRENT} events in flight, each echoed its own config and host"
+                    )))
+                } else {
+                    Err(format!(
                     "{} of {CONCURRENT} concurrent events got another event's values or failed: {}",
                     wrong.len(),
                     wrong.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
                 ))
+                }
             }
-        }
-        .await)
+            .await,
+        )
     })
 }
 

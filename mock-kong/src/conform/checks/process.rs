@@ -26,15 +26,17 @@ async fn start(c: &Ctx) -> Result<(ServerProcess, Duration), String> {
 
 pub fn socket_in_time(c: &mut Ctx) -> CheckFuture<'_> {
     Box::pin(async move {
-        verdict(async {
-            let (p, took) = start(c).await?;
-            let _ = p.stop().await;
-            Ok(Outcome::Pass(format!(
-                "the socket accepted connections after {:.2} s",
-                took.as_secs_f64()
-            )))
-        }
-        .await)
+        verdict(
+            async {
+                let (p, took) = start(c).await?;
+                let _ = p.stop().await;
+                Ok(Outcome::Pass(format!(
+                    "the socket accepted connections after {:.2} s",
+                    took.as_secs_f64()
+                )))
+            }
+            .await,
+        )
     })
 }
 
@@ -51,55 +53,59 @@ fn stale_socket(path: &std::path::Path) -> Result<(), String> {
 
 pub fn stale_socket_check(c: &mut Ctx) -> CheckFuture<'_> {
     Box::pin(async move {
-        verdict(async {
-            stale_socket(&c.target.socket)?;
-            let (p, took) = start(c)
-                .await
-                .map_err(|e| format!("with a stale socket file at the path: {e}"))?;
-            c.process = Some(p);
-            c.serves().await?;
-            Ok(Outcome::Pass(format!(
-                "replaced the stale socket file and served after {:.2} s",
-                took.as_secs_f64()
-            )))
-        }
-        .await)
+        verdict(
+            async {
+                stale_socket(&c.target.socket)?;
+                let (p, took) = start(c)
+                    .await
+                    .map_err(|e| format!("with a stale socket file at the path: {e}"))?;
+                c.process = Some(p);
+                c.serves().await?;
+                Ok(Outcome::Pass(format!(
+                    "replaced the stale socket file and served after {:.2} s",
+                    took.as_secs_f64()
+                )))
+            }
+            .await,
+        )
     })
 }
 
 pub fn sigterm(c: &mut Ctx) -> CheckFuture<'_> {
     Box::pin(async move {
-        verdict(async {
-            let (p, _) = start(c).await?;
-            let Some(pid) = p.pid().and_then(|p| i32::try_from(p).ok()) else {
-                return Err("the server exited right after creating its socket".into());
-            };
-            let t0 = Instant::now();
-            // Kong signals the pid only (`proc:kill(15)`), not the process group.
-            // SAFETY: kill(2) has no memory-safety preconditions.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-            let grace = Duration::from_secs(5);
-            while t0.elapsed() < grace {
-                if let Some(exit) = p.last_exit() {
-                    let _ = p.stop().await;
-                    return Ok(Outcome::Pass(format!(
-                        "{} {:.2} s after SIGTERM",
-                        exit.reason,
-                        t0.elapsed().as_secs_f64()
-                    )));
+        verdict(
+            async {
+                let (p, _) = start(c).await?;
+                let Some(pid) = p.pid().and_then(|p| i32::try_from(p).ok()) else {
+                    return Err("the server exited right after creating its socket".into());
+                };
+                let t0 = Instant::now();
+                // Kong signals the pid only (`proc:kill(15)`), not the process group.
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let _ = p.stop().await;
-            Err(format!(
+                let grace = Duration::from_secs(5);
+                while t0.elapsed() < grace {
+                    if let Some(exit) = p.last_exit() {
+                        let _ = p.stop().await;
+                        return Ok(Outcome::Pass(format!(
+                            "{} {:.2} s after SIGTERM",
+                            exit.reason,
+                            t0.elapsed().as_secs_f64()
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let _ = p.stop().await;
+                Err(format!(
                 "still running {} s after SIGTERM (Kong never sends SIGKILL, so the old server \
                  would keep its socket and the new one could not start)",
                 grace.as_secs()
             ))
-        }
-        .await)
+            }
+            .await,
+        )
     })
 }
 
@@ -138,21 +144,23 @@ async fn restart_inner(c: &mut Ctx) -> Res {
         stale_socket(&c.target.socket)?;
     }
     runner.client().clear_pool();
-    let (p, took) = start(c)
-        .await
-        .map_err(|e| format!("after SIGKILL (the socket file is left behind), the new server: {e}"))?;
+    let (p, took) = start(c).await.map_err(|e| {
+        format!("after SIGKILL (the socket file is left behind), the new server: {e}")
+    })?;
     c.process = Some(p);
     let mut pdk = SimpleRequest::new("example.com");
-    let after = runner.run_event(&entity, &phase, &mut pdk).await.map_err(|e| {
-        format!(
-            "after the restart, Kong's event with the old instance id did not recover: {e} \
+    let after = runner
+        .run_event(&entity, &phase, &mut pdk)
+        .await
+        .map_err(|e| {
+            format!(
+                "after the restart, Kong's event with the old instance id did not recover: {e} \
              (Kong re-creates instances only on \"no plugin instance\" (MsgPack) or a closed \
              connection (ProtoBuf), spec §4.6)"
-        )
-    })?;
-    let methods = |r: &crate::host::EventReport| {
-        r.calls.iter().map(|x| x.method.clone()).collect::<Vec<_>>()
-    };
+            )
+        })?;
+    let methods =
+        |r: &crate::host::EventReport| r.calls.iter().map(|x| x.method.clone()).collect::<Vec<_>>();
     if methods(&before) != methods(&after) || after.end != before.end {
         return Err(format!(
             "after the restart the event made the calls {:?} and ended {:?}; before, {:?} and {:?}",
@@ -162,7 +170,10 @@ async fn restart_inner(c: &mut Ctx) -> Res {
             before.end
         ));
     }
-    if matches!(after.end, EventEnd::Raised { .. } | EventEnd::MethodNotFound { .. }) {
+    if matches!(
+        after.end,
+        EventEnd::Raised { .. } | EventEnd::MethodNotFound { .. }
+    ) {
         return Err(format!("the event ended with {:?}", after.end));
     }
     Ok(Outcome::Pass(format!(

@@ -59,7 +59,9 @@ async fn events(host: &RawHost, id: i64, kind: Kind, n: usize) -> Result<(), Str
             async move {
                 let mut i = lane;
                 while i < n {
-                    one(&host, id, kind).await.map_err(|e| format!("event {i}: {e}"))?;
+                    one(&host, id, kind)
+                        .await
+                        .map_err(|e| format!("event {i}: {e}"))?;
                     i += LANES;
                 }
                 Ok::<(), String>(())
@@ -76,7 +78,9 @@ async fn one(host: &RawHost, id: i64, kind: Kind) -> Result<(), String> {
     let mut w = host.connect().await.map_err(|e| e.to_string())?;
     if let Kind::Abandoned = kind {
         let (bytes, hid) = host.handle_event_bytes(id, "access");
-        w.send(&bytes, "HandleEvent").await.map_err(|e| e.to_string())?;
+        w.send(&bytes, "HandleEvent")
+            .await
+            .map_err(|e| e.to_string())?;
         match host.protocol {
             Protocol::MsgPack => {
                 w.mp_answer(hid as u64, "plugin.HandleEvent")
