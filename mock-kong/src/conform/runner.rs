@@ -13,7 +13,7 @@ use serde_json::{Map, Value as Json};
 
 use super::catalogue::{catalogue, Applies, Check, Needs, Plug};
 use super::report::{CheckResult, Report};
-use super::wire::{answer_from, End, EventRun, RawHost, Refusal, StepConns};
+use super::wire::{answer_from, End, EventRun, RawHost, StepConns};
 use super::{Outcome, TierSel};
 use crate::dump::{self, Dump, PluginInfo, RawQueryOutput};
 use crate::host::instances::uuid_from;
@@ -255,11 +255,6 @@ impl Ctx {
         pdk: &mut SimpleRequest,
     ) -> impl FnMut(&str, &[Value]) -> super::wire::Answer + '_ {
         move |m, a| answer_from(pdk.call("access", m, a))
-    }
-
-    /// Text for a StartInstance/HandleEvent refusal.
-    pub fn refusal(r: &Refusal) -> String {
-        r.to_string()
     }
 }
 
