@@ -409,24 +409,8 @@ async fn run(command: Command, threads: usize) -> Outcome {
 }
 
 async fn reference_server(a: ReferenceArgs) -> Outcome {
-    let protocol: Protocol = a.protocol.into();
-    if a.dump {
-        let text =
-            mock_kong::reference::dump_json(protocol, &a.plugin).map_err(|e| usage(anyhow!(e)))?;
-        println!("{text}");
-        return Ok(0);
-    }
-    let socket = a
-        .socket
-        .ok_or_else(|| usage(anyhow!("--socket is required")))?;
-    mock_kong::reference::serve(mock_kong::reference::ReferenceOptions {
-        protocol,
-        socket,
-        plugin: a.plugin,
-    })
-    .await
-    .map_err(|e| (1, e.into()))?;
-    Ok(0)
+    // The same code as `mock-kong reference-server`, faults included.
+    Ok(mock_kong::cli::run_reference_server(a).await)
 }
 
 fn plot_cmd(a: PlotArgs) -> Outcome {

@@ -29,10 +29,13 @@
 //!   socket lives.
 //! * [`scenario`]: scripted scenarios (TOML) played through a server, with expectations.
 //! * [`session`]: dump → start → wait for the socket → client; plays a request through phases.
+//! * [`conform`]: the conformance suite (`mock-kong conform`): named checks, each proven to
+//!   fail on a reference server with the matching fault.
 //! * [`cli`]: the `mock-kong` command line (a thin shell over the above).
 
 pub mod cli;
 pub mod config;
+pub mod conform;
 pub mod dump;
 pub mod host;
 pub mod msgpack;

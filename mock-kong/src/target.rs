@@ -15,6 +15,8 @@ pub enum TargetSpec {
     Reference {
         protocol: Protocol,
         exe: Option<PathBuf>,
+        /// `--fault` names passed to the reference server (conformance tests; empty normally).
+        faults: Vec<String>,
     },
     /// A pluginserver from a `kong.conf` (and the `KONG_*` environment).
     KongConf {
@@ -180,7 +182,11 @@ pub fn resolve(
         }
     };
     let mut target = match spec {
-        TargetSpec::Reference { protocol, exe } => {
+        TargetSpec::Reference {
+            protocol,
+            exe,
+            faults,
+        } => {
             let exe = match exe {
                 Some(e) => e.clone(),
                 None => std::env::current_exe().map_err(TargetError::CurrentExe)?,
@@ -194,15 +200,24 @@ pub fn resolve(
                 .socket
                 .clone()
                 .unwrap_or_else(|| prefix.join("reference.socket"));
+            let fault_args: String = faults
+                .iter()
+                .map(|f| format!(" --fault {}", shell_quote(f)))
+                .collect();
+            let label = if faults.is_empty() {
+                format!("reference ({protocol})")
+            } else {
+                format!("reference ({protocol}; faults: {})", faults.join(", "))
+            };
             ResolvedTarget {
-                label: format!("reference ({protocol})"),
+                label,
                 name: "reference".into(),
                 query_cmd: format!(
-                    "{exe} reference-server --protocol {proto} --plugin {} --dump",
+                    "{exe} reference-server --protocol {proto} --plugin {}{fault_args} --dump",
                     shell_quote(plugin)
                 ),
                 start_cmd: Some(format!(
-                    "{exe} reference-server --protocol {proto} --plugin {} --socket {}",
+                    "{exe} reference-server --protocol {proto} --plugin {}{fault_args} --socket {}",
                     shell_quote(plugin),
                     shell_quote(&socket.to_string_lossy())
                 )),

@@ -9,6 +9,7 @@
 //! options every subcommand shares, and the `--json [FILE]` convention), one file per subcommand.
 
 mod call;
+mod conform;
 mod dump;
 mod reference;
 mod run;
@@ -20,6 +21,7 @@ use clap::{Parser, Subcommand};
 use crate::session::SessionError;
 
 pub use call::CallArgs;
+pub use conform::ConformArgs;
 pub use dump::DumpArgs;
 pub use reference::ReferenceArgs;
 pub use run::RunArgs;
@@ -53,6 +55,8 @@ pub enum Command {
     Call(CallArgs),
     /// Play scenario files (TOML) through the server and check their expectations.
     Run(RunArgs),
+    /// Run the conformance suite: named checks of everything Kong expects from a plugin server.
+    Conform(ConformArgs),
     /// Run the built-in Rust reference plugin server (what mock-kong starts by default).
     #[command(hide = true)]
     ReferenceServer(ReferenceArgs),
@@ -75,6 +79,18 @@ pub(crate) fn session_failure(e: SessionError) -> Failure {
     Failure {
         code: if e.is_server_fault() { 1 } else { 2 },
         error: e.into(),
+    }
+}
+
+/// Runs the hidden `reference-server` subcommand; other binaries of the project (loadgen) embed
+/// it so the reference server can be started from their own executable. Returns the exit code.
+pub async fn run_reference_server(args: ReferenceArgs) -> i32 {
+    match reference::run(args).await {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("error: {:#}", f.error);
+            f.code
+        }
     }
 }
 
@@ -134,6 +150,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Dump(a) => dump::run(a).await,
         Command::Call(a) => call::run(a).await,
         Command::Run(a) => run::run(a).await,
+        Command::Conform(a) => conform::run(a).await,
         Command::ReferenceServer(a) => reference::run(a).await,
     }
 }

@@ -21,13 +21,37 @@ pub struct ReferenceArgs {
     /// Print the dump and exit.
     #[arg(long)]
     pub dump: bool,
+    /// Misbehave on purpose (repeatable): proves that each conformance check can fail. See
+    /// `mock_kong::reference::faults` for the names.
+    #[arg(long = "fault", value_name = "NAME")]
+    pub faults: Vec<String>,
 }
 
 pub(crate) async fn run(a: ReferenceArgs) -> Result<i32, Failure> {
+    use crate::reference::Fault;
     let protocol: Protocol = a.protocol.into();
+    let faults = crate::reference::Faults::parse(&a.faults).map_err(|e| setup(anyhow!(e)))?;
+    if faults.has(Fault::IgnoreSigterm) {
+        // Overrides every SIGTERM handler of the process (the CLI's own included).
+        // SAFETY: signal(2) with SIG_IGN installs no Rust code as a handler.
+        unsafe {
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        }
+    }
     if a.dump {
-        let text =
-            crate::reference::dump_json(protocol, &a.plugin).map_err(|e| setup(anyhow!(e)))?;
+        if faults.has(Fault::DumpHangs) {
+            std::future::pending::<()>().await;
+        }
+        if faults.has(Fault::DumpReadsStdin) {
+            use std::io::Read;
+            let mut sink = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut sink);
+        }
+        let text = crate::reference::dump_json_with(protocol, &a.plugin, &faults)
+            .map_err(|e| setup(anyhow!(e)))?;
+        if faults.has(Fault::DumpLogLine) {
+            println!("reference server: loading plugins");
+        }
         println!("{text}");
         return Ok(0);
     }
@@ -38,6 +62,7 @@ pub(crate) async fn run(a: ReferenceArgs) -> Result<i32, Failure> {
         protocol,
         socket,
         plugin: a.plugin,
+        faults,
     })
     .await
     .map_err(|e| Failure {

@@ -106,6 +106,7 @@ impl ServerArgs {
         Ok(TargetSpec::Reference {
             protocol: self.protocol.into(),
             exe: None,
+            faults: Vec::new(),
         })
     }
 

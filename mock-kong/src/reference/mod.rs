@@ -1,6 +1,7 @@
 //! The Rust reference plugin server (both protocols), mock-kong's built-in default target.
 //!
-//! It hosts the four plugins of [`plugins`] (`hello`, `bench`, `exit`, `multiphase`) and behaves
+//! It hosts the five plugins of [`plugins`] (`hello`, `bench`, `exit`, `multiphase`, `faults`)
+//! and behaves
 //! on the wire like the official servers:
 //!
 //! * `MsgPack:1` ([`mp`]) like the Python and JS PDK servers (spec §4; `plugin-servers.md`,
@@ -17,10 +18,13 @@
 //! SIGTERM/SIGINT) and [`serve_listener`] (serve an already bound listener until a future
 //! completes; used by tests to run the server in-process).
 
+pub mod faults;
 pub mod mp;
 pub mod pb;
 pub mod plugins;
 pub mod tour;
+
+pub use faults::{Fault, Faults};
 
 use std::future::Future;
 use std::io;
@@ -40,12 +44,9 @@ pub struct ReferenceOptions {
     pub socket: PathBuf,
     /// Plugin listed first in the dump (Kong 3.9 registers only the first).
     pub plugin: String,
+    /// Deliberate misbehaviour for conformance tests ([`faults`]); empty by default.
+    pub faults: Faults,
 }
-
-/// Deliberate misbehaviour switches for conformance tests. None exist yet; the struct is
-/// threaded through both servers so that adding one is a local change.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Faults {}
 
 /// The largest single MessagePack object or ProtoBuf frame the server accepts (64 MiB: far above
 /// any request Kong sends, low enough that a garbage length cannot make it allocate gigabytes).
@@ -63,6 +64,17 @@ pub(crate) const READ_CHUNK: usize = 16 * 1024;
 /// `first_plugin` comes first (Kong 3.9 registers only the first entry), the others follow in
 /// their default order. An unknown name is an error that lists the available plugins.
 pub fn dump_json(protocol: Protocol, first_plugin: &str) -> Result<String, String> {
+    dump_json_with(protocol, first_plugin, &Faults::default())
+}
+
+/// [`dump_json`] with the dump faults of [`faults`] applied (`dump-bare-object`,
+/// `dump-unknown-protocol`, `dump-bad-entry`, `dump-bad-schema`, `dump-plugin-last`,
+/// `dump-extra-phase`; the others are about printing, see `mock-kong reference-server`).
+pub fn dump_json_with(
+    protocol: Protocol,
+    first_plugin: &str,
+    faults: &Faults,
+) -> Result<String, String> {
     let first = plugins::find(first_plugin).ok_or_else(|| {
         format!(
             "unknown plugin {first_plugin:?}: the reference server hosts {}",
@@ -77,7 +89,41 @@ pub fn dump_json(protocol: Protocol, first_plugin: &str) -> Result<String, Strin
             .filter(|p| p.name() != first.name())
             .map(|p| p.info_json(protocol)),
     );
+    if let Some(e) = entries.first_mut() {
+        if faults.has(Fault::DumpBadEntry) {
+            e["Version"] = "1.2.3.4".into();
+            e["Priority"] = serde_json::json!(1.5);
+        }
+        if faults.has(Fault::DumpExtraPhase) {
+            if let Some(p) = e["Phases"].as_array_mut() {
+                p.insert(0, "rewrite".into());
+            }
+        }
+        if faults.has(Fault::DumpBadSchema) {
+            if let Some(field) = e["Schema"]["fields"][0]["config"]["fields"][0]
+                .as_object_mut()
+                .and_then(|o| o.values_mut().next())
+            {
+                let wrong = if field["type"] == "string" {
+                    serde_json::json!(5)
+                } else {
+                    serde_json::json!("five")
+                };
+                field["default"] = wrong;
+            }
+        }
+    }
+    if faults.has(Fault::DumpPluginLast) {
+        entries.rotate_left(1);
+    }
+    if faults.has(Fault::DumpBareObject) {
+        return Ok(entries.swap_remove(0).to_string());
+    }
     let doc = match protocol {
+        _ if faults.has(Fault::DumpUnknownProtocol) => serde_json::json!({
+            "Protocol": "MsgPack:2",
+            "Plugins": entries,
+        }),
         Protocol::MsgPack => serde_json::Value::Array(entries),
         Protocol::ProtoBuf => serde_json::json!({
             "Protocol": Protocol::ProtoBuf.as_str(),
@@ -102,16 +148,34 @@ pub async fn serve(opts: ReferenceOptions) -> io::Result<()> {
             ),
         ));
     }
-    let listener = bind(&opts.socket)?;
+    faults::install(&opts.faults);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let ignore_term = opts.faults.has(Fault::IgnoreSigterm);
     let shutdown = async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        loop {
+            tokio::select! {
+                _ = term.recv() => if !ignore_term { break },
+                _ = int.recv() => break,
+            }
         }
     };
-    let result = serve_listener(listener, opts.protocol, shutdown).await;
+    if opts.faults.has(Fault::NoSocket) {
+        shutdown.await;
+        return Ok(());
+    }
+    if opts.faults.has(Fault::RefuseStaleSocket) && std::fs::symlink_metadata(&opts.socket).is_ok()
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "fault refuse-stale-socket: {} already exists",
+                opts.socket.display()
+            ),
+        ));
+    }
+    let listener = bind(&opts.socket)?;
+    let result = serve_listener_with(listener, opts.protocol, opts.faults, shutdown).await;
     remove_socket(&opts.socket);
     result
 }
@@ -188,6 +252,11 @@ pub async fn serve_listener_with(
     faults: Faults,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    let limit = if faults.has(Fault::ConnLimit) {
+        64
+    } else {
+        usize::MAX
+    };
     let faults = Arc::new(faults);
     let server = match protocol {
         Protocol::MsgPack => Server::Mp(Arc::new(mp::MpServer::new(faults))),
@@ -200,7 +269,7 @@ pub async fn serve_listener_with(
             biased;
             _ = &mut shutdown => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => match accepted {
+            accepted = listener.accept(), if conns.len() < limit => match accepted {
                 Ok((stream, _)) => match &server {
                     Server::Mp(s) => {
                         conns.spawn(mp::serve_connection(s.clone(), stream));
@@ -349,7 +418,7 @@ mod tests {
         assert_eq!(arr.len(), 5);
         assert_eq!(arr[0]["Name"], "bench");
         let names: Vec<_> = arr.iter().map(|e| e["Name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["bench", "hello", "exit", "multiphase", "tour"]);
+        assert_eq!(names, ["bench", "hello", "exit", "multiphase", "tour", "faults"]);
         let keys: Vec<_> = arr[0].as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys, ["Name", "Phases", "Priority", "Version", "Schema"]);
         assert_eq!(arr[0]["Schema"]["name"], "bench");
@@ -387,7 +456,7 @@ mod tests {
     fn dump_unknown_plugin_lists_the_available_ones() {
         let e = dump_json(Protocol::MsgPack, "nope").unwrap_err();
         assert!(
-            e.contains("nope") && e.contains("hello, bench, exit, multiphase, tour"),
+            e.contains("nope") && e.contains("hello, bench, exit, multiphase, tour, faults"),
             "{e}"
         );
     }

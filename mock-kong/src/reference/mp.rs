@@ -19,12 +19,13 @@
 //! which is what a Lua-style PDK call returns as its first value on error; our plugins then
 //! carry on as they do for any `nil`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
+use super::faults::{self, Fault};
 use super::plugins::{self, Action, Event, Instance, Plugin};
 use super::{lock, now_secs_f64, Faults, IdMap, MAX_FRAME, READ_CHUNK};
 use crate::msgpack::{encode, RpcMessage, StreamDecoder};
@@ -37,6 +38,20 @@ pub struct MpServer {
     instances: Mutex<Instances>,
     events: Mutex<IdMap<u64, Box<dyn Event>>>,
     next_event: AtomicU64,
+    /// Fault switches only: a handler raised or exited and no event is answered any more.
+    blocked: AtomicBool,
+    /// Fault switches only: the connection each open event started on.
+    event_conn: Mutex<IdMap<u64, u64>>,
+    next_conn: AtomicU64,
+}
+
+tokio::task_local! {
+    /// The id of the connection a request arrived on (read by the fault switches only).
+    static CONN: u64;
+}
+
+fn current_conn() -> u64 {
+    CONN.try_with(|c| *c).unwrap_or(0)
 }
 
 struct Instances {
@@ -76,6 +91,8 @@ enum Reply {
     Value(Value),
     /// `{Data: <action>, EventId: id}`, written without building a [`Value`].
     Event { id: u64, action: Action },
+    /// No response at all (fault switches only).
+    Silent,
 }
 
 impl MpServer {
@@ -91,6 +108,9 @@ impl MpServer {
             }),
             events: Mutex::new(IdMap::default()),
             next_event: AtomicU64::new(0),
+            blocked: AtomicBool::new(false),
+            event_conn: Mutex::new(IdMap::default()),
+            next_conn: AtomicU64::new(1),
         }
     }
 
@@ -112,7 +132,10 @@ impl MpServer {
                 out.push(NIL);
                 encode(&v, out);
             }
-            Ok(Reply::Event { id, action }) => write_event_response(out, msgid, id, &action),
+            Ok(Reply::Event { id, action }) => {
+                write_event_response(out, msgid, id, &action, self.faults.has(Fault::BadCallback))
+            }
+            Ok(Reply::Silent) => {}
             Err(e) => {
                 response_head(out, msgid);
                 put_str(out, e.as_bytes());
@@ -130,6 +153,12 @@ impl MpServer {
         };
         match name {
             "HandleEvent" => self.handle_event(first_param(method, params)?),
+            "StepMultiMap" | "StepCredential" | "StepConsumer" | "StepRoute" | "StepService"
+            | "StepMemoryStats"
+                if self.faults.has(Fault::RejectStepVariants) =>
+            {
+                Err(format!("unknown method {method:?}"))
+            }
             "Step" | "StepMultiMap" | "StepCredential" | "StepConsumer" | "StepRoute"
             | "StepService" | "StepMemoryStats" => {
                 self.step(method, first_param(method, params)?, false)
@@ -179,6 +208,11 @@ impl MpServer {
             .ok_or_else(|| format!("{name} not initialized"))?;
         let json: serde_json::Value = serde_json::from_slice(config_text)
             .map_err(|e| format!("{M}: Config is not valid JSON: {e}"))?;
+        if self.faults.has(Fault::StrictConfig) {
+            if let Some(k) = faults::unknown_config_key(&plugin.config_fields(), &json) {
+                return Err(format!("{M}: unknown config field {k:?}"));
+            }
+        }
         let inner = plugin.start(&json)?;
         let config = Value::from_json(&json);
         let start_time = now_secs_f64();
@@ -190,7 +224,11 @@ impl MpServer {
             inner,
         };
         let mut inst = lock(&self.instances);
-        let id = inst.next_id;
+        let id = if self.faults.has(Fault::OneInstance) {
+            0
+        } else {
+            inst.next_id
+        };
         inst.next_id += 1;
         let status = instance.status(id, true);
         inst.map.insert(id, instance);
@@ -204,7 +242,11 @@ impl MpServer {
     fn close_instance(&self, arg: Value) -> Result<Value, String> {
         let id = bare_id("plugin.CloseInstance", &arg)?;
         let mut inst = lock(&self.instances);
-        let instance = inst.map.remove(&id).ok_or_else(|| no_instance(&arg))?;
+        let instance = inst.map.remove(&id).ok_or_else(|| self.no_instance(&arg))?;
+        if self.faults.has(Fault::CloseAll) {
+            let index = instance.plugin_index;
+            inst.map.retain(|_, x| x.plugin_index != index);
+        }
         if let Some(s) = inst.stats.get_mut(instance.plugin_index) {
             s.1 = now_secs_f64();
         }
@@ -215,7 +257,7 @@ impl MpServer {
     fn instance_status(&self, arg: Value) -> Result<Value, String> {
         let id = bare_id("plugin.InstanceStatus", &arg)?;
         let inst = lock(&self.instances);
-        let instance = inst.map.get(&id).ok_or_else(|| no_instance(&arg))?;
+        let instance = inst.map.get(&id).ok_or_else(|| self.no_instance(&arg))?;
         Ok(instance.status(id, true))
     }
 
@@ -280,9 +322,21 @@ impl MpServer {
         let phase = map_field(M, &arg, "EventName")?
             .as_str()
             .ok_or_else(|| format!("{M}: EventName must be a string"))?;
+        if self.blocked.load(Ordering::Relaxed) {
+            return Ok(Reply::Silent);
+        }
+        if self.faults.has(Fault::ExpireIdle) && faults::touch_expired(iid) {
+            lock(&self.instances).map.remove(&iid);
+        }
+        if self.faults.has(Fault::LeakPerEvent) {
+            faults::leak();
+        }
         let mut event = {
             let inst = lock(&self.instances);
-            let instance = inst.map.get(&iid).ok_or_else(|| no_instance(iid_value))?;
+            let instance = inst
+                .map
+                .get(&iid)
+                .ok_or_else(|| self.no_instance(iid_value))?;
             instance.inner.event(phase).ok_or_else(|| {
                 format!(
                     "plugin {} has no handler for event {phase:?} (it handles {})",
@@ -294,11 +348,55 @@ impl MpServer {
         let id = self.next_event.fetch_add(1, Ordering::Relaxed);
         let action = event.step(None);
         if matches!(action, Action::Call { .. }) {
+            if self.faults.has(Fault::LeakAbandoned) {
+                faults::hold(id);
+            }
+            if self.faults.has(Fault::BindEvents) || self.faults.has(Fault::CrashOnVanish) {
+                lock(&self.event_conn).insert(id, current_conn());
+            }
             // Registered before the response is written: the next Step may come on another
             // connection as soon as the host has read it.
             lock(&self.events).insert(id, event);
         }
-        Ok(Reply::Event { id, action })
+        self.finish(id, action)
+    }
+
+    /// The reply for an event's next action; a raised handler becomes an error response.
+    fn finish(&self, id: u64, action: Action) -> Result<Reply, String> {
+        if !matches!(action, Action::Call { .. }) {
+            faults::release(id);
+            lock(&self.event_conn).remove(&id);
+        }
+        match action {
+            Action::Raise(_) if self.faults.has(Fault::RaiseIsSuccess) => Ok(Reply::Event {
+                id,
+                action: Action::Done,
+            }),
+            Action::Raise(_) if self.faults.has(Fault::RaiseHangs) => {
+                self.blocked.store(true, Ordering::Relaxed);
+                Ok(Reply::Silent)
+            }
+            Action::Raise(e) => Err(e),
+            Action::Exit { .. } => {
+                if self.faults.has(Fault::ExitBlocks) {
+                    self.blocked.store(true, Ordering::Relaxed);
+                }
+                if self.faults.has(Fault::LeakExit) {
+                    faults::leak();
+                }
+                Ok(Reply::Event { id, action })
+            }
+            action => Ok(Reply::Event { id, action }),
+        }
+    }
+
+    /// The error for an unknown instance id (spec §4.6: Kong looks for "no plugin instance").
+    fn no_instance(&self, id: &Value) -> String {
+        if self.faults.has(Fault::WrongErrorText) {
+            format!("instance {} does not exist", plugins::text(id))
+        } else {
+            no_instance(id)
+        }
     }
 
     /// `plugin.Step*({EventId, Data})`: delivers a PDK result to its event.
@@ -311,12 +409,19 @@ impl MpServer {
         };
         let mut event_id = None;
         let mut data = Value::Nil;
+        let mut has_data = false;
         for (k, v) in entries {
             match k.as_bytes() {
                 Some(b"EventId") => event_id = Some(v),
-                Some(b"Data") => data = v,
+                Some(b"Data") => {
+                    data = v;
+                    has_data = true;
+                }
                 _ => {}
             }
+        }
+        if !has_data && self.faults.has(Fault::NilNeedsData) {
+            return Err(format!("{method}: the Data field is missing"));
         }
         let event_id = event_id.ok_or_else(|| format!("{method}: the EventId field is missing"))?;
         let id = event_id
@@ -324,18 +429,31 @@ impl MpServer {
             .and_then(|i| u64::try_from(i).ok())
             .ok_or_else(|| format!("event id {} not found", plugins::text(&event_id)))?;
         let reply = if is_error { Value::Nil } else { data };
+        if self.faults.has(Fault::BindEvents)
+            && lock(&self.event_conn)
+                .get(&id)
+                .is_some_and(|c| *c != current_conn())
+        {
+            return Err(format!("event id {id} not found"));
+        }
         let action = {
             let mut events = lock(&self.events);
+            // cross-talk: the reply goes to the newest event in flight, not to `EventId`.
+            let target = if self.faults.has(Fault::CrossTalk) {
+                events.keys().copied().max().unwrap_or(id)
+            } else {
+                id
+            };
             let event = events
-                .get_mut(&id)
+                .get_mut(&target)
                 .ok_or_else(|| format!("event id {id} not found"))?;
             let action = event.step(Some(reply));
             if !matches!(action, Action::Call { .. }) {
-                events.remove(&id);
+                events.remove(&target);
             }
             action
         };
-        Ok(Reply::Event { id, action })
+        self.finish(id, action)
     }
 }
 
@@ -432,17 +550,22 @@ fn response_head(out: &mut Vec<u8>, msgid: u64) {
 
 /// `[1, msgid, nil, {Data: <"ret" | {Method, Args}>, EventId: id}]`, keys in the Python
 /// server's order.
-fn write_event_response(out: &mut Vec<u8>, msgid: u64, id: u64, action: &Action) {
+fn write_event_response(out: &mut Vec<u8>, msgid: u64, id: u64, action: &Action, camel: bool) {
     response_head(out, msgid);
     out.push(NIL);
     out.push(0x82);
     put_str(out, b"Data");
     match action {
-        Action::Done => put_str(out, b"ret"),
+        // A raise is answered as an error before it gets here.
+        Action::Done | Action::Raise(_) => put_str(out, b"ret"),
         Action::Call { method, args } | Action::Exit { method, args } => {
             out.push(0x82);
             put_str(out, b"Method");
-            put_str(out, method.as_str().as_bytes());
+            if camel {
+                put_str(out, faults::camel_case(method.as_str()).as_bytes());
+            } else {
+                put_str(out, method.as_str().as_bytes());
+            }
             put_str(out, b"Args");
             put_array_len(out, args.len());
             for a in args.iter() {
@@ -458,11 +581,29 @@ fn write_event_response(out: &mut Vec<u8>, msgid: u64, id: u64, action: &Action)
 // Connections
 
 /// Serves one connection until EOF, an I/O error or undecodable input.
-pub async fn serve_connection(server: Arc<MpServer>, mut stream: UnixStream) {
-    let mut decoder = StreamDecoder::new(MAX_FRAME);
+pub async fn serve_connection(server: Arc<MpServer>, stream: UnixStream) {
+    let conn = server.next_conn.fetch_add(1, Ordering::Relaxed);
+    CONN.scope(conn, serve_connection_inner(server, stream, conn))
+        .await
+}
+
+async fn serve_connection_inner(server: Arc<MpServer>, mut stream: UnixStream, conn: u64) {
+    let f = server.faults.clone();
+    let max = if f.has(Fault::SmallFrames) {
+        256 * 1024
+    } else {
+        MAX_FRAME
+    };
+    let garbage = |why: &str| {
+        if f.has(Fault::CrashOnGarbage) {
+            faults::crash(Fault::CrashOnGarbage, why);
+        }
+    };
+    let mut decoder = StreamDecoder::new(max);
     let mut rbuf = vec![0u8; READ_CHUNK];
     let mut out = Vec::with_capacity(512);
     loop {
+        let mut decoded = 0usize;
         loop {
             match decoder.next_value() {
                 Ok(Some(value)) => match RpcMessage::from_value(value) {
@@ -471,9 +612,14 @@ pub async fn serve_connection(server: Arc<MpServer>, mut stream: UnixStream) {
                         method,
                         params,
                     }) => {
+                        decoded += 1;
+                        if decoded > 1 && f.has(Fault::CrashOnCoalesced) {
+                            faults::crash(Fault::CrashOnCoalesced, "two requests in one read");
+                        }
                         server.handle_request(msgid, &method, params, &mut out);
                     }
                     Ok(other) => {
+                        garbage("a MessagePack object that is not a request");
                         eprintln!(
                             "reference server (MsgPack): dropping connection: expected a \
                              request [0, msgid, method, params], got {other:?}"
@@ -481,16 +627,21 @@ pub async fn serve_connection(server: Arc<MpServer>, mut stream: UnixStream) {
                         return;
                     }
                     Err(e) => {
+                        garbage("a MessagePack object that is not a request");
                         eprintln!("reference server (MsgPack): dropping connection: {e}");
                         return;
                     }
                 },
                 Ok(None) => break,
                 Err(e) => {
+                    garbage("undecodable bytes");
                     eprintln!("reference server (MsgPack): dropping connection: {e}");
                     return;
                 }
             }
+        }
+        if decoder.buffered() > 0 && f.has(Fault::CrashOnSplit) {
+            faults::crash(Fault::CrashOnSplit, "a request split across reads");
         }
         if !out.is_empty() {
             if stream.write_all(&out).await.is_err() {
@@ -501,8 +652,28 @@ pub async fn serve_connection(server: Arc<MpServer>, mut stream: UnixStream) {
                 out.shrink_to(64 * 1024);
             }
         }
-        match stream.read(&mut rbuf).await {
-            Ok(0) | Err(_) => return,
+        let read = if f.has(Fault::IdleClose) {
+            match tokio::time::timeout(std::time::Duration::from_secs(1), stream.read(&mut rbuf))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => return,
+            }
+        } else {
+            stream.read(&mut rbuf).await
+        };
+        match read {
+            Ok(0) | Err(_) => {
+                if decoder.buffered() > 0 {
+                    garbage("a truncated request");
+                }
+                if f.has(Fault::CrashOnVanish)
+                    && lock(&server.event_conn).values().any(|c| *c == conn)
+                {
+                    faults::crash(Fault::CrashOnVanish, "a client vanished mid-event");
+                }
+                return;
+            }
             Ok(n) => decoder.feed(&rbuf[..n]),
         }
     }

@@ -20,12 +20,14 @@
 //!   closes the connection); `cmd_get_plugin_names` / `cmd_get_plugin_info`, never sent by Kong,
 //!   are answered properly (go-pdk sends an empty frame for them).
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
+use super::faults::{self, Fault};
 use super::plugins::{self, Action, Instance, Plugin};
 use super::{lock, Faults, IdMap, MAX_FRAME, READ_CHUNK};
 use crate::protobuf::messages::{
@@ -39,6 +41,11 @@ pub struct PbServer {
     faults: Arc<Faults>,
     loaded_at: i64,
     instances: Mutex<Instances>,
+    /// Fault switches only: a handler raised or exited and no event is answered any more.
+    blocked: AtomicBool,
+    /// Fault switches only: event ids, and the reply slot every event shares (`cross-talk`).
+    next_event: AtomicU64,
+    slot: Mutex<Option<crate::Value>>,
 }
 
 struct Instances {
@@ -86,6 +93,9 @@ impl PbServer {
                 map: IdMap::default(),
                 next_id: 0,
             }),
+            blocked: AtomicBool::new(false),
+            next_event: AtomicU64::new(0),
+            slot: Mutex::new(None),
         }
     }
 
@@ -103,6 +113,11 @@ impl PbServer {
         })?;
         let json: serde_json::Value = serde_json::from_slice(config)
             .map_err(|e| format!("StartInstance: decoding config: {e}"))?;
+        if self.faults.has(Fault::StrictConfig) {
+            if let Some(k) = faults::unknown_config_key(&plugin.config_fields(), &json) {
+                return Err(format!("StartInstance: unknown config field {k:?}"));
+            }
+        }
         let inner = plugin.start(&json)?;
         let seq = json
             .get("__seq__")
@@ -112,6 +127,7 @@ impl PbServer {
         let started_at = unix_secs();
         let mut inst = lock(&self.instances);
         let id = match seq {
+            _ if self.faults.has(Fault::OneInstance) => 1,
             Some(s) => s,
             None => {
                 let id = inst.next_id;
@@ -144,7 +160,12 @@ impl PbServer {
             started_at: x.started_at,
         };
         let found = if close {
-            inst.map.remove(&id).map(|x| status(&x))
+            let found = inst.map.remove(&id);
+            if let (Some(x), true) = (&found, self.faults.has(Fault::CloseAll)) {
+                let name = x.plugin.name();
+                inst.map.retain(|_, y| y.plugin.name() != name);
+            }
+            found.map(|x| status(&x))
         } else {
             inst.map.get(&id).map(status)
         };
@@ -172,28 +193,67 @@ struct Conn {
     decoder: FrameDecoder,
     rbuf: Vec<u8>,
     out: Vec<u8>,
+    faults: Arc<Faults>,
+    /// Frames taken since the last read (fault switches only).
+    frames_since_read: u32,
 }
 
 impl Conn {
+    /// Exits the process if `crash-on-garbage` is on.
+    fn garbage(&self, why: &str) {
+        if self.faults.has(Fault::CrashOnGarbage) {
+            faults::crash(Fault::CrashOnGarbage, why);
+        }
+    }
+
     /// The next frame; `None` at a clean EOF between frames.
     async fn read_frame(&mut self) -> Result<Option<Vec<u8>>, Close> {
+        let mut fed = false;
         loop {
             match self.decoder.next_frame() {
-                Ok(Some(frame)) => return Ok(Some(frame)),
-                Ok(None) => {}
-                Err(e) => return Err(Close::Error(e.to_string())),
+                Ok(Some(frame)) => {
+                    self.frames_since_read += 1;
+                    if self.frames_since_read > 1 && self.faults.has(Fault::CrashOnCoalesced) {
+                        faults::crash(Fault::CrashOnCoalesced, "two frames in one read");
+                    }
+                    return Ok(Some(frame));
+                }
+                Ok(None) => {
+                    if fed && self.decoder.buffered() > 0 && self.faults.has(Fault::CrashOnSplit) {
+                        faults::crash(Fault::CrashOnSplit, "a frame split across reads");
+                    }
+                }
+                Err(e) => {
+                    self.garbage("an impossible frame length");
+                    return Err(Close::Error(e.to_string()));
+                }
             }
-            let n = self.stream.read(&mut self.rbuf).await?;
+            let n = if self.faults.has(Fault::IdleClose) {
+                match tokio::time::timeout(
+                    std::time::Duration::from_secs(1),
+                    self.stream.read(&mut self.rbuf),
+                )
+                .await
+                {
+                    Ok(r) => r?,
+                    Err(_) => return Err(Close::Quiet),
+                }
+            } else {
+                self.stream.read(&mut self.rbuf).await?
+            };
             if n == 0 {
                 return if self.decoder.buffered() == 0 {
                     Ok(None)
                 } else {
+                    self.garbage("a truncated frame");
                     Err(Close::Error(
                         "connection closed in the middle of a frame".into(),
                     ))
                 };
             }
             self.decoder.feed(&self.rbuf[..n]);
+            self.frames_since_read = 0;
+            fed = true;
         }
     }
 
@@ -220,11 +280,18 @@ fn put_message(out: &mut Vec<u8>, msg: &impl Message) {
 /// Serves one connection until EOF, an I/O error, an error (closed without reply, like go-pdk)
 /// or a `kong.response.exit`.
 pub async fn serve_connection(server: Arc<PbServer>, stream: UnixStream) {
+    let max = if server.faults.has(Fault::SmallFrames) {
+        256 * 1024
+    } else {
+        MAX_FRAME
+    };
     let mut conn = Conn {
         stream,
-        decoder: FrameDecoder::new(MAX_FRAME),
+        decoder: FrameDecoder::new(max),
         rbuf: vec![0u8; READ_CHUNK],
         out: Vec::with_capacity(512),
+        faults: server.faults.clone(),
+        frames_since_read: 0,
     };
     if let Err(Close::Error(e)) = serve(&server, &mut conn).await {
         eprintln!("reference server (ProtoBuf): closing connection: {e}");
@@ -234,8 +301,13 @@ pub async fn serve_connection(server: Arc<PbServer>, stream: UnixStream) {
 
 async fn serve(server: &PbServer, conn: &mut Conn) -> Result<(), Close> {
     while let Some(frame) = conn.read_frame().await? {
-        let call = RpcCall::decode(frame.as_slice())
-            .map_err(|e| Close::Error(format!("undecodable RpcCall: {e}")))?;
+        let call = match RpcCall::decode(frame.as_slice()) {
+            Ok(c) => c,
+            Err(e) => {
+                conn.garbage("an undecodable RpcCall");
+                return Err(Close::Error(format!("undecodable RpcCall: {e}")));
+            }
+        };
         let sequence = call.sequence;
         let ret = match call.call {
             Some(rpc_call::Call::CmdStartInstance(c)) => Some(rpc_return::Return::InstanceStatus(
@@ -269,10 +341,16 @@ async fn serve(server: &PbServer, conn: &mut Conn) -> Result<(), Close> {
                 server.plugin_info(&c.name).map_err(Close::Error)?,
             )),
             None => {
+                conn.garbage("an RpcCall without a command");
                 return Err(Close::Error(format!(
                     "RpcCall (sequence {sequence}) carries no command"
-                )))
+                )));
             }
+        };
+        let sequence = if server.faults.has(Fault::BadSequence) {
+            i64::from(sequence as i32)
+        } else {
+            sequence
         };
         put_message(
             &mut conn.out,
@@ -294,6 +372,22 @@ async fn handle_event(
     instance_id: i32,
     phase: &str,
 ) -> Result<(), Close> {
+    let f = &server.faults;
+    if server.blocked.load(Ordering::Relaxed) {
+        std::future::pending::<()>().await;
+    }
+    if f.has(Fault::ExpireIdle) && faults::touch_expired(i64::from(instance_id)) {
+        lock(&server.instances).map.remove(&instance_id);
+    }
+    if f.has(Fault::LeakPerEvent) {
+        faults::leak();
+    }
+    if f.has(Fault::WrongErrorText) && !lock(&server.instances).map.contains_key(&instance_id) {
+        // Pretends the event finished instead of closing the connection.
+        encode_frame(&[], &mut conn.out);
+        return Ok(());
+    }
+    let event_id = server.next_event.fetch_add(1, Ordering::Relaxed);
     let mut event = {
         let inst = lock(&server.instances);
         let instance = inst
@@ -308,29 +402,73 @@ async fn handle_event(
             ))
         })?
     };
+    if f.has(Fault::LeakAbandoned) {
+        faults::hold(event_id);
+    }
     let mut reply = None;
     loop {
-        match event.step(reply.take()) {
+        let action = event.step(reply.take());
+        if !matches!(action, Action::Call { .. }) {
+            faults::release(event_id);
+        }
+        match action {
             Action::Done => {
                 encode_frame(&[], &mut conn.out);
                 return Ok(());
             }
+            Action::Raise(_) if f.has(Fault::RaiseIsSuccess) => {
+                encode_frame(&[], &mut conn.out);
+                return Ok(());
+            }
+            Action::Raise(_) if f.has(Fault::RaiseHangs) => {
+                server.blocked.store(true, Ordering::Relaxed);
+                std::future::pending::<()>().await;
+            }
+            Action::Raise(e) => return Err(Close::Error(format!("handler raised: {e}"))),
             Action::Call { method, args } => {
-                let spec = put_call(&mut conn.out, method.as_str(), &args)?;
+                let camel = f.has(Fault::BadCallback);
+                let spec = put_call(&mut conn.out, method.as_str(), &args, camel)?;
                 conn.flush().await?;
-                let frame = conn.read_frame().await?.ok_or_else(|| {
-                    Close::Error(format!(
-                        "host closed the connection instead of answering {}",
+                let frame = match conn.read_frame().await {
+                    Ok(Some(frame)) => frame,
+                    other => {
+                        if f.has(Fault::CrashOnVanish) {
+                            faults::crash(Fault::CrashOnVanish, "a client vanished mid-event");
+                        }
+                        other?.ok_or_else(|| {
+                            Close::Error(format!(
+                                "host closed the connection instead of answering {}",
+                                spec.name
+                            ))
+                        })?
+                    }
+                };
+                if frame.is_empty() && f.has(Fault::NilNeedsData) {
+                    return Err(Close::Error(format!(
+                        "an empty reply to {} is not accepted",
                         spec.name
-                    ))
-                })?;
+                    )));
+                }
                 let value = pdk_table::decode_result(spec, &frame)
                     .map_err(|e| Close::Error(e.to_string()))?;
-                reply = Some(value);
+                reply = Some(if f.has(Fault::CrossTalk) {
+                    // Every event shares one reply slot; whoever looks first takes it.
+                    *lock(&server.slot) = Some(value);
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                    lock(&server.slot).take().unwrap_or_default()
+                } else {
+                    value
+                });
             }
             Action::Exit { method, args } => {
-                put_call(&mut conn.out, method.as_str(), &args)?;
+                put_call(&mut conn.out, method.as_str(), &args, false)?;
                 conn.flush().await?;
+                if f.has(Fault::ExitBlocks) {
+                    server.blocked.store(true, Ordering::Relaxed);
+                }
+                if f.has(Fault::LeakExit) {
+                    faults::leak();
+                }
                 return Err(Close::Quiet);
             }
         }
@@ -342,6 +480,7 @@ fn put_call(
     out: &mut Vec<u8>,
     method: &str,
     args: &[crate::Value],
+    camel: bool,
 ) -> Result<&'static pdk_table::MethodSpec, Close> {
     let spec = pdk_table::lookup(method).ok_or_else(|| {
         Close::Error(format!(
@@ -351,7 +490,11 @@ fn put_call(
         ))
     })?;
     let payload = pdk_table::encode_args(spec, args).map_err(|e| Close::Error(e.to_string()))?;
-    encode_frame(method.as_bytes(), out);
+    if camel {
+        encode_frame(faults::camel_case(method).as_bytes(), out);
+    } else {
+        encode_frame(method.as_bytes(), out);
+    }
     encode_frame(&payload, out);
     Ok(spec)
 }

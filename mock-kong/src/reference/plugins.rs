@@ -14,6 +14,7 @@
 //! | `bench` | access | `calls - 1` calls of `method`, then `kong.response.set_header("x-bench-calls", "<calls>")` |
 //! | `exit` | access | `kong.response.exit(status, message, {"x-exit": "1"})` (terminal) |
 //! | `multiphase` | access, response, log | see [`Multiphase`] |
+//! | `faults` | access | `mode` `raise-before` / `raise-after` raise ([`Action::Raise`]); otherwise one `get_header("host")` |
 
 use std::sync::Arc;
 
@@ -67,6 +68,9 @@ pub enum Action {
     Exit { method: Method, args: Args },
     /// The handler returned.
     Done,
+    /// The handler raised an exception (the `faults` plugin): the server reports the event as
+    /// failed, never as finished (MsgPack: an error response; ProtoBuf: the connection is closed).
+    Raise(String),
 }
 
 impl Action {
@@ -142,7 +146,14 @@ pub trait Plugin: Send + Sync + 'static {
     }
 }
 
-static PLUGINS: [&dyn Plugin; 5] = [&Hello, &Bench, &Exit, &Multiphase, &super::tour::Tour];
+static PLUGINS: [&dyn Plugin; 6] = [
+    &Hello,
+    &Bench,
+    &Exit,
+    &Multiphase,
+    &super::tour::Tour,
+    &FaultsPlugin,
+];
 
 /// Every plugin, in the default dump order.
 pub fn all() -> &'static [&'static dyn Plugin] {
@@ -238,8 +249,14 @@ fn integer_field(
 /// A PDK result as text: strings as-is, `nil` as empty, numbers and booleans printed, tables
 /// as JSON.
 pub fn text(v: &Value) -> String {
+    use super::faults::{on, Fault};
     match v {
+        Value::Nil if on(Fault::NilAsText) => "nil".into(),
         Value::Nil => String::new(),
+        Value::Str(b) | Value::Bin(b) if on(Fault::MangleStrings) => b
+            .iter()
+            .map(|&c| if c.is_ascii() { char::from(c) } else { '?' })
+            .collect(),
         Value::Str(b) | Value::Bin(b) => String::from_utf8_lossy(b).into_owned(),
         Value::Bool(b) => b.to_string(),
         Value::Int(i) => i.to_string(),
@@ -465,7 +482,7 @@ impl Plugin for Exit {
                 "exit: config.status must be an HTTP status (100-599), got {status}"
             ));
         }
-        let message = string_field("exit", obj, "message", "blocked")?;
+        let message = mangle_config(string_field("exit", obj, "message", "blocked")?);
         let args: Arc<[Value]> = Arc::new([
             Value::Int(status),
             Value::from(message),
@@ -632,6 +649,75 @@ impl Event for MultiphaseEvent {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// faults
+
+/// `faults`: a handler that raises on demand (`mode`: `raise-before` raises before any PDK call,
+/// `raise-after` after one `get_header("host")`; anything else makes that one call and returns).
+/// The official kits raise an exception or panic; here the event ends with [`Action::Raise`].
+pub struct FaultsPlugin;
+
+struct FaultsInstance {
+    mode: Arc<str>,
+}
+
+struct FaultsEvent {
+    mode: Arc<str>,
+    state: u8,
+}
+
+impl Plugin for FaultsPlugin {
+    fn name(&self) -> &'static str {
+        "faults"
+    }
+    fn phases(&self) -> &'static [&'static str] {
+        &["access"]
+    }
+    fn config_fields(&self) -> Json {
+        json!([{"mode": {"type": "string", "default": "none"}}])
+    }
+    fn start(&self, config: &Json) -> Result<Box<dyn Instance>, String> {
+        let obj = config_object("faults", config)?;
+        let mode = string_field("faults", obj, "mode", "none")?;
+        Ok(Box::new(FaultsInstance { mode: mode.into() }))
+    }
+}
+
+impl Instance for FaultsInstance {
+    fn event(&self, phase: &str) -> Option<Box<dyn Event>> {
+        (phase == "access").then(|| {
+            Box::new(FaultsEvent {
+                mode: self.mode.clone(),
+                state: 0,
+            }) as _
+        })
+    }
+}
+
+impl Event for FaultsEvent {
+    fn step(&mut self, _reply: Option<Value>) -> Action {
+        let state = self.state;
+        self.state = state.saturating_add(1);
+        match (&*self.mode, state) {
+            ("raise-before", _) => Action::Raise("faults: raise-before".into()),
+            (_, 0) => Action::call("kong.request.get_header", vec![Value::str("host")]),
+            ("raise-after", _) => Action::Raise("faults: raise-after".into()),
+            _ => Action::Done,
+        }
+    }
+}
+
+/// `mangle-strings` also applies to strings a plugin takes from its config.
+fn mangle_config(s: String) -> String {
+    if super::faults::on(super::faults::Fault::MangleStrings) {
+        s.chars()
+            .map(|c| if c.is_ascii() { c } else { '?' })
+            .collect()
+    } else {
+        s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -650,6 +736,10 @@ mod tests {
         loop {
             match ev.step(reply.take()) {
                 Action::Done => return calls,
+                Action::Raise(e) => {
+                    calls.push((e, Vec::new(), true));
+                    return calls;
+                }
                 Action::Exit { method, args } => {
                     calls.push((method.as_str().to_owned(), args.to_vec(), true));
                     return calls;

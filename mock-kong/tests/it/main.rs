@@ -2,11 +2,14 @@
 //!
 //! * `reference`: the host against the reference server over real Unix sockets, both protocols.
 //! * `faults`: the host against hand-made misbehaving servers (timeouts, half frames).
+//! * `conform`: the conformance suite: every check proven on the reference server with and
+//!   without its faults; the real peers against their expected-failures files.
 //! * `cli`: the `mock-kong` binary: output, JSON, exit codes, signals and orphans.
 //! * `peers`: the real Go / Python / JS plugin servers (installed by `scripts/install-peers.sh`).
 //! * `scenarios`: `mock-kong run` and the scenario API over the reference server and the peers.
 
 mod cli;
+mod conform;
 mod faults;
 mod peers;
 mod reference;

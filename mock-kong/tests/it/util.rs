@@ -39,6 +39,7 @@ pub async fn reference(protocol: Protocol, plugin: &str, opts: &SessionOptions) 
     let spec = TargetSpec::Reference {
         protocol,
         exe: Some(exe()),
+        faults: Vec::new(),
     };
     let target = target::resolve(&spec, &Placement::default(), plugin).expect("resolve reference");
     Session::open(target, opts)

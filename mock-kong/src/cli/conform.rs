@@ -1,0 +1,242 @@
+//! `mock-kong conform`: the conformance suite (see [`crate::conform`]).
+//!
+//! Exit codes: 0 all is well; 1 a `must` check failed (any failure with `--strict`), or, with
+//! `--expect-failures`, the results differ from the list in either direction; 2 usage or setup
+//! error.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use clap::{Args, ValueEnum};
+
+use super::{setup, Failure, JsonArg, ServerArgs};
+use crate::conform::report::{self, progress_line, Expectations};
+use crate::conform::{self, RunOptions, Server, TierSel};
+use crate::target::TargetSpec;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TierArg {
+    Fast,
+    Slow,
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct ConformArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Run only checks whose id starts with PREFIX (e.g. `event/` or `dump/shape`).
+    #[arg(long, value_name = "PREFIX", num_args = 1..)]
+    pub only: Vec<String>,
+    /// Leave out checks whose id starts with PREFIX.
+    #[arg(long, value_name = "PREFIX", num_args = 1..)]
+    pub skip: Vec<String>,
+    /// fast: under a minute per server; slow: idle instances past 60 s and resources over
+    /// thousands of events.
+    #[arg(long, value_enum, default_value = "fast")]
+    pub tier: TierArg,
+    /// Fail the run on any failure, not only on `must` checks.
+    #[arg(long)]
+    pub strict: bool,
+    /// Expected failures (one check id per line): the run fails when the results differ from
+    /// the list in either direction.
+    #[arg(long, value_name = "FILE")]
+    pub expect_failures: Option<PathBuf>,
+    /// Rewrite the --expect-failures file from this run's failures.
+    #[arg(long, requires = "expect_failures")]
+    pub fix_expectations: bool,
+    #[command(flatten)]
+    pub json: JsonArg,
+    /// Write a JUnit XML report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write a markdown report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// List the checks (id, level, tier, protocols, spec section, requirement) and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Deadline of every connect, read and write in a check, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    pub io_timeout: f64,
+    /// lifecycle/idle-instances: seconds instances sit idle (Kong's keepalive is 60 s).
+    #[arg(long, value_name = "SECS", default_value_t = 65.0, hide = true)]
+    pub idle_secs: f64,
+    /// resources/*: events per measurement.
+    #[arg(long, value_name = "N", default_value_t = 3000, hide = true)]
+    pub resource_events: usize,
+    /// Run the reference server with these --fault switches (to see a check fail).
+    #[arg(long = "reference-fault", value_name = "NAME", hide = true)]
+    pub reference_faults: Vec<String>,
+    /// Build DIR/README.md (the server × group matrix) from DIR/*.json and exit.
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub matrix: Option<PathBuf>,
+}
+
+fn secs(name: &str, v: f64) -> Result<Duration, Failure> {
+    if v.is_finite() && v > 0.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(setup(anyhow!(
+            "{name} must be a positive number of seconds, got {v}"
+        )))
+    }
+}
+
+pub(crate) async fn run(a: ConformArgs) -> Result<i32, Failure> {
+    if a.list {
+        print!("{}", list());
+        return Ok(0);
+    }
+    if let Some(dir) = &a.matrix {
+        return write_matrix(dir).map(|()| 0).map_err(setup);
+    }
+    if a.fix_expectations && (!a.only.is_empty() || !a.skip.is_empty()) {
+        return Err(setup(anyhow!(
+            "--fix-expectations rewrites the whole list, so it cannot be combined with --only or \
+             --skip (the filtered-out checks would be dropped from the file)"
+        )));
+    }
+    let mut spec = a.server.spec().map_err(setup)?;
+    if !a.reference_faults.is_empty() {
+        match &mut spec {
+            TargetSpec::Reference { faults, .. } => faults.clone_from(&a.reference_faults),
+            _ => {
+                return Err(setup(anyhow!(
+                    "--reference-fault needs the reference server"
+                )))
+            }
+        }
+    }
+    let opts = RunOptions {
+        tier: match a.tier {
+            TierArg::Fast => TierSel::Fast,
+            TierArg::Slow => TierSel::Slow,
+            TierArg::All => TierSel::All,
+        },
+        only: a.only.clone(),
+        skip: a.skip.clone(),
+        plugin: a.server.plugin.clone(),
+        io_timeout: secs("--io-timeout", a.io_timeout)?,
+        idle: secs("--idle-secs", a.idle_secs)?,
+        resource_events: a.resource_events.max(1),
+        ..RunOptions::default()
+    };
+    let expectations = match &a.expect_failures {
+        Some(p) => Some(
+            Expectations::load(p)
+                .with_context(|| format!("reading {}", p.display()))
+                .map_err(setup)?,
+        ),
+        None => None,
+    };
+    let server = Server {
+        spec,
+        placement: a.server.placement(),
+    };
+    let human = !a.json.to_stdout();
+    let mut group = "";
+    if human {
+        println!("mock-kong conform ({} tier)", opts.tier.as_str());
+    }
+    let mut report = conform::run(&server, &opts, &mut |r| {
+        if !human {
+            return;
+        }
+        if r.group != group {
+            group = r.group;
+            println!("\n{group}");
+        }
+        println!("{}", progress_line(r));
+    })
+    .await
+    .map_err(setup)?;
+    if let (Some(exp), Some(path)) = (&expectations, &a.expect_failures) {
+        report.apply(exp, &path.to_string_lossy(), &|c| opts.selects(c));
+    }
+    if a.fix_expectations {
+        if let Some(path) = &a.expect_failures {
+            std::fs::write(path, Expectations::render(&report))
+                .with_context(|| format!("writing {}", path.display()))
+                .map_err(setup)?;
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    let ok = a.fix_expectations || report.ok(a.strict);
+    if human {
+        let text = report.human();
+        // The per-check lines were printed as the run went; print the header, the failure
+        // recap and the summary.
+        println!("\n{}", report.header());
+        if let Some(i) = text.find("\nFailures:") {
+            print!("{}", &text[i..]);
+        } else if let Some(i) = text.find("\nDifferences from") {
+            print!("{}", &text[i..]);
+        } else if let Some(i) = text.rfind("\nin ") {
+            print!("{}", &text[i..]);
+        }
+    }
+    a.json.emit(&report.to_json(a.strict)).map_err(setup)?;
+    if let Some(p) = &a.junit {
+        std::fs::write(p, report.junit())
+            .with_context(|| format!("writing {}", p.display()))
+            .map_err(setup)?;
+    }
+    if let Some(p) = &a.markdown {
+        std::fs::write(p, report.markdown())
+            .with_context(|| format!("writing {}", p.display()))
+            .map_err(setup)?;
+    }
+    Ok(if ok { 0 } else { 1 })
+}
+
+/// `--list`.
+fn list() -> String {
+    let mut out = String::new();
+    let mut group = "";
+    for c in conform::catalogue() {
+        if c.group() != group {
+            group = c.group();
+            out.push_str(&format!("\n{group}\n"));
+        }
+        out.push_str(&format!(
+            "  {:<36} {:<6} {:<4} {:<10} spec {}\n      {}\n",
+            c.id,
+            c.level.as_str(),
+            c.tier.as_str(),
+            c.applies.as_str(),
+            c.spec,
+            c.requirement
+        ));
+    }
+    out.push_str(&format!("\n{} checks\n", conform::catalogue().len()));
+    out
+}
+
+/// `--matrix DIR`: DIR/README.md from DIR/*.json.
+fn write_matrix(dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut reports = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    entries.sort();
+    for p in entries {
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+        let name = p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        reports.push((name, v));
+    }
+    let out = dir.join("README.md");
+    std::fs::write(&out, report::matrix(&reports))
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}

@@ -1,0 +1,373 @@
+//! The catalogue: every check, with its level, tier, the protocols and plugin it needs, the spec
+//! section and requirement, what is expected, and the reference-server faults that prove it
+//! can fail. This table is the single source for `--list`, the reports and the proof tests.
+
+use std::time::Duration;
+
+use super::checks::{dump, event, lifecycle, pdk, process, resources, transport};
+use super::runner::{Ctx, RunOptions};
+use super::{CheckFuture, Level, Tier};
+use crate::reference::Fault;
+
+/// Which servers a check applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applies {
+    Both,
+    MsgPack,
+    ProtoBuf,
+}
+
+impl Applies {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Applies::Both => "both",
+            Applies::MsgPack => "MsgPack:1",
+            Applies::ProtoBuf => "ProtoBuf:1",
+        }
+    }
+}
+
+/// The plugin a check drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plug {
+    /// Whatever the server serves (`--plugin`, or the dump's first entry).
+    Any,
+    /// One of the project's fixture plugins (`plugins/README.md`); skipped if not hosted.
+    Fixture(&'static str),
+}
+
+/// What the runner prepares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// The query command's output only.
+    Query,
+    /// A fresh, running server process.
+    Server(Plug),
+    /// The check starts (and signals) the server itself.
+    Manual(Plug),
+}
+
+/// One conformance check.
+pub struct Check {
+    /// `<group>/<name>`, stable.
+    pub id: &'static str,
+    pub level: Level,
+    pub tier: Tier,
+    pub applies: Applies,
+    pub needs: Needs,
+    /// Section of `kong-host-protocol.md` (or `plugin-servers.md`).
+    pub spec: &'static str,
+    /// The rule, as Kong needs it.
+    pub requirement: &'static str,
+    /// The acceptable outcomes.
+    pub expected: &'static str,
+    /// Reference-server faults that break the rule (each one makes the check fail).
+    pub proven_by: &'static [Fault],
+    /// Time limit in seconds (fast checks).
+    pub limit_secs: u64,
+    pub run: for<'a> fn(&'a mut Ctx) -> CheckFuture<'a>,
+}
+
+impl Check {
+    /// The group (`dump`, `event`, ...).
+    pub fn group(&self) -> &'static str {
+        self.id.split('/').next().unwrap_or(self.id)
+    }
+
+    /// This check's time limit under `opts`.
+    pub fn limit(&self, opts: &RunOptions) -> Duration {
+        let base = Duration::from_secs(self.limit_secs);
+        match self.id {
+            "lifecycle/idle-instances" => opts.idle + Duration::from_secs(30),
+            "transport/idle-connection" => opts.idle_connection + base,
+            id if id.starts_with("resources/") => {
+                base + Duration::from_millis(20 * opts.resource_events as u64)
+            }
+            _ => base,
+        }
+    }
+}
+
+impl std::fmt::Debug for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Check").field("id", &self.id).finish()
+    }
+}
+
+use Applies::{Both, MsgPack, ProtoBuf};
+use Level::{Must, Should};
+use Needs::{Manual, Query, Server};
+use Plug::{Any, Fixture};
+use Tier::{Fast, Slow};
+
+macro_rules! check {
+    ($id:literal, $level:expr, $tier:expr, $applies:expr, $needs:expr, $spec:literal,
+     $req:literal, $exp:literal, [$($f:expr),* $(,)?], $limit:literal, $run:path) => {
+        Check {
+            id: $id,
+            level: $level,
+            tier: $tier,
+            applies: $applies,
+            needs: $needs,
+            spec: $spec,
+            requirement: $req,
+            expected: $exp,
+            proven_by: &[$($f),*],
+            limit_secs: $limit,
+            run: $run,
+        }
+    };
+}
+
+static CATALOGUE: [Check; 44] = [
+    // ----------------------------------------------------------------------------- dump
+    check!("dump/exits-in-time", Must, Fast, Both, Query, "§2",
+        "The query command prints the dump and exits: Kong reads all of stdout and waits for the command to end before it can start.",
+        "the command exits within 10 s",
+        [Fault::DumpHangs], 15, dump::exits_in_time),
+    check!("dump/stdout-is-json", Must, Fast, Both, Query, "§2",
+        "Stdout is exactly one JSON document (Kong cjson-decodes all of it; logs belong on stderr).",
+        "stdout is one JSON document surrounded by whitespace only",
+        [Fault::DumpLogLine], 15, dump::stdout_is_json),
+    check!("dump/shape", Must, Fast, Both, Query, "§2",
+        "The dump is an array of plugin entries or an object with a Plugins array; Kong crashes on a bare plugin object.",
+        "a non-empty array, or an object with a non-empty Plugins array",
+        [Fault::DumpBareObject], 15, dump::shape),
+    check!("dump/protocol", Must, Fast, Both, Query, "§2, §9",
+        "Protocol is absent (MsgPack:1) or one of the two identifiers Kong knows.",
+        "no Protocol, \"MsgPack:1\" or \"ProtoBuf:1\"",
+        [Fault::DumpUnknownProtocol], 15, dump::protocol),
+    check!("dump/entry", Must, Fast, Both, Query, "§2, §6",
+        "The first entry has the capitalised keys Kong reads, a non-empty Name, an integral Priority, a Version of at most three numeric parts and known Phases.",
+        "Name, Priority, Version and Phases valid",
+        [Fault::DumpBadEntry], 15, dump::entry),
+    check!("dump/schema", Must, Fast, Both, Query, "§2",
+        "The Schema passes Kong's MetaSubSchema: the {name, fields: [{config: {type: record, ...}}]} envelope, known field types, type-correct defaults.",
+        "a schema Kong accepts",
+        [Fault::DumpBadSchema], 15, dump::schema),
+    check!("dump/first-plugin", Must, Fast, Both, Query, "§2, §10.5",
+        "Kong 3.9 registers only the first entry of a dump: the plugin served must be that entry (other entries are reported).",
+        "the plugin asked for is the first entry",
+        [Fault::DumpPluginLast], 15, dump::first_plugin),
+    check!("dump/standalone", Must, Fast, Both, Query, "§2, §3",
+        "Dumping needs no socket and no prefix directory, leaves no file behind and does not read stdin (Kong's io.popen leaves the worker's stdin open).",
+        "with stdin open and an empty working directory, the dump is printed and nothing is created",
+        [Fault::DumpReadsStdin], 20, dump::standalone),
+    // ----------------------------------------------------------------------------- process
+    check!("process/socket-in-time", Must, Fast, Both, Manual(Any), "§3, §4.7",
+        "The server creates its socket at the configured path soon after start (Kong has no readiness probe since 3.5: early requests fail).",
+        "the socket accepts connections within 10 s",
+        [Fault::NoSocket], 20, process::socket_in_time),
+    check!("process/stale-socket", Must, Fast, Both, Manual(Any), "§3",
+        "The server starts over a stale socket file left by a crashed predecessor (Kong respawns it at the same path).",
+        "the server replaces the file and serves",
+        [Fault::RefuseStaleSocket], 20, process::stale_socket_check),
+    check!("process/sigterm", Must, Fast, Both, Manual(Any), "§3",
+        "The server exits on SIGTERM: Kong sends SIGTERM on shutdown and never SIGKILL.",
+        "the process exits within 5 s of SIGTERM",
+        [Fault::IgnoreSigterm], 20, process::sigterm),
+    check!("process/restart", Must, Fast, Both, Manual(Any), "§3, §4.6, §5.2",
+        "After a crash the respawned server serves again, and Kong's cached instance ids make it re-create instances (\"no plugin instance\" / a closed connection).",
+        "SIGKILL, restart over the leftover socket, then Kong's event with the old instance id recovers with the same calls",
+        [Fault::RefuseStaleSocket, Fault::WrongErrorText], 30, process::restart),
+    // ----------------------------------------------------------------------------- lifecycle
+    check!("lifecycle/start-instance", Must, Fast, Both, Server(Any), "§4.3, §5.2",
+        "StartInstance accepts Kong's real config JSON: schema defaults, nulls, route/service ids, the instance name, __plugin_id, __ws_id, __key__, __seq__, escaped slashes.",
+        "an instance id, and a working event on it",
+        [Fault::StrictConfig], 15, lifecycle::start_instance),
+    check!("lifecycle/distinct-instances", Must, Fast, Both, Server(Any), "§4.6",
+        "Distinct plugin entities get distinct instance ids, each keeping its own config.",
+        "two different ids; each instance's event uses its own config",
+        [Fault::OneInstance], 15, lifecycle::distinct_instances),
+    check!("lifecycle/config-change", Must, Fast, Both, Server(Any), "§4.6, §10.8",
+        "A config change (StartInstance(new) then CloseInstance(old)) takes effect.",
+        "the new instance serves with the new config right after the old one is closed",
+        [Fault::CloseAll], 15, lifecycle::config_change),
+    check!("lifecycle/unknown-instance", Must, Fast, Both, Server(Any), "§4.6, §5.2",
+        "An unknown instance id is reported the way Kong recovers from: MsgPack an error containing \"no plugin instance\", ProtoBuf a closed connection; the server keeps serving.",
+        "MsgPack: error with \"no plugin instance\"; ProtoBuf: connection closed without a reply; then a new instance serves",
+        [Fault::WrongErrorText], 15, lifecycle::unknown_instance),
+    check!("lifecycle/close-keeps-others", Must, Fast, Both, Server(Any), "§4.3, §4.6",
+        "Closing one instance leaves the others working.",
+        "after CloseInstance(a), instance b serves with its own config",
+        [Fault::CloseAll], 15, lifecycle::close_keeps_others),
+    check!("lifecycle/idle-instances", Must, Slow, Both, Server(Any), "§4.6, §7",
+        "Instances stay usable while idle for longer than Kong's 60 s keepalive, also after another instance was closed (Kong never re-announces them).",
+        "after the idle time, events on the old instances work",
+        [Fault::ExpireIdle], 0, lifecycle::idle_instances),
+    // ----------------------------------------------------------------------------- event
+    check!("event/phases", Must, Fast, Both, Server(Any), "§6",
+        "Every phase the dump declares can be driven (Kong calls the server for each one).",
+        "each declared phase runs to \"ret\" or to a terminal exit",
+        [Fault::DumpExtraPhase], 15, event::phases),
+    check!("event/callbacks-well-formed", Must, Fast, Both, Server(Any), "§4.4, §5.3, §5.4",
+        "Callbacks name PDK methods Kong can find (MsgPack: dotted lower-case kong.* names; ProtoBuf: the methods of Kong's PDK table) with an Args array.",
+        "known method names, Args arrays",
+        [Fault::BadCallback], 15, event::callbacks_well_formed),
+    check!("event/step-variants", Must, Fast, MsgPack, Server(Any), "§4.3, §4.4",
+        "Every Step method Kong 3.x sends is accepted (Step, StepMultiMap, StepCredential, StepConsumer, StepRoute, StepService, StepMemoryStats).",
+        "the event continues after each variant",
+        [Fault::RejectStepVariants], 15, event::step_variants),
+    check!("event/nil-answer", Must, Fast, Both, Server(Any), "§4.4, §5.3, §10.4",
+        "A nil PDK result is accepted: MsgPack a Step without Data (also how Kong 3.x delivers soft errors), ProtoBuf an empty frame.",
+        "the event continues to its end",
+        [Fault::NilNeedsData], 15, event::nil_answer),
+    check!("event/steps-on-other-connections", Must, Fast, MsgPack, Server(Any), "§4.1, §10.1",
+        "The Steps of one event may arrive on other connections than its HandleEvent (Kong takes any pooled connection per call).",
+        "the same calls and end as on one connection",
+        [Fault::BindEvents], 15, event::steps_on_other_connections),
+    check!("event/concurrent", Must, Fast, Both, Server(Fixture("hello")), "§4.1, §6",
+        "Many events in flight on many connections do not cross-talk: each gets and echoes its own values.",
+        "32 concurrent events each set x-hello from their own config and host",
+        [Fault::CrossTalk], 20, event::concurrent),
+    check!("event/exit-terminal", Must, Fast, Both, Server(Fixture("exit")), "§4.4, §5.3, §10.7",
+        "kong.response.exit is terminal: Kong never answers it, and the server keeps serving.",
+        "three exit events in a row, each ending with the exit callback",
+        [Fault::ExitBlocks], 15, event::exit_terminal),
+    check!("event/pb-sequence", Must, Fast, ProtoBuf, Server(Any), "§5.2, §5.3",
+        "RpcReturn echoes the call's int64 sequence (Kong asserts it), and an event ends with an empty frame then RpcReturn.",
+        "sequences 2, 2^40+3 and 2^33+7 echoed exactly",
+        [Fault::BadSequence], 15, event::pb_sequence),
+    // ----------------------------------------------------------------------------- transport
+    check!("transport/byte-at-a-time", Must, Fast, Both, Server(Any), "§4.1, §5.1",
+        "A request written one byte per write is understood (a stream has no message boundaries).",
+        "StartInstance and HandleEvent answered normally",
+        [Fault::CrashOnSplit], 20, transport::byte_at_a_time),
+    check!("transport/coalesced-requests", Should, Fast, Both, Server(Any), "§4.1, §5.1",
+        "Two requests arriving in one read are both answered (Kong never pipelines, but a stream read may return any amount).",
+        "both answered in order; the server stays up",
+        [Fault::CrashOnCoalesced], 15, transport::coalesced_requests),
+    check!("transport/large-frame", Must, Fast, Both, Server(Any), "§4.2, §5.1",
+        "A 1 MiB message (a large config) is accepted in both directions.",
+        "StartInstance with a 1 MiB config, and its event",
+        [Fault::SmallFrames], 20, transport::large_frame),
+    check!("transport/garbage", Must, Fast, Both, Server(Any), "§4.1, §5.1",
+        "Garbage bytes on one connection may drop that connection but must not crash the server.",
+        "the server keeps serving other connections",
+        [Fault::CrashOnGarbage], 15, transport::garbage),
+    check!("transport/wrong-shape", Must, Fast, Both, Server(Any), "§4.1, §5.2",
+        "Well-formed messages of the wrong shape may drop that connection but must not crash the server.",
+        "the server keeps serving other connections",
+        [Fault::CrashOnGarbage], 20, transport::wrong_shape),
+    check!("transport/truncated-frame", Must, Fast, Both, Server(Any), "§4.7, §5.1",
+        "Half a request followed by a close must not crash the server.",
+        "the server keeps serving other connections",
+        [Fault::CrashOnGarbage], 15, transport::truncated_frame),
+    check!("transport/vanishing-client", Must, Fast, Both, Server(Any), "§4.4, §5.6",
+        "A client that vanishes in the middle of an event (a Kong worker killed, a timeout) must not crash the server.",
+        "the server keeps serving other connections",
+        [Fault::CrashOnVanish], 15, transport::vanishing_client),
+    check!("transport/many-connections", Must, Fast, Both, Server(Any), "§4.1, §7",
+        "256 connections at once (Kong's lua_socket_pool_size per worker) are all served.",
+        "256 concurrent events, one per connection, all complete",
+        [Fault::ConnLimit], 30, transport::many_connections),
+    check!("transport/idle-connection", Should, Fast, Both, Server(Any), "§4.1, §7",
+        "An idle pooled connection can be used again later (Kong keeps idle connections up to 60 s; a request on one the server closed fails).",
+        "the same connection serves after the idle time",
+        [Fault::IdleClose], 15, transport::idle_connection),
+    // ----------------------------------------------------------------------------- pdk
+    check!("pdk/raise-before", Must, Fast, Both, Server(Fixture("faults")), "§4.7, §5.6",
+        "A handler that raises before its first PDK call neither hangs its event or the server nor is reported as success.",
+        "MsgPack: an error response; ProtoBuf: connection closed; then later events are served",
+        [Fault::RaiseHangs, Fault::RaiseIsSuccess], 20, pdk::raise_before),
+    check!("pdk/raise-after", Must, Fast, Both, Server(Fixture("faults")), "§4.7, §5.6",
+        "A handler that raises after a PDK call neither hangs its event or the server nor is reported as success.",
+        "MsgPack: an error response; ProtoBuf: connection closed; then later events are served",
+        [Fault::RaiseHangs, Fault::RaiseIsSuccess], 20, pdk::raise_after),
+    check!("pdk/strings-round-trip", Should, Fast, Both, Server(Fixture("hello")), "§4.2, §5.4",
+        "Non-ASCII UTF-8, quotes and escaped slashes survive the trip into the plugin and back (config and PDK results).",
+        "x-hello equals the message and host byte for byte",
+        [Fault::MangleStrings], 15, pdk::strings_round_trip),
+    check!("pdk/nil-round-trip", Should, Fast, MsgPack, Server(Fixture("hello")), "§4.2, §10.10",
+        "A nil PDK result reaches the plugin as nil (ProtoBuf cannot tell nil from \"\", so MsgPack only).",
+        "x-hello is \"hi \" when the host header is missing",
+        [Fault::NilAsText], 15, pdk::nil_round_trip),
+    check!("pdk/exit-args", Should, Fast, Both, Server(Fixture("exit")), "§4.4, §5.4",
+        "kong.response.exit carries the integer status, the body bytes and the headers as the plugin gave them.",
+        "status 418, the UTF-8 body, x-exit \"1\"",
+        [Fault::MangleStrings], 15, pdk::exit_args),
+    // ----------------------------------------------------------------------------- resources
+    check!("resources/plain", Should, Slow, Both, Server(Fixture("hello")), "plugin-servers.md",
+        "Memory, descriptors and threads stay bounded over thousands of ordinary events.",
+        "growth of at most 24 MiB RSS, 16 descriptors, 16 threads",
+        [Fault::LeakPerEvent], 60, resources::plain),
+    check!("resources/zero-call", Should, Slow, Both, Server(Fixture("bench")), "plugin-servers.md",
+        "Memory, descriptors and threads stay bounded over thousands of events without PDK calls.",
+        "growth of at most 24 MiB RSS, 16 descriptors, 16 threads",
+        [Fault::LeakPerEvent], 60, resources::zero_call),
+    check!("resources/exit-first", Should, Slow, Both, Server(Fixture("exit")), "§4.4, plugin-servers.md",
+        "Memory, descriptors and threads stay bounded over thousands of events that end with kong.response.exit (never answered).",
+        "growth of at most 24 MiB RSS, 16 descriptors, 16 threads",
+        [Fault::LeakExit], 60, resources::exit_first),
+    check!("resources/abandoned", Should, Slow, Both, Server(Fixture("hello")), "§4.7, plugin-servers.md",
+        "Memory, descriptors and threads stay bounded over thousands of events abandoned mid-way by their client.",
+        "growth of at most 24 MiB RSS, 16 descriptors, 16 threads",
+        [Fault::LeakAbandoned], 60, resources::abandoned),
+];
+
+/// Every check, grouped, in run order.
+pub fn catalogue() -> &'static [Check] {
+    &CATALOGUE
+}
+
+/// The check with this id.
+pub fn find(id: &str) -> Option<&'static Check> {
+    CATALOGUE.iter().find(|c| c.id == id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn ids_are_unique_grouped_and_well_formed() {
+        let mut seen = BTreeSet::new();
+        let mut groups: Vec<&str> = Vec::new();
+        for c in catalogue() {
+            assert!(seen.insert(c.id), "duplicate id {}", c.id);
+            let (g, n) = c.id.split_once('/').expect("group/name");
+            assert!(!n.is_empty() && n.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'));
+            if groups.last() != Some(&g) {
+                assert!(!groups.contains(&g), "group {g} is not contiguous");
+                groups.push(g);
+            }
+            assert!(
+                c.requirement.ends_with('.') || c.requirement.ends_with(')'),
+                "{}",
+                c.id
+            );
+        }
+        assert_eq!(
+            groups,
+            [
+                "dump",
+                "process",
+                "lifecycle",
+                "event",
+                "transport",
+                "pdk",
+                "resources"
+            ]
+        );
+    }
+
+    /// Every check names at least one fault that breaks it (the proof tests run them all).
+    #[test]
+    fn every_check_is_proven_by_a_fault() {
+        for c in catalogue() {
+            assert!(!c.proven_by.is_empty(), "{} has no proving fault", c.id);
+        }
+    }
+
+    /// Every fault proves at least one check (no fault switch without a purpose).
+    #[test]
+    fn every_fault_proves_a_check() {
+        for f in Fault::ALL {
+            assert!(
+                catalogue().iter().any(|c| c.proven_by.contains(&f)),
+                "fault {f} proves no check"
+            );
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! `dump/*`: the query command and its JSON dump (spec §2).
+
+use std::process::Stdio;
+use std::time::Instant;
+
+use serde_json::Value as Json;
+use tokio::io::AsyncReadExt;
+
+use super::{verdict, Res};
+use crate::conform::runner::Ctx;
+use crate::conform::{CheckFuture, Outcome};
+use crate::dump::{self, KNOWN_PHASES};
+
+/// The query output the runner read, or why there is none.
+fn stdout(c: &Ctx) -> Result<&[u8], String> {
+    match &c.query {
+        Some(Ok(raw)) => Ok(&raw.stdout),
+        Some(Err(e)) => Err(format!("the query command failed: {e}")),
+        None => Err("the query command was not run".into()),
+    }
+}
+
+/// The decoded dump document.
+fn document(c: &Ctx) -> Result<Json, String> {
+    dump::decode_json(stdout(c)?)
+        .map_err(|e| format!("the dump is not JSON ({e}); see dump/stdout-is-json"))
+}
+
+/// The first plugin entry and its JSON path.
+fn first_entry(doc: &Json) -> Result<(Json, &'static str), String> {
+    let (list, at) = match doc {
+        Json::Array(a) => (a, "[0]"),
+        Json::Object(o) => match o.get("Plugins") {
+            Some(Json::Array(a)) => (a, "Plugins[0]"),
+            _ => return Err("the dump has no plugin list; see dump/shape".into()),
+        },
+        _ => return Err("the dump has no plugin list; see dump/shape".into()),
+    };
+    list.first()
+        .cloned()
+        .map(|e| (e, at))
+        .ok_or_else(|| "the dump lists no plugin".into())
+}
+
+pub fn exits_in_time(c: &mut Ctx) -> CheckFuture<'_> {
+    Box::pin(async move {
+        let limit = c.opts.dump_timeout;
+        match dump::run_query(&c.target.query_cmd, limit).await {
+            Ok(raw) => Outcome::Pass(format!("finished in {:.2} s", raw.elapsed.as_secs_f64())),
+            Err(e) => Outcome::Fail(e.to_string()),
+        }
+    })
+}
+
+pub fn stdout_is_json(c: &mut Ctx) -> CheckFuture<'_> {
+    Box::pin(async move {
+        verdict(
+            async {
+                let out = stdout(c)?;
+                dump::decode_json(out).map_err(|e| e.to_string())?;
+                Ok(Outcome::Pass(format!("{} bytes of JSON", out.len())))
+            }
+            .await,
+        )
+    })
+}
+
+pub fn shape(c: &mut Ctx) -> CheckFuture<'_> {
+    Box::pin(async move {
+        verdict(async {
+            let doc = document(c)?;
+            match &doc {
+                Json::Array(a) if !a.is_empty() => Ok(Outcome::Pass("an array of plugin entries".into())),
+                Json::Object(o) => match o.get("Plugins") {
+                    Some(Json::Array(a)) if !a.is_empty() => {
+                        Ok(Outcome::Pass("an object with a Plugins array".into()))
+                    }
+                    _ if o.contains_key("Name") => Err(
+                        "a bare plugin object: Kong reads (dump.Plugins or dump)[1], which is nil, \
+                         and crashes while indexing it"
+                            .into(),
+                    ),
+                    _ => Err("an object without a non-empty Plugins array".into()),
+                },
+                Json::Array(_) => Err("an empty array: Kong's dump[1] is nil".into()),
+                other => Err(format!("a JSON {}", kind(other))),
+            }
+        }
+        .await)
+    })
+}
+
+fn kind(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "boolean",
+        Json::Number(_) => "number",
+        Json::String(_) => "string",
+        Json::Array(_) => "array",
+        Json::Object(_) => "object",
+    }
+}
+
+pub fn protocol(c: &mut Ctx) -> CheckFuture<'_> {
+    Box::pin(async move {
+        verdict(
+            async {
+                let doc = document(c)?;
+                match doc.get("Protocol") {
+                    None if doc.is_array() => Ok(Outcome::Pass(
+                        "no Protocol (a bare array): Kong uses MsgPack:1".into(),
+                    )),
+                    None => Ok(Outcome::Pass("no Protocol: Kong uses MsgPack:1".into())),
+                    Some(Json::String(p)) if p == "MsgPack:1" || p == "ProtoBuf:1" => {
+                        Ok(Outcome::Pass(p.clone()))
+                    }
+                    Some(other) => Err(format!(
+                        "Protocol is {other}; Kong 3.9 knows no RPC for it, registers the plugin \
+                     without one and fails on first use"
+                    )),
+                }
+            }
+            .await,
+        )
+    })
+}
+
+/// Errors of the first entry, split into schema errors and the others.
+fn entry_errors(c: &Ctx) -> Result<(Vec<String>, Vec<String>, String), String> {
+    let doc = document(c)?;
+    let (entry, at) = first_entry(&doc)?;
+    let (_, issues) = dump::check_plugin(&entry, at);
+    let schema_at = format!("{at}.Schema");
+    let (schema, mut other): (Vec<String>, Vec<String>) = issues
+        .errors
+        .into_iter()
+        .partition(|e| e.starts_with(&schema_at));
+    if let Some(phases) = entry.get("Phases").and_then(Json::as_array) {
+        for p in phases {
+            match p.as_str() {
+                Some(name) if KNOWN_PHASES.contains(&name) => {}
+                _ => other.push(format!(
+                    "{at}.Phases: {p} is not one of the phases the PDKs emit ({})",
+                    KNOWN_PHASES.join(", ")
+                )),
+            }
+        }
+    }
+    let name = entry
+        .get("Name")
+        .and_then(Json::as_str)
+        .unwrap_or("?")
+        .to_owned();
+    Ok((schema, other, name))
+}
+
+pub fn entry(c: &mut Ctx) -> CheckFuture<'_> {
+    Box::pin(async move {
+        verdict(
+            async {
+                let (_, errors, name) = entry_errors(c)?;
+                if errors.is_empty() {
+                    Ok(Outcome::Pass(format!("plugin {name}")))
+                } else {
+                    Err(errors.join("; "))
+                }
+            }
+            .await,
+        )
+    })
+}
+
+pub fn schema(c: &mut Ctx) -> CheckFuture<'_> {
+    Box::pin(async move {
+        verdict(
+            async {
+                let (errors, _, name) = entry_errors(c)?;
+                if errors.is_empty() {
+                    Ok(Outcome::Pass(format!("schema of {name}")))
+                } else {
+                    Err(errors.join("; "))
+                }
+            }
+            .await,
+        )
+    })
+}
+
+pub fn first_plugin(c: &mut Ctx) -> CheckFuture<'_> {
+    Box::pin(async move {
+        verdict(
+            async {
+                let doc = document(c)?;
+                let list: Vec<Json> = match &doc {
+                    Json::Array(a) => a.clone(),
+                    Json::Object(o) => o
+                        .get("Plugins")
+                        .and_then(Json::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                let names: Vec<String> = list
+                    .iter()
+                    .map(|e| {
+                        e.get("Name")
+                            .and_then(Json::as_str)
+                            .unwrap_or("?")
+                            .to_owned()
+                    })
+                    .collect();
+                let Some(first) = names.first() else {
+                    return Err("the dump lists no plugin".into());
+                };
+                let extra = if names.len() > 1 {
+                    format!(
+                        "; also listed, and ignored by Kong 3.9: {}",
+                        names[1..].join(", ")
+                    )
+                } else {
+                    String::new()
+                };
+                if c.parameterized && *first != c.asked {
+                    return Err(format!(
+                    "the first entry is {first:?}, so Kong 3.9 would register {first:?} instead \
+                     of {:?} (it keeps only the first entry){extra}",
+                    c.asked
+                ));
+                }
+                Ok(Outcome::Pass(format!("Kong registers {first:?}{extra}")))
+            }
+            .await,
+        )
+    })
+}
+
+pub fn standalone(c: &mut Ctx) -> CheckFuture<'_> {
+    Box::pin(async move { verdict(standalone_inner(c).await) })
+}
+
+/// Runs the query command from an empty directory with stdin left open (Kong's `io.popen`
+/// gives it the worker's stdin); it must finish without reading stdin and leave no file behind.
+async fn standalone_inner(c: &Ctx) -> Res {
+    let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
+    let mut child = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&c.target.query_cmd)
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot run the query command: {e}"))?;
+    // Held open, never written.
+    let _stdin = child.stdin.take();
+    let mut out = child.stdout.take();
+    let started = Instant::now();
+    let limit = c.opts.dump_timeout;
+    let work = async {
+        let mut buf = Vec::new();
+        if let Some(o) = out.as_mut() {
+            let _ = o.read_to_end(&mut buf).await;
+        }
+        child.wait().await.ok();
+        buf
+    };
+    let result = tokio::time::timeout(limit, work).await;
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: kill(2) on the process group created above; no memory is involved.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+    let stdout = result.map_err(|_| {
+        format!(
+            "with stdin open (never written) the query command did not finish within {} s: it \
+             reads stdin (or waits for something else)",
+            limit.as_secs()
+        )
+    })?;
+    dump::decode_json(&stdout).map_err(|e| {
+        format!("run from an empty directory with stdin open, the dump is not JSON: {e}")
+    })?;
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !left.is_empty() {
+        return Err(format!(
+            "the query command created {} in its working directory",
+            left.join(", ")
+        ));
+    }
+    if c.target.socket.exists() {
+        return Err(format!(
+            "the query command created {} (a dump must not need a socket)",
+            c.target.socket.display()
+        ));
+    }
+    Ok(Outcome::Pass(format!(
+        "finished in {:.2} s without stdin or a prefix directory",
+        started.elapsed().as_secs_f64()
+    )))
+}

@@ -1,0 +1,660 @@
+//! Results and their renderings: the human report, JSON (schema in [`super`]), JUnit XML,
+//! markdown, the server × group matrix, and expected-failure files.
+//!
+//! # Expected-failure files
+//!
+//! One check id per line; `#` starts a comment (a reason may follow the id). After a run, a
+//! listed check that failed is `xfail`; a listed check that passed or was skipped, an unlisted
+//! failure, or a listed id that is not a check all make the run fail, so a list cannot go stale
+//! (as in the protobuf conformance suite). `--fix-expectations` rewrites the file from the run.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::catalogue::{self, Check};
+use super::{Level, Outcome, Status, Tier, TierSel};
+use crate::Protocol;
+
+/// One check's result.
+#[derive(Debug, Clone)]
+pub struct CheckResult {
+    pub id: &'static str,
+    pub group: &'static str,
+    pub level: Level,
+    pub tier: Tier,
+    pub status: Status,
+    pub spec: &'static str,
+    pub requirement: &'static str,
+    pub expected: &'static str,
+    /// Pass: a note; fail/xfail: what happened; skip: why.
+    pub detail: String,
+    pub duration: Duration,
+}
+
+impl CheckResult {
+    pub fn new(check: &Check, outcome: Outcome, duration: Duration) -> CheckResult {
+        let (status, detail) = match outcome {
+            Outcome::Pass(d) => (Status::Pass, d),
+            Outcome::Fail(d) => (Status::Fail, d),
+            Outcome::Skip(d) => (Status::Skip, d),
+        };
+        CheckResult {
+            id: check.id,
+            group: check.group(),
+            level: check.level,
+            tier: check.tier,
+            status,
+            spec: check.spec,
+            requirement: check.requirement,
+            expected: check.expected,
+            detail,
+            duration,
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "id": self.id,
+            "group": self.group,
+            "level": self.level,
+            "tier": self.tier,
+            "status": self.status,
+            "spec": self.spec,
+            "requirement": self.requirement,
+            "expected": self.expected,
+            "detail": self.detail,
+            "duration_ms": self.duration.as_millis() as u64,
+        })
+    }
+}
+
+/// An expected-failures file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expectations {
+    /// Listed ids with their comment (may be empty).
+    pub ids: BTreeMap<String, String>,
+}
+
+impl Expectations {
+    pub fn parse(text: &str) -> Expectations {
+        let mut ids = BTreeMap::new();
+        for line in text.lines() {
+            let (id, comment) = match line.split_once('#') {
+                Some((id, c)) => (id.trim(), c.trim()),
+                None => (line.trim(), ""),
+            };
+            if !id.is_empty() {
+                ids.insert(id.to_owned(), comment.to_owned());
+            }
+        }
+        Expectations { ids }
+    }
+
+    /// Reads a file; a missing file is an empty list.
+    pub fn load(path: &Path) -> std::io::Result<Expectations> {
+        match std::fs::read_to_string(path) {
+            Ok(t) => Ok(Expectations::parse(&t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Expectations::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The file text listing the failures of `report`.
+    pub fn render(report: &Report) -> String {
+        let mut out = format!(
+            "# Expected conformance failures of {} (mock-kong conform --expect-failures).\n\
+             # One check id per line; text after '#' is a comment. Regenerate with\n\
+             # --fix-expectations after a deliberate change; a listed check that passes fails the run.\n",
+            report.server
+        );
+        for r in &report.results {
+            if matches!(r.status, Status::Fail | Status::Xfail) {
+                let reason: String = r.detail.chars().take(160).collect();
+                let _ = writeln!(out, "{}  # {}", r.id, reason.replace('\n', " "));
+            }
+        }
+        out
+    }
+}
+
+/// A run's report.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub server: String,
+    pub protocol: Option<Protocol>,
+    pub plugin: String,
+    pub tier: TierSel,
+    pub results: Vec<CheckResult>,
+    pub duration: Duration,
+    /// The expectations file applied, if any.
+    pub expectations: Option<String>,
+    /// Failed without being listed.
+    pub unexpected_failures: Vec<String>,
+    /// Listed but passed, skipped, or not a check.
+    pub unexpected_passes: Vec<String>,
+}
+
+/// Counts of a report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub xfailed: usize,
+    pub must_failed: usize,
+}
+
+impl Report {
+    pub fn new(server: &str, protocol: Option<Protocol>, plugin: &str, tier: TierSel) -> Report {
+        Report {
+            server: server.to_owned(),
+            protocol,
+            plugin: plugin.to_owned(),
+            tier,
+            results: Vec::new(),
+            duration: Duration::ZERO,
+            expectations: None,
+            unexpected_failures: Vec::new(),
+            unexpected_passes: Vec::new(),
+        }
+    }
+
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for r in &self.results {
+            match r.status {
+                Status::Pass => c.passed += 1,
+                Status::Fail => {
+                    c.failed += 1;
+                    if r.level == Level::Must {
+                        c.must_failed += 1;
+                    }
+                }
+                Status::Skip => c.skipped += 1,
+                Status::Xfail => c.xfailed += 1,
+            }
+        }
+        c
+    }
+
+    /// Applies an expected-failures list: listed failures become `xfail`, and every difference
+    /// in either direction is recorded. `selected` says which checks the run selected (listed
+    /// checks outside the selection are ignored).
+    pub fn apply(&mut self, exp: &Expectations, name: &str, selected: &dyn Fn(&Check) -> bool) {
+        self.expectations = Some(name.to_owned());
+        for r in &mut self.results {
+            let listed = exp.ids.contains_key(r.id);
+            match (r.status, listed) {
+                (Status::Fail, true) => r.status = Status::Xfail,
+                (Status::Fail, false) => self.unexpected_failures.push(r.id.to_owned()),
+                (Status::Pass, true) => self
+                    .unexpected_passes
+                    .push(format!("{} (listed as failing, but passed)", r.id)),
+                (Status::Skip, true) => self.unexpected_passes.push(format!(
+                    "{} (listed as failing, but skipped: {})",
+                    r.id, r.detail
+                )),
+                _ => {}
+            }
+        }
+        for id in exp.ids.keys() {
+            match catalogue::find(id) {
+                None => self
+                    .unexpected_passes
+                    .push(format!("{id} (listed, but there is no such check)")),
+                Some(c) if selected(c) && !self.results.iter().any(|r| r.id == c.id) => {}
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether the run succeeded: with expectations, no difference from the list; otherwise no
+    /// `must` failure (no failure at all with `strict`).
+    pub fn ok(&self, strict: bool) -> bool {
+        let c = self.counts();
+        if self.expectations.is_some() {
+            self.unexpected_failures.is_empty() && self.unexpected_passes.is_empty()
+        } else if strict {
+            c.failed == 0
+        } else {
+            c.must_failed == 0
+        }
+    }
+
+    /// `N passed, N failed, N skipped` (+ `, N xfail`).
+    pub fn summary_line(&self) -> String {
+        let c = self.counts();
+        let mut s = format!(
+            "{} passed, {} failed, {} skipped",
+            c.passed, c.failed, c.skipped
+        );
+        if c.xfailed > 0 {
+            let _ = write!(s, ", {} xfail", c.xfailed);
+        }
+        s
+    }
+
+    /// The report as JSON (schema `mock-kong/conform/1`, documented in [`super`]).
+    pub fn to_json(&self, strict: bool) -> serde_json::Value {
+        let c = self.counts();
+        json!({
+            "schema": "mock-kong/conform/1",
+            "server": self.server,
+            "protocol": self.protocol.map(|p| p.as_str()),
+            "plugin": self.plugin,
+            "tier": self.tier.as_str(),
+            "expectations": self.expectations,
+            "checks": self.results.iter().map(CheckResult::to_json).collect::<Vec<_>>(),
+            "summary": {
+                "passed": c.passed,
+                "failed": c.failed,
+                "skipped": c.skipped,
+                "xfailed": c.xfailed,
+                "total": self.results.len(),
+                "must_failed": c.must_failed,
+                "duration_ms": self.duration.as_millis() as u64,
+                "unexpected_failures": self.unexpected_failures,
+                "unexpected_passes": self.unexpected_passes,
+                "ok": self.ok(strict),
+            },
+        })
+    }
+
+    /// The header line of the human report.
+    pub fn header(&self) -> String {
+        let proto = self
+            .protocol
+            .map(|p| p.as_str())
+            .unwrap_or("protocol unknown");
+        let server = if self.server.contains(proto) {
+            self.server.clone()
+        } else {
+            format!("{} ({proto})", self.server)
+        };
+        format!(
+            "mock-kong conform: {server}, plugin {}, {} tier",
+            self.plugin,
+            self.tier.as_str()
+        )
+    }
+
+    /// The human report: results by group, a failure recap with requirement / expected /
+    /// actual, and the summary line last.
+    pub fn human(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "{}", self.header());
+        let mut group = "";
+        for r in &self.results {
+            if r.group != group {
+                group = r.group;
+                let _ = writeln!(out, "\n{group}");
+            }
+            let _ = writeln!(out, "{}", progress_line(r));
+        }
+        let failed: Vec<&CheckResult> = self
+            .results
+            .iter()
+            .filter(|r| matches!(r.status, Status::Fail | Status::Xfail))
+            .collect();
+        if !failed.is_empty() {
+            let _ = writeln!(out, "\nFailures:");
+            for r in failed {
+                let _ = writeln!(
+                    out,
+                    "\n  {} [{}{}, spec {}]",
+                    r.id,
+                    r.level.as_str(),
+                    if r.status == Status::Xfail {
+                        ", expected"
+                    } else {
+                        ""
+                    },
+                    r.spec
+                );
+                let _ = writeln!(out, "    requirement: {}", r.requirement);
+                let _ = writeln!(out, "    expected:    {}", r.expected);
+                let _ = writeln!(out, "    actual:      {}", r.detail);
+            }
+        }
+        if !self.unexpected_failures.is_empty() || !self.unexpected_passes.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nDifferences from {}:",
+                self.expectations.as_deref().unwrap_or("the expectations")
+            );
+            for id in &self.unexpected_failures {
+                let _ = writeln!(out, "  {id} failed but is not listed");
+            }
+            for id in &self.unexpected_passes {
+                let _ = writeln!(out, "  {id}");
+            }
+        }
+        let _ = writeln!(out, "\nin {:.1} s", self.duration.as_secs_f64());
+        let _ = writeln!(out, "{}", self.summary_line());
+        out
+    }
+
+    /// JUnit XML: one testsuite per group, one testcase per check.
+    pub fn junit(&self) -> String {
+        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        let c = self.counts();
+        let _ = writeln!(
+            out,
+            "<testsuites name=\"{}\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
+            xml(&format!("mock-kong conform: {}", self.server)),
+            self.results.len(),
+            c.failed,
+            c.skipped + c.xfailed,
+            self.duration.as_secs_f64()
+        );
+        let mut groups: Vec<&str> = Vec::new();
+        for r in &self.results {
+            if !groups.contains(&r.group) {
+                groups.push(r.group);
+            }
+        }
+        for g in groups {
+            let rs: Vec<&CheckResult> = self.results.iter().filter(|r| r.group == g).collect();
+            let fails = rs.iter().filter(|r| r.status == Status::Fail).count();
+            let skips = rs
+                .iter()
+                .filter(|r| matches!(r.status, Status::Skip | Status::Xfail))
+                .count();
+            let time: f64 = rs.iter().map(|r| r.duration.as_secs_f64()).sum();
+            let _ = writeln!(
+                out,
+                "  <testsuite name=\"{g}\" tests=\"{}\" failures=\"{fails}\" skipped=\"{skips}\" time=\"{time:.3}\">",
+                rs.len()
+            );
+            for r in rs {
+                let _ = write!(
+                    out,
+                    "    <testcase classname=\"{g}\" name=\"{}\" time=\"{:.3}\"",
+                    xml(r.id),
+                    r.duration.as_secs_f64()
+                );
+                match r.status {
+                    Status::Pass => out.push_str("/>\n"),
+                    Status::Fail => {
+                        let _ = write!(
+                            out,
+                            ">\n      <failure message=\"{}\">requirement: {}\nexpected: {}\nactual: {}</failure>\n    </testcase>\n",
+                            xml(&format!("[{}] {}", r.level.as_str(), r.detail)),
+                            xml(r.requirement),
+                            xml(r.expected),
+                            xml(&r.detail)
+                        );
+                    }
+                    Status::Skip => {
+                        let _ = write!(
+                            out,
+                            ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
+                            xml(&r.detail)
+                        );
+                    }
+                    Status::Xfail => {
+                        let _ = write!(
+                            out,
+                            ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
+                            xml(&format!("expected failure: {}", r.detail))
+                        );
+                    }
+                }
+            }
+            out.push_str("  </testsuite>\n");
+        }
+        out.push_str("</testsuites>\n");
+        out
+    }
+
+    /// A markdown page for `reports/conformance/<server>.md`.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# Conformance: {}\n", self.server);
+        let _ = writeln!(
+            out,
+            "Protocol {}, plugin `{}`, {} tier, {:.1} s. {}.\n",
+            self.protocol.map(|p| p.as_str()).unwrap_or("unknown"),
+            self.plugin,
+            self.tier.as_str(),
+            self.duration.as_secs_f64(),
+            self.summary_line()
+        );
+        let _ = writeln!(out, "| check | level | status | detail |");
+        let _ = writeln!(out, "|---|---|---|---|");
+        for r in &self.results {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} |",
+                r.id,
+                r.level.as_str(),
+                match r.status {
+                    Status::Pass => "pass",
+                    Status::Fail => "**FAIL**",
+                    Status::Skip => "skip",
+                    Status::Xfail => "**FAIL** (expected)",
+                },
+                md_cell(&r.detail)
+            );
+        }
+        out
+    }
+}
+
+/// One line per result, as printed while the run goes on.
+pub fn progress_line(r: &CheckResult) -> String {
+    let tag = match r.status {
+        Status::Pass => "PASS ",
+        Status::Fail => "FAIL ",
+        Status::Skip => "SKIP ",
+        Status::Xfail => "XFAIL",
+    };
+    let mut line = format!(
+        "  {tag} {} [{}] ({:.2} s)",
+        r.id,
+        r.level.as_str(),
+        r.duration.as_secs_f64()
+    );
+    if r.status == Status::Skip {
+        let _ = write!(line, ": {}", r.detail);
+    }
+    line
+}
+
+/// Escapes text for XML attributes and content.
+fn xml(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => {
+                let _ = write!(out, "&#{};", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn md_cell(s: &str) -> String {
+    let short: String = s.chars().take(300).collect();
+    let ell = if short.len() < s.len() { "…" } else { "" };
+    format!("{}{ell}", short.replace('|', "\\|").replace('\n', " "))
+}
+
+/// The server × group matrix from JSON reports (`reports/conformance/*.json`): per group,
+/// `passed/run` plus failures; then every failure with its detail.
+pub fn matrix(reports: &[(String, serde_json::Value)]) -> String {
+    let groups = [
+        "dump",
+        "process",
+        "lifecycle",
+        "event",
+        "transport",
+        "pdk",
+        "resources",
+    ];
+    let tier = reports
+        .first()
+        .and_then(|(_, r)| r["tier"].as_str())
+        .unwrap_or("fast");
+    let mut out = format!(
+        "# Conformance matrix ({tier} tier)\n\n\
+         `mock-kong conform --tier {tier}` against each server. A cell is passed/run; ✗ marks \
+         failures and ~ expected failures (listed in `conformance/expected/<server>.txt`). \
+         Skipped checks do not apply to the server (protocol, or a fixture plugin it does not \
+         host). Regenerate with `scripts/conformance-reports.sh`.\n\n",
+    );
+    let _ = write!(out, "| server | protocol |");
+    for g in groups {
+        let _ = write!(out, " {g} |");
+    }
+    let _ = write!(out, " total | time |\n|---|---|");
+    for _ in groups {
+        out.push_str("---|");
+    }
+    out.push_str("---|---|\n");
+    for (name, r) in reports {
+        let checks = r["checks"].as_array().cloned().unwrap_or_default();
+        let _ = write!(
+            out,
+            "| [{name}]({name}.md) | {} |",
+            r["protocol"].as_str().unwrap_or("?")
+        );
+        for g in groups {
+            let in_group: Vec<&serde_json::Value> =
+                checks.iter().filter(|c| c["group"] == g).collect();
+            let run = in_group.iter().filter(|c| c["status"] != "skip").count();
+            let passed = in_group.iter().filter(|c| c["status"] == "pass").count();
+            let failed = in_group.iter().filter(|c| c["status"] == "fail").count();
+            let xfailed = in_group.iter().filter(|c| c["status"] == "xfail").count();
+            if in_group.is_empty() {
+                out.push_str(" – |");
+                continue;
+            }
+            let mut cell = format!("{passed}/{run}");
+            if failed > 0 {
+                let _ = write!(cell, " ✗{failed}");
+            }
+            if xfailed > 0 {
+                let _ = write!(cell, " ~{xfailed}");
+            }
+            let _ = write!(out, " {cell} |");
+        }
+        let s = &r["summary"];
+        let _ = writeln!(
+            out,
+            " {}/{} | {:.1} s |",
+            s["passed"],
+            checks.iter().filter(|c| c["status"] != "skip").count(),
+            s["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0
+        );
+    }
+    out.push_str("\n## Failures found\n\n");
+    let mut any = false;
+    for (name, r) in reports {
+        for c in r["checks"].as_array().into_iter().flatten() {
+            if c["status"] == "fail" || c["status"] == "xfail" {
+                any = true;
+                let _ = writeln!(
+                    out,
+                    "* **{name}** `{}` ({}): {}",
+                    c["id"].as_str().unwrap_or("?"),
+                    c["level"].as_str().unwrap_or("?"),
+                    md_cell(c["detail"].as_str().unwrap_or(""))
+                );
+            }
+        }
+    }
+    if !any {
+        out.push_str("None.\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Report {
+        let cat = catalogue::catalogue();
+        let mut r = Report::new("peer x", Some(Protocol::MsgPack), "hello", TierSel::Fast);
+        r.results.push(CheckResult::new(
+            &cat[0],
+            Outcome::Pass("ok".into()),
+            Duration::ZERO,
+        ));
+        r.results.push(CheckResult::new(
+            &cat[1],
+            Outcome::Fail("printed <junk> & \"more\"".into()),
+            Duration::from_millis(5),
+        ));
+        r.results.push(CheckResult::new(
+            &cat[2],
+            Outcome::Skip("n/a".into()),
+            Duration::ZERO,
+        ));
+        r
+    }
+
+    #[test]
+    fn summary_and_exit_logic() {
+        let r = sample();
+        assert_eq!(r.summary_line(), "1 passed, 1 failed, 1 skipped");
+        assert!(!r.ok(false), "a must failure fails the run");
+        assert!(r
+            .human()
+            .trim_end()
+            .ends_with("1 passed, 1 failed, 1 skipped"));
+        assert!(r.human().contains("requirement:"));
+        let j = r.to_json(false);
+        assert_eq!(j["checks"][1]["status"], "fail");
+        assert_eq!(j["checks"][1]["level"], "must");
+        assert_eq!(j["summary"]["must_failed"], 1);
+    }
+
+    #[test]
+    fn expectations_cannot_go_stale() {
+        let mut r = sample();
+        let ids = [r.results[1].id, r.results[0].id];
+        let exp = Expectations::parse(&format!(
+            "# c\n{}  # why\n{}\n\nno/such-check\n",
+            ids[0], ids[1]
+        ));
+        r.apply(&exp, "x.txt", &|_| true);
+        assert_eq!(r.results[1].status, Status::Xfail);
+        assert!(r.unexpected_failures.is_empty());
+        assert_eq!(r.unexpected_passes.len(), 2, "{:?}", r.unexpected_passes);
+        assert!(!r.ok(false));
+        let mut r = sample();
+        r.apply(&Expectations::parse(ids[0]), "x.txt", &|_| true);
+        assert!(
+            r.ok(false),
+            "{:?} {:?}",
+            r.unexpected_failures,
+            r.unexpected_passes
+        );
+        assert_eq!(r.summary_line(), "1 passed, 0 failed, 1 skipped, 1 xfail");
+        let text = Expectations::render(&r);
+        assert_eq!(
+            Expectations::parse(&text).ids.keys().collect::<Vec<_>>(),
+            [ids[0]]
+        );
+    }
+
+    #[test]
+    fn junit_is_escaped() {
+        let x = sample().junit();
+        assert!(x.contains("&lt;junk&gt; &amp; &quot;more&quot;"), "{x}");
+        assert!(x.contains("<testsuite name=\"dump\" tests=\"3\" failures=\"1\" skipped=\"1\""));
+        assert!(!x.contains("<junk>"));
+    }
+}

@@ -1,0 +1,260 @@
+//! The conformance suite (`mock-kong conform`).
+//!
+//! * Proof: every check passes against the correct reference server (in each protocol it
+//!   applies to) and fails against the reference server with each fault it names in
+//!   `proven_by`. A check without such a proof does not exist (`catalogue` unit tests assert
+//!   every check names a fault).
+//! * The fast tier against each real peer matches its committed expected-failures file
+//!   (`conformance/expected/<peer>.txt`), so CI notices both new failures and fixed ones.
+//! * The CLI: `--list`, exit codes, JSON and JUnit output, `--expect-failures`.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mock_kong::conform::report::Expectations;
+use mock_kong::conform::{
+    catalogue, join_all, run, Applies, CheckResult, RunOptions, Server, Status, TierSel,
+};
+use mock_kong::target::{Placement, TargetSpec};
+use mock_kong::Protocol;
+
+use crate::util;
+
+fn reference(protocol: Protocol, faults: &[&str]) -> Server {
+    Server {
+        spec: TargetSpec::Reference {
+            protocol,
+            exe: Some(util::exe()),
+            faults: faults.iter().map(|f| f.to_string()).collect(),
+        },
+        placement: Placement::default(),
+    }
+}
+
+/// Short timeouts and small slow-tier sizes that still separate pass from fail.
+fn proof_opts(only: Vec<String>) -> RunOptions {
+    RunOptions {
+        tier: TierSel::All,
+        only,
+        io_timeout: Duration::from_millis(1500),
+        idle: Duration::from_secs(3),
+        idle_connection: Duration::from_secs(2),
+        resource_events: 600,
+        grace: Duration::from_secs(1),
+        ..RunOptions::default()
+    }
+}
+
+fn protocols(a: Applies) -> Vec<Protocol> {
+    match a {
+        Applies::Both => vec![Protocol::MsgPack, Protocol::ProtoBuf],
+        Applies::MsgPack => vec![Protocol::MsgPack],
+        Applies::ProtoBuf => vec![Protocol::ProtoBuf],
+    }
+}
+
+async fn results(server: &Server, opts: &RunOptions) -> Vec<CheckResult> {
+    run(server, opts, &mut |_| {})
+        .await
+        .expect("the reference target resolves")
+        .results
+}
+
+/// Every check passes on the correct reference server, in both protocols (skipped only where
+/// the protocol does not apply).
+#[tokio::test(flavor = "current_thread")]
+async fn every_check_passes_on_the_reference_server() {
+    for protocol in util::BOTH {
+        let rs = results(&reference(protocol, &[]), &proof_opts(Vec::new())).await;
+        assert_eq!(rs.len(), catalogue().len());
+        for (r, c) in rs.iter().zip(catalogue()) {
+            let applies = protocols(c.applies).contains(&protocol);
+            let want = if applies { Status::Pass } else { Status::Skip };
+            assert_eq!(r.status, want, "{protocol} {}: {}", r.id, r.detail);
+        }
+    }
+}
+
+/// Every check fails against the reference server with each of its proving faults, in every
+/// protocol it applies to.
+#[tokio::test(flavor = "current_thread")]
+async fn every_check_fails_with_each_of_its_faults() {
+    let mut cases = Vec::new();
+    for c in catalogue() {
+        for f in c.proven_by {
+            for p in protocols(c.applies) {
+                cases.push((c.id, f.name(), p));
+            }
+        }
+    }
+    // A few at a time: most of these runs wait for a timeout.
+    let gate = Arc::new(tokio::sync::Semaphore::new(6));
+    let futs: Vec<_> = cases
+        .iter()
+        .map(|&(id, fault, p)| {
+            let gate = gate.clone();
+            async move {
+                let _permit = gate.acquire().await.expect("semaphore");
+                let rs = results(&reference(p, &[fault]), &proof_opts(vec![id.to_owned()])).await;
+                let r = rs.into_iter().find(|r| r.id == id).expect("the check ran");
+                (id, fault, p, r)
+            }
+        })
+        .collect();
+    let mut wrong = Vec::new();
+    for (id, fault, p, r) in join_all(futs).await {
+        if r.status != Status::Fail {
+            wrong.push(format!(
+                "{id} with --fault {fault} ({p}): {:?}: {}",
+                r.status, r.detail
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "checks not failing with their fault:\n{}",
+        wrong.join("\n")
+    );
+    assert!(cases.len() >= catalogue().len());
+}
+
+/// The fast tier against each real peer gives exactly the failures in its committed file.
+#[tokio::test(flavor = "current_thread")]
+async fn real_peers_match_their_expected_failures() {
+    for peer in ["go", "python", "js"] {
+        if !util::peer_installed(peer) {
+            continue;
+        }
+        let server = Server {
+            spec: TargetSpec::Peer {
+                name: peer.into(),
+                registry: util::root().join("peers.toml"),
+            },
+            placement: Placement::default(),
+        };
+        let opts = RunOptions::default();
+        let started = std::time::Instant::now();
+        let mut report = run(&server, &opts, &mut |_| {})
+            .await
+            .expect("resolve peer");
+        let path = util::root().join(format!("conformance/expected/{peer}.txt"));
+        let exp = Expectations::load(&path).expect("expectations file");
+        report.apply(&exp, &path.to_string_lossy(), &|c| opts.selects(c));
+        assert!(
+            report.ok(false),
+            "{peer}: results differ from {}:\n{}",
+            path.display(),
+            report.human()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{peer}: the fast tier took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+fn conform(args: &[&str]) -> std::process::Output {
+    Command::new(util::exe())
+        .arg("conform")
+        .args(args)
+        .output()
+        .expect("run mock-kong conform")
+}
+
+#[test]
+fn cli_lists_the_catalogue() {
+    let out = conform(&["--list"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for c in catalogue() {
+        assert!(text.contains(c.id), "{} missing from --list", c.id);
+    }
+    assert!(text.contains(&format!("{} checks", catalogue().len())));
+}
+
+/// Exit 0 and a JSON/JUnit report on the correct server; exit 1 on a `must` failure; with an
+/// expectations file listing that failure, exit 0; a stale list exits 1.
+#[test]
+fn cli_exit_codes_reports_and_expectations() {
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("r.xml");
+    let out = conform(&[
+        "--only",
+        "dump/",
+        "lifecycle/unknown",
+        "--json",
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["schema"], "mock-kong/conform/1");
+    assert_eq!(v["summary"]["failed"], 0);
+    assert_eq!(v["checks"].as_array().unwrap().len(), 9);
+    assert_eq!(v["checks"][0]["id"], "dump/exits-in-time");
+    assert_eq!(v["checks"][0]["status"], "pass");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("<testsuite name=\"dump\" tests=\"8\" failures=\"0\""),
+        "{xml}"
+    );
+
+    let bad = [
+        "--only",
+        "lifecycle/unknown",
+        "--reference-fault",
+        "wrong-error-text",
+    ];
+    let out = conform(&bad);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("FAIL  lifecycle/unknown-instance"), "{text}");
+    assert!(
+        text.contains("requirement:") && text.contains("actual:"),
+        "{text}"
+    );
+    assert!(
+        text.trim_end().ends_with("0 passed, 1 failed, 0 skipped"),
+        "{text}"
+    );
+
+    let list = dir.path().join("expected.txt");
+    std::fs::write(&list, "lifecycle/unknown-instance  # the fault\n").unwrap();
+    let mut args = bad.to_vec();
+    args.extend(["--expect-failures", list.to_str().unwrap()]);
+    let out = conform(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 xfail"));
+
+    // The same list against the correct server: the listed check passes, so the list is stale.
+    let out = conform(&[
+        "--only",
+        "lifecycle/unknown",
+        "--expect-failures",
+        list.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("listed as failing, but passed"));
+
+    // --fix-expectations rewrites the list from the run (refused with --only).
+    let out = conform(&[
+        "--only",
+        "dump/",
+        "--expect-failures",
+        list.to_str().unwrap(),
+        "--fix-expectations",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
