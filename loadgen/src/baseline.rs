@@ -222,6 +222,68 @@ pub fn save(b: &Baseline, dir: &Path) -> Result<PathBuf, BaselineError> {
     Ok(path)
 }
 
+/// Merges several runs of the same plan into one: the trials of equal points are concatenated
+/// (and the point's median throughput, spreads and error counts recomputed), points found in
+/// only some runs are kept, and of each protocol's floors the quietest one (smallest median
+/// RTT) is kept. Merged percentiles of the point as a whole (`latency_us`) are those of the
+/// first run; the gate uses the trials.
+///
+/// This is how to *interleave* measurements: run base and head alternately, a few trials at a
+/// time, and merge each side's runs, so a slow phase of a shared machine hits both sides
+/// alike. `None` for no runs.
+pub fn merge(runs: Vec<Results>) -> Option<Results> {
+    use crate::stats::Spread;
+    let mut it = runs.into_iter();
+    let mut out = it.next()?;
+    for run in it {
+        for p in run.points {
+            let key = crate::gate::point_key(&p);
+            match out
+                .points
+                .iter_mut()
+                .find(|q| crate::gate::point_key(q) == key)
+            {
+                Some(q) => {
+                    q.errors += p.errors;
+                    q.warmup_errors += p.warmup_errors;
+                    q.unsent += p.unsent;
+                    for (k, v) in p.error_kinds {
+                        *q.error_kinds.entry(k).or_insert(0) += v;
+                    }
+                    q.trials.extend(p.trials);
+                }
+                None => out.points.push(p),
+            }
+        }
+        for f in run.floor {
+            match out.floor.iter_mut().find(|g| g.protocol == f.protocol) {
+                Some(g) if f.rtt_us.p50 < g.rtt_us.p50 => *g = f,
+                Some(_) => {}
+                None => out.floor.push(f),
+            }
+        }
+        out.failures.extend(run.failures);
+        out.loadgen_peak_rss_kib = out.loadgen_peak_rss_kib.max(run.loadgen_peak_rss_kib);
+        out.finished_at = out.finished_at.max(run.finished_at);
+    }
+    for q in &mut out.points {
+        q.rps_spread = Spread::of(&q.trials.iter().map(|t| t.rps).collect::<Vec<_>>());
+        q.rps = q.rps_spread.median;
+        q.time_per_request_us = if q.rps > 0.0 { 1e6 / q.rps } else { 0.0 };
+        q.latency_p99_spread =
+            Spread::of(&q.trials.iter().map(|t| t.latency_us.p99).collect::<Vec<_>>());
+    }
+    out.settings.trials = out
+        .points
+        .iter()
+        .map(|p| p.trials.len())
+        .max()
+        .unwrap_or(out.settings.trials);
+    out.references = Default::default();
+    out.finish();
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +312,23 @@ mod tests {
         let loaded = load(&out).unwrap();
         assert_eq!(loaded.baseline_name, None);
         assert!(loaded.path.ends_with("sweep/results.json"));
+    }
+
+    #[test]
+    fn merging_concatenates_trials_and_keeps_the_quietest_floor() {
+        let a = run("m", 6.0, vec![point("reference", 10, trials(8000.0, 0.05))]);
+        let mut b = run("m", 50.0, vec![point("reference", 10, trials(4000.0, 0.05))]);
+        b.points.push(point("reference", 20, trials(3000.0, 0.05)));
+        b.points[0].errors = 1;
+        let m = merge(vec![a, b]).unwrap();
+        assert_eq!(m.points.len(), 2);
+        assert_eq!(m.points[0].trials.len(), 6);
+        assert_eq!(m.points[0].errors, 1);
+        assert_eq!(m.points[0].rps_spread.min, 3800.0);
+        assert_eq!(m.points[0].rps_spread.max, 8400.0);
+        assert_eq!(m.floor[0].rtt_us.p50, 6.0, "the quietest floor");
+        assert_eq!(m.settings.trials, 6);
+        assert!(merge(Vec::new()).is_none());
     }
 
     #[test]

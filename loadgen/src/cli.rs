@@ -74,6 +74,10 @@ pub struct TargetArgs {
     /// Protocols of the reference server (comma-separated or repeated).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "msgpack")]
     pub protocol: Vec<ProtocolArg>,
+    /// Switch a fault on in the reference server (repeatable), e.g. `slow-pdk` (+20 µs of CPU
+    /// per PDK call) to check that the regression gate notices.
+    #[arg(long = "reference-fault", value_name = "NAME")]
+    pub reference_faults: Vec<String>,
     /// A peer from the peers registry (repeatable, or comma-separated).
     #[arg(long = "peer", value_name = "NAME", value_delimiter = ',')]
     pub peers: Vec<String>,
@@ -130,7 +134,11 @@ impl TargetArgs {
                 let p: Protocol = p.into();
                 if !seen.contains(&p) {
                     seen.push(p);
-                    out.push(TargetDef::reference(p, None));
+                    let mut t = TargetDef::reference(p, None);
+                    if let TargetSpec::Reference { faults, .. } = &mut t.spec {
+                        faults.clone_from(&self.reference_faults);
+                    }
+                    out.push(t);
                 }
             }
         }

@@ -3,6 +3,7 @@
 //! saturation, chaos (a server killed in the middle of a sweep), the results schema and the
 //! files a sweep writes.
 
+mod gate;
 mod schema;
 
 use std::path::PathBuf;

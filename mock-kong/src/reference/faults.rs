@@ -69,10 +69,17 @@ pub enum Fault {
     LeakPerEvent,
     LeakExit,
     LeakAbandoned,
+    // --- performance (the regression gate's A/B test; no conformance rule) ---
+    SlowPdk,
+    VerySlowPdk,
 }
 
 impl Fault {
-    /// Every fault, in catalogue order.
+    /// Faults that make the server slower, not wrong: the performance regression gate's A/B
+    /// test (`loadgen gate`) uses them. They prove no conformance check.
+    pub const PERFORMANCE: [Fault; 2] = [Fault::SlowPdk, Fault::VerySlowPdk];
+
+    /// Every conformance fault, in catalogue order.
     pub const ALL: [Fault; 38] = [
         Fault::DumpHangs,
         Fault::DumpLogLine,
@@ -155,6 +162,8 @@ impl Fault {
             Fault::LeakPerEvent => "leak-per-event",
             Fault::LeakExit => "leak-exit",
             Fault::LeakAbandoned => "leak-abandoned",
+            Fault::SlowPdk => "slow-pdk",
+            Fault::VerySlowPdk => "very-slow-pdk",
         }
     }
 
@@ -210,18 +219,25 @@ impl Fault {
             Fault::LeakPerEvent => "every event leaks 64 KiB",
             Fault::LeakExit => "every kong.response.exit leaks 64 KiB",
             Fault::LeakAbandoned => "every event left unfinished by its client leaks 64 KiB",
+            Fault::SlowPdk => "the bench plugin spends 20 µs of CPU before each PDK call",
+            Fault::VerySlowPdk => "the bench plugin spends 200 µs of CPU before each PDK call",
         }
     }
 
     /// The fault with this `--fault` name.
     pub fn from_name(name: &str) -> Option<Fault> {
-        Fault::ALL.iter().copied().find(|f| f.name() == name)
+        Fault::ALL
+            .iter()
+            .chain(&Fault::PERFORMANCE)
+            .copied()
+            .find(|f| f.name() == name)
     }
 
     /// Every fault name, comma-separated (for error messages).
     pub fn names() -> String {
         Fault::ALL
             .iter()
+            .chain(&Fault::PERFORMANCE)
             .map(|f| f.name())
             .collect::<Vec<_>>()
             .join(", ")
@@ -291,6 +307,32 @@ pub fn on(f: Fault) -> bool {
 pub fn crash(f: Fault, why: &str) -> ! {
     eprintln!("reference server: fault {f}: exiting: {why}");
     std::process::exit(3)
+}
+
+/// The CPU time `slow-pdk` adds before each PDK call of the bench plugin.
+pub const SLOW_PDK_DELAY: Duration = Duration::from_micros(20);
+
+/// The CPU time `very-slow-pdk` adds (an unambiguous regression for tests).
+pub const VERY_SLOW_PDK_DELAY: Duration = Duration::from_micros(200);
+
+/// The delay the performance faults switched on add before each PDK call of the bench plugin.
+pub fn pdk_delay() -> Option<Duration> {
+    if on(Fault::VerySlowPdk) {
+        Some(VERY_SLOW_PDK_DELAY)
+    } else if on(Fault::SlowPdk) {
+        Some(SLOW_PDK_DELAY)
+    } else {
+        None
+    }
+}
+
+/// Spins for `d` (a timer would sleep a millisecond or more; this is CPU work, as a slower
+/// plugin or PDK kit would do).
+pub fn busy_wait(d: Duration) {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        std::hint::spin_loop();
+    }
 }
 
 /// How much memory each leak fault keeps.
@@ -385,7 +427,7 @@ mod tests {
     #[test]
     fn names_round_trip_and_are_unique() {
         let mut seen = BTreeSet::new();
-        for f in Fault::ALL {
+        for f in Fault::ALL.into_iter().chain(Fault::PERFORMANCE) {
             assert_eq!(Fault::from_name(f.name()), Some(f));
             assert!(seen.insert(f.name()), "duplicate {f}");
             assert!(!f.describe().is_empty());

@@ -432,6 +432,9 @@ impl Event for BenchEvent {
             return Action::Done;
         }
         self.done += 1;
+        if let Some(d) = super::faults::pdk_delay() {
+            super::faults::busy_wait(d);
+        }
         if self.done < c.calls {
             Action::Call {
                 method: c.method.clone(),

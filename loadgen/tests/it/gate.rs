@@ -1,0 +1,233 @@
+//! The regression gate end to end: A/A (the same reference server measured twice is never a
+//! regression), A/B (the reference server with its `very-slow-pdk` fault, +200 µs of CPU per
+//! PDK call, is a regression where there are PDK calls and not at 0 calls), and the `gate` /
+//! `baseline save` commands with every output (exit codes, JUnit, markdown, BMF, GitHub
+//! annotations).
+//!
+//! The two sides of each comparison are measured *interleaved* (one trial of A, one of B, ...)
+//! and merged with `baseline::merge`, so a slow phase of a shared machine hits both sides alike;
+//! that is what keeps these tests deterministic enough on a loaded CI machine.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use loadgen::baseline;
+use loadgen::gate::{self, GateConfig, Metric, PointOutcome, Verdict};
+use loadgen::results::Results;
+use loadgen::sweep::{self, NoProgress, TargetDef};
+use mock_kong::target::TargetSpec;
+use mock_kong::Protocol;
+
+use super::{exe, plan};
+
+/// The reference server (MsgPack) with these `--fault`s, labelled `reference` as usual.
+fn reference(faults: &[&str]) -> TargetDef {
+    TargetDef {
+        label: "reference".into(),
+        spec: TargetSpec::Reference {
+            protocol: Protocol::MsgPack,
+            exe: Some(exe()),
+            faults: faults.iter().map(|f| f.to_string()).collect(),
+        },
+    }
+}
+
+/// `rounds` × (one trial of A, one trial of B) at `calls`, concurrency 1; each side merged.
+async fn interleaved(a: &[&str], b: &[&str], calls: &[u32], rounds: usize) -> (Results, Results) {
+    let mut p = plan(&[Protocol::MsgPack], calls, &[1]);
+    p.trials = 1;
+    p.duration = Duration::from_millis(300);
+    p.warmup = Duration::from_millis(100);
+    let (mut ra, mut rb) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        p.targets = vec![reference(a)];
+        ra.push(sweep::run(&p, &NoProgress).await);
+        p.targets = vec![reference(b)];
+        rb.push(sweep::run(&p, &NoProgress).await);
+    }
+    let ra = baseline::merge(ra).expect("runs");
+    let rb = baseline::merge(rb).expect("runs");
+    for r in [&ra, &rb] {
+        assert!(r.failures.is_empty(), "{:?}", r.failures);
+        assert_eq!(r.points.len(), calls.len());
+        assert!(r.points.iter().all(|p| p.trials.len() == rounds));
+    }
+    (ra, rb)
+}
+
+fn config() -> GateConfig {
+    let mut cfg = GateConfig::new(25.0).unwrap();
+    cfg.metrics = vec![Metric::Throughput, Metric::P50];
+    cfg
+}
+
+#[tokio::test]
+async fn a_a_the_same_server_twice_is_no_regression() {
+    let (a, b) = interleaved(&[], &[], &[0, 10], 4).await;
+    let r = gate::compare(&a, &b, &config()).unwrap();
+    let md = loadgen::gate_report::markdown(&r, "A");
+    assert_eq!(r.exit_code(), 0, "{md}");
+    assert_eq!(r.count(Verdict::Regression), 0, "{md}");
+    assert!(!r.ratios, "same machine: absolute figures");
+}
+
+#[tokio::test]
+async fn a_b_a_slower_pdk_is_a_regression_where_calls_are_made_and_not_at_0_calls() {
+    let (a, b) = interleaved(&[], &["very-slow-pdk"], &[0, 10], 4).await;
+    let r = gate::compare(&a, &b, &config()).unwrap();
+    let md = loadgen::gate_report::markdown(&r, "A");
+    assert_eq!(r.exit_code(), 1, "{md}");
+    let at = |calls: u32| {
+        r.points
+            .iter()
+            .find(|p| p.calls == calls)
+            .unwrap_or_else(|| panic!("calls={calls}: {md}"))
+    };
+    assert!(!at(0).is_regression(), "no PDK call, no slowdown: {md}");
+    assert!(at(10).is_regression(), "{md}");
+    // 10 calls × 200 µs on top of ~100-300 µs: both throughput and median latency regress.
+    let PointOutcome::Compared { metrics, .. } = &at(10).outcome else {
+        panic!("{md}")
+    };
+    for m in metrics {
+        assert_eq!(m.verdict, Verdict::Regression, "{md}");
+    }
+    assert!(
+        metrics[0].change < -0.5,
+        "throughput at least halves: {md}"
+    );
+}
+
+fn loadgen(args: &[&str], dir: &Path, github: bool) -> (i32, String) {
+    let mut cmd = Command::new(exe());
+    cmd.args(args).current_dir(dir);
+    if github {
+        cmd.env("GITHUB_ACTIONS", "true");
+    } else {
+        cmd.env_remove("GITHUB_ACTIONS");
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// A results file with one point whose 3 trials are `rps` ±2 %.
+fn results_file(dir: &Path, name: &str, fingerprint: &str, rps: f64) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut p = plan(&[Protocol::MsgPack], &[1], &[1]);
+    p.targets.clear();
+    let mut r: Results = rt.block_on(sweep::run(&p, &NoProgress));
+    let trials: Vec<serde_json::Value> = [0.98, 1.0, 1.02]
+        .iter()
+        .map(|f| {
+            let x = rps * f;
+            serde_json::json!({
+                "rps": x, "ok": 1000, "errors": 0, "warmup_errors": 0, "window_s": 1.0,
+                "latency_us": {"p50": 1e6 / x, "p90": 1.2e6 / x, "p99": 2e6 / x, "p999": 3e6 / x, "max": 4e6 / x, "mean": 1e6 / x},
+                "loadgen_cpu_s": 0.5, "loadgen_cpu_ns_per_round_trip": 3000.0,
+                "server_cpu_s": 0.5, "server_rss_kib": 4096, "server_respawns": 0
+            })
+        })
+        .collect();
+    let json = serde_json::json!({
+        "peer": "go", "protocol": "ProtoBuf:1", "calls": 10, "concurrency": 1, "kong_workers": 1,
+        "mode": "closed", "variant": "single", "rps": rps,
+        "rps_spread": {"median": rps, "min": rps * 0.98, "max": rps * 1.02, "spread_pct": 4.0},
+        "latency_us": {"p50": 1e6 / rps, "p90": 1e6 / rps, "p99": 2e6 / rps, "p999": 3e6 / rps, "max": 4e6 / rps, "mean": 1e6 / rps},
+        "latency_p99_spread": {"median": 0.0, "min": 0.0, "max": 0.0, "spread_pct": 0.0},
+        "errors": 0, "unsent": 0, "warmup_errors": 0, "error_kinds": {}, "verified_calls": 10,
+        "time_per_request_us": 1e6 / rps, "server": {"respawns": 0},
+        "loadgen": {"cpu_cores": 0.5, "cpu_ns_per_round_trip": 3000.0},
+        "trials": trials,
+    });
+    r.points = vec![serde_json::from_value(json).unwrap()];
+    r.machine.fingerprint = fingerprint.into();
+    let mut v = serde_json::to_value(&r).unwrap();
+    super::schema::validate_results(&v).unwrap();
+    v["machine"]["fingerprint"] = fingerprint.into();
+    std::fs::write(dir.join(name), serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    name.to_owned()
+}
+
+#[test]
+fn the_gate_command_exit_codes_and_report_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let base = results_file(d, "base.json", "m1", 10_000.0);
+    let same = results_file(d, "same.json", "m1", 10_100.0);
+    let slow = results_file(d, "slow.json", "m1", 6_000.0);
+
+    // Save a baseline; it lands under reports/baselines/ by default.
+    let (code, out) = loadgen(&["baseline", "save", &base, "--name", "go-pb"], d, false);
+    assert_eq!(code, 0, "{out}");
+    let saved = d.join("reports/baselines/go-pb.json");
+    assert!(saved.is_file(), "{out}");
+    let saved = saved.to_string_lossy().into_owned();
+
+    let (code, out) = loadgen(&["gate", "--baseline", &saved, "--current", &same], d, false);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("✅ no regression") && !out.contains("::error"), "{out}");
+
+    let args = [
+        "gate",
+        "--baseline",
+        &saved,
+        "--current",
+        &slow,
+        "--junit",
+        "gate.xml",
+        "--markdown",
+        "gate.md",
+        "--bmf",
+        "bmf.json",
+    ];
+    let (code, out) = loadgen(&args, d, true);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("::error file=")
+            && l.contains("go ProtoBuf%3A1 c1 closed calls=10")),
+        "annotations on GitHub Actions: {out}"
+    );
+    let junit = std::fs::read_to_string(d.join("gate.xml")).unwrap();
+    assert!(junit.contains("failures=\"3\""), "{junit}");
+    let md = std::fs::read_to_string(d.join("gate.md")).unwrap();
+    assert!(md.contains("### Regressions") && md.contains("-40.0 %"), "{md}");
+    let bmf: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("bmf.json")).unwrap()).unwrap();
+    assert_eq!(
+        bmf["go ProtoBuf:1 c1 closed calls=10"]["throughput"]["value"],
+        6000.0
+    );
+
+    // Another machine without a floor in either file: ratios cannot be formed → 2.
+    let other = results_file(d, "other.json", "m2", 10_000.0);
+    let (code, out) = loadgen(&["gate", "--baseline", &saved, "--current", &other], d, false);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("cannot compare"), "{out}");
+    // Forced absolute, it compares (and warns).
+    let (code, out) = loadgen(
+        &["gate", "--baseline", &saved, "--current", &other, "--compare", "absolute"],
+        d,
+        false,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("forced"), "{out}");
+
+    // Unreadable input and bad options are errors (2).
+    let (code, out) = loadgen(&["gate", "--baseline", "nope.json", "--current", &same], d, false);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("cannot read"), "{out}");
+    let (code, _) = loadgen(
+        &["gate", "--baseline", &saved, "--current", &same, "--metrics", "p42"],
+        d,
+        false,
+    );
+    assert_eq!(code, 2);
+}
