@@ -131,6 +131,19 @@ pub struct BaselineArgs {
 pub enum BaselineAction {
     /// Save a sweep's results (file or `--out` directory) as a named baseline.
     Save(SaveArgs),
+    /// Merge the trials of several runs of the same plan into one results.json (interleaved
+    /// measurements: run base and head alternately, merge each side, gate one against the other).
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// results.json files or `sweep --out` directories.
+    #[arg(required = true, num_args = 1..)]
+    pub runs: Vec<PathBuf>,
+    /// Where to write the merged results.json.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -276,6 +289,23 @@ pub fn baseline_cmd(a: &BaselineArgs) -> anyhow::Result<i32> {
                 b.results.points.len(),
                 b.fingerprint,
                 path.display()
+            );
+            Ok(0)
+        }
+        BaselineAction::Merge(m) => {
+            let mut runs = Vec::new();
+            for path in &m.runs {
+                runs.push(baseline::load(path)?.results);
+            }
+            let merged = baseline::merge(runs).context("no run to merge")?;
+            let text = serde_json::to_string_pretty(&merged)? + "\n";
+            std::fs::write(&m.out, text).with_context(|| format!("writing {}", m.out.display()))?;
+            println!(
+                "merged {} run(s): {} point(s), up to {} trial(s) each, into {}",
+                m.runs.len(),
+                merged.points.len(),
+                merged.settings.trials,
+                m.out.display()
             );
             Ok(0)
         }

@@ -206,6 +206,17 @@ fn the_gate_command_exit_codes_and_report_files() {
         6000.0
     );
 
+    // Interleaved runs merge into one results.json with every trial.
+    let (code, out) = loadgen(
+        &["baseline", "merge", &base, &same, "--out", "merged.json"],
+        d,
+        false,
+    );
+    assert_eq!(code, 0, "{out}");
+    let merged: Results =
+        serde_json::from_str(&std::fs::read_to_string(d.join("merged.json")).unwrap()).unwrap();
+    assert_eq!(merged.points[0].trials.len(), 6);
+
     // Another machine without a floor in either file: ratios cannot be formed → 2.
     let other = results_file(d, "other.json", "m2", 10_000.0);
     let (code, out) = loadgen(&["gate", "--baseline", &saved, "--current", &other], d, false);
