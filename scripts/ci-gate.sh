@@ -25,6 +25,15 @@ mkdir -p "$out"
 
 cargo build -q --locked -p loadgen
 loadgen="${CARGO_TARGET_DIR:-target}/debug/loadgen"
+# loadgen, the reference server and the floor share one CPU, as when the baseline was made: on a
+# VM a wake-up across vCPUs costs ten times a switch on one CPU, and an unpinned pair flips
+# between both placements for seconds at a time (latency ×2), which no statistic can undo.
+pin=()
+if command -v taskset >/dev/null && taskset -c 0 true 2>/dev/null; then
+    pin=(taskset -c 0)
+else
+    echo "ci-gate: taskset not available; measuring unpinned (noisier)" >&2
+fi
 
 plan=(--reference --protocol msgpack,protobuf --calls 0,1,10 --concurrency 1
       --duration 500ms --warmup 200ms --trials 1 --multicore 0)
@@ -40,7 +49,7 @@ for attempt in $(seq 1 "$attempts"); do
     for round in 1 2 3 4; do
         dir="$out/attempt-$attempt/round-$round"
         mkdir -p "$out/attempt-$attempt"
-        if ! "$loadgen" sweep "${plan[@]}" --out "$dir" >"$dir.log" 2>&1; then
+        if ! "${pin[@]}" "$loadgen" sweep "${plan[@]}" --out "$dir" >"$dir.log" 2>&1; then
             cat "$dir.log" >&2
             echo "ci-gate: the sweep failed (the reference server misbehaved)" >&2
             exit 1

@@ -270,8 +270,12 @@ pub fn merge(runs: Vec<Results>) -> Option<Results> {
         q.rps_spread = Spread::of(&q.trials.iter().map(|t| t.rps).collect::<Vec<_>>());
         q.rps = q.rps_spread.median;
         q.time_per_request_us = if q.rps > 0.0 { 1e6 / q.rps } else { 0.0 };
-        q.latency_p99_spread =
-            Spread::of(&q.trials.iter().map(|t| t.latency_us.p99).collect::<Vec<_>>());
+        q.latency_p99_spread = Spread::of(
+            &q.trials
+                .iter()
+                .map(|t| t.latency_us.p99)
+                .collect::<Vec<_>>(),
+        );
     }
     out.settings.trials = out
         .points
@@ -303,7 +307,10 @@ mod tests {
         assert_eq!(loaded.results.points[0].trials.len(), 3);
         assert_eq!(loaded.results.points[0].hgrm, None, "spectra are dropped");
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains("\"format\": \"loadgen-baseline\"") && text.contains("\"fingerprint\": \"m\""));
+        assert!(
+            text.contains("\"format\": \"loadgen-baseline\"")
+                && text.contains("\"fingerprint\": \"m\"")
+        );
 
         // A sweep --out directory (its results.json) loads as a plain results document.
         let out = dir.path().join("sweep");
@@ -317,7 +324,11 @@ mod tests {
     #[test]
     fn merging_concatenates_trials_and_keeps_the_quietest_floor() {
         let a = run("m", 6.0, vec![point("reference", 10, trials(8000.0, 0.05))]);
-        let mut b = run("m", 50.0, vec![point("reference", 10, trials(4000.0, 0.05))]);
+        let mut b = run(
+            "m",
+            50.0,
+            vec![point("reference", 10, trials(4000.0, 0.05))],
+        );
         b.points.push(point("reference", 20, trials(3000.0, 0.05)));
         b.points[0].errors = 1;
         let m = merge(vec![a, b]).unwrap();
@@ -334,12 +345,21 @@ mod tests {
     #[test]
     fn unclean_runs_bad_names_and_bad_files_are_refused() {
         let mut r = run("m", 5.0, vec![point("reference", 10, trials(8000.0, 0.05))]);
-        assert!(matches!(make(r.clone(), "../x", "", false), Err(BaselineError::Name(_))));
-        assert!(matches!(make(r.clone(), "", "", false), Err(BaselineError::Name(_))));
+        assert!(matches!(
+            make(r.clone(), "../x", "", false),
+            Err(BaselineError::Name(_))
+        ));
+        assert!(matches!(
+            make(r.clone(), "", "", false),
+            Err(BaselineError::Name(_))
+        ));
         r.points[0].errors = 2;
         let e = make(r.clone(), "x", "", false).unwrap_err();
         assert!(e.to_string().contains("2 error(s)"), "{e}");
-        assert!(make(r.clone(), "x", "", true).is_ok(), "--force saves anyway");
+        assert!(
+            make(r.clone(), "x", "", true).is_ok(),
+            "--force saves anyway"
+        );
         r.points[0].trials.truncate(1);
         let (_, w) = make(r, "x", "", true).unwrap();
         assert!(w[0].contains("fewer than 3 trials"), "{w:?}");
@@ -347,7 +367,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("x.json");
         std::fs::write(&f, "{\"format\": \"loadgen-baseline\", \"version\": 7}").unwrap();
-        assert!(matches!(load(&f), Err(BaselineError::Version { found: 7, .. })));
+        assert!(matches!(
+            load(&f),
+            Err(BaselineError::Version { found: 7, .. })
+        ));
         std::fs::write(&f, "{\"points\": []}").unwrap();
         let e = load(&f).unwrap_err();
         assert!(e.to_string().contains("not a loadgen results.json"), "{e}");

@@ -62,7 +62,7 @@ fn verdict_cell(v: Verdict) -> String {
         Verdict::Regression => "**regression** ❌".into(),
         Verdict::Improvement => "improvement ✅".into(),
         Verdict::WithinNoise => "within noise".into(),
-        Verdict::Unchanged => "unchanged".into(),
+        Verdict::WithinThreshold => "within threshold".into(),
     }
 }
 
@@ -364,7 +364,11 @@ pub fn github_annotations(r: &GateReport, file: &str) -> Vec<String> {
                 }
             }
             PointOutcome::Missing { reason } => {
-                let kind = if r.config.allow_missing { "warning" } else { "error" };
+                let kind = if r.config.allow_missing {
+                    "warning"
+                } else {
+                    "error"
+                };
                 out.push(format!(
                     "::{kind} file={f},title={title}::missing: {}",
                     gh_data(reason)
@@ -417,12 +421,18 @@ mod tests {
     fn markdown_lists_regressions_first_and_every_point() {
         let (_, r) = report();
         let md = markdown(&r, "reports/baselines/reference.json");
-        assert!(md.starts_with("## loadgen gate: ❌ performance regression"), "{md}");
+        assert!(
+            md.starts_with("## loadgen gate: ❌ performance regression"),
+            "{md}"
+        );
         let reg = md.find("### Regressions").expect("a regressions section");
         let all = md.find("### Every point").unwrap();
         assert!(reg < all);
         let regressions = &md[reg..all];
-        assert!(regressions.contains("calls=10") && !regressions.contains("calls=0 "), "{regressions}");
+        assert!(
+            regressions.contains("calls=10") && !regressions.contains("calls=0 "),
+            "{regressions}"
+        );
         assert!(md.contains("| reference MsgPack:1 c1 closed calls=0 | rps (req/s) | 20000 [19000–21000] | 25000 [24500–25500] | +25.0 % |"), "{md}");
         assert!(md.contains("improvement ✅") && md.contains("missing") && md.contains("| new |"));
         assert!(md.contains("absolute figures (same machine fingerprint)"));
@@ -432,10 +442,19 @@ mod tests {
     fn junit_counts_failures_and_escapes() {
         let (_, r) = report();
         let x = junit(&r);
-        assert!(x.contains("tests=\"8\" failures=\"3\" errors=\"0\" skipped=\"2\""), "{x}");
-        assert!(x.contains("<failure message=\"rps -50.0 % regression\""), "{x}");
+        assert!(
+            x.contains("tests=\"8\" failures=\"3\" errors=\"0\" skipped=\"2\""),
+            "{x}"
+        );
+        assert!(
+            x.contains("<failure message=\"rps -50.0 % regression\""),
+            "{x}"
+        );
         assert!(x.contains("classname=\"reference MsgPack:1 c1 closed\" name=\"calls=10 p99\""));
-        assert_eq!(xml_escape("a<b & \"c\"\u{1}"), "a&lt;b &amp; &quot;c&quot;&#x1;");
+        assert_eq!(
+            xml_escape("a<b & \"c\"\u{1}"),
+            "a&lt;b &amp; &quot;c&quot;&#x1;"
+        );
     }
 
     #[test]
@@ -460,7 +479,9 @@ mod tests {
         assert_eq!(errors.len(), 3, "{lines:#?}");
         assert!(errors[0].starts_with("::error file=reports/baselines/a%2Cb.json,title=loadgen gate%3A reference MsgPack%3A1 c1 closed calls=10::"), "{}", errors[0]);
         assert!(lines.iter().any(|l| l.starts_with("::notice ")));
-        assert!(lines.iter().any(|l| l.starts_with("::warning ") && l.contains("missing")));
+        assert!(lines
+            .iter()
+            .any(|l| l.starts_with("::warning ") && l.contains("missing")));
         assert!(lines.iter().all(|l| !l.contains('\n')));
         assert_eq!(gh_data("50%\nx"), "50%25%0Ax");
     }

@@ -93,10 +93,7 @@ async fn a_b_a_slower_pdk_is_a_regression_where_calls_are_made_and_not_at_0_call
     for m in metrics {
         assert_eq!(m.verdict, Verdict::Regression, "{md}");
     }
-    assert!(
-        metrics[0].change < -0.5,
-        "throughput at least halves: {md}"
-    );
+    assert!(metrics[0].change < -0.5, "throughput at least halves: {md}");
 }
 
 fn loadgen(args: &[&str], dir: &Path, github: bool) -> (i32, String) {
@@ -110,8 +107,7 @@ fn loadgen(args: &[&str], dir: &Path, github: bool) -> (i32, String) {
     let out = cmd.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
 }
 
@@ -171,9 +167,16 @@ fn the_gate_command_exit_codes_and_report_files() {
     assert!(saved.is_file(), "{out}");
     let saved = saved.to_string_lossy().into_owned();
 
-    let (code, out) = loadgen(&["gate", "--baseline", &saved, "--current", &same], d, false);
+    let (code, out) = loadgen(
+        &["gate", "--baseline", &saved, "--current", &same],
+        d,
+        false,
+    );
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("✅ no regression") && !out.contains("::error"), "{out}");
+    assert!(
+        out.contains("✅ no regression") && !out.contains("::error"),
+        "{out}"
+    );
 
     let args = [
         "gate",
@@ -191,14 +194,18 @@ fn the_gate_command_exit_codes_and_report_files() {
     let (code, out) = loadgen(&args, d, true);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.lines().any(|l| l.starts_with("::error file=")
-            && l.contains("go ProtoBuf%3A1 c1 closed calls=10")),
+        out.lines()
+            .any(|l| l.starts_with("::error file=")
+                && l.contains("go ProtoBuf%3A1 c1 closed calls=10")),
         "annotations on GitHub Actions: {out}"
     );
     let junit = std::fs::read_to_string(d.join("gate.xml")).unwrap();
     assert!(junit.contains("failures=\"3\""), "{junit}");
     let md = std::fs::read_to_string(d.join("gate.md")).unwrap();
-    assert!(md.contains("### Regressions") && md.contains("-40.0 %"), "{md}");
+    assert!(
+        md.contains("### Regressions") && md.contains("-40.0 %"),
+        "{md}"
+    );
     let bmf: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("bmf.json")).unwrap()).unwrap();
     assert_eq!(
@@ -219,12 +226,24 @@ fn the_gate_command_exit_codes_and_report_files() {
 
     // Another machine without a floor in either file: ratios cannot be formed → 2.
     let other = results_file(d, "other.json", "m2", 10_000.0);
-    let (code, out) = loadgen(&["gate", "--baseline", &saved, "--current", &other], d, false);
+    let (code, out) = loadgen(
+        &["gate", "--baseline", &saved, "--current", &other],
+        d,
+        false,
+    );
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("cannot compare"), "{out}");
     // Forced absolute, it compares (and warns).
     let (code, out) = loadgen(
-        &["gate", "--baseline", &saved, "--current", &other, "--compare", "absolute"],
+        &[
+            "gate",
+            "--baseline",
+            &saved,
+            "--current",
+            &other,
+            "--compare",
+            "absolute",
+        ],
         d,
         false,
     );
@@ -232,11 +251,23 @@ fn the_gate_command_exit_codes_and_report_files() {
     assert!(out.contains("forced"), "{out}");
 
     // Unreadable input and bad options are errors (2).
-    let (code, out) = loadgen(&["gate", "--baseline", "nope.json", "--current", &same], d, false);
+    let (code, out) = loadgen(
+        &["gate", "--baseline", "nope.json", "--current", &same],
+        d,
+        false,
+    );
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("cannot read"), "{out}");
     let (code, _) = loadgen(
-        &["gate", "--baseline", &saved, "--current", &same, "--metrics", "p42"],
+        &[
+            "gate",
+            "--baseline",
+            &saved,
+            "--current",
+            &same,
+            "--metrics",
+            "p42",
+        ],
         d,
         false,
     );
