@@ -633,15 +633,21 @@ pub fn compare(
             baseline.tool, current.tool
         ));
     }
-    if baseline.settings.duration_s != current.settings.duration_s
-        || baseline.settings.method != current.settings.method
-    {
+    let (bs, cs) = (&baseline.settings, &current.settings);
+    let mut differ = Vec::new();
+    if bs.duration_s != cs.duration_s {
+        differ.push(format!("window {} s vs {} s", bs.duration_s, cs.duration_s));
+    }
+    if bs.warmup_s != cs.warmup_s {
+        differ.push(format!("warm-up {} s vs {} s", bs.warmup_s, cs.warmup_s));
+    }
+    if bs.method != cs.method {
+        differ.push(format!("method {} vs {}", bs.method, cs.method));
+    }
+    if !differ.is_empty() {
         warnings.push(format!(
-            "the runs used different settings (window {} s vs {} s, method {} vs {}); figures may differ for that reason",
-            baseline.settings.duration_s,
-            current.settings.duration_s,
-            baseline.settings.method,
-            current.settings.method
+            "the runs used different settings ({}); figures may differ for that reason",
+            differ.join(", ")
         ));
     }
     let t = cfg.max_regression;
@@ -1109,6 +1115,15 @@ pub(crate) mod tests {
         let r = compare(&b, &c, &GateConfig::new(10.0).unwrap()).unwrap();
         assert!(r.warnings.iter().any(|w| w.contains("single trial")));
         assert_eq!(r.exit_code(), 0);
+        let mut longer = c.clone();
+        longer.settings.duration_s = 5.0;
+        let r = compare(&b, &longer, &GateConfig::new(10.0).unwrap()).unwrap();
+        let w = r.warnings.iter().find(|w| w.contains("different settings"));
+        assert!(
+            w.is_some_and(|w| w.contains("window 1 s vs 5 s") && !w.contains("method")),
+            "{:?}",
+            r.warnings
+        );
         assert_eq!(GateConfig::new(-1.0), Err(GateError::Threshold(-1.0)));
         assert!(GateConfig::new(f64::NAN).is_err());
         let mut cfg = GateConfig::new(10.0).unwrap();

@@ -1,7 +1,7 @@
 //! loadgen integration tests: real measurement runs against the reference server (started from
 //! this package's `loadgen` binary, hidden `reference-server` subcommand), open-loop
-//! saturation, chaos (a server killed in the middle of a sweep), the results schema and the
-//! files a sweep writes.
+//! saturation, chaos (a server killed in the middle of a sweep), the results schema, the
+//! files a sweep writes, and the regression gate (`gate`: A/A, A/B, the gate commands).
 
 mod gate;
 mod schema;
