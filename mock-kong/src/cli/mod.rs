@@ -116,7 +116,13 @@ pub fn main() -> i32 {
             return 2;
         }
     };
+    // The reference server handles SIGINT/SIGTERM itself (and its `ignore-sigterm` fault must
+    // not be overridden by a handler installed here), so only the host commands race the run
+    // against an interrupt.
     let result = rt.block_on(async {
+        if matches!(cli.command, Command::ReferenceServer(_)) {
+            return run(cli).await;
+        }
         tokio::select! {
             r = run(cli) => r,
             _ = interrupted() => Err(Failure { code: 130, error: anyhow!("interrupted") }),

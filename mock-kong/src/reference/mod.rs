@@ -415,7 +415,7 @@ mod tests {
         let s = dump_json(Protocol::MsgPack, "bench").unwrap();
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         let arr = v.as_array().expect("bare array");
-        assert_eq!(arr.len(), 5);
+        assert_eq!(arr.len(), 6);
         assert_eq!(arr[0]["Name"], "bench");
         let names: Vec<_> = arr.iter().map(|e| e["Name"].as_str().unwrap()).collect();
         assert_eq!(names, ["bench", "hello", "exit", "multiphase", "tour", "faults"]);
