@@ -480,3 +480,161 @@ async fn the_bytes_of_one_event_are_bounded() {
     assert!(text.contains("plugin.Step"), "{text}");
     assert!(text.contains("event access (instance 1, EventId 1)"), "{text}");
 }
+
+// ------------------------------------------------------------------------------------------------
+// Bounded memory, measured on a real mock-kong process.
+
+/// Runs `mock-kong call` against the fake server at `socket` (external: mock-kong only
+/// connects) and returns its exit code, stderr+stdout, and peak RSS in KiB (from `wait4`).
+async fn mock_kong_against(socket: &std::path::Path, protocol: &str) -> (Option<i32>, String, i64) {
+    let exe = crate::util::exe();
+    let query = format!("{} reference-server --protocol {protocol} --dump", exe.display());
+    let child = std::process::Command::new(&exe)
+        .args(["call", "--quiet-server", "--timeout", "10", "--query-cmd", &query, "--socket"])
+        .arg(socket)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn mock-kong");
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let pid = child.id() as i32;
+        let (mut out, mut err) = (String::new(), String::new());
+        let mut child = child;
+        let _ = child.stdout.take().unwrap().read_to_string(&mut out);
+        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+        // wait4 rather than Child::wait: it reports this child's own peak RSS.
+        let mut status = 0;
+        // SAFETY: a zeroed rusage is a valid out-parameter; pid is our unwaited child.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let got = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        assert_eq!(got, pid, "wait4");
+        let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+        (code, out + &err, usage.ru_maxrss)
+    })
+    .await
+    .unwrap()
+}
+
+/// 10 GiB of junk on offer: a valid-looking MsgPack object that does not end within the frame
+/// limit (an array of 16 M elements, each a 257-byte `bin8`: 4 GiB, sent as long as the host
+/// reads). mock-kong reads up to the 64 MiB frame limit, fails with an error naming it, and its
+/// peak RSS stays far below the junk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_junk_keeps_mock_kong_rss_bounded() {
+    let written = Arc::new(AtomicU64::new(0));
+    let mut leaf = vec![0xc4, 0xff];
+    leaf.extend([0xab; 255]);
+    let f = endless(vec![0xdd, 0x00, 0xff, 0xff, 0xff], leaf, Arc::clone(&written));
+    let (code, said, maxrss_kib) = mock_kong_against(&f.socket, "msgpack").await;
+    let sent = written.load(Ordering::Relaxed);
+    eprintln!(
+        "endless junk: mock-kong read ~{} MiB, peak RSS {} MiB",
+        sent >> 20,
+        maxrss_kib >> 10
+    );
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains(&format!("exceeds the limit of {DEFAULT_MAX_FRAME} bytes")),
+        "{said}"
+    );
+    assert!(sent < 1 << 30, "{sent} bytes were needed, not 10 GiB");
+    assert!(maxrss_kib < 300 * 1024, "peak RSS {maxrss_kib} KiB");
+}
+
+/// GiBs of small valid-but-unexpected messages (notifications): the notification cap cuts
+/// them off after a few KiB, and RSS stays at its baseline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_flood_keeps_mock_kong_rss_at_baseline() {
+    let written = Arc::new(AtomicU64::new(0));
+    let f = endless(Vec::new(), vec![0x93, 0x02, 0xa1, b'x', 0xc0], Arc::clone(&written));
+    let (code, said, maxrss_kib) = mock_kong_against(&f.socket, "msgpack").await;
+    let sent = written.load(Ordering::Relaxed);
+    eprintln!(
+        "notification flood: {} KiB offered before the cut, peak RSS {} MiB",
+        sent >> 10,
+        maxrss_kib >> 10
+    );
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("more than 1000 notifications"), "{said}");
+    assert!(sent < 64 << 20, "{sent} bytes went out");
+    assert!(maxrss_kib < 100 * 1024, "peak RSS {maxrss_kib} KiB");
+}
+
+/// The ProtoBuf counterpart of the endless junk: a frame of 60 MiB (under the limit) that
+/// never completes is held once, then the read times out; one over the limit fails at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_protobuf_frame_keeps_mock_kong_rss_at_baseline() {
+    let written = Arc::new(AtomicU64::new(0));
+    let f = endless(vec![0x01, 0x00, 0x00, 0x10], vec![0u8], Arc::clone(&written)); // 256 MiB + 1
+    let (code, said, maxrss_kib) = mock_kong_against(&f.socket, "protobuf").await;
+    eprintln!("oversized protobuf frame: peak RSS {} MiB", maxrss_kib >> 10);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("ProtoBuf frame of 268435457 bytes exceeds the limit"), "{said}");
+    assert!(maxrss_kib < 100 * 1024, "peak RSS {maxrss_kib} KiB");
+}
+
+/// The resident set of this process, in KiB.
+fn vm_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
+/// A million events through the in-process reference server keep RSS flat: no per-event state
+/// is retained by the host (instance cache, pools, transcripts).
+///
+/// Ignored by default: about a minute in release, far more in debug. Run it with
+/// `cargo test --release -p mock-kong --test it -- --ignored --nocapture million_events`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a million events: run in release (see the doc comment)"]
+async fn a_million_events_keep_rss_flat() {
+    use mock_kong::host::{PluginEntity, PluginRunner};
+    const EVENTS: u32 = 1_000_000;
+    for protocol in [Protocol::MsgPack, Protocol::ProtoBuf] {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("ref.socket");
+        let listener = mock_kong::reference::bind(&socket).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(mock_kong::reference::serve_listener(
+            listener,
+            protocol,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let runner = PluginRunner::new(Arc::new(client(&socket, protocol, Duration::from_secs(5))));
+        let entity = PluginEntity::new("hello", serde_json::Map::new());
+        let t = Instant::now();
+        let mut baseline = 0;
+        for i in 0..EVENTS {
+            if i == 20_000 {
+                baseline = vm_rss_kib();
+            }
+            let mut pdk = SimpleRequest::new("example.com");
+            let ev = runner
+                .run_event(&entity, "access", &mut pdk)
+                .await
+                .unwrap_or_else(|e| panic!("{protocol}: event {i}: {e}"));
+            assert_eq!(pdk.response_header("x-hello"), Some("hello example.com"));
+            drop(ev);
+        }
+        let end = vm_rss_kib();
+        eprintln!(
+            "{protocol}: {EVENTS} events in {:?}; RSS {} KiB after 20k events, {} KiB after {EVENTS}",
+            t.elapsed(),
+            baseline,
+            end
+        );
+        let _ = stop.send(());
+        let _ = server.await;
+        assert!(
+            end < baseline + 16 * 1024,
+            "{protocol}: RSS grew from {baseline} KiB to {end} KiB"
+        );
+    }
+}
