@@ -388,3 +388,20 @@ fn a_non_socket_file_at_the_socket_path_is_never_deleted() {
     assert_eq!(status.code(), Some(143));
     assert_eq!(std::fs::read(&file).unwrap(), b"not a socket");
 }
+
+/// The limits are options: `--max-frame` bounds what is read from the server (named in the
+/// error), `--call-deadline` must be a positive number of seconds.
+#[test]
+fn frame_limit_and_call_deadline_are_options() {
+    for proto in ["msgpack", "protobuf"] {
+        let out = run(&["call", "--protocol", proto, "--quiet-server", "--max-frame", "16"]);
+        assert_eq!(out.status.code(), Some(1), "{proto}: {}", text(&out.stderr));
+        let said = text(&out.stdout) + &text(&out.stderr);
+        assert!(said.contains("exceeds the limit of 16 bytes"), "{proto}: {said}");
+    }
+    let out = run(&["call", "--quiet-server", "--call-deadline", "30"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(&["call", "--quiet-server", "--call-deadline", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--call-deadline must be a positive number"));
+}
