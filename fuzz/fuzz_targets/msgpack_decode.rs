@@ -24,9 +24,16 @@ fuzz_target!(|data: &[u8]| {
         Err(DecodeError::TooLarge { .. }) => panic!("decode never reports TooLarge"),
         Err(_) => return,
     };
-    assert!(used > 0 && used <= data.len(), "used {used} of {}", data.len());
     assert!(
-        matches!(decode(&data[..used - 1]), Err(DecodeError::Incomplete { .. })),
+        used > 0 && used <= data.len(),
+        "used {used} of {}",
+        data.len()
+    );
+    assert!(
+        matches!(
+            decode(&data[..used - 1]),
+            Err(DecodeError::Incomplete { .. })
+        ),
         "a strict prefix of an object decoded"
     );
     let once = encode_to_vec(&value);

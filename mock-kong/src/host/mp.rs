@@ -197,11 +197,13 @@ impl MpClient {
         let deadline = Deadline::after(self.opts.effective_call_deadline());
         // Bytes of a message received but not yet complete, for error messages.
         let partial = Cell::new(0usize);
-        let what_recv = || match partial.get() {
+        let what_recv = || {
+            match partial.get() {
             0 => format!("waiting for the response to {method} (msgid {msgid})"),
             n => format!(
                 "waiting for the response to {method} (msgid {msgid}; {n} byte(s) of a message received so far)"
             ),
+        }
         };
         let mut notifications = 0usize;
         loop {

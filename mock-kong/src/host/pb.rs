@@ -169,9 +169,13 @@ impl PbClient {
             .await?;
         let mut budget = self.opts.max_event_bytes;
         let frame = self
-            .read_frame(&mut c, &self.deadline(), &mut budget, &describe_return, &|| {
-                format!("waiting for RpcReturn of {name} (sequence {sequence})")
-            })
+            .read_frame(
+                &mut c,
+                &self.deadline(),
+                &mut budget,
+                &describe_return,
+                &|| format!("waiting for RpcReturn of {name} (sequence {sequence})"),
+            )
             .await?;
         let ret = decode_return(&frame, name, sequence)?;
         self.checkin(c);

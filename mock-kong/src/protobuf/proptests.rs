@@ -3,8 +3,8 @@
 //! every PDK method's conversions (spec §5.4) and the `RpcCall`/`RpcReturn` envelopes return
 //! errors, never panic, on arbitrary bytes.
 
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 
 use super::messages::{RpcCall, RpcReturn};
 use super::{

@@ -270,7 +270,10 @@ fn server_of(out: &Output) -> (i32, std::path::PathBuf) {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("stdout is JSON ({e}): {}", text(&out.stdout)));
     let pid = v["server"]["pid"].as_i64().expect("server.pid") as i32;
-    let socket = v["server"]["socket"].as_str().expect("server.socket").into();
+    let socket = v["server"]["socket"]
+        .as_str()
+        .expect("server.socket")
+        .into();
     (pid, socket)
 }
 
@@ -285,9 +288,17 @@ fn a_normal_exit_leaves_no_process_and_no_socket() {
             wait_dead(pid, Duration::from_secs(2)),
             "{proto}: server {pid} outlived mock-kong"
         );
-        assert!(!socket.exists(), "{proto}: {} left behind", socket.display());
+        assert!(
+            !socket.exists(),
+            "{proto}: {} left behind",
+            socket.display()
+        );
         let dir = socket.parent().unwrap();
-        assert!(!dir.exists(), "{proto}: private dir {} left behind", dir.display());
+        assert!(
+            !dir.exists(),
+            "{proto}: private dir {} left behind",
+            dir.display()
+        );
     }
 }
 
@@ -299,7 +310,10 @@ fn an_error_exit_leaves_no_process_and_no_socket() {
     let socket = dir.path().join("liar.socket");
     let exe = exe();
     let exe = exe.to_str().unwrap();
-    let start = format!("{exe} reference-server --protocol msgpack --socket {}", socket.display());
+    let start = format!(
+        "{exe} reference-server --protocol msgpack --socket {}",
+        socket.display()
+    );
     let query = format!("{exe} reference-server --protocol protobuf --dump");
     let out = Command::new(exe)
         .args(["call", "--quiet-server", "--json", "--timeout", "2"])
@@ -346,7 +360,10 @@ fn socket_directories_are_private_and_temporary() {
     let target = resolve(&spec, &placement, "hello").unwrap();
     assert_eq!(target.socket, named);
     assert_eq!(target.prefix, mine.path().join("sub"));
-    assert!(!mine.path().join("sub").exists(), "no directory is created for a named path");
+    assert!(
+        !mine.path().join("sub").exists(),
+        "no directory is created for a named path"
+    );
 }
 
 /// A regular file at the socket path is never deleted: not by the host (external server), not
@@ -368,14 +385,29 @@ fn a_non_socket_file_at_the_socket_path_is_never_deleted() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
     let said = text(&out.stdout) + &text(&out.stderr);
-    assert!(said.contains("cannot connect to") && said.contains("precious.socket"), "{said}");
+    assert!(
+        said.contains("cannot connect to") && said.contains("precious.socket"),
+        "{said}"
+    );
     assert_eq!(std::fs::read(&file).unwrap(), b"not a socket");
 
     // A started server that refuses to replace the file; mock-kong is stopped by SIGTERM while
     // it waits for the socket.
-    let start = format!("{} reference-server --socket {}", exe.display(), file.display());
+    let start = format!(
+        "{} reference-server --socket {}",
+        exe.display(),
+        file.display()
+    );
     let mut child = Command::new(&exe)
-        .args(["call", "--quiet-server", "--start-cmd", &start, "--query-cmd", &query, "--socket"])
+        .args([
+            "call",
+            "--quiet-server",
+            "--start-cmd",
+            &start,
+            "--query-cmd",
+            &query,
+            "--socket",
+        ])
         .arg(&file)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -394,10 +426,20 @@ fn a_non_socket_file_at_the_socket_path_is_never_deleted() {
 #[test]
 fn frame_limit_and_call_deadline_are_options() {
     for proto in ["msgpack", "protobuf"] {
-        let out = run(&["call", "--protocol", proto, "--quiet-server", "--max-frame", "16"]);
+        let out = run(&[
+            "call",
+            "--protocol",
+            proto,
+            "--quiet-server",
+            "--max-frame",
+            "16",
+        ]);
         assert_eq!(out.status.code(), Some(1), "{proto}: {}", text(&out.stderr));
         let said = text(&out.stdout) + &text(&out.stderr);
-        assert!(said.contains("exceeds the limit of 16 bytes"), "{proto}: {said}");
+        assert!(
+            said.contains("exceeds the limit of 16 bytes"),
+            "{proto}: {said}"
+        );
     }
     let out = run(&["call", "--quiet-server", "--call-deadline", "30"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

@@ -257,12 +257,28 @@ fn endless(head: Vec<u8>, unit: Vec<u8>, written: Arc<AtomicU64>) -> Fake {
 async fn endless_frames_declaring_4_gib_fail_at_once_naming_the_limit() {
     let cases = [
         // str32 / bin32 with length 0xFFFFFFFF, then zeros forever.
-        (Protocol::MsgPack, vec![0xdb, 0xff, 0xff, 0xff, 0xff], "plugin.StartInstance"),
-        (Protocol::MsgPack, vec![0xc6, 0xff, 0xff, 0xff, 0xff], "plugin.StartInstance"),
+        (
+            Protocol::MsgPack,
+            vec![0xdb, 0xff, 0xff, 0xff, 0xff],
+            "plugin.StartInstance",
+        ),
+        (
+            Protocol::MsgPack,
+            vec![0xc6, 0xff, 0xff, 0xff, 0xff],
+            "plugin.StartInstance",
+        ),
         // array32 of 2^32-1 elements: every element takes a byte, so that is 4 GiB too.
-        (Protocol::MsgPack, vec![0xdd, 0xff, 0xff, 0xff, 0xff], "plugin.StartInstance"),
+        (
+            Protocol::MsgPack,
+            vec![0xdd, 0xff, 0xff, 0xff, 0xff],
+            "plugin.StartInstance",
+        ),
         // LE32 length 0xFFFFFFFF.
-        (Protocol::ProtoBuf, vec![0xff, 0xff, 0xff, 0xff], "cmd_start_instance"),
+        (
+            Protocol::ProtoBuf,
+            vec![0xff, 0xff, 0xff, 0xff],
+            "cmd_start_instance",
+        ),
     ];
     for (protocol, head, call) in cases {
         let written = Arc::new(AtomicU64::new(0));
@@ -274,12 +290,18 @@ async fn endless_frames_declaring_4_gib_fail_at_once_naming_the_limit() {
             .await
             .expect_err("an oversized frame must fail");
         let text = err.to_string();
-        assert!(matches!(err, HostError::Decode { .. }), "{head:02x?}: {text}");
+        assert!(
+            matches!(err, HostError::Decode { .. }),
+            "{head:02x?}: {text}"
+        );
         assert!(
             text.contains(&format!("exceeds the limit of {DEFAULT_MAX_FRAME} bytes")),
             "{head:02x?}: {text}"
         );
-        assert!(text.contains(call), "{head:02x?}: the call is named: {text}");
+        assert!(
+            text.contains(call),
+            "{head:02x?}: the call is named: {text}"
+        );
         assert!(
             t.elapsed() < Duration::from_secs(2),
             "{head:02x?}: took {:?}",
@@ -287,7 +309,10 @@ async fn endless_frames_declaring_4_gib_fail_at_once_naming_the_limit() {
         );
         // The host stopped reading at the header: only socket buffers' worth went out.
         let sent = written.load(Ordering::Relaxed);
-        assert!(sent < 16 << 20, "{head:02x?}: the server got {sent} bytes out");
+        assert!(
+            sent < 16 << 20,
+            "{head:02x?}: the server got {sent} bytes out"
+        );
     }
 }
 
@@ -319,7 +344,11 @@ async fn notification_floods_are_cut_off_by_the_cap() {
             text.contains("plugin.StartInstance (msgid 1)"),
             "names the call: {text}"
         );
-        assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            t.elapsed()
+        );
         let sent = written.load(Ordering::Relaxed);
         assert!(sent < 16 << 20, "the server got {sent} bytes out");
     }
@@ -348,7 +377,9 @@ fn trickle(bytes: Vec<u8>, every: Duration) -> Fake {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_loris_is_stopped_by_the_call_deadline() {
     // A valid answer, long enough to take several seconds at this pace.
-    let mut mp = vec![0x94, 0x01, 0x01, 0xc0, 0x82, 0xa2, b'I', b'd', 0x07, 0xa1, b'x', 0xbf];
+    let mut mp = vec![
+        0x94, 0x01, 0x01, 0xc0, 0x82, 0xa2, b'I', b'd', 0x07, 0xa1, b'x', 0xbf,
+    ];
     mp.extend([b'.'; 31]);
     let payload = [&[0x08, 0x02, 0x12, 0x28][..], &[b'.'; 40][..]].concat();
     let mut pb = (payload.len() as u32).to_le_bytes().to_vec();
@@ -369,10 +400,19 @@ async fn slow_loris_is_stopped_by_the_call_deadline() {
             .expect_err("the deadline must fire");
         let took = t.elapsed();
         let text = err.to_string();
-        assert!(matches!(err, HostError::Deadline { .. }), "{protocol}: {text}");
+        assert!(
+            matches!(err, HostError::Deadline { .. }),
+            "{protocol}: {text}"
+        );
         assert!(text.contains(call), "{protocol}: {text}");
-        assert!(text.contains("byte(s) of a"), "{protocol}: partial bytes named: {text}");
-        assert!(text.contains("1.2s"), "{protocol}: the deadline is named: {text}");
+        assert!(
+            text.contains("byte(s) of a"),
+            "{protocol}: partial bytes named: {text}"
+        );
+        assert!(
+            text.contains("1.2s"),
+            "{protocol}: the deadline is named: {text}"
+        );
         assert!(
             took >= Duration::from_millis(1100) && took < Duration::from_secs(3),
             "{protocol}: took {took:?}"
@@ -399,7 +439,9 @@ fn mp_callback_loop(arg: Vec<u8>) -> Fake {
             let mut dec = StreamDecoder::new(1 << 20);
             let mut buf = vec![0u8; 4096];
             loop {
-                let Ok(n) = s.read(&mut buf).await else { return };
+                let Ok(n) = s.read(&mut buf).await else {
+                    return;
+                };
                 if n == 0 {
                     return;
                 }
@@ -454,8 +496,14 @@ async fn endless_pdk_callbacks_are_cut_off_in_both_protocols() {
             matches!(err, HostError::TooManyCallbacks { limit: 50, .. }),
             "{protocol}: {text}"
         );
-        assert!(text.contains("more than 50 PDK callbacks"), "{protocol}: {text}");
-        assert!(text.contains("event access (instance 1"), "{protocol}: {text}");
+        assert!(
+            text.contains("more than 50 PDK callbacks"),
+            "{protocol}: {text}"
+        );
+        assert!(
+            text.contains("event access (instance 1"),
+            "{protocol}: {text}"
+        );
     }
 }
 
@@ -478,7 +526,10 @@ async fn the_bytes_of_one_event_are_bounded() {
         "{text}"
     );
     assert!(text.contains("plugin.Step"), "{text}");
-    assert!(text.contains("event access (instance 1, EventId 1)"), "{text}");
+    assert!(
+        text.contains("event access (instance 1, EventId 1)"),
+        "{text}"
+    );
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -488,9 +539,20 @@ async fn the_bytes_of_one_event_are_bounded() {
 /// connects) and returns its exit code, stderr+stdout, and peak RSS in KiB (from `wait4`).
 async fn mock_kong_against(socket: &std::path::Path, protocol: &str) -> (Option<i32>, String, i64) {
     let exe = crate::util::exe();
-    let query = format!("{} reference-server --protocol {protocol} --dump", exe.display());
+    let query = format!(
+        "{} reference-server --protocol {protocol} --dump",
+        exe.display()
+    );
     let child = std::process::Command::new(&exe)
-        .args(["call", "--quiet-server", "--timeout", "10", "--query-cmd", &query, "--socket"])
+        .args([
+            "call",
+            "--quiet-server",
+            "--timeout",
+            "10",
+            "--query-cmd",
+            &query,
+            "--socket",
+        ])
         .arg(socket)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -526,7 +588,11 @@ async fn endless_junk_keeps_mock_kong_rss_bounded() {
     let written = Arc::new(AtomicU64::new(0));
     let mut leaf = vec![0xc4, 0xff];
     leaf.extend([0xab; 255]);
-    let f = endless(vec![0xdd, 0x00, 0xff, 0xff, 0xff], leaf, Arc::clone(&written));
+    let f = endless(
+        vec![0xdd, 0x00, 0xff, 0xff, 0xff],
+        leaf,
+        Arc::clone(&written),
+    );
     let (code, said, maxrss_kib) = mock_kong_against(&f.socket, "msgpack").await;
     let sent = written.load(Ordering::Relaxed);
     eprintln!(
@@ -548,7 +614,11 @@ async fn endless_junk_keeps_mock_kong_rss_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notification_flood_keeps_mock_kong_rss_at_baseline() {
     let written = Arc::new(AtomicU64::new(0));
-    let f = endless(Vec::new(), vec![0x93, 0x02, 0xa1, b'x', 0xc0], Arc::clone(&written));
+    let f = endless(
+        Vec::new(),
+        vec![0x93, 0x02, 0xa1, b'x', 0xc0],
+        Arc::clone(&written),
+    );
     let (code, said, maxrss_kib) = mock_kong_against(&f.socket, "msgpack").await;
     let sent = written.load(Ordering::Relaxed);
     eprintln!(
@@ -567,11 +637,21 @@ async fn a_notification_flood_keeps_mock_kong_rss_at_baseline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_protobuf_frame_keeps_mock_kong_rss_at_baseline() {
     let written = Arc::new(AtomicU64::new(0));
-    let f = endless(vec![0x01, 0x00, 0x00, 0x10], vec![0u8], Arc::clone(&written)); // 256 MiB + 1
+    let f = endless(
+        vec![0x01, 0x00, 0x00, 0x10],
+        vec![0u8],
+        Arc::clone(&written),
+    ); // 256 MiB + 1
     let (code, said, maxrss_kib) = mock_kong_against(&f.socket, "protobuf").await;
-    eprintln!("oversized protobuf frame: peak RSS {} MiB", maxrss_kib >> 10);
+    eprintln!(
+        "oversized protobuf frame: peak RSS {} MiB",
+        maxrss_kib >> 10
+    );
     assert_eq!(code, Some(1), "{said}");
-    assert!(said.contains("ProtoBuf frame of 268435457 bytes exceeds the limit"), "{said}");
+    assert!(
+        said.contains("ProtoBuf frame of 268435457 bytes exceeds the limit"),
+        "{said}"
+    );
     assert!(maxrss_kib < 100 * 1024, "peak RSS {maxrss_kib} KiB");
 }
 
