@@ -10,7 +10,13 @@
 //!   reset-and-retry on "no plugin instance" / a closed connection (bounded here).
 //! * [`conn`]: timed connect/read/write on a Unix socket: every operation has a deadline.
 //!
-//! **Invariant:** nothing a plugin server sends can make the host panic or wait without bound.
+//! **Invariant:** nothing a plugin server sends can make the host panic, wait without bound, or
+//! grow without bound. Every read has a timeout and every exchange an overall deadline (a server
+//! trickling bytes defeats per-read timeouts alone); every message is limited in size
+//! ([`DEFAULT_MAX_FRAME`], checked on the declared length before buffering); and the counts Kong
+//! leaves unbounded are capped: notifications per call, PDK callbacks and bytes per event. Each
+//! limit is a [`HostOptions`] field and has its own [`HostError`] naming the limit, the call and
+//! the event.
 
 pub mod conn;
 pub mod instances;
