@@ -44,26 +44,30 @@ servers=(
 )
 
 status=0
+passed=0
+failed=0
+step() { if [ "$1" = 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi; }
 for entry in "${servers[@]}"; do
   IFS='|' read -r label opts expected <<<"$entry"
   echo "== $label"
   # shellcheck disable=SC2086 # the options are words on purpose
-  if ! "$mk" run --quiet-server $opts --json "$work/$label.scenarios.json" scenarios/ | tail -n 1; then
-    status=1
-  fi
+  rc=0
+  "$mk" run --quiet-server $opts --json "$work/$label.scenarios.json" scenarios/ | tail -n 1 || rc=$?
+  step "$rc"
+  rc=0
   # shellcheck disable=SC2086
-  if ! "$mk" conform --quiet-server $opts --expect-failures "$expected" \
-      --json "$work/$label.conform.json" | tail -n 1; then
-    status=1
-  fi
+  "$mk" conform --quiet-server $opts --expect-failures "$expected" \
+    --json "$work/$label.conform.json" | tail -n 1 || rc=$?
+  step "$rc"
+  rc=0
   # shellcheck disable=SC2086
-  if ! "$lg" run $opts --trials 1 --calls 5 --concurrency 1 --duration 2s --warmup 500ms \
-      --json "$work/$label.load.json" >/dev/null; then
-    echo "load smoke failed"
-    status=1
-  fi
+  "$lg" run $opts --trials 1 --calls 5 --concurrency 1 --duration 2s --warmup 500ms \
+    --json "$work/$label.load.json" >/dev/null || rc=$?
+  [ "$rc" = 0 ] || echo "load smoke failed (exit $rc)"
+  step "$rc"
 done
 
 python3 scripts/peer-matrix-report.py "$work" "$out/peers.md" "${servers[@]%%|*}"
 echo "wrote $out/peers.md"
+echo "peer matrix: $passed passed, $failed failed"
 exit $status
