@@ -69,5 +69,5 @@ done
 
 python3 scripts/peer-matrix-report.py "$work" "$out/peers.md" "${servers[@]%%|*}"
 echo "wrote $out/peers.md"
-echo "peer matrix: $passed passed, $failed failed"
+echo "peer-matrix: $passed passed, $failed failed"
 exit $status
