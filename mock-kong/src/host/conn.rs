@@ -56,6 +56,8 @@ pub struct Conn {
     pub id: u64,
     stream: UnixStream,
     rbuf: Box<[u8]>,
+    /// A write buffer reused by every message sent on this connection.
+    pub wbuf: Vec<u8>,
 }
 
 /// Connects to `socket` within `timeouts.connect`.
@@ -73,6 +75,7 @@ pub async fn connect(socket: &Path, timeouts: &Timeouts) -> Result<Conn, HostErr
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
             stream,
             rbuf: vec![0u8; READ_CHUNK].into_boxed_slice(),
+            wbuf: Vec::with_capacity(256),
         }),
     }
 }

@@ -79,6 +79,28 @@ fn short(v: &(impl Debug + ?Sized)) -> String {
     }
 }
 
+/// The parameters of a call.
+enum Params<'a> {
+    /// Positional values (`[0, msgid, method, [values...]]`).
+    Values(Vec<Value>),
+    /// A Step's single `{EventId, Data}` map, written without building it (the hot path).
+    Step { event_id: i64, data: &'a Value },
+}
+
+impl std::fmt::Debug for Params<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Params::Values(v) => write!(f, "{v:?}"),
+            Params::Step { event_id, data } if data.is_nil() => {
+                write!(f, "[{{\"EventId\": {event_id}}}]")
+            }
+            Params::Step { event_id, data } => {
+                write!(f, "[{{\"EventId\": {event_id}, \"Data\": {data:?}}}]")
+            }
+        }
+    }
+}
+
 /// A MessagePack-RPC client with Kong's connection behaviour.
 pub struct MpClient {
     opts: HostOptions,
@@ -165,7 +187,7 @@ impl MpClient {
         findings: &mut Vec<String>,
     ) -> Result<(Value, u64), HostError> {
         let mut budget = self.opts.max_event_bytes;
-        self.call_within(method, params, findings, &mut budget)
+        self.call_within(method, Params::Values(params), findings, &mut budget)
             .await
     }
 
@@ -173,14 +195,20 @@ impl MpClient {
     async fn call_within(
         &self,
         method: &str,
-        params: Vec<Value>,
+        params: Params<'_>,
         findings: &mut Vec<String>,
         budget: &mut u64,
     ) -> Result<(Value, u64), HostError> {
         let mut conn = self.checkout().await?;
         let msgid = self.msgid.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut out = Vec::with_capacity(64);
-        msgpack::encode_request(msgid, method, &params, &mut out);
+        let mut out = std::mem::take(&mut conn.wbuf);
+        out.clear();
+        match &params {
+            Params::Values(v) => msgpack::encode_request(msgid, method, v, &mut out),
+            Params::Step { event_id, data } => {
+                msgpack::encode_step_request(msgid, method, *event_id, data, &mut out)
+            }
+        }
         let t = &self.opts.timeouts;
         self.trace.push(
             conn.id,
@@ -189,7 +217,9 @@ impl MpClient {
             &out,
         );
         let what_send = || format!("request {method} (msgid {msgid})");
-        conn.write_all(&out, t.write, &what_send).await?;
+        let written = conn.write_all(&out, t.write, &what_send).await;
+        conn.wbuf = out;
+        written?;
 
         // Kong uses a fresh unpacker for every call (spec §4.1).
         let mut dec = StreamDecoder::new(self.opts.max_frame);
@@ -391,7 +421,7 @@ impl MpClient {
         let (mut result, conn) = self
             .call_within(
                 "plugin.HandleEvent",
-                params,
+                Params::Values(params),
                 &mut report.findings,
                 &mut budget,
             )
@@ -500,10 +530,6 @@ impl MpClient {
                     return Ok(report);
                 }
             };
-            let mut step_arg = vec![(Value::str("EventId"), Value::Int(event_id))];
-            if !answer.is_nil() {
-                step_arg.push((Value::str("Data"), answer.clone()));
-            }
             report.calls.push(CallRecord {
                 method,
                 args,
@@ -512,10 +538,15 @@ impl MpClient {
                 conn: last_conn,
                 note,
             });
+            let data = report
+                .calls
+                .last()
+                .and_then(|c| c.answer.as_ref())
+                .unwrap_or(&Value::Nil);
             let (next, conn) = self
                 .call_within(
                     step,
-                    vec![Value::Map(step_arg)],
+                    Params::Step { event_id, data },
                     &mut report.findings,
                     &mut budget,
                 )

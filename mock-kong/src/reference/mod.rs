@@ -418,7 +418,10 @@ mod tests {
         assert_eq!(arr.len(), 6);
         assert_eq!(arr[0]["Name"], "bench");
         let names: Vec<_> = arr.iter().map(|e| e["Name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["bench", "hello", "exit", "multiphase", "tour", "faults"]);
+        assert_eq!(
+            names,
+            ["bench", "hello", "exit", "multiphase", "tour", "faults"]
+        );
         let keys: Vec<_> = arr[0].as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys, ["Name", "Phases", "Priority", "Version", "Schema"]);
         assert_eq!(arr[0]["Schema"]["name"], "bench");
