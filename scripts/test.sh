@@ -8,3 +8,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install-peers.sh
 export MOCK_KONG_REQUIRE_PEERS=1
 cargo test --workspace --locked "$@"
+
+# Every peer through the scenarios, the conformance fast tier (gated by its expected-failures
+# file) and a load smoke, through the CLIs as users run them; summary in target/peer-matrix/.
+bash scripts/peer-matrix.sh

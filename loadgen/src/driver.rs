@@ -268,19 +268,7 @@ struct LoopOut {
 
 /// A short name of a failure, for the error table.
 pub fn error_kind(e: &HostError) -> &'static str {
-    match e {
-        HostError::Connect { .. } => "connect",
-        HostError::ConnectTimeout { .. } => "connect_timeout",
-        HostError::Write { .. } => "write",
-        HostError::WriteTimeout { .. } => "write_timeout",
-        HostError::ReadTimeout { .. } => "read_timeout",
-        HostError::Closed { .. } => "closed",
-        HostError::Read { .. } => "read",
-        HostError::Decode { .. } => "decode",
-        HostError::Shape { .. } => "shape",
-        HostError::Server { .. } => "server_error",
-        HostError::RetriesExhausted { .. } => "retries_exhausted",
-    }
+    e.kind()
 }
 
 fn end_kind(end: &EventEnd) -> Option<&'static str> {

@@ -40,7 +40,11 @@ impl TargetDef {
     pub fn reference(protocol: Protocol, exe: Option<std::path::PathBuf>) -> TargetDef {
         TargetDef {
             label: "reference".into(),
-            spec: TargetSpec::Reference { protocol, exe, faults: Vec::new() },
+            spec: TargetSpec::Reference {
+                protocol,
+                exe,
+                faults: Vec::new(),
+            },
         }
     }
 }

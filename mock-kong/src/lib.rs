@@ -48,6 +48,9 @@ pub mod session;
 pub mod target;
 pub mod value;
 
+#[cfg(test)]
+mod proptests;
+
 pub use value::Value;
 
 /// The two wire protocols a dump may name (spec §2, §9: no other identifier was ever accepted).

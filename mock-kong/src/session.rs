@@ -41,6 +41,11 @@ pub struct SessionOptions {
     /// Respawn the server when it exits (Kong does).
     pub respawn: bool,
     pub max_retries: u32,
+    /// The overall deadline of one exchange with the server ([`HostOptions::call_deadline`];
+    /// `None`: six read timeouts).
+    pub call_deadline: Option<Duration>,
+    /// The largest message accepted from the server ([`HostOptions::max_frame`]).
+    pub max_frame: usize,
 }
 
 impl Default for SessionOptions {
@@ -55,6 +60,8 @@ impl Default for SessionOptions {
             pool_policy: PoolPolicy::Lifo,
             respawn: true,
             max_retries: 3,
+            call_deadline: None,
+            max_frame: crate::host::DEFAULT_MAX_FRAME,
         }
     }
 }
@@ -153,6 +160,8 @@ impl Session {
         host.trace = opts.trace;
         host.pool_policy = opts.pool_policy;
         host.max_retries = opts.max_retries;
+        host.call_deadline = opts.call_deadline;
+        host.max_frame = opts.max_frame;
         let runner = PluginRunner::new(Arc::new(Client::new(host)));
         Ok(Session {
             target,

@@ -116,10 +116,19 @@ pub fn main() -> i32 {
             return 2;
         }
     };
+    // The reference server handles SIGINT/SIGTERM itself (and its `ignore-sigterm` fault must
+    // not be overridden by a handler installed here), so only the host commands race the run
+    // against an interrupt.
     let result = rt.block_on(async {
+        if matches!(cli.command, Command::ReferenceServer(_)) {
+            return run(cli).await;
+        }
         tokio::select! {
             r = run(cli) => r,
-            _ = interrupted() => Err(Failure { code: 130, error: anyhow!("interrupted") }),
+            sig = interrupted() => Err(Failure {
+                code: 128 + sig,
+                error: anyhow!("interrupted by signal {sig}; the plugin server was stopped"),
+            }),
         }
     });
     match result {
@@ -131,7 +140,9 @@ pub fn main() -> i32 {
     }
 }
 
-async fn interrupted() {
+/// Resolves with the signal number on SIGINT or SIGTERM. Dropping the work future then drops
+/// the session, whose server process is killed with its whole group (no orphans).
+async fn interrupted() -> i32 {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -140,8 +151,8 @@ async fn interrupted() {
         return std::future::pending().await;
     };
     tokio::select! {
-        _ = int.recv() => {},
-        _ = term.recv() => {},
+        _ = int.recv() => libc::SIGINT,
+        _ = term.recv() => libc::SIGTERM,
     }
 }
 

@@ -68,6 +68,13 @@ pub struct ServerArgs {
     /// Timeout of every connect, read and write, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub timeout: f64,
+    /// Overall deadline of one exchange (a response, a PDK message), in seconds, however slowly
+    /// the bytes trickle in (default: six times --timeout).
+    #[arg(long, value_name = "SECS")]
+    pub call_deadline: Option<f64>,
+    /// Largest message accepted from the server, in bytes (default 64 MiB).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::host::DEFAULT_MAX_FRAME)]
+    pub max_frame: usize,
     /// Do not print the server's output lines.
     #[arg(long)]
     pub quiet_server: bool,
@@ -117,8 +124,19 @@ impl ServerArgs {
                 self.timeout
             ));
         }
+        let call_deadline = match self.call_deadline {
+            None => None,
+            Some(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
+            Some(s) => {
+                return Err(anyhow!(
+                    "--call-deadline must be a positive number of seconds, got {s}"
+                ))
+            }
+        };
         Ok(SessionOptions {
             timeouts: Timeouts::uniform(Duration::from_secs_f64(self.timeout)),
+            call_deadline,
+            max_frame: self.max_frame,
             log: if self.quiet_server {
                 LogSink::Quiet
             } else {

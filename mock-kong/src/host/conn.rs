@@ -1,5 +1,10 @@
 //! Timed socket operations: every connect, read and write has a deadline (spec §7: Kong's are
 //! per operation, not per event; so are these).
+//!
+//! Per-operation timeouts alone do not bound a wait: a server that trickles one byte just before
+//! each read timeout ("slow loris") keeps every read alive forever. Reads therefore also take a
+//! [`Deadline`] for the whole exchange (one RPC call, one ProtoBuf message), which mock-kong adds
+//! on top of Kong's behaviour (see [`HostOptions::call_deadline`](super::HostOptions)).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,6 +12,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
+use tokio::time::Instant;
 
 use super::{HostError, Timeouts};
 
@@ -16,12 +22,42 @@ static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 /// syscalls for large frames).
 const READ_CHUNK: usize = 64 * 1024;
 
+/// The overall deadline of one exchange with the server (a response, a message): a point in time
+/// and the budget it was computed from (for error messages).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    at: Instant,
+    budget: Duration,
+}
+
+impl Deadline {
+    /// A deadline `budget` from now.
+    pub fn after(budget: Duration) -> Deadline {
+        Deadline {
+            at: Instant::now() + budget,
+            budget,
+        }
+    }
+
+    /// The budget this deadline was created with.
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+
+    /// Whether the deadline has passed.
+    pub fn passed(&self) -> bool {
+        Instant::now() >= self.at
+    }
+}
+
 /// One connection to a plugin server, with a process-unique id for transcripts.
 #[derive(Debug)]
 pub struct Conn {
     pub id: u64,
     stream: UnixStream,
     rbuf: Box<[u8]>,
+    /// A write buffer reused by every message sent on this connection.
+    pub wbuf: Vec<u8>,
 }
 
 /// Connects to `socket` within `timeouts.connect`.
@@ -39,6 +75,7 @@ pub async fn connect(socket: &Path, timeouts: &Timeouts) -> Result<Conn, HostErr
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
             stream,
             rbuf: vec![0u8; READ_CHUNK].into_boxed_slice(),
+            wbuf: Vec::with_capacity(256),
         }),
     }
 }
@@ -86,6 +123,29 @@ impl Conn {
             Ok(Ok(0)) => Err(HostError::Closed { what: what() }),
             Ok(Ok(n)) => Ok(&self.rbuf[..n]),
         }
+    }
+
+    /// Like [`read_some`](Self::read_some), but also gives up when `deadline` passes first,
+    /// with [`HostError::Deadline`]: a read timeout bounds each wait for bytes, the deadline the
+    /// whole exchange, however the bytes trickle in.
+    pub async fn read_some_by(
+        &mut self,
+        timeout: Duration,
+        deadline: &Deadline,
+        what: &(dyn Fn() -> String + Sync),
+    ) -> Result<&[u8], HostError> {
+        let left = deadline.at.saturating_duration_since(Instant::now());
+        if left < timeout {
+            // The deadline is the nearer limit: a timeout here is the deadline's.
+            return match tokio::time::timeout(left, self.read_some(timeout, what)).await {
+                Err(_) => Err(HostError::Deadline {
+                    what: what(),
+                    after: deadline.budget,
+                }),
+                Ok(r) => r,
+            };
+        }
+        self.read_some(timeout, what).await
     }
 
     /// Whether the peer has closed or sent unexpected bytes while the connection sat idle

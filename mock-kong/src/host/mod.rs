@@ -10,7 +10,13 @@
 //!   reset-and-retry on "no plugin instance" / a closed connection (bounded here).
 //! * [`conn`]: timed connect/read/write on a Unix socket: every operation has a deadline.
 //!
-//! **Invariant:** nothing a plugin server sends can make the host panic or wait without bound.
+//! **Invariant:** nothing a plugin server sends can make the host panic, wait without bound, or
+//! grow without bound. Every read has a timeout and every exchange an overall deadline (a server
+//! trickling bytes defeats per-read timeouts alone); every message is limited in size
+//! ([`DEFAULT_MAX_FRAME`], checked on the declared length before buffering); and the counts Kong
+//! leaves unbounded are capped: notifications per call, PDK callbacks and bytes per event. Each
+//! limit is a [`HostOptions`] field and has its own [`HostError`] naming the limit, the call and
+//! the event.
 
 pub mod conn;
 pub mod instances;
@@ -64,13 +70,38 @@ pub enum PoolPolicy {
     Rotate,
 }
 
+/// The default of [`HostOptions::max_frame`]: the largest message accepted from a server
+/// (64 MiB). A declared length above it fails at once, before anything is buffered, so reading
+/// never holds more than about this much per connection.
+pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
+
+/// The default of [`HostOptions::call_deadline`]: this many read timeouts (60 s with the default
+/// 10 s read timeout, the per-operation value Kong itself uses, spec §7).
+pub const CALL_DEADLINE_READS: u32 = 6;
+
+/// The default of [`HostOptions::max_notifications`]. Kong's servers send at most one
+/// (`serverPid`) per connection; a thousand in one call is a flood.
+pub const DEFAULT_MAX_NOTIFICATIONS: usize = 1000;
+
+/// The default of [`HostOptions::max_callbacks`]: PDK calls in one event.
+pub const DEFAULT_MAX_CALLBACKS: usize = 100_000;
+
+/// The default of [`HostOptions::max_event_bytes`]: bytes read from the server in one event or
+/// call (4 frames at the default frame limit).
+pub const DEFAULT_MAX_EVENT_BYTES: u64 = 4 * DEFAULT_MAX_FRAME as u64;
+
 /// Everything the host needs to talk to one plugin server.
+///
+/// The limits (`max_frame`, `call_deadline`, `max_notifications`, `max_callbacks`,
+/// `max_event_bytes`) are mock-kong's, not Kong's: they keep the invariant that nothing a
+/// server does makes the host wait or grow without bound. Each is reported by its own
+/// [`HostError`] variant naming the limit.
 #[derive(Debug, Clone)]
 pub struct HostOptions {
     pub socket: PathBuf,
     pub protocol: Protocol,
     pub timeouts: Timeouts,
-    /// Largest message accepted from the server.
+    /// Largest message accepted from the server ([`DEFAULT_MAX_FRAME`]).
     pub max_frame: usize,
     /// Idle connections kept per socket (Kong: `lua_socket_pool_size` 256).
     pub pool_size: usize,
@@ -80,6 +111,21 @@ pub struct HostOptions {
     /// How many times an event is retried after "no plugin instance" / a closed connection
     /// (Kong: unbounded, spec §4.6; here bounded and reported).
     pub max_retries: u32,
+    /// The overall time one exchange may take: a MsgPack call from request to response, a
+    /// ProtoBuf message (a method name with its arguments, an `RpcReturn`) from the moment the
+    /// host waits for it. Kong has per-operation timeouts only (spec §7), which a server
+    /// trickling one byte per read timeout defeats; this bounds that too.
+    /// `None`: [`CALL_DEADLINE_READS`] × `timeouts.read`.
+    pub call_deadline: Option<Duration>,
+    /// MsgPack: notifications accepted while waiting for one response (Kong: unbounded);
+    /// more is [`HostError::TooManyNotifications`].
+    pub max_notifications: usize,
+    /// PDK callbacks accepted in one event (Kong: unbounded); more is
+    /// [`HostError::TooManyCallbacks`]. Every callback is kept in the event's transcript.
+    pub max_callbacks: usize,
+    /// Bytes read from the server in one event (or one instance call); more is
+    /// [`HostError::TooManyBytes`]. Bounds what a transcript retains.
+    pub max_event_bytes: u64,
 }
 
 impl HostOptions {
@@ -88,12 +134,22 @@ impl HostOptions {
             socket: socket.into(),
             protocol,
             timeouts: Timeouts::default(),
-            max_frame: 64 << 20,
+            max_frame: DEFAULT_MAX_FRAME,
             pool_size: 256,
             pool_policy: PoolPolicy::Lifo,
             trace: false,
             max_retries: 3,
+            call_deadline: None,
+            max_notifications: DEFAULT_MAX_NOTIFICATIONS,
+            max_callbacks: DEFAULT_MAX_CALLBACKS,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
         }
+    }
+
+    /// The deadline of one exchange: [`call_deadline`](Self::call_deadline) or its default.
+    pub fn effective_call_deadline(&self) -> Duration {
+        self.call_deadline
+            .unwrap_or_else(|| self.timeouts.read.saturating_mul(CALL_DEADLINE_READS))
     }
 }
 
@@ -121,6 +177,27 @@ pub enum HostError {
     Decode { what: String, detail: String },
     #[error("unexpected {what}: {detail}")]
     Shape { what: String, detail: String },
+    #[error(
+        "{what}: not complete within the overall deadline of {after:?}, although bytes kept \
+         arriving within each read timeout (a server trickling its answer); raise the deadline \
+         (HostOptions::call_deadline) if the server is legitimately this slow"
+    )]
+    Deadline { what: String, after: Duration },
+    #[error(
+        "{what}: more than {limit} notifications before the response (Kong knows only \
+         `serverPid`, once per connection); the server floods notifications"
+    )]
+    TooManyNotifications { what: String, limit: usize },
+    #[error(
+        "{what}: more than {limit} PDK callbacks in one event; the plugin loops on PDK calls \
+         (raise HostOptions::max_callbacks if it legitimately makes that many)"
+    )]
+    TooManyCallbacks { what: String, limit: usize },
+    #[error(
+        "{what}: the server sent more than {limit} bytes in one event or call; it is flooding \
+         the host (raise HostOptions::max_event_bytes if that much is legitimate)"
+    )]
+    TooManyBytes { what: String, limit: u64 },
     #[error("{method} failed on the server: {message}")]
     Server { method: String, message: String },
     #[error(
@@ -130,6 +207,84 @@ pub enum HostError {
 }
 
 impl HostError {
+    /// A short stable name of the kind of failure, for error tables (`read_timeout`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HostError::Connect { .. } => "connect",
+            HostError::ConnectTimeout { .. } => "connect_timeout",
+            HostError::Write { .. } => "write",
+            HostError::WriteTimeout { .. } => "write_timeout",
+            HostError::ReadTimeout { .. } => "read_timeout",
+            HostError::Closed { .. } => "closed",
+            HostError::Read { .. } => "read",
+            HostError::Decode { .. } => "decode",
+            HostError::Shape { .. } => "shape",
+            HostError::Deadline { .. } => "deadline",
+            HostError::TooManyNotifications { .. } => "too_many_notifications",
+            HostError::TooManyCallbacks { .. } => "too_many_callbacks",
+            HostError::TooManyBytes { .. } => "too_many_bytes",
+            HostError::Server { .. } => "server_error",
+            HostError::RetriesExhausted { .. } => "retries_exhausted",
+        }
+    }
+
+    /// Names where the error happened (`"event access (EventId 3)"`), appended to the message
+    /// part that says what was being done. Connect errors name the socket and stay as they are.
+    pub fn in_context(self, ctx: &str) -> HostError {
+        use HostError as E;
+        let add = |what: String| format!("{what} in {ctx}");
+        match self {
+            E::Write { what, reason } => E::Write {
+                what: add(what),
+                reason,
+            },
+            E::WriteTimeout { what, after } => E::WriteTimeout {
+                what: add(what),
+                after,
+            },
+            E::ReadTimeout { what, after } => E::ReadTimeout {
+                what: add(what),
+                after,
+            },
+            E::Closed { what } => E::Closed { what: add(what) },
+            E::Read { what, reason } => E::Read {
+                what: add(what),
+                reason,
+            },
+            E::Decode { what, detail } => E::Decode {
+                what: add(what),
+                detail,
+            },
+            E::Shape { what, detail } => E::Shape {
+                what: add(what),
+                detail,
+            },
+            E::Deadline { what, after } => E::Deadline {
+                what: add(what),
+                after,
+            },
+            E::TooManyNotifications { what, limit } => E::TooManyNotifications {
+                what: add(what),
+                limit,
+            },
+            E::TooManyCallbacks { what, limit } => E::TooManyCallbacks {
+                what: add(what),
+                limit,
+            },
+            E::TooManyBytes { what, limit } => E::TooManyBytes {
+                what: add(what),
+                limit,
+            },
+            E::Server { method, message } => E::Server {
+                method: add(method),
+                message,
+            },
+            other @ (E::Connect { .. } | E::ConnectTimeout { .. } | E::RetriesExhausted { .. }) => {
+                other
+            }
+        }
+    }
+
     /// Whether Kong would reset its instances and retry the event (spec §4.6, §5.2): a MsgPack
     /// error containing "no plugin instance", or (ProtoBuf) "closed".
     pub fn triggers_reset(&self, protocol: Protocol) -> bool {

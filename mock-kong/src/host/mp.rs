@@ -6,10 +6,11 @@
 //! exactly as in Kong (spec §4.1).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use super::conn::{self, Conn};
+use super::conn::{self, Conn, Deadline};
 use super::{
     CallRecord, Direction, EventEnd, EventReport, HostError, HostOptions, PoolPolicy,
     StartedInstance, Trace,
@@ -62,6 +63,41 @@ pub fn fix_multimap(v: Value) -> Value {
         Value::Array(a) if a.is_empty() => Value::Map(Vec::new()),
         Value::Nil => Value::Nil,
         other => other,
+    }
+}
+
+/// How much of a server-sent value a finding quotes: a flood of large notifications must not
+/// turn into a flood of large strings kept in the report.
+const QUOTE_CHARS: usize = 120;
+
+/// `v` rendered with `Debug`, cut at [`QUOTE_CHARS`] characters.
+fn short(v: &(impl Debug + ?Sized)) -> String {
+    let full = format!("{v:?}");
+    match full.char_indices().nth(QUOTE_CHARS) {
+        Some((cut, _)) => format!("{}… ({} chars)", &full[..cut], full.chars().count()),
+        None => full,
+    }
+}
+
+/// The parameters of a call.
+enum Params<'a> {
+    /// Positional values (`[0, msgid, method, [values...]]`).
+    Values(Vec<Value>),
+    /// A Step's single `{EventId, Data}` map, written without building it (the hot path).
+    Step { event_id: i64, data: &'a Value },
+}
+
+impl std::fmt::Debug for Params<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Params::Values(v) => write!(f, "{v:?}"),
+            Params::Step { event_id, data } if data.is_nil() => {
+                write!(f, "[{{\"EventId\": {event_id}}}]")
+            }
+            Params::Step { event_id, data } => {
+                write!(f, "[{{\"EventId\": {event_id}, \"Data\": {data:?}}}]")
+            }
+        }
     }
 }
 
@@ -140,16 +176,39 @@ impl MpClient {
 
     /// One RPC call: returns the result and the id of the connection used.
     /// A non-nil error in the response becomes [`HostError::Server`].
+    ///
+    /// Bounded: each read by the read timeout, the whole call by the call deadline, the
+    /// notifications met on the way by `max_notifications`, the bytes read by
+    /// `max_event_bytes`.
     pub async fn call(
         &self,
         method: &str,
         params: Vec<Value>,
         findings: &mut Vec<String>,
     ) -> Result<(Value, u64), HostError> {
+        let mut budget = self.opts.max_event_bytes;
+        self.call_within(method, Params::Values(params), findings, &mut budget)
+            .await
+    }
+
+    /// [`call`](Self::call), reading at most `budget` bytes (decremented by what was read).
+    async fn call_within(
+        &self,
+        method: &str,
+        params: Params<'_>,
+        findings: &mut Vec<String>,
+        budget: &mut u64,
+    ) -> Result<(Value, u64), HostError> {
         let mut conn = self.checkout().await?;
         let msgid = self.msgid.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut out = Vec::with_capacity(64);
-        msgpack::encode_request(msgid, method, &params, &mut out);
+        let mut out = std::mem::take(&mut conn.wbuf);
+        out.clear();
+        match &params {
+            Params::Values(v) => msgpack::encode_request(msgid, method, v, &mut out),
+            Params::Step { event_id, data } => {
+                msgpack::encode_step_request(msgid, method, *event_id, data, &mut out)
+            }
+        }
         let t = &self.opts.timeouts;
         self.trace.push(
             conn.id,
@@ -158,14 +217,35 @@ impl MpClient {
             &out,
         );
         let what_send = || format!("request {method} (msgid {msgid})");
-        conn.write_all(&out, t.write, &what_send).await?;
+        let written = conn.write_all(&out, t.write, &what_send).await;
+        conn.wbuf = out;
+        written?;
 
         // Kong uses a fresh unpacker for every call (spec §4.1).
         let mut dec = StreamDecoder::new(self.opts.max_frame);
-        let what_recv = || format!("waiting for the response to {method} (msgid {msgid})");
+        let deadline = Deadline::after(self.opts.effective_call_deadline());
+        // Bytes of a message received but not yet complete, for error messages.
+        let partial = AtomicUsize::new(0);
+        let what_recv = || {
+            match partial.load(Ordering::Relaxed) {
+            0 => format!("waiting for the response to {method} (msgid {msgid})"),
+            n => format!(
+                "waiting for the response to {method} (msgid {msgid}; {n} byte(s) of a message received so far)"
+            ),
+        }
+        };
+        let mut notifications = 0usize;
         loop {
             let conn_id = conn.id;
-            let bytes = conn.read_some(t.read, &what_recv).await?;
+            let bytes = conn.read_some_by(t.read, &deadline, &what_recv).await?;
+            let n = bytes.len() as u64;
+            if n > *budget {
+                return Err(HostError::TooManyBytes {
+                    what: format!("reading the response to {method} (msgid {msgid})"),
+                    limit: self.opts.max_event_bytes,
+                });
+            }
+            *budget -= n;
             dec.feed(bytes);
             // With tracing on, the raw bytes of this read are logged with what they completed.
             let mut chunk = self
@@ -176,6 +256,7 @@ impl MpClient {
                 let value = match dec.next_value() {
                     Ok(Some(v)) => v,
                     Ok(None) => {
+                        partial.store(dec.buffered(), Ordering::Relaxed);
                         if let Some((raw, done)) = chunk.take() {
                             let summary = if done.is_empty() {
                                 "(partial message)".into()
@@ -238,6 +319,16 @@ impl MpClient {
                         return Ok((result, conn_id));
                     }
                     Ok(RpcMessage::Notification { label, args }) => {
+                        notifications += 1;
+                        if notifications > self.opts.max_notifications {
+                            return Err(HostError::TooManyNotifications {
+                                what: format!(
+                                    "waiting for the response to {method} (msgid {msgid}), the last one [2, {}, ...]",
+                                    short(&label)
+                                ),
+                                limit: self.opts.max_notifications,
+                            });
+                        }
                         self.notification(&label, &args, findings);
                     }
                     Ok(RpcMessage::Request { method: m, .. }) => {
@@ -262,13 +353,15 @@ impl MpClient {
     fn notification(&self, label: &str, args: &Value, findings: &mut Vec<String>) {
         if label != "serverPid" {
             findings.push(format!(
-                "ignored notification {label:?} (Kong knows only serverPid)"
+                "ignored notification {} (Kong knows only serverPid)",
+                short(&label)
             ));
             return;
         }
         let Some(pid) = args.as_i64() else {
             findings.push(format!(
-                "serverPid notification without a pid number: {args:?}"
+                "serverPid notification without a pid number: {}",
+                short(args)
             ));
             return;
         };
@@ -320,13 +413,20 @@ impl MpClient {
         pdk: &mut dyn Pdk,
     ) -> Result<EventReport, HostError> {
         let mut report = EventReport::new(phase, instance_id);
+        let mut budget = self.opts.max_event_bytes;
         let params = vec![Value::map([
             ("InstanceId", Value::Int(instance_id)),
             ("EventName", Value::str(phase)),
         ])];
         let (mut result, conn) = self
-            .call("plugin.HandleEvent", params, &mut report.findings)
-            .await?;
+            .call_within(
+                "plugin.HandleEvent",
+                Params::Values(params),
+                &mut report.findings,
+                &mut budget,
+            )
+            .await
+            .map_err(|e| e.in_context(&format!("event {phase} (instance {instance_id})")))?;
         report.used(conn);
         let event_id = result
             .get("EventId")
@@ -336,6 +436,7 @@ impl MpClient {
                 detail: format!("expected a map with an integer `EventId`, got {result:?}"),
             })?;
         report.event_id = Some(event_id);
+        let ctx = || format!("event {phase} (instance {instance_id}, EventId {event_id})");
         let mut last_conn = conn;
         loop {
             let data = match &mut result {
@@ -367,6 +468,12 @@ impl MpClient {
                     ),
                 });
             };
+            if report.calls.len() >= self.opts.max_callbacks {
+                return Err(HostError::TooManyCallbacks {
+                    what: format!("callback {method} in {}", ctx()),
+                    limit: self.opts.max_callbacks,
+                });
+            }
             let args = match data.get("Args") {
                 Some(Value::Array(a)) => a.clone(),
                 Some(Value::Map(_)) | Some(Value::Nil) | None => Vec::new(),
@@ -423,10 +530,6 @@ impl MpClient {
                     return Ok(report);
                 }
             };
-            let mut step_arg = vec![(Value::str("EventId"), Value::Int(event_id))];
-            if !answer.is_nil() {
-                step_arg.push((Value::str("Data"), answer.clone()));
-            }
             report.calls.push(CallRecord {
                 method,
                 args,
@@ -435,9 +538,20 @@ impl MpClient {
                 conn: last_conn,
                 note,
             });
+            let data = report
+                .calls
+                .last()
+                .and_then(|c| c.answer.as_ref())
+                .unwrap_or(&Value::Nil);
             let (next, conn) = self
-                .call(step, vec![Value::Map(step_arg)], &mut report.findings)
-                .await?;
+                .call_within(
+                    step,
+                    Params::Step { event_id, data },
+                    &mut report.findings,
+                    &mut budget,
+                )
+                .await
+                .map_err(|e| e.in_context(&ctx()))?;
             report.used(conn);
             last_conn = conn;
             result = next;

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use prost::Message;
 
-use super::conn::{self, Conn};
+use super::conn::{self, Conn, Deadline};
 use super::{
     CallRecord, Direction, EventEnd, EventReport, HostError, HostOptions, StartedInstance, Trace,
 };
@@ -101,9 +101,13 @@ impl PbClient {
         c.conn.write_all(&out, self.opts.timeouts.write, what).await
     }
 
+    /// Reads the next frame. Bounded: each read by the read timeout, the wait as a whole by
+    /// `deadline`, the bytes read by `budget` (decremented by what was read).
     async fn read_frame(
         &self,
         c: &mut PbConn,
+        deadline: &Deadline,
+        budget: &mut u64,
         describe: &(dyn Fn(&[u8]) -> String + Sync),
         what: &(dyn Fn() -> String + Sync),
     ) -> Result<Vec<u8>, HostError> {
@@ -126,9 +130,29 @@ impl PbClient {
                     })
                 }
             }
-            let bytes = c.conn.read_some(self.opts.timeouts.read, what).await?;
+            let partial = c.dec.buffered();
+            let what_now = || match partial {
+                0 => what(),
+                n => format!("{} ({n} byte(s) of a frame received so far)", what()),
+            };
+            let bytes = c
+                .conn
+                .read_some_by(self.opts.timeouts.read, deadline, &what_now)
+                .await?;
+            let n = bytes.len() as u64;
+            if n > *budget {
+                return Err(HostError::TooManyBytes {
+                    what: what(),
+                    limit: self.opts.max_event_bytes,
+                });
+            }
+            *budget -= n;
             c.dec.feed(bytes);
         }
+    }
+
+    fn deadline(&self) -> Deadline {
+        Deadline::after(self.opts.effective_call_deadline())
     }
 
     /// Sends one RpcCall and reads its RpcReturn on a pooled connection.
@@ -143,10 +167,15 @@ impl PbClient {
         let what = || format!("{name} (sequence {sequence})");
         self.write_frame(&mut c, &payload, || describe_call(&msg), &what)
             .await?;
+        let mut budget = self.opts.max_event_bytes;
         let frame = self
-            .read_frame(&mut c, &describe_return, &|| {
-                format!("waiting for RpcReturn of {name} (sequence {sequence})")
-            })
+            .read_frame(
+                &mut c,
+                &self.deadline(),
+                &mut budget,
+                &describe_return,
+                &|| format!("waiting for RpcReturn of {name} (sequence {sequence})"),
+            )
             .await?;
         let ret = decode_return(&frame, name, sequence)?;
         self.checkin(c);
@@ -195,6 +224,8 @@ impl PbClient {
         pdk: &mut dyn Pdk,
     ) -> Result<EventReport, HostError> {
         let mut report = EventReport::new(phase, instance_id);
+        let ctx = || format!("event {phase} (instance {instance_id})");
+        let mut budget = self.opts.max_event_bytes;
         let mut c = self.checkout().await?;
         report.used(c.conn.id);
         let sequence = self.next_sequence();
@@ -211,20 +242,34 @@ impl PbClient {
             .await?;
         let conn_id = c.conn.id;
         loop {
+            // One deadline for the server's next message: a method name and its arguments.
+            let deadline = self.deadline();
             let name = self
-                .read_frame(&mut c, &describe_name, &|| {
-                    format!("waiting for a PDK method name or the end-of-event frame (event {phase}, sequence {sequence})")
+                .read_frame(&mut c, &deadline, &mut budget, &describe_name, &|| {
+                    format!("waiting for a PDK method name or the end-of-event frame (sequence {sequence})")
                 })
-                .await?;
+                .await
+                .map_err(|e| e.in_context(&ctx()))?;
             if name.is_empty() {
                 break;
             }
             let method = String::from_utf8_lossy(&name).into_owned();
+            if report.calls.len() >= self.opts.max_callbacks {
+                return Err(HostError::TooManyCallbacks {
+                    what: format!("callback {} in {}", short_name(&method), ctx()),
+                    limit: self.opts.max_callbacks,
+                });
+            }
             let args_frame = self
-                .read_frame(&mut c, &|b| describe_args(&method, b), &|| {
-                    format!("waiting for the arguments of {method}")
-                })
-                .await?;
+                .read_frame(
+                    &mut c,
+                    &deadline,
+                    &mut budget,
+                    &|b| describe_args(&method, b),
+                    &|| format!("waiting for the arguments of {}", short_name(&method)),
+                )
+                .await
+                .map_err(|e| e.in_context(&ctx()))?;
             let Some(spec) = pdk_table::lookup(&method) else {
                 // Kong: `method "<x>" not found` → the event fails (HTTP 500 from 3.8, spec §5.3).
                 report.calls.push(CallRecord {
@@ -299,7 +344,8 @@ impl PbClient {
             let what = || format!("the reply to {method}");
             let kind = format!("{:?}", spec.output);
             self.write_frame(&mut c, &reply, || format!("{kind} {answer:?}"), &what)
-                .await?;
+                .await
+                .map_err(|e| e.in_context(&ctx()))?;
             report.calls.push(CallRecord {
                 method,
                 args,
@@ -310,14 +356,29 @@ impl PbClient {
             });
         }
         let frame = self
-            .read_frame(&mut c, &describe_return, &|| {
-                format!("waiting for RpcReturn of cmd_handle_event (sequence {sequence})")
-            })
-            .await?;
-        decode_return(&frame, "cmd_handle_event", sequence)?;
+            .read_frame(
+                &mut c,
+                &self.deadline(),
+                &mut budget,
+                &describe_return,
+                &|| format!("waiting for RpcReturn of cmd_handle_event (sequence {sequence})"),
+            )
+            .await
+            .map_err(|e| e.in_context(&ctx()))?;
+        decode_return(&frame, "cmd_handle_event", sequence).map_err(|e| e.in_context(&ctx()))?;
         self.checkin(c);
         report.end = EventEnd::Done;
         Ok(report)
+    }
+}
+
+/// A method name from the server, cut for error messages (it is arbitrary bytes up to the
+/// frame limit).
+fn short_name(method: &str) -> String {
+    const MAX: usize = 120;
+    match method.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &method[..cut], method.len()),
+        None => method.to_owned(),
     }
 }
 

@@ -15,5 +15,8 @@ mod stream;
 
 pub use decode::{decode, DecodeError, MAX_DEPTH};
 pub use encode::{encode, encode_to_vec};
-pub use rpc::{encode_request, encode_response, RpcMessage, ShapeError};
+pub use rpc::{encode_request, encode_response, encode_step_request, RpcMessage, ShapeError};
 pub use stream::StreamDecoder;
+
+#[cfg(test)]
+pub(crate) mod proptests;

@@ -7,7 +7,7 @@
 //! [`RpcMessage::from_value`] is strict about the shape and lenient about widths: the type and
 //! msgid may use any integer encoding (the decoder already folds widths), but must be integers.
 
-use super::encode::{encode_array_header, encode_str, encode_uint};
+use super::encode::{encode_array_header, encode_int, encode_map_header, encode_str, encode_uint};
 use crate::Value;
 
 /// A MessagePack-RPC message (spec §4.1).
@@ -228,6 +228,34 @@ pub fn encode_request(msgid: u64, method: &str, params: &[Value], out: &mut Vec<
     encode_array_header(params.len(), out);
     for p in params {
         super::encode(p, out);
+    }
+}
+
+/// Writes a Step request `[0, msgid, method, [{EventId: event_id, Data: data}]]` without
+/// building the params map (the host's hot path). `Data` is left out when `data` is nil, as Kong's
+/// encoder drops nil map values (spec §4.2, Appendix A "Step with nil").
+pub fn encode_step_request(
+    msgid: u64,
+    method: &str,
+    event_id: i64,
+    data: &Value,
+    out: &mut Vec<u8>,
+) {
+    encode_array_header(4, out);
+    encode_uint(REQUEST as u64, out);
+    encode_uint(msgid, out);
+    encode_str(method.as_bytes(), out);
+    encode_array_header(1, out);
+    if data.is_nil() {
+        encode_map_header(1, out);
+        encode_str(b"EventId", out);
+        encode_int(event_id, out);
+    } else {
+        encode_map_header(2, out);
+        encode_str(b"EventId", out);
+        encode_int(event_id, out);
+        encode_str(b"Data", out);
+        super::encode(data, out);
     }
 }
 
@@ -459,14 +487,54 @@ mod tests {
         assert_eq!(encode_to_vec(&msg.to_value()), wire);
     }
 
+    /// The direct Step encoder writes exactly what the generic path writes (Appendix A).
+    #[test]
+    fn step_requests_encode_like_the_generic_path() {
+        for data in [
+            Value::Nil,
+            Value::str("example.com"),
+            Value::map([("host", Value::Array(vec![Value::str("a")]))]),
+        ] {
+            let mut entries = vec![(Value::str("EventId"), Value::Int(7))];
+            entries.push((Value::str("Data"), data.clone()));
+            let mut generic = Vec::new();
+            encode_request(3, "plugin.Step", &[Value::Map(entries)], &mut generic);
+            let mut direct = Vec::new();
+            encode_step_request(3, "plugin.Step", 7, &data, &mut direct);
+            assert_eq!(direct, generic, "{data:?}");
+        }
+        // Appendix A, "Step with nil": 94 00 03 AB "plugin.Step" 91 81 A7 "EventId" 00
+        let mut out = Vec::new();
+        encode_step_request(3, "plugin.Step", 0, &Value::Nil, &mut out);
+        let mut want = vec![0x94, 0x00, 0x03, 0xAB];
+        want.extend_from_slice(b"plugin.Step");
+        want.extend_from_slice(&[0x91, 0x81, 0xA7]);
+        want.extend_from_slice(b"EventId");
+        want.push(0x00);
+        assert_eq!(out, want);
+    }
+
     /// Spec §4.1: Kong compares type and msgid with Lua's `==`, so `1.0` is a response and a
     /// msgid of `7.0` matches request 7.
     #[test]
     fn integral_float_type_and_msgid_are_accepted_as_kong_does() {
-        let v = Value::Array(vec![Value::Float(1.0), Value::Float(7.0), Value::Nil, Value::Nil]);
+        let v = Value::Array(vec![
+            Value::Float(1.0),
+            Value::Float(7.0),
+            Value::Nil,
+            Value::Nil,
+        ]);
         let msg = RpcMessage::from_value(v).unwrap();
-        assert!(matches!(msg, RpcMessage::Response { msgid: 7, .. }), "{msg:?}");
-        let v = Value::Array(vec![Value::Int(1), Value::Float(7.5), Value::Nil, Value::Nil]);
+        assert!(
+            matches!(msg, RpcMessage::Response { msgid: 7, .. }),
+            "{msg:?}"
+        );
+        let v = Value::Array(vec![
+            Value::Int(1),
+            Value::Float(7.5),
+            Value::Nil,
+            Value::Nil,
+        ]);
         assert!(RpcMessage::from_value(v).is_err());
     }
 

@@ -158,7 +158,11 @@ impl StreamDecoder {
             let h = match head(&self.buf, pos) {
                 Ok(h) => h,
                 Err(DecodeError::Incomplete { needed }) => {
-                    return self.need(len as u64 + needed as u64 + owed_after);
+                    // Scan again as soon as this header (or payload) can be complete, so an
+                    // invalid byte right after it is reported at once, not only when every
+                    // owed element could have arrived.
+                    let ready = len as u64 + needed as u64;
+                    return self.need(ready, ready + owed_after);
                 }
                 Err(DecodeError::InvalidMarker { byte, .. }) => {
                     return Err(DecodeError::InvalidMarker {
@@ -176,7 +180,7 @@ impl StreamDecoder {
             // owed element.
             self.check_size(end.saturating_add(h.children).saturating_add(owed_after))?;
             if end > len as u64 {
-                return self.need(end + h.children + owed_after);
+                return self.need(end, end + h.children + owed_after);
             }
             self.scan = end as usize; // end <= len
             if h.children > 0 {
@@ -201,11 +205,13 @@ impl StreamDecoder {
         }
     }
 
-    /// Records that the frame cannot complete before the buffer reaches `min_end` bytes.
-    fn need(&mut self, min_end: u64) -> Result<Option<usize>, DecodeError> {
+    /// Records that the scan cannot advance before the buffer reaches `ready` bytes, and that
+    /// the frame cannot complete before `min_end` (`ready <= min_end`), which must be within the
+    /// frame limit.
+    fn need(&mut self, ready: u64, min_end: u64) -> Result<Option<usize>, DecodeError> {
         self.check_size(min_end)?;
-        // check_size bounds min_end - start by max_frame, which is a usize.
-        self.wait_until = usize::try_from(min_end).unwrap_or(usize::MAX);
+        // check_size bounds min_end - start, and so ready - start, by max_frame, a usize.
+        self.wait_until = usize::try_from(ready).unwrap_or(usize::MAX);
         Ok(None)
     }
 

@@ -18,6 +18,9 @@ pub use pdk_table::{
 };
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     //! The byte examples of spec §5.5, reproduced with the prost types, the PDK table and the
     //! framing.

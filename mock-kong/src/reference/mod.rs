@@ -415,10 +415,13 @@ mod tests {
         let s = dump_json(Protocol::MsgPack, "bench").unwrap();
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         let arr = v.as_array().expect("bare array");
-        assert_eq!(arr.len(), 5);
+        assert_eq!(arr.len(), 6);
         assert_eq!(arr[0]["Name"], "bench");
         let names: Vec<_> = arr.iter().map(|e| e["Name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["bench", "hello", "exit", "multiphase", "tour", "faults"]);
+        assert_eq!(
+            names,
+            ["bench", "hello", "exit", "multiphase", "tour", "faults"]
+        );
         let keys: Vec<_> = arr[0].as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys, ["Name", "Phases", "Priority", "Version", "Schema"]);
         assert_eq!(arr[0]["Schema"]["name"], "bench");

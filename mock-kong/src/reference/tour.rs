@@ -40,9 +40,11 @@ fn parse_calls(config: &Json) -> Result<Vec<(String, Script)>, String> {
     let calls = match config.get("calls") {
         None | Some(Json::Null) => return Ok(Vec::new()),
         Some(Json::Object(m)) => m,
-        Some(other) => return Err(format!(
+        Some(other) => {
+            return Err(format!(
             "tour: config.calls must be an object {{phase: [[method, args...], ...]}}, got {other}"
-        )),
+        ))
+        }
     };
     let mut out = Vec::new();
     for (phase, list) in calls {

@@ -246,3 +246,205 @@ fn sigkill_of_mock_kong_leaves_no_orphan() {
         "server {server} outlived mock-kong"
     );
 }
+
+// ------------------------------------------------------------------------------------------------
+// No orphans, no leftovers (issue 8).
+
+/// SIGTERM while waiting for the socket: mock-kong exits 128 + 15 and takes the server with it.
+#[test]
+fn sigterm_stops_the_server_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, server) = start_hanging_call(dir.path());
+    assert!(pid_alive(server));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    assert!(
+        wait_dead(server, Duration::from_secs(5)),
+        "server {server} outlived mock-kong"
+    );
+}
+
+/// The server pid and socket a `call --json` report names.
+fn server_of(out: &Output) -> (i32, std::path::PathBuf) {
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is JSON ({e}): {}", text(&out.stdout)));
+    let pid = v["server"]["pid"].as_i64().expect("server.pid") as i32;
+    let socket = v["server"]["socket"]
+        .as_str()
+        .expect("server.socket")
+        .into();
+    (pid, socket)
+}
+
+/// A normal run leaves no server process, no socket file and no private socket directory.
+#[test]
+fn a_normal_exit_leaves_no_process_and_no_socket() {
+    for proto in ["msgpack", "protobuf"] {
+        let out = run(&["call", "--protocol", proto, "--quiet-server", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{proto}: {}", text(&out.stderr));
+        let (pid, socket) = server_of(&out);
+        assert!(
+            wait_dead(pid, Duration::from_secs(2)),
+            "{proto}: server {pid} outlived mock-kong"
+        );
+        assert!(
+            !socket.exists(),
+            "{proto}: {} left behind",
+            socket.display()
+        );
+        let dir = socket.parent().unwrap();
+        assert!(
+            !dir.exists(),
+            "{proto}: private dir {} left behind",
+            dir.display()
+        );
+    }
+}
+
+/// A run that fails (the dump says ProtoBuf, the server speaks MsgPack: every event fails)
+/// exits 1 and still leaves no server process and no socket file.
+#[test]
+fn an_error_exit_leaves_no_process_and_no_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("liar.socket");
+    let exe = exe();
+    let exe = exe.to_str().unwrap();
+    let start = format!(
+        "{exe} reference-server --protocol msgpack --socket {}",
+        socket.display()
+    );
+    let query = format!("{exe} reference-server --protocol protobuf --dump");
+    let out = Command::new(exe)
+        .args(["call", "--quiet-server", "--json", "--timeout", "2"])
+        .args(["--start-cmd", &start, "--query-cmd", &query])
+        .arg("--socket")
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
+    let (pid, reported) = server_of(&out);
+    assert_eq!(reported, socket);
+    assert!(
+        wait_dead(pid, Duration::from_secs(2)),
+        "server {pid} outlived mock-kong"
+    );
+    assert!(!socket.exists(), "{} left behind", socket.display());
+}
+
+/// Without a named path, sockets go to a fresh mode-0700 directory under the temp directory,
+/// removed with the target; a named socket path creates no directory of ours.
+#[test]
+fn socket_directories_are_private_and_temporary() {
+    use mock_kong::target::{resolve, Placement, TargetSpec};
+    use std::os::unix::fs::PermissionsExt;
+    let spec = TargetSpec::Reference {
+        protocol: mock_kong::Protocol::MsgPack,
+        exe: Some(exe()),
+        faults: Vec::new(),
+    };
+    let target = resolve(&spec, &Placement::default(), "hello").unwrap();
+    let dir = target.socket.parent().unwrap().to_path_buf();
+    assert!(dir.starts_with(std::env::temp_dir()), "{}", dir.display());
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{} has mode {mode:o}", dir.display());
+    drop(target);
+    assert!(!dir.exists(), "{} outlived its target", dir.display());
+
+    let mine = tempfile::tempdir().unwrap();
+    let named = mine.path().join("sub/named.socket");
+    let placement = Placement {
+        socket: Some(named.clone()),
+        prefix: None,
+    };
+    let target = resolve(&spec, &placement, "hello").unwrap();
+    assert_eq!(target.socket, named);
+    assert_eq!(target.prefix, mine.path().join("sub"));
+    assert!(
+        !mine.path().join("sub").exists(),
+        "no directory is created for a named path"
+    );
+}
+
+/// A regular file at the socket path is never deleted: not by the host (external server), not
+/// by a server that cannot bind there and is stopped.
+#[test]
+fn a_non_socket_file_at_the_socket_path_is_never_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("precious.socket");
+    std::fs::write(&file, b"not a socket").unwrap();
+    let exe = exe();
+    let query = format!("{} reference-server --dump", exe.display());
+
+    // External server: mock-kong only connects, and fails.
+    let out = Command::new(&exe)
+        .args(["call", "--quiet-server", "--query-cmd", &query, "--socket"])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
+    let said = text(&out.stdout) + &text(&out.stderr);
+    assert!(
+        said.contains("cannot connect to") && said.contains("precious.socket"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a socket");
+
+    // A started server that refuses to replace the file; mock-kong is stopped by SIGTERM while
+    // it waits for the socket.
+    let start = format!(
+        "{} reference-server --socket {}",
+        exe.display(),
+        file.display()
+    );
+    let mut child = Command::new(&exe)
+        .args([
+            "call",
+            "--quiet-server",
+            "--start-cmd",
+            &start,
+            "--query-cmd",
+            &query,
+            "--socket",
+        ])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a socket");
+}
+
+/// The limits are options: `--max-frame` bounds what is read from the server (named in the
+/// error), `--call-deadline` must be a positive number of seconds.
+#[test]
+fn frame_limit_and_call_deadline_are_options() {
+    for proto in ["msgpack", "protobuf"] {
+        let out = run(&[
+            "call",
+            "--protocol",
+            proto,
+            "--quiet-server",
+            "--max-frame",
+            "16",
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{proto}: {}", text(&out.stderr));
+        let said = text(&out.stdout) + &text(&out.stderr);
+        assert!(
+            said.contains("exceeds the limit of 16 bytes"),
+            "{proto}: {said}"
+        );
+    }
+    let out = run(&["call", "--quiet-server", "--call-deadline", "30"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(&["call", "--quiet-server", "--call-deadline", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--call-deadline must be a positive number"));
+}
