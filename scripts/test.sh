@@ -12,3 +12,7 @@ cargo test --workspace --locked "$@"
 # Every peer through the scenarios, the conformance fast tier (gated by its expected-failures
 # file) and a load smoke, through the CLIs as users run them; summary in target/peer-matrix/.
 bash scripts/peer-matrix.sh
+
+# The performance gate: a short sweep of the reference server gated against the committed
+# baseline in ratio mode (noise-aware; see docs/ci-gates.md). Last, so it closes the output.
+bash scripts/ci-gate.sh
