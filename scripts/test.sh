@@ -16,3 +16,6 @@ bash scripts/peer-matrix.sh
 # The performance gate: a short sweep of the reference server gated against the committed
 # baseline in ratio mode (noise-aware; see docs/ci-gates.md). Last, so it closes the output.
 bash scripts/ci-gate.sh
+
+# Reached only when every stage above passed (set -e): the closing summary line.
+echo "stages: 3 passed, 0 failed (cargo test, peer matrix, performance gate)"
