@@ -33,7 +33,7 @@ Examples:
   mock-kong call --header host:example.com         # drive its hello plugin through access
   mock-kong call --protocol protobuf --plugin bench --config '{\"calls\":30}'
   mock-kong call --kong-conf /etc/kong/kong.conf --name go-hello --json
-  mock-kong call --start-cmd ./go-hello --query-cmd './go-hello -dump' --socket /tmp/k/go-hello.socket
+  mock-kong call --start-cmd ./go-hello --query-cmd './go-hello -dump' --socket /usr/local/kong/go-hello.socket
   mock-kong call --peer python --plugin hello -v   # a peer from peers.toml, every frame shown
   mock-kong run scenarios/ --peer go --junit report.xml
 
