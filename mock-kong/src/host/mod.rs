@@ -230,58 +230,31 @@ impl HostError {
 
     /// Names where the error happened (`"event access (EventId 3)"`), appended to the message
     /// part that says what was being done. Connect errors name the socket and stay as they are.
-    pub fn in_context(self, ctx: &str) -> HostError {
+    pub fn in_context(mut self, ctx: &str) -> HostError {
+        if let Some(what) = self.what_mut() {
+            *what = format!("{what} in {ctx}");
+        }
+        self
+    }
+
+    /// The part of the message that says what was being done (`None` for errors that name the
+    /// socket or wrap another error).
+    fn what_mut(&mut self) -> Option<&mut String> {
         use HostError as E;
-        let add = |what: String| format!("{what} in {ctx}");
         match self {
-            E::Write { what, reason } => E::Write {
-                what: add(what),
-                reason,
-            },
-            E::WriteTimeout { what, after } => E::WriteTimeout {
-                what: add(what),
-                after,
-            },
-            E::ReadTimeout { what, after } => E::ReadTimeout {
-                what: add(what),
-                after,
-            },
-            E::Closed { what } => E::Closed { what: add(what) },
-            E::Read { what, reason } => E::Read {
-                what: add(what),
-                reason,
-            },
-            E::Decode { what, detail } => E::Decode {
-                what: add(what),
-                detail,
-            },
-            E::Shape { what, detail } => E::Shape {
-                what: add(what),
-                detail,
-            },
-            E::Deadline { what, after } => E::Deadline {
-                what: add(what),
-                after,
-            },
-            E::TooManyNotifications { what, limit } => E::TooManyNotifications {
-                what: add(what),
-                limit,
-            },
-            E::TooManyCallbacks { what, limit } => E::TooManyCallbacks {
-                what: add(what),
-                limit,
-            },
-            E::TooManyBytes { what, limit } => E::TooManyBytes {
-                what: add(what),
-                limit,
-            },
-            E::Server { method, message } => E::Server {
-                method: add(method),
-                message,
-            },
-            other @ (E::Connect { .. } | E::ConnectTimeout { .. } | E::RetriesExhausted { .. }) => {
-                other
-            }
+            E::Write { what, .. }
+            | E::WriteTimeout { what, .. }
+            | E::ReadTimeout { what, .. }
+            | E::Closed { what }
+            | E::Read { what, .. }
+            | E::Decode { what, .. }
+            | E::Shape { what, .. }
+            | E::Deadline { what, .. }
+            | E::TooManyNotifications { what, .. }
+            | E::TooManyCallbacks { what, .. }
+            | E::TooManyBytes { what, .. }
+            | E::Server { method: what, .. } => Some(what),
+            E::Connect { .. } | E::ConnectTimeout { .. } | E::RetriesExhausted { .. } => None,
         }
     }
 

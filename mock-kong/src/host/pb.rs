@@ -95,10 +95,13 @@ impl PbClient {
         summary: impl FnOnce() -> String,
         what: &(dyn Fn() -> String + Sync),
     ) -> Result<(), HostError> {
-        let mut out = Vec::with_capacity(payload.len() + 4);
+        let mut out = std::mem::take(&mut c.conn.wbuf);
+        out.clear();
         encode_frame(payload, &mut out);
         self.trace.push(c.conn.id, Direction::Send, summary, &out);
-        c.conn.write_all(&out, self.opts.timeouts.write, what).await
+        let written = c.conn.write_all(&out, self.opts.timeouts.write, what).await;
+        c.conn.wbuf = out;
+        written
     }
 
     /// Reads the next frame. Bounded: each read by the read timeout, the wait as a whole by

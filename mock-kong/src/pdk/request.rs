@@ -1460,11 +1460,7 @@ impl KongRequest {
                     (Some(s), true) => &s.ctx_shared,
                     _ => &self.shared,
                 };
-                table
-                    .iter()
-                    .find(|(key, _)| *key == k)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or(Value::Nil)
+                lookup(table, &k)
             }
             "kong.ctx.shared.set" => {
                 let k = lua_text(a0).ok_or_else(|| {
@@ -1548,11 +1544,7 @@ impl KongRequest {
                     (Some(s), true) => &s.ngx_ctx,
                     _ => &self.ngx_ctx,
                 };
-                table
-                    .iter()
-                    .find(|(key, _)| *key == k)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or(Value::Nil)
+                lookup(table, &k)
             }
             "kong.nginx.set_ctx" => {
                 let k = lua_text(a0).unwrap_or_default();
@@ -2277,6 +2269,15 @@ impl Pdk for KongRequest {
     fn sends_step_error(&self) -> bool {
         self.version.sends_step_error()
     }
+}
+
+/// The value under `key` in an ordered Lua-like table (`kong.ctx.shared`, `ngx.ctx`), nil if absent.
+fn lookup(table: &[(String, Value)], key: &str) -> Value {
+    table
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .unwrap_or(Value::Nil)
 }
 
 #[cfg(test)]
