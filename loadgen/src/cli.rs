@@ -58,9 +58,9 @@ pub enum Command {
     /// Redraw the plots, CSV and summary of a results.json (into its directory by default).
     Plot(PlotArgs),
     /// Regression gate: compare a run with a baseline (exit 0 ok, 1 regression, 2 cannot judge).
-    Gate(crate::gate_cli::GateArgs),
+    Gate(crate::gate::cli::GateArgs),
     /// Save a sweep's results as a named baseline (reports/baselines/NAME.json).
-    Baseline(crate::gate_cli::BaselineArgs),
+    Baseline(crate::gate::cli::BaselineArgs),
     /// The built-in Rust reference plugin server (started by loadgen itself).
     #[command(hide = true)]
     ReferenceServer(ReferenceArgs),
@@ -251,7 +251,7 @@ pub struct SweepArgs {
     #[command(flatten)]
     pub json: JsonArg,
     #[command(flatten)]
-    pub gate: crate::gate_cli::SweepGateArgs,
+    pub gate: crate::gate::cli::SweepGateArgs,
 }
 
 #[derive(Debug, Args)]
@@ -413,8 +413,8 @@ async fn run(command: Command, threads: usize) -> Outcome {
         Command::Plot(a) => plot_cmd(a),
         Command::Run(a) => run_cmd(a, threads).await,
         Command::Sweep(a) => sweep_cmd(a, threads).await,
-        Command::Gate(a) => crate::gate_cli::gate_cmd(&a).map_err(usage),
-        Command::Baseline(a) => crate::gate_cli::baseline_cmd(&a).map_err(usage),
+        Command::Gate(a) => crate::gate::cli::gate_cmd(&a).map_err(usage),
+        Command::Baseline(a) => crate::gate::cli::baseline_cmd(&a).map_err(usage),
     }
 }
 
@@ -628,7 +628,7 @@ async fn sweep_cmd(a: SweepArgs, threads: usize) -> Outcome {
         modes.push(Mode::Open { rate });
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let gate = crate::gate_cli::SweepGate::prepare(&a.gate).map_err(usage)?;
+    let gate = crate::gate::cli::SweepGate::prepare(&a.gate).map_err(usage)?;
     let mc = a.multicore.unwrap_or(cpus);
     let multicore = (mc > 1 && !a.multicore_calls.is_empty()).then(|| Multicore {
         workers: mc,

@@ -14,17 +14,13 @@
 //!   machine fingerprint, linear fits and in-run references.
 //! * [`plot`]: SVG and PNG plots with an embedded font.
 //! * [`stats`], [`procstat`]: HdrHistogram summaries, spreads, fits; `/proc` and `getrusage`.
-//! * [`gate`], [`gate_report`], [`baseline`], [`gate_cli`]: the CI regression gate (point by
-//!   point, noise-aware, ratios to in-run references across machines) and its reports.
+//! * [`gate`]: the CI regression gates (two files point by point, baselines, reports, CLI).
 //! * [`cli`]: the `loadgen` command line (`main.rs` only calls [`cli::main`]).
 
-pub mod baseline;
 pub mod cli;
 pub mod driver;
 pub mod floor;
 pub mod gate;
-pub mod gate_cli;
-pub mod gate_report;
 pub mod plot;
 pub mod procstat;
 pub mod results;

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use loadgen::baseline;
+use loadgen::gate::baseline;
 use loadgen::gate::{self, GateConfig, Metric, PointOutcome, Verdict};
 use loadgen::results::Results;
 use loadgen::sweep::{self, NoProgress, TargetDef};
@@ -66,7 +66,7 @@ fn config() -> GateConfig {
 async fn a_a_the_same_server_twice_is_no_regression() {
     let (a, b) = interleaved(&[], &[], &[0, 10], 4).await;
     let r = gate::compare(&a, &b, &config()).unwrap();
-    let md = loadgen::gate_report::markdown(&r, "A");
+    let md = loadgen::gate::report::markdown(&r, "A");
     assert_eq!(r.exit_code(), 0, "{md}");
     assert_eq!(r.count(Verdict::Regression), 0, "{md}");
     assert!(!r.ratios, "same machine: absolute figures");
@@ -76,7 +76,7 @@ async fn a_a_the_same_server_twice_is_no_regression() {
 async fn a_b_a_slower_pdk_is_a_regression_where_calls_are_made_and_not_at_0_calls() {
     let (a, b) = interleaved(&[], &["very-slow-pdk"], &[0, 10], 4).await;
     let r = gate::compare(&a, &b, &config()).unwrap();
-    let md = loadgen::gate_report::markdown(&r, "A");
+    let md = loadgen::gate::report::markdown(&r, "A");
     assert_eq!(r.exit_code(), 1, "{md}");
     let at = |calls: u32| {
         r.points

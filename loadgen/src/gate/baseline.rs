@@ -291,7 +291,7 @@ pub fn merge(runs: Vec<Results>) -> Option<Results> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gate::tests::{point, run, trials};
+    use crate::gate::compare::tests::{point, run, trials};
 
     #[test]
     fn a_baseline_round_trips_and_plain_results_load_too() {

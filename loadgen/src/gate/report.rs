@@ -389,7 +389,7 @@ pub fn github_annotations(r: &GateReport, file: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gate::tests::{point, run, trials};
+    use crate::gate::compare::tests::{point, run, trials};
     use crate::gate::{compare, GateConfig};
 
     fn report() -> (Results, GateReport) {

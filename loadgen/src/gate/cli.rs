@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::baseline::{self, Loaded};
-use crate::gate::{self, CompareMode, GateConfig, GateReport, Metric, RatioTo};
-use crate::gate_report;
+use super::baseline::{self, Loaded};
+use super::compare::{self as gate, CompareMode, GateConfig, GateReport, Metric, RatioTo};
+use super::report as gate_report;
 use crate::results::Results;
 
 /// `--compare`.

@@ -1,0 +1,13 @@
+//! The regression gates (docs/ci-gates.md).
+//!
+//! * [`compare`]: two `results.json` files point by point (time figures, noise-aware).
+//! * [`report`]: markdown, JUnit, Bencher Metric Format and GitHub annotations.
+//! * [`baseline`]: named baselines (`loadgen baseline save|merge`).
+//! * [`cli`]: `loadgen gate`, `loadgen baseline` and `sweep --baseline`.
+
+pub mod baseline;
+pub mod cli;
+pub mod compare;
+pub mod report;
+
+pub use compare::*;
