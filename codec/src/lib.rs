@@ -6,6 +6,7 @@
 //!
 //! * [`value`]: the dynamic [`Value`] both protocols and the PDK speak (a Lua value, as it
 //!   appears on the wire).
+//! * [`lua`]: how Kong's Lua sees a value: type names, tables, `tostring`, lua-cjson.
 //! * [`msgpack`]: the `MsgPack:1` codec: Kong-exact MessagePack encoding, a tolerant decoder, a
 //!   streaming frame decoder and the MessagePack-RPC message shapes.
 //! * [`protobuf`]: the `ProtoBuf:1` codec: hand-written prost types for `RpcCall`/`RpcReturn` and
@@ -15,6 +16,7 @@
 //! The specification this crate follows is `shared/reference/kong-host-protocol.md`, kept beside
 //! the repository; the project's docs (`docs/`) describe the behaviour in their own words.
 
+pub mod lua;
 pub mod msgpack;
 pub mod protobuf;
 pub mod value;

@@ -595,25 +595,9 @@ pub fn clean_version(s: &str) -> Option<String> {
     }
     let numbers: Option<Vec<String>> = parts
         .iter()
-        .map(|p| p.parse::<f64>().ok().map(lua_number))
+        .map(|p| p.parse::<f64>().ok().map(crate::lua::lua_number))
         .collect();
     Some(numbers?.join("."))
-}
-
-/// `tostring` of a non-negative integral Lua (LuaJIT) number: `%.14g`.
-fn lua_number(x: f64) -> String {
-    if x < 1e14 {
-        return format!("{}", x as u64);
-    }
-    let sci = format!("{x:.13e}"); // d.ddddddddddddde<exp>
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
-    let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
-    let exp: i32 = exp.parse().unwrap_or(0);
-    format!(
-        "{mantissa}e{}{:02}",
-        if exp < 0 { '-' } else { '+' },
-        exp.abs()
-    )
 }
 
 fn check_phases(v: &Value, at: &str, iss: &mut Issues) -> Option<Vec<String>> {

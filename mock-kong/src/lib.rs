@@ -10,9 +10,9 @@
 //!
 //! # Layout
 //!
-//! * [`value`], [`msgpack`], [`protobuf`]: re-exported from the `mock-kong-codec` crate (no I/O,
-//!   no async runtime): the dynamic [`Value`] both protocols and the PDK speak, and the two
-//!   codecs.
+//! * [`value`], [`lua`], [`msgpack`], [`protobuf`]: re-exported from the `mock-kong-codec` crate (no I/O,
+//!   no async runtime): the dynamic [`Value`] both protocols and the PDK speak, how Kong's Lua
+//!   sees it, and the two codecs.
 //! * [`config`]: plugin-server definitions from a `kong.conf` (+ `KONG_*` environment) or flags.
 //! * [`dump`]: running the query command and validating its JSON dump.
 //! * [`process`]: spawning, logging, restarting and stopping plugin-server processes.
@@ -47,4 +47,4 @@ mod proptests;
 // The codecs live in their own crate, which has no async runtime or socket among its
 // dependencies ("codecs are pure" is a fact of the build); their paths stay `mock_kong::msgpack`,
 // `mock_kong::protobuf` and `mock_kong::value`.
-pub use mock_kong_codec::{msgpack, protobuf, value, Protocol, Value};
+pub use mock_kong_codec::{lua, msgpack, protobuf, value, Protocol, Value};

@@ -20,6 +20,10 @@ use std::time::Duration;
 use crate::Value;
 
 pub use request::KongRequest;
+
+/// The default workspace id Kong gives a fresh database (`kong.request.get_*` workspace, and the
+/// `__ws_id` the host puts into every plugin config).
+pub const DEFAULT_WS_ID: &str = "0dc6f45b-8f8d-40d2-a504-473544ee190b";
 pub use version::KongVersion;
 
 /// What a PDK call did.

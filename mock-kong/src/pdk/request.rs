@@ -26,6 +26,10 @@ use std::time::Duration;
 
 use super::serialize;
 use super::{KongVersion, Pdk, PdkOutcome};
+pub use crate::lua::loose_eq;
+use crate::lua::{
+    cjson_encode, cjson_escape, is_number, lua_number, lua_text, lua_tostring, lua_type,
+};
 use crate::{Protocol, Value};
 
 // ------------------------------------------------------------------------------------------------
@@ -372,79 +376,9 @@ fn encode_args(table: &Value) -> Result<String, String> {
 // Lua-ish helpers
 // ------------------------------------------------------------------------------------------------
 
-/// Lua's `type()` of a value.
-pub fn lua_type(v: &Value) -> &'static str {
-    match v {
-        Value::Nil => "nil",
-        Value::Bool(_) => "boolean",
-        Value::Int(_) | Value::UInt(_) | Value::Float(_) => "number",
-        Value::Str(_) | Value::Bin(_) => "string",
-        Value::Array(_) | Value::Map(_) => "table",
-        Value::Ext(..) => "userdata",
-    }
-}
-
-/// A Lua number as `tostring` prints it (`%.14g`).
-pub fn lua_number(f: f64) -> String {
-    if f.is_nan() {
-        return if f.is_sign_negative() { "-nan" } else { "nan" }.into();
-    }
-    if f.is_infinite() {
-        return if f > 0.0 { "inf" } else { "-inf" }.into();
-    }
-    if f == 0.0 {
-        return if f.is_sign_negative() { "-0" } else { "0" }.into();
-    }
-    // %.14g: 14 significant digits; exponential when exp < -4 or exp >= 14.
-    let e = format!("{f:.13e}");
-    let (mantissa, exp) = e.split_once('e').unwrap_or((e.as_str(), "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let strip = |s: String| -> String {
-        if s.contains('.') {
-            s.trim_end_matches('0').trim_end_matches('.').to_owned()
-        } else {
-            s
-        }
-    };
-    if !(-4..14).contains(&exp) {
-        let m = strip(mantissa.to_owned());
-        let sign = if exp < 0 { '-' } else { '+' };
-        format!("{m}e{sign}{:02}", exp.abs())
-    } else {
-        let decimals = (13 - exp).max(0) as usize;
-        strip(format!("{f:.decimals$}"))
-    }
-}
-
-/// Strings and numbers as text (what Lua's string coercion accepts).
-pub fn lua_text(v: &Value) -> Option<String> {
-    match v {
-        Value::Str(b) | Value::Bin(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::Int(i) => Some(i.to_string()),
-        Value::UInt(u) => Some(u.to_string()),
-        Value::Float(f) => Some(lua_number(*f)),
-        _ => None,
-    }
-}
-
-/// `tostring(v)`, except that tables are shown as JSON (Lua would print an address).
-pub fn lua_tostring(v: &Value) -> String {
-    match v {
-        Value::Nil => "nil".into(),
-        Value::Bool(b) => b.to_string(),
-        Value::Array(_) | Value::Map(_) => v.to_json().to_string(),
-        Value::Ext(..) => "userdata".into(),
-        other => lua_text(other).unwrap_or_default(),
-    }
-}
-
 fn arg(args: &[Value], i: usize) -> &Value {
     static NIL: Value = Value::Nil;
     args.get(i).unwrap_or(&NIL)
-}
-
-fn is_number(v: &Value) -> bool {
-    matches!(v, Value::Int(_) | Value::UInt(_) | Value::Float(_))
 }
 
 fn number(v: &Value) -> Option<f64> {
@@ -826,27 +760,6 @@ impl Override {
     }
 }
 
-/// Equality across wire representations: `str` = `bin` with the same bytes, `2` = `2.0`.
-pub fn loose_eq(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Str(x) | Value::Bin(x), Value::Str(y) | Value::Bin(y)) => x == y,
-        (x, y) if is_number(x) && is_number(y) => x.as_f64() == y.as_f64(),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| loose_eq(p, q))
-        }
-        (Value::Map(x), Value::Map(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.iter().any(|(k2, v2)| loose_eq(k, k2) && loose_eq(v, v2)))
-        }
-        // An empty Lua table is both.
-        (Value::Array(x), Value::Map(y)) | (Value::Map(y), Value::Array(x)) => {
-            x.is_empty() && y.is_empty()
-        }
-        (x, y) => x == y,
-    }
-}
-
 /// The data Kong captures when the log phase starts (spec §6).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Saved {
@@ -969,7 +882,7 @@ impl KongRequest {
             node_id: "a8f3b1c2-5d4e-4f60-9a7b-8c9d0e1f2a3b".into(),
             hostname: "mock-kong".into(),
             plugin_id: String::new(),
-            workspace_id: crate::host::instances::DEFAULT_WS_ID.into(),
+            workspace_id: super::DEFAULT_WS_ID.into(),
             upstream_answer: HttpResponse::default(),
             overrides: Vec::new(),
             stage: Stage::Request,
@@ -1156,7 +1069,7 @@ impl KongRequest {
         }
         let json = serialize::serialize(self);
         self.saved = Some(Saved {
-            serialize_json: crate::host::instances::cjson_escape(&json.to_string()),
+            serialize_json: cjson_escape(&json.to_string()),
             ctx_shared: self.shared.clone(),
             ngx_ctx: self.ngx_ctx.clone(),
             request_headers: self.client.headers.clone(),
@@ -1520,9 +1433,7 @@ impl KongRequest {
             "kong.log.serialize" => {
                 Self::check(phase, LOG)?;
                 // Only reached in log without a snapshot (not through the runner).
-                Value::str(crate::host::instances::cjson_escape(
-                    &serialize::serialize(self).to_string(),
-                ))
+                Value::str(cjson_escape(&serialize::serialize(self).to_string()))
             }
             // ---- kong.nginx ------------------------------------------------------------------
             "kong.nginx.get_var" => {
@@ -1929,7 +1840,7 @@ impl KongRequest {
                         if headers.get("content-type").is_none() {
                             headers.add("Content-Type", "application/json; charset=utf-8".into());
                         }
-                        crate::host::instances::cjson_escape(&t.to_json().to_string()).into_bytes()
+                        cjson_encode(&t).into_bytes()
                     }
                     _ => return Err(raise("body must be a nil, string or table".into())),
                 };
@@ -1941,9 +1852,7 @@ impl KongRequest {
                 let message = match a1 {
                     Value::Nil => http_error_message(status),
                     Value::Str(_) | Value::Bin(_) => string_arg(a1).unwrap_or_default(),
-                    t @ (Value::Map(_) | Value::Array(_)) => {
-                        crate::host::instances::cjson_escape(&t.to_json().to_string())
-                    }
+                    t @ (Value::Map(_) | Value::Array(_)) => cjson_encode(&t),
                     _ => return Err(raise("message must be a nil, a string or a table".into())),
                 };
                 let mut headers = match a2 {
@@ -2135,9 +2044,7 @@ impl KongRequest {
                 };
                 let base = mime.split(';').next().unwrap_or("").trim().to_owned();
                 let body = match base.as_str() {
-                    "application/json" => {
-                        crate::host::instances::cjson_escape(&a0.to_json().to_string())
-                    }
+                    "application/json" => cjson_encode(&a0),
                     "application/x-www-form-urlencoded" => {
                         encode_args(a0).map_err(PdkOutcome::Raise)?
                     }
