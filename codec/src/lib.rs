@@ -16,6 +16,7 @@
 //! The specification this crate follows is `shared/reference/kong-host-protocol.md`, kept beside
 //! the repository; the project's docs (`docs/`) describe the behaviour in their own words.
 
+pub mod event;
 pub mod lua;
 pub mod msgpack;
 pub mod protobuf;

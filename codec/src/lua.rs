@@ -210,11 +210,7 @@ pub fn unpack_args(args: Option<&Value>) -> Vec<Value> {
     match args {
         None => Vec::new(),
         Some(Value::Array(a)) => a.clone(),
-        Some(t @ Value::Map(_)) => ipairs(t)
-            .unwrap_or_default()
-            .into_iter()
-            .cloned()
-            .collect(),
+        Some(t @ Value::Map(_)) => ipairs(t).unwrap_or_default().into_iter().cloned().collect(),
         Some(v) if is_nil(v) => Vec::new(),
         Some(other) => vec![other.clone()],
     }
@@ -277,7 +273,10 @@ mod tests {
             (s("x"), s("ignored")),
         ]);
         assert_eq!(unpack_args(Some(&map)), vec![s("a"), s("b")]);
-        assert_eq!(unpack_args(Some(&Value::Map(Vec::new()))), Vec::<Value>::new());
+        assert_eq!(
+            unpack_args(Some(&Value::Map(Vec::new()))),
+            Vec::<Value>::new()
+        );
         assert_eq!(unpack_args(None), Vec::<Value>::new());
         assert_eq!(unpack_args(Some(&Value::Nil)), Vec::<Value>::new());
     }

@@ -338,7 +338,10 @@ pub fn wrap_result(spec: &MethodSpec, result: &Value) -> Result<Vec<u8>, PbError
             // pb.encode(".google.protobuf.Empty", table) ignores every key: empty bytes.
             Value::Array(_) | Value::Map(_) => Vec::new(),
             other => {
-                return Err(err(format!("table expected, got {}", crate::lua::lua_type(other))));
+                return Err(err(format!(
+                    "table expected, got {}",
+                    crate::lua::lua_type(other)
+                )));
             }
         },
         // `{v = value}`: nil leaves `v` out, so the message (and the frame) is empty.

@@ -1840,7 +1840,7 @@ impl KongRequest {
                         if headers.get("content-type").is_none() {
                             headers.add("Content-Type", "application/json; charset=utf-8".into());
                         }
-                        cjson_encode(&t).into_bytes()
+                        cjson_encode(t).into_bytes()
                     }
                     _ => return Err(raise("body must be a nil, string or table".into())),
                 };
@@ -1852,7 +1852,7 @@ impl KongRequest {
                 let message = match a1 {
                     Value::Nil => http_error_message(status),
                     Value::Str(_) | Value::Bin(_) => string_arg(a1).unwrap_or_default(),
-                    t @ (Value::Map(_) | Value::Array(_)) => cjson_encode(&t),
+                    t @ (Value::Map(_) | Value::Array(_)) => cjson_encode(t),
                     _ => return Err(raise("message must be a nil, a string or a table".into())),
                 };
                 let mut headers = match a2 {
@@ -2044,7 +2044,7 @@ impl KongRequest {
                 };
                 let base = mime.split(';').next().unwrap_or("").trim().to_owned();
                 let body = match base.as_str() {
-                    "application/json" => cjson_encode(&a0),
+                    "application/json" => cjson_encode(a0),
                     "application/x-www-form-urlencoded" => {
                         encode_args(a0).map_err(PdkOutcome::Raise)?
                     }
