@@ -206,7 +206,7 @@ impl Ctx {
         id: i64,
         phase: &str,
         steps: StepConns,
-        answer: &mut dyn FnMut(&str, &[Value]) -> super::wire::Answer,
+        answer: &mut dyn FnMut(&str, &[Value]) -> super::wire::Reply,
     ) -> Result<EventRun, String> {
         let mut w = self.host.connect().await.map_err(|e| e.to_string())?;
         self.host
@@ -253,7 +253,7 @@ impl Ctx {
     /// Kong-like answers for the default request (host `example.com`).
     pub fn kong_answer(
         pdk: &mut SimpleRequest,
-    ) -> impl FnMut(&str, &[Value]) -> super::wire::Answer + '_ {
+    ) -> impl FnMut(&str, &[Value]) -> super::wire::Reply + '_ {
         move |m, a| answer_from(pdk.call("access", m, a))
     }
 }

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::verdict;
 use crate::conform::runner::Ctx;
-use crate::conform::wire::{answer_from, Answer, End, StepConns};
+use crate::conform::wire::{answer_from, End, Reply, StepConns};
 use crate::conform::{join_all, CheckFuture, Outcome};
 use crate::pdk::{Pdk, SimpleRequest};
 use crate::protobuf::pdk_table;
@@ -139,9 +139,9 @@ pub fn step_variants(c: &mut Ctx) -> CheckFuture<'_> {
                         .drive(id, &phase, StepConns::Same, &mut |m, a| {
                             let ans = answer_from(pdk.call(&phase, m, a));
                             match (first, ans) {
-                                (true, Answer::Value(v)) => {
+                                (true, Reply::Value(v)) => {
                                     first = false;
-                                    Answer::Variant(variant, v)
+                                    Reply::Variant(variant, v)
                                 }
                                 (_, other) => other,
                             }
@@ -178,9 +178,9 @@ pub fn nil_answer(c: &mut Ctx) -> CheckFuture<'_> {
                     .drive(id, &phase, StepConns::Same, &mut |m, a| {
                         let ans = answer_from(pdk.call(&phase, m, a));
                         match (first, ans) {
-                            (true, Answer::Value(_)) => {
+                            (true, Reply::Value(_)) => {
                                 first = false;
-                                Answer::Value(Value::Nil)
+                                Reply::Value(Value::Nil)
                             }
                             (_, other) => other,
                         }
