@@ -60,7 +60,7 @@ fn clamp_id(id: i64) -> i32 {
 
 /// Appends `call` as one frame to `out`.
 pub fn encode_call(call: &RpcCall, out: &mut Vec<u8>) {
-    encode_frame(&call.encode_to_vec(), out);
+    crate::protobuf::encode_message_frame(call, out);
 }
 
 /// Decodes the `RpcReturn` of the call `name` and checks that it echoes `sequence` (Kong asserts
