@@ -30,7 +30,7 @@ pub fn phases(c: &mut Ctx) -> CheckFuture<'_> {
         verdict(
             async {
                 let id = instance(c).await?;
-                let phases = crate::session::kong_order(&c.plugin.phases);
+                let phases = crate::pdk::phase::kong_order(&c.plugin.phases);
                 if phases.is_empty() {
                     return Err("the dump declares no phase".into());
                 }
@@ -72,7 +72,7 @@ pub fn callbacks_well_formed(c: &mut Ctx) -> CheckFuture<'_> {
             async {
                 let id = instance(c).await?;
                 let mut seen = Vec::new();
-                for phase in crate::session::kong_order(&c.plugin.phases) {
+                for phase in crate::pdk::phase::kong_order(&c.plugin.phases) {
                     let mut pdk = SimpleRequest::new("example.com");
                     let run = c
                         .event(id, &phase, &mut pdk)

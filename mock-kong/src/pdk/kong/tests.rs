@@ -3,8 +3,9 @@
 //! (spec §4.5, §6).
 
 use super::*;
-use crate::host::mp::{fix_multimap, step_method};
 use crate::protobuf::pdk_table::{self, Shape};
+use mock_kong_codec::event::mp::{fix_multimap, step_method};
+use std::time::Duration;
 
 fn s(x: &str) -> Value {
     Value::str(x)
