@@ -597,6 +597,9 @@ fn print_points(r: &Results, hgrm: bool) {
                 .cpu_ratio_to_server
                 .map_or(String::new(), |v| format!(", {:.1}% of the server's", v * 100.0))
         );
+        if let Some(c) = &p.counters {
+            println!("    counters per request: {}", counters_line(c));
+        }
         if hgrm {
             if let Some(h) = &p.hgrm {
                 println!("{h}");
@@ -606,6 +609,25 @@ fn print_points(r: &Results, hgrm: bool) {
     for f in &r.failures {
         println!("{} {}: {}", paint("failed", "1;31"), f.peer, f.error);
     }
+}
+
+/// The machine-independent counters of a point on one line.
+pub fn counters_line(c: &crate::results::CounterRecord) -> String {
+    let opt = |v: Option<f64>, digits: usize| v.map_or("?".to_owned(), |x| format!("{x:.digits$}"));
+    format!(
+        "{:.2} PDK calls, {:.2} round trips, {:.1} B out / {:.1} B in; harness {} reads {} writes {} allocs; server {} reads {} writes, RSS {} KiB per 10k requests ({} requests)",
+        c.pdk_calls_per_request,
+        c.round_trips_per_request,
+        c.bytes_out_per_request,
+        c.bytes_in_per_request,
+        opt(c.harness_reads_per_request, 2),
+        opt(c.harness_writes_per_request, 2),
+        opt(c.harness_allocs_per_request, 1),
+        opt(c.server_reads_per_request, 2),
+        opt(c.server_writes_per_request, 2),
+        opt(c.server_rss_growth_kib_per_10k, 0),
+        c.requests
+    )
 }
 
 async fn sweep_cmd(a: SweepArgs, threads: usize) -> Outcome {

@@ -292,6 +292,9 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
                     continue;
                 }
             };
+            if let Some(w) = prepared.call_count_warning() {
+                progress.note(&format!("{label}: warning: {w}"));
+            }
             let mut trials = Vec::with_capacity(plan.trials);
             for t in 0..plan.trials {
                 let chaos = plan

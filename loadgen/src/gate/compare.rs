@@ -771,6 +771,7 @@ pub(crate) mod tests {
             server_cpu_s: Some(0.5),
             server_rss_kib: Some(4096),
             server_respawns: 0,
+            counters: None,
         }
     }
 
@@ -802,6 +803,7 @@ pub(crate) mod tests {
             hgrm: None,
             server: ServerRecord::default(),
             loadgen: LoadgenRecord::default(),
+            counters: None,
             trials,
         }
     }

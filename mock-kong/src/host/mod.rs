@@ -30,6 +30,7 @@ use std::time::Duration;
 use crate::pdk::Pdk;
 use crate::{Protocol, Value};
 
+pub use conn::{io_totals, IoTotals};
 pub use instances::{PluginEntity, PluginRunner};
 
 /// Per-operation timeouts. Kong uses nginx's 60 s defaults for each (spec §7); mock-kong defaults

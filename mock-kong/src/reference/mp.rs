@@ -22,7 +22,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 
 use super::faults::{self, Fault};
@@ -644,7 +644,7 @@ async fn serve_connection_inner(server: Arc<MpServer>, mut stream: UnixStream, c
             faults::crash(Fault::CrashOnSplit, "a request split across reads");
         }
         if !out.is_empty() {
-            if stream.write_all(&out).await.is_err() {
+            if faults::write_out(&mut stream, &out, &f).await.is_err() {
                 return;
             }
             out.clear();
@@ -683,6 +683,7 @@ async fn serve_connection_inner(server: Arc<MpServer>, mut stream: UnixStream, c
 mod tests {
     use super::super::testutil::TestServer;
     use super::*;
+    use tokio::io::AsyncWriteExt;
     use crate::msgpack::{decode, encode_to_vec};
     use std::time::Duration;
 
