@@ -38,7 +38,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use mock_kong::host::{io_totals, Client, EventEnd, HostError, IoTotals, PluginEntity, PluginRunner};
+use mock_kong::host::{
+    io_totals, Client, EventEnd, HostError, IoTotals, PluginEntity, PluginRunner,
+};
 use mock_kong::pdk::SimpleRequest;
 use mock_kong::session::Session;
 use tokio::time::Instant;

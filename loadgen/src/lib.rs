@@ -19,6 +19,7 @@
 //! * [`gate`]: the CI regression gates (two files point by point, baselines, reports, CLI).
 //! * [`cli`]: the `loadgen` command line (`main.rs` only calls [`cli::main`]).
 
+pub mod ab;
 pub mod alloc;
 pub mod cli;
 pub mod driver;

@@ -196,43 +196,58 @@ impl CounterRecord {
         })
     }
 
-    /// The median of each figure over `records` (each figure over the records that have it).
-    pub fn median(records: &[CounterRecord]) -> Option<CounterRecord> {
+    /// The figures of all `records` together: each count summed over the trials and divided
+    /// by their requests together (a request-weighted mean of the trials' figures), so the
+    /// window edges' error shrinks with every trial. Each figure over the records that have it;
+    /// system calls of the most common source only.
+    pub fn combine(records: &[CounterRecord]) -> Option<CounterRecord> {
+        let records: Vec<&CounterRecord> = records.iter().filter(|r| r.requests > 0).collect();
         if records.is_empty() {
             return None;
         }
-        let m = |f: &dyn Fn(&CounterRecord) -> f64| {
-            Spread::of(&records.iter().map(f).collect::<Vec<_>>()).median
+        let exact = records
+            .iter()
+            .filter(|r| r.syscalls_source == "tracepoints")
+            .count();
+        let source = if exact * 2 >= records.len() {
+            "tracepoints"
+        } else {
+            "proc-io"
         };
-        let mo = |f: &dyn Fn(&CounterRecord) -> Option<f64>| {
-            let v: Vec<f64> = records.iter().filter_map(f).collect();
-            (!v.is_empty()).then(|| Spread::of(&v).median)
+        let weighted = |rs: &mut dyn Iterator<Item = (u64, f64)>| {
+            let (mut n, mut sum) = (0u64, 0.0);
+            for (w, v) in rs {
+                n += w;
+                sum += w as f64 * v;
+            }
+            (n > 0).then(|| sum / n as f64)
         };
-        // One source for the point: the trials' most common one (they agree unless counting
-        // failed in some trial); figures of the other source are left out.
-        let exact = records.iter().filter(|r| r.syscalls_source == "tracepoints").count();
-        let source = if exact * 2 >= records.len() { "tracepoints" } else { "proc-io" };
-        let same: Vec<&CounterRecord> =
-            records.iter().filter(|r| r.syscalls_source == source).collect();
-        let ms = |f: &dyn Fn(&CounterRecord) -> Option<f64>| {
-            let v: Vec<f64> = same.iter().filter_map(|r| f(r)).collect();
-            (!v.is_empty()).then(|| Spread::of(&v).median)
+        let all = |f: &dyn Fn(&CounterRecord) -> Option<f64>| {
+            weighted(&mut records.iter().filter_map(|r| f(r).map(|v| (r.requests, v))))
+        };
+        let same = |f: &dyn Fn(&CounterRecord) -> Option<f64>| {
+            weighted(
+                &mut records
+                    .iter()
+                    .filter(|r| r.syscalls_source == source)
+                    .filter_map(|r| f(r).map(|v| (r.requests, v))),
+            )
         };
         Some(CounterRecord {
-            syscalls_source: source.to_owned(),
             requests: records.iter().map(|r| r.requests).sum(),
-            pdk_calls_per_request: m(&|r| r.pdk_calls_per_request),
-            round_trips_per_request: m(&|r| r.round_trips_per_request),
-            bytes_out_per_request: m(&|r| r.bytes_out_per_request),
-            bytes_in_per_request: m(&|r| r.bytes_in_per_request),
-            harness_reads_per_request: ms(&|r| r.harness_reads_per_request),
-            harness_writes_per_request: ms(&|r| r.harness_writes_per_request),
-            harness_allocs_per_request: mo(&|r| r.harness_allocs_per_request),
-            server_reads_per_request: ms(&|r| r.server_reads_per_request),
-            server_writes_per_request: ms(&|r| r.server_writes_per_request),
-            server_bytes_read_per_request: mo(&|r| r.server_bytes_read_per_request),
-            server_bytes_written_per_request: mo(&|r| r.server_bytes_written_per_request),
-            server_rss_growth_kib_per_10k: mo(&|r| r.server_rss_growth_kib_per_10k),
+            pdk_calls_per_request: all(&|r| Some(r.pdk_calls_per_request)).unwrap_or(0.0),
+            round_trips_per_request: all(&|r| Some(r.round_trips_per_request)).unwrap_or(0.0),
+            bytes_out_per_request: all(&|r| Some(r.bytes_out_per_request)).unwrap_or(0.0),
+            bytes_in_per_request: all(&|r| Some(r.bytes_in_per_request)).unwrap_or(0.0),
+            syscalls_source: source.to_owned(),
+            harness_reads_per_request: same(&|r| r.harness_reads_per_request),
+            harness_writes_per_request: same(&|r| r.harness_writes_per_request),
+            harness_allocs_per_request: all(&|r| r.harness_allocs_per_request),
+            server_reads_per_request: same(&|r| r.server_reads_per_request),
+            server_writes_per_request: same(&|r| r.server_writes_per_request),
+            server_bytes_read_per_request: all(&|r| r.server_bytes_read_per_request),
+            server_bytes_written_per_request: all(&|r| r.server_bytes_written_per_request),
+            server_rss_growth_kib_per_10k: all(&|r| r.server_rss_growth_kib_per_10k),
         })
     }
 }
@@ -307,8 +322,8 @@ pub struct PointRecord {
     pub hgrm: Option<String>,
     pub server: ServerRecord,
     pub loadgen: LoadgenRecord,
-    /// Machine-independent counts per request, the median over the trials (absent in files
-    /// made before they existed).
+    /// Machine-independent counts per request over all trials together
+    /// ([`CounterRecord::combine`]; absent in files made before they existed).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub counters: Option<CounterRecord>,
     pub trials: Vec<TrialRecord>,
@@ -365,7 +380,7 @@ impl PointRecord {
                 counters: CounterRecord::of(&t.counters),
             })
             .collect();
-        let counters = CounterRecord::median(
+        let counters = CounterRecord::combine(
             &records
                 .iter()
                 .filter_map(|r| r.counters.clone())
@@ -548,9 +563,44 @@ pub struct Results {
     pub failures: Vec<FailureRecord>,
     /// loadgen's peak resident set size during the sweep, KiB.
     pub loadgen_peak_rss_kib: u64,
+    /// Why system calls were not counted exactly (`None`: they were, or nothing was measured);
+    /// the counters then fall back to `/proc/<pid>/io` (`syscalls_source: "proc-io"`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub syscall_counting: Option<String>,
 }
 
 impl Results {
+    /// A document with no points yet, for a run made now on this machine.
+    pub fn empty(command: &str, settings: Settings) -> Results {
+        Results {
+            schema_version: SCHEMA_VERSION,
+            tool: format!("loadgen {}", env!("CARGO_PKG_VERSION")),
+            finished_at: 0,
+            command: command.to_owned(),
+            machine: Machine::detect(),
+            settings,
+            floor: Vec::new(),
+            references: References::default(),
+            points: Vec::new(),
+            fits: Vec::new(),
+            failures: Vec::new(),
+            loadgen_peak_rss_kib: 0,
+            syscall_counting: None,
+        }
+    }
+
+    /// Stamps the end of the run (time, loadgen's peak memory) and computes the derived
+    /// figures ([`finish`](Self::finish)).
+    pub fn close(&mut self) {
+        self.loadgen_peak_rss_kib = self
+            .loadgen_peak_rss_kib
+            .max(crate::procstat::self_rss_kib().1);
+        self.finished_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.finish();
+    }
+
     /// Fills `rps_normalised` (÷ the 0-call point of the same series), the linear fits
     /// (closed-loop series with at least two call counts) and the in-run references.
     pub fn finish(&mut self) {
@@ -911,6 +961,7 @@ mod tests {
             fits: Vec::new(),
             failures: Vec::new(),
             loadgen_peak_rss_kib: 10_000,
+            syscall_counting: None,
         };
         r.finish();
         assert_eq!(r.fits.len(), 1);

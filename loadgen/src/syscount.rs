@@ -26,7 +26,9 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// The syscalls counted as reads.
-pub const READ_CALLS: [&str; 6] = ["read", "readv", "pread64", "recvfrom", "recvmsg", "recvmmsg"];
+pub const READ_CALLS: [&str; 6] = [
+    "read", "readv", "pread64", "recvfrom", "recvmsg", "recvmmsg",
+];
 /// The syscalls counted as writes.
 pub const WRITE_CALLS: [&str; 6] = [
     "write", "writev", "pwrite64", "sendto", "sendmsg", "sendmmsg",
@@ -141,8 +143,8 @@ fn open_counter(tid: u32, id: u64) -> std::io::Result<OwnedFd> {
         ..PerfEventAttr::default()
     };
     let flags: libc::c_ulong = 0x8; // PERF_FLAG_FD_CLOEXEC
-    // SAFETY: `attr` is a valid, fully initialised perf_event_attr whose `size` says how much
-    // of it the kernel may read; the other arguments are plain integers.
+                                    // SAFETY: `attr` is a valid, fully initialised perf_event_attr whose `size` says how much
+                                    // of it the kernel may read; the other arguments are plain integers.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_perf_event_open,

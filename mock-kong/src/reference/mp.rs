@@ -683,9 +683,9 @@ async fn serve_connection_inner(server: Arc<MpServer>, mut stream: UnixStream, c
 mod tests {
     use super::super::testutil::TestServer;
     use super::*;
-    use tokio::io::AsyncWriteExt;
     use crate::msgpack::{decode, encode_to_vec};
     use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
 
     fn s(x: &str) -> Value {
         Value::str(x)
