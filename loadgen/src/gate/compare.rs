@@ -468,6 +468,23 @@ impl GateReport {
                 matches!(p.outcome, PointOutcome::Compared { new_errors, .. } if new_errors > 0)
             })
             .count();
+        if self.time_refused.is_some() || self.config.counters_only {
+            return format!(
+                "{state}: counters compared at {} point(s), beyond tolerance at {}{}{}",
+                self.counters_compared(),
+                self.counter_regressions(),
+                if self.time_refused.is_some() {
+                    "; no time verdict across machines"
+                } else {
+                    ""
+                },
+                if missing > 0 {
+                    format!(", {missing} point(s) missing")
+                } else {
+                    String::new()
+                }
+            );
+        }
         let mut s = format!(
             "{state}: {} point(s) compared ({}), threshold {:.0} %: {} regression(s), {} improvement(s), {} within noise, {} within threshold",
             self.compared(),

@@ -110,12 +110,19 @@ pub fn markdown(r: &GateReport, baseline_label: &str) -> String {
     } else {
         "as absolute figures (forced, although the machines differ)".to_owned()
     };
+    let times = r.time_refused.is_none() && !r.config.counters_only;
+    let rule = if times {
+        format!(
+            " A change counts only when the whole interval of trial-to-trial changes `[min(cur)/max(base) − 1, max(cur)/min(base) − 1]` lies beyond ±{:.0} %; otherwise it is *within noise*.",
+            r.config.max_regression * 100.0
+        )
+    } else {
+        " Each counter is gated with its own small tolerance.".to_owned()
+    };
     let _ = writeln!(
         s,
-        "Baseline `{baseline_label}` (machine `{}`) against the current run (machine `{}`), compared {how}. A change counts only when the whole interval of trial-to-trial changes `[min(cur)/max(base) − 1, max(cur)/min(base) − 1]` lies beyond ±{:.0} %; otherwise it is *within noise*.\n",
-        r.baseline_fingerprint,
-        r.current_fingerprint,
-        r.config.max_regression * 100.0
+        "Baseline `{baseline_label}` (machine `{}`) against the current run (machine `{}`), compared {how}.{rule}\n",
+        r.baseline_fingerprint, r.current_fingerprint,
     );
     for w in &r.warnings {
         let _ = writeln!(s, "> **Warning:** {w}\n");
@@ -174,6 +181,9 @@ pub fn markdown(r: &GateReport, baseline_label: &str) -> String {
             let _ = writeln!(s, "{line}");
         }
         s.push('\n');
+    }
+    if !times {
+        return s;
     }
     let _ = writeln!(s, "### Every point\n\n{TABLE_HEAD}");
     for p in &r.points {
