@@ -748,7 +748,8 @@ pub fn compare(
     if bs.method != cs.method {
         differ.push(format!("method {} vs {}", bs.method, cs.method));
     }
-    if !differ.is_empty() {
+    // Counters are per request: window and warm-up lengths do not change them.
+    if !differ.is_empty() && time_refused.is_none() && !cfg.counters_only {
         warnings.push(format!(
             "the runs used different settings ({}); figures may differ for that reason",
             differ.join(", ")
