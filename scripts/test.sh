@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-peers.sh
+# Exact system-call counts for loadgen's counters (tracefs; root only, else a note).
+bash scripts/enable-syscall-counting.sh
 export MOCK_KONG_REQUIRE_PEERS=1
 cargo test --workspace --locked "$@"
 
@@ -13,8 +15,8 @@ cargo test --workspace --locked "$@"
 # file) and a load smoke, through the CLIs as users run them; summary in target/peer-matrix/.
 bash scripts/peer-matrix.sh
 
-# The performance gate: a short sweep of the reference server gated against the committed
-# baseline in ratio mode (noise-aware; see docs/ci-gates.md). Last, so it closes the output.
+# The performance gates: counters against the committed baseline, a paired A/B against the
+# previous commit, a self-test (docs/ci-gates.md). Last, so it closes the output.
 bash scripts/ci-gate.sh
 
 # Reached only when every stage above passed (set -e): the closing summary line.

@@ -30,7 +30,10 @@ Examples:
   loadgen sweep --peer go --peer python --peer js --reference --protocol msgpack,protobuf \\
       --calls 0,1,2,3,5,8,10,15,20,30 --concurrency 1,4 --duration 5s --trials 3 --out reports/sweep
   loadgen floor --protocol msgpack,protobuf --duration 3s --json
-  loadgen gate --baseline reports/baselines/reference.json --current out/ --compare ratio --max-regression 30
+  loadgen ab reference reference+slow-pdk --calls 0,10        # paired A/B in one run (exit 1: regression)
+  loadgen ab go go --baseline-start-cmd './old/go-bench' --baseline-query-cmd './old/go-bench -dump' \\
+      --current-start-cmd './go-bench' --current-query-cmd './go-bench -dump'
+  loadgen gate --baseline reports/baselines/reference-debug.json --current out/ --counters-only
 
 Exit codes: 0 ok, 1 a plugin server failed (errors counted or points not measured), 2 usage or setup error.";
 
@@ -57,6 +60,9 @@ pub enum Command {
     Floor(FloorArgs),
     /// Redraw the plots, CSV and summary of a results.json (into its directory by default).
     Plot(PlotArgs),
+    /// Paired A/B: two servers or builds measured in one run, trials interleaved (exit 0 ok,
+    /// 1 regression, 2 cannot judge).
+    Ab(AbArgs),
     /// Regression gate: compare a run with a baseline (exit 0 ok, 1 regression, 2 cannot judge).
     Gate(crate::gate::cli::GateArgs),
     /// Save a sweep's results as a named baseline (reports/baselines/NAME.json).
@@ -254,6 +260,150 @@ pub struct SweepArgs {
     pub gate: crate::gate::cli::SweepGateArgs,
 }
 
+const AB_EXAMPLES: &str = "\
+Sides:
+  reference[:msgpack|:protobuf][+FAULT...]   the built-in reference server (of this build, or of
+                                             --baseline-exe/--current-exe), faults switched on
+  NAME                                       a peer of the registry (peers.toml)
+  (omitted)                                  with --baseline-start-cmd/--current-start-cmd: a
+                                             server of your own; {socket} and {prefix} in the
+                                             commands are replaced by the paths mock-kong uses
+
+Examples:
+  loadgen ab reference reference+slow-pdk --calls 0,10
+  loadgen ab reference reference --baseline-exe old/target/debug/loadgen --markdown ab.md
+  loadgen ab --baseline-start-cmd 'old/my-plugin -kong-prefix {prefix}' --baseline-query-cmd 'old/my-plugin -dump' \\
+             --current-start-cmd 'new/my-plugin -kong-prefix {prefix}' --current-query-cmd 'new/my-plugin -dump'
+
+Exit codes: 0 no regression, 1 a regression (time, counters or new errors), 2 cannot judge
+(a side could not start, a point could not be measured, fewer than 6 pairs).";
+
+/// `loadgen ab`.
+#[derive(Debug, Args)]
+#[command(after_help = AB_EXAMPLES)]
+pub struct AbArgs {
+    /// The baseline side (A): `reference[:PROTOCOL][+FAULT...]` or a peer name.
+    #[arg(value_name = "BASELINE")]
+    pub baseline: Option<String>,
+    /// The current side (B): `reference[:PROTOCOL][+FAULT...]` or a peer name.
+    #[arg(value_name = "CURRENT")]
+    pub current: Option<String>,
+    /// The baseline is a server of your own: the command that starts it.
+    #[arg(
+        long,
+        value_name = "CMD",
+        requires = "baseline_query_cmd",
+        help_heading = "Sides"
+    )]
+    pub baseline_start_cmd: Option<String>,
+    /// The command that prints the baseline server's dump (must list `bench` first).
+    #[arg(long, value_name = "CMD", help_heading = "Sides")]
+    pub baseline_query_cmd: Option<String>,
+    /// The current side is a server of your own: the command that starts it.
+    #[arg(
+        long,
+        value_name = "CMD",
+        requires = "current_query_cmd",
+        help_heading = "Sides"
+    )]
+    pub current_start_cmd: Option<String>,
+    /// The command that prints the current server's dump.
+    #[arg(long, value_name = "CMD", help_heading = "Sides")]
+    pub current_query_cmd: Option<String>,
+    /// The binary that serves `reference` on the baseline side (another build's `loadgen` or
+    /// `mock-kong`; default: this one).
+    #[arg(long, value_name = "PATH", help_heading = "Sides")]
+    pub baseline_exe: Option<PathBuf>,
+    /// The binary that serves `reference` on the current side.
+    #[arg(long, value_name = "PATH", help_heading = "Sides")]
+    pub current_exe: Option<PathBuf>,
+    /// The peers registry (default: peers.toml in this directory or a parent).
+    #[arg(long, value_name = "FILE", help_heading = "Sides")]
+    pub peers_file: Option<PathBuf>,
+    /// Timeout of every connect, read and write, in seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 10.0,
+        help_heading = "Sides"
+    )]
+    pub timeout: f64,
+    /// Show the servers' output lines.
+    #[arg(long, help_heading = "Sides")]
+    pub server_log: bool,
+    /// PDK calls per request to measure.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0,10",
+        help_heading = "Measurement"
+    )]
+    pub calls: Vec<u32>,
+    /// Concurrencies to measure.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1",
+        help_heading = "Measurement"
+    )]
+    pub concurrency: Vec<usize>,
+    /// Open loop at this many requests/s (default: closed loop).
+    #[arg(long, value_name = "RPS", help_heading = "Measurement")]
+    pub rate: Option<f64>,
+    /// Trials per side and point: the pairs the verdict rests on (at least 6).
+    #[arg(long, default_value_t = 20, help_heading = "Measurement")]
+    pub pairs: usize,
+    /// Measurement window of each trial.
+    #[arg(long, value_name = "DUR", default_value = "200ms", value_parser = parse_duration, help_heading = "Measurement")]
+    pub duration: Duration,
+    /// Warm-up before each window.
+    #[arg(long, value_name = "DUR", default_value = "50ms", value_parser = parse_duration, help_heading = "Measurement")]
+    pub warmup: Duration,
+    /// Emulated Kong workers.
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_name = "N",
+        help_heading = "Measurement"
+    )]
+    pub kong_workers: usize,
+    /// The PDK method the bench plugin repeats.
+    #[arg(
+        long,
+        default_value = "kong.request.get_header",
+        help_heading = "Measurement"
+    )]
+    pub method: String,
+    /// A change counts only beyond this many percent (and beyond the 95 % interval).
+    #[arg(long, value_name = "PCT", default_value_t = crate::gate::paired::DEFAULT_AB_THRESHOLD_PCT, help_heading = "Verdict")]
+    pub max_regression: f64,
+    /// Time metrics to judge: rps, p50, p90, p99, p999.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "rps,p50",
+        help_heading = "Verdict"
+    )]
+    pub metrics: Vec<String>,
+    /// Judge the times only, not the machine-independent counters.
+    #[arg(long, help_heading = "Verdict")]
+    pub no_counters: bool,
+    /// Write the markdown report (for $GITHUB_STEP_SUMMARY or a pull-request comment).
+    #[arg(long, value_name = "FILE", help_heading = "Reports")]
+    pub markdown: Option<PathBuf>,
+    /// Write a JUnit XML report.
+    #[arg(long, value_name = "FILE", help_heading = "Reports")]
+    pub junit: Option<PathBuf>,
+    /// Write the current side's figures in Bencher Metric Format JSON.
+    #[arg(long, value_name = "FILE", help_heading = "Reports")]
+    pub bmf: Option<PathBuf>,
+    /// Write both sides' results (baseline.json, current.json: results.json documents) here.
+    #[arg(long, value_name = "DIR", help_heading = "Reports")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
 #[derive(Debug, Args)]
 pub struct PlotArgs {
     /// A results.json written by `loadgen sweep --out`.
@@ -413,6 +563,7 @@ async fn run(command: Command, threads: usize) -> Outcome {
         Command::Plot(a) => plot_cmd(a),
         Command::Run(a) => run_cmd(a, threads).await,
         Command::Sweep(a) => sweep_cmd(a, threads).await,
+        Command::Ab(a) => ab_cmd(a, threads).await,
         Command::Gate(a) => crate::gate::cli::gate_cmd(&a).map_err(usage),
         Command::Baseline(a) => crate::gate::cli::baseline_cmd(&a).map_err(usage),
     }
@@ -597,6 +748,9 @@ fn print_points(r: &Results, hgrm: bool) {
                 .cpu_ratio_to_server
                 .map_or(String::new(), |v| format!(", {:.1}% of the server's", v * 100.0))
         );
+        if let Some(c) = &p.counters {
+            println!("    counters per request: {}", counters_line(c));
+        }
         if hgrm {
             if let Some(h) = &p.hgrm {
                 println!("{h}");
@@ -606,6 +760,25 @@ fn print_points(r: &Results, hgrm: bool) {
     for f in &r.failures {
         println!("{} {}: {}", paint("failed", "1;31"), f.peer, f.error);
     }
+}
+
+/// The machine-independent counters of a point on one line.
+pub fn counters_line(c: &crate::results::CounterRecord) -> String {
+    let opt = |v: Option<f64>, digits: usize| v.map_or("?".to_owned(), |x| format!("{x:.digits$}"));
+    format!(
+        "{:.2} PDK calls, {:.2} round trips, {:.1} B out / {:.1} B in; harness {} reads {} writes {} allocs; server {} reads {} writes, RSS {} KiB per 10k requests ({} requests)",
+        c.pdk_calls_per_request,
+        c.round_trips_per_request,
+        c.bytes_out_per_request,
+        c.bytes_in_per_request,
+        opt(c.harness_reads_per_request, 2),
+        opt(c.harness_writes_per_request, 2),
+        opt(c.harness_allocs_per_request, 1),
+        opt(c.server_reads_per_request, 2),
+        opt(c.server_writes_per_request, 2),
+        opt(c.server_rss_growth_kib_per_10k, 0),
+        c.requests
+    )
 }
 
 async fn sweep_cmd(a: SweepArgs, threads: usize) -> Outcome {
@@ -687,6 +860,203 @@ async fn sweep_cmd(a: SweepArgs, threads: usize) -> Outcome {
             .map_err(usage),
         None => Ok(exit_code(&results)),
     }
+}
+
+/// One side of `loadgen ab` from its positional text or its command flags.
+fn ab_side(
+    which: &str,
+    text: Option<&str>,
+    start: Option<&String>,
+    query: Option<&String>,
+    exe: Option<PathBuf>,
+    registry: &std::path::Path,
+) -> anyhow::Result<crate::ab::AbSide> {
+    match (text, query) {
+        (_, Some(q)) => {
+            let name = text.unwrap_or(which).to_owned();
+            Ok(crate::ab::AbSide {
+                label: name.clone(),
+                spec: TargetSpec::Commands {
+                    name,
+                    start_cmd: start.cloned(),
+                    query_cmd: q.clone(),
+                },
+            })
+        }
+        (Some(t), None) => Ok(crate::ab::parse_side(t, exe, registry)?),
+        (None, None) => bail!(
+            "no {which} side: give it as an argument (`reference`, `reference:protobuf+slow-pdk`, a peer name) or with --{which}-start-cmd and --{which}-query-cmd"
+        ),
+    }
+}
+
+async fn ab_cmd(a: AbArgs, threads: usize) -> Outcome {
+    use crate::gate::paired::{self, AbConfig};
+    let registry = a
+        .peers_file
+        .clone()
+        .unwrap_or_else(target::default_registry);
+    let setup = || -> anyhow::Result<(crate::ab::AbPlan, AbConfig)> {
+        let baseline = ab_side(
+            "baseline",
+            a.baseline.as_deref(),
+            a.baseline_start_cmd.as_ref(),
+            a.baseline_query_cmd.as_ref(),
+            a.baseline_exe.clone(),
+            &registry,
+        )?;
+        let current = ab_side(
+            "current",
+            a.current.as_deref(),
+            a.current_start_cmd.as_ref(),
+            a.current_query_cmd.as_ref(),
+            a.current_exe.clone(),
+            &registry,
+        )?;
+        if a.pairs < paired::MIN_PAIRS {
+            bail!(
+                "--pairs must be at least {} (a 95 % interval for the median ratio needs {} pairs), got {}",
+                paired::MIN_PAIRS,
+                paired::MIN_PAIRS,
+                a.pairs
+            );
+        }
+        if a.calls.is_empty() || a.concurrency.is_empty() || a.concurrency.contains(&0) {
+            bail!("--calls and --concurrency need at least one value each, and concurrency ≥ 1");
+        }
+        if a.duration.is_zero() || a.kong_workers == 0 {
+            bail!("--duration must be longer than 0 and --kong-workers at least 1");
+        }
+        let mode = match a.rate {
+            Some(rate) if rate > 0.0 && rate.is_finite() => Mode::Open { rate },
+            Some(rate) => bail!("--rate must be a positive number of requests/s, got {rate}"),
+            None => Mode::Closed,
+        };
+        if !(a.timeout > 0.0 && a.timeout.is_finite()) {
+            bail!(
+                "--timeout must be a positive number of seconds, got {}",
+                a.timeout
+            );
+        }
+        let gate = crate::gate::GateConfig::new(a.max_regression)?;
+        let mut metrics = Vec::new();
+        for m in &a.metrics {
+            let m = crate::gate::Metric::parse(m)?;
+            if !metrics.contains(&m) {
+                metrics.push(m);
+            }
+        }
+        if metrics.is_empty() {
+            bail!(crate::gate::GateError::NoMetric);
+        }
+        let plan = crate::ab::AbPlan {
+            baseline,
+            current,
+            calls: a.calls.clone(),
+            concurrency: a.concurrency.clone(),
+            modes: vec![mode],
+            kong_workers: a.kong_workers,
+            duration: a.duration,
+            warmup: a.warmup,
+            pairs: a.pairs,
+            method: a.method.clone(),
+            session: SessionOptions {
+                timeouts: Timeouts::uniform(Duration::from_secs_f64(a.timeout)),
+                log: if a.server_log {
+                    LogSink::Stderr
+                } else {
+                    LogSink::Quiet
+                },
+                respawn: true,
+                ..SessionOptions::default()
+            },
+            command: command_line(),
+            runtime_threads: threads,
+        };
+        let cfg = AbConfig {
+            max_regression: gate.max_regression,
+            metrics,
+            counters: !a.no_counters,
+        };
+        Ok((plan, cfg))
+    };
+    let (plan, cfg) = setup().map_err(usage)?;
+    if let Some(dir) = &a.out {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the output directory {}", dir.display()))
+            .map_err(usage)?;
+    }
+    let bar = Bar::new(plan.total_trials());
+    bar.note(&format!(
+        "{} vs {}: {} point(s) × {} pair(s): about {:.0} s",
+        plan.current.label,
+        plan.baseline.label,
+        plan.points().len(),
+        plan.pairs,
+        ((plan.warmup + plan.duration) * u32::try_from(plan.total_trials()).unwrap_or(u32::MAX))
+            .as_secs_f64()
+    ));
+    let run = crate::ab::run(&plan, &bar).await;
+    bar.0.finish_and_clear();
+    let run = run.map_err(|e| (2, anyhow!(e)))?;
+    let mut report = paired::compare_runs(&run.baseline, &run.current, &cfg);
+    report.baseline_label.clone_from(&plan.baseline.label);
+    report.current_label.clone_from(&plan.current.label);
+    let md = crate::gate::report::ab_markdown(&report);
+    let write = |path: &std::path::Path, text: String| {
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    };
+    let outputs = || -> anyhow::Result<()> {
+        if let Some(p) = &a.markdown {
+            write(p, md.clone())?;
+        }
+        if let Some(p) = &a.junit {
+            write(p, crate::gate::report::ab_junit(&report))?;
+        }
+        if let Some(p) = &a.bmf {
+            write(
+                p,
+                serde_json::to_string_pretty(&crate::gate::report::bmf(&run.current))? + "\n",
+            )?;
+        }
+        if let Some(dir) = &a.out {
+            write(
+                &dir.join("baseline.json"),
+                serde_json::to_string_pretty(&run.baseline)? + "\n",
+            )?;
+            write(
+                &dir.join("current.json"),
+                serde_json::to_string_pretty(&run.current)? + "\n",
+            )?;
+            write(&dir.join("ab.md"), md.clone())?;
+        }
+        Ok(())
+    };
+    outputs().map_err(usage)?;
+    let to_stdout = a.json.to_stdout();
+    let say = |line: &str| {
+        if to_stdout {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    say(&md);
+    if crate::gate::cli::on_github_actions() {
+        for line in crate::gate::report::ab_annotations(&report) {
+            say(&line);
+        }
+    }
+    a.json
+        .emit(&serde_json::json!({
+            "schema": "loadgen/ab/1",
+            "exit_code": report.exit_code(),
+            "headline": report.headline(),
+            "baseline": run.baseline,
+            "current": run.current,
+        }))
+        .map_err(usage)?;
+    Ok(report.exit_code())
 }
 
 /// Writes results.json, results.csv, summary.md and the plots into `dir`.

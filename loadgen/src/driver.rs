@@ -38,13 +38,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use mock_kong::host::{Client, EventEnd, HostError, PluginEntity, PluginRunner};
+use mock_kong::host::{
+    io_totals, Client, EventEnd, HostError, IoTotals, PluginEntity, PluginRunner,
+};
 use mock_kong::pdk::SimpleRequest;
 use mock_kong::session::Session;
 use tokio::time::Instant;
 
-use crate::procstat;
+use crate::procstat::{self, IoSample};
 use crate::stats;
+use crate::syscount::{SyscallCounter, SyscallCounts};
 
 /// Pause of a request loop after a failed request.
 pub const ERROR_BACKOFF: Duration = Duration::from_millis(5);
@@ -95,8 +98,6 @@ pub struct PointSpec {
 pub enum DriverError {
     #[error("the sample request of the point (calls = {calls}) failed: {error}. The server cannot run the bench plugin; check it with `mock-kong call --plugin bench`")]
     Sample { calls: u32, error: HostError },
-    #[error("the bench plugin made {got} PDK call(s) where {expected} were configured (the transcript of the sample request counts them); a bench plugin must make exactly `calls` calls (plugins/README.md)")]
-    CallCount { expected: u32, got: usize },
     #[error("the sample request ended with {end:?} instead of the server's \"done\"")]
     SampleEnd { end: EventEnd },
     #[error("invalid point: {0}")]
@@ -109,8 +110,22 @@ pub struct PreparedPoint {
     pub spec: PointSpec,
     entity: Arc<PluginEntity>,
     workers: Vec<Arc<PluginRunner>>,
-    /// PDK calls counted in the sample request's transcript.
+    /// PDK calls counted in the sample request's transcript (the `bench` plugin should make
+    /// exactly `spec.calls`; a mismatch is reported by [`PreparedPoint::call_count_warning`]
+    /// and measured as it is: the counters then show the calls really made).
     pub verified_calls: usize,
+}
+
+impl PreparedPoint {
+    /// A warning when the sample request made another number of PDK calls than configured.
+    pub fn call_count_warning(&self) -> Option<String> {
+        (self.verified_calls != self.spec.calls as usize).then(|| {
+            format!(
+                "the bench plugin made {} PDK call(s) where {} were configured (transcript of the sample request); a bench plugin must make exactly `calls` calls (plugins/README.md). Measured as it is: the counters show the calls made",
+                self.verified_calls, self.spec.calls
+            )
+        })
+    }
 }
 
 /// The bench plugin's config for `calls` and `method`.
@@ -170,12 +185,6 @@ pub async fn prepare(
         if report.end != EventEnd::Done {
             return Err(DriverError::SampleEnd { end: report.end });
         }
-        if report.calls.len() != spec.calls as usize {
-            return Err(DriverError::CallCount {
-                expected: spec.calls,
-                got: report.calls.len(),
-            });
-        }
         verified = report.calls.len();
         workers.push(runner);
     }
@@ -231,6 +240,81 @@ pub struct TrialResult {
     pub server_respawns: u32,
     /// PDK round trips per request (`calls + 1`: the HandleEvent and each callback).
     pub round_trips_per_request: u32,
+    /// What the window cost in counts that do not depend on the machine.
+    pub counters: RawCounters,
+}
+
+/// Counts over one trial's window, before division by its requests (see
+/// [`crate::results::CounterRecord`] for the per-request figures and what each one means).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawCounters {
+    /// Requests that completed in the window, successful or not (the divisor).
+    pub requests: u64,
+    /// Successful requests of the window and the PDK calls their transcripts hold.
+    pub ok_requests: u64,
+    pub pdk_calls: u64,
+    /// What the harness's sockets carried (bytes, messages) during the window.
+    pub socket: IoTotals,
+    /// The harness's own `/proc/self/io` growth during the window.
+    pub harness_io: Option<IoSample>,
+    /// The harness's read/write-family system calls, counted exactly ([`crate::syscount`]).
+    pub harness_syscalls: Option<SyscallCounts>,
+    /// The server's (its process tree's) read/write-family system calls, counted exactly.
+    pub server_syscalls: Option<SyscallCounts>,
+    /// Why the system calls could not be counted exactly, if they could not.
+    pub syscalls_unavailable: Option<String>,
+    /// Heap allocations of the harness during the window (counting allocator installed).
+    pub harness_allocs: Option<u64>,
+    /// The server's `/proc/<pid>/io` growth (its process tree), when it was not restarted.
+    pub server_io: Option<IoSample>,
+    /// The server's resident set growth over the window, KiB (may be negative).
+    pub server_rss_growth_kib: Option<i64>,
+}
+
+/// The harness's counters at one instant (taken after the server's `/proc` walk at the
+/// window's start and before it at the end, so the walk's reads are not the harness's).
+#[derive(Debug, Clone, Copy)]
+struct HarnessSnapshot {
+    socket: IoTotals,
+    io: Option<IoSample>,
+    allocs: Option<u64>,
+    harness_calls: Option<SyscallCounts>,
+    server_calls: Option<SyscallCounts>,
+}
+
+impl HarnessSnapshot {
+    fn take(counting: &Counting) -> HarnessSnapshot {
+        HarnessSnapshot {
+            allocs: crate::alloc::allocations(),
+            socket: io_totals(),
+            harness_calls: counting.harness.as_ref().map(SyscallCounter::read),
+            server_calls: counting.server.as_ref().map(SyscallCounter::read),
+            io: procstat::self_io(),
+        }
+    }
+}
+
+/// The exact system-call counters of a trial (opened during the warm-up).
+struct Counting {
+    harness: Option<SyscallCounter>,
+    server: Option<SyscallCounter>,
+    unavailable: Option<String>,
+}
+
+impl Counting {
+    fn attach(server_pid: Option<u32>) -> Counting {
+        let harness = SyscallCounter::attach(&[std::process::id()]);
+        let server = server_pid.map(|pid| SyscallCounter::attach(&procstat::tree(pid)));
+        let unavailable = match (&harness, &server) {
+            (Err(e), _) | (_, Some(Err(e))) => Some(e.to_string()),
+            _ => None,
+        };
+        Counting {
+            harness: harness.ok(),
+            server: server.and_then(Result::ok),
+            unavailable,
+        }
+    }
 }
 
 impl TrialResult {
@@ -264,6 +348,8 @@ struct LoopOut {
     last_end: Option<Instant>,
     max_final_lag: Duration,
     unsent: u64,
+    /// PDK calls of the successful requests counted.
+    pdk_calls: u64,
 }
 
 /// A short name of a failure, for the error table.
@@ -280,16 +366,16 @@ fn end_kind(end: &EventEnd) -> Option<&'static str> {
     }
 }
 
-/// Runs one request; `Err(kind)` on failure.
+/// Runs one request; its PDK calls, or `Err(kind)` on failure.
 async fn one_request(
     runner: &PluginRunner,
     entity: &PluginEntity,
     pdk: &mut SimpleRequest,
-) -> Result<(), &'static str> {
+) -> Result<u64, &'static str> {
     pdk.response_headers.clear();
     match runner.run_event(entity, PHASE, pdk).await {
         Ok(report) => match end_kind(&report.end) {
-            None => Ok(()),
+            None => Ok(report.calls.len() as u64),
             Some(k) => Err(k),
         },
         Err(e) => Err(error_kind(&e)),
@@ -323,11 +409,12 @@ async fn closed_loop(
         let end = Instant::now();
         let in_window = end >= w.start && end < w.end;
         match res {
-            Ok(()) if in_window => {
+            Ok(calls) if in_window => {
                 out.ok += 1;
+                out.pdk_calls += calls;
                 stats::record(hist, (end - start).as_nanos() as u64);
             }
-            Ok(()) => {}
+            Ok(_) => {}
             Err(kind) => {
                 *out.kinds.entry(kind.to_owned()).or_default() += 1;
                 if end < w.start {
@@ -403,15 +490,16 @@ async fn open_loop(
         let end = Instant::now();
         let counted = intended >= w.start;
         match res {
-            Ok(()) if counted => {
+            Ok(calls) if counted => {
                 out.ok += 1;
+                out.pdk_calls += calls;
                 stats::record(&mut latency, (end - intended).as_nanos() as u64);
                 stats::record(&mut service, (end - actual).as_nanos() as u64);
                 stats::record(&mut lag, (actual - intended).as_nanos() as u64);
                 out.last_end = Some(out.last_end.map_or(end, |l| l.max(end)));
                 out.max_final_lag = actual - intended;
             }
-            Ok(()) => {}
+            Ok(_) => {}
             Err(kind) => {
                 *out.kinds.entry(kind.to_owned()).or_default() += 1;
                 if counted {
@@ -460,10 +548,12 @@ pub async fn run_trial(
             }
         }
     }
-    // Samples at the window edges.
+    // Samples at the window edges; the exact counters are opened during the warm-up.
+    let counting = Counting::attach(session.process.as_ref().and_then(|p| p.pid()));
     tokio::time::sleep_until(window.start).await;
     let server_pid = session.process.as_ref().and_then(|p| p.pid());
     let server_before = server_pid.and_then(procstat::sample);
+    let harness_before = HarnessSnapshot::take(&counting);
     let cpu_before = procstat::self_cpu();
     if let Some(chaos) = chaos {
         tokio::time::sleep_until(window.start + chaos.kill_after).await;
@@ -472,6 +562,7 @@ pub async fn run_trial(
         }
     }
     tokio::time::sleep_until(window.end).await;
+    let harness_after = HarnessSnapshot::take(&counting);
     let cpu_after = procstat::self_cpu();
     let server_after = session
         .process
@@ -502,18 +593,21 @@ pub async fn run_trial(
         }
         final_lag = final_lag.max(o.max_final_lag);
         total.unsent += o.unsent;
+        total.pdk_calls += o.pdk_calls;
     }
     // Open loop: requests of the window may complete after it; CPU is taken up to then.
-    let (cpu_after, server_after) = match spec.mode {
-        Mode::Closed => (cpu_after, server_after),
-        Mode::Open { .. } => (
-            procstat::self_cpu(),
-            session
+    let (cpu_after, server_after, harness_after) = match spec.mode {
+        Mode::Closed => (cpu_after, server_after, harness_after),
+        Mode::Open { .. } => {
+            let harness = HarnessSnapshot::take(&counting);
+            let cpu = procstat::self_cpu();
+            let server = session
                 .process
                 .as_ref()
                 .and_then(|p| p.pid())
-                .and_then(procstat::sample),
-        ),
+                .and_then(procstat::sample);
+            (cpu, server, harness)
+        }
     };
     let window_s = match spec.mode {
         Mode::Closed => spec.duration.as_secs_f64(),
@@ -549,6 +643,42 @@ pub async fn run_trial(
         (None, None) => None,
     };
     let spawns_after = session.process.as_ref().map(|p| p.spawn_count());
+    let same_server = matches!((&server_before, &server_after), (Some(b), Some(a)) if a.pid == b.pid)
+        && spawns_before == spawns_after;
+    let counters = RawCounters {
+        requests: total.ok + total.errors,
+        ok_requests: total.ok,
+        pdk_calls: total.pdk_calls,
+        socket: harness_after.socket.since(&harness_before.socket),
+        harness_io: match (harness_before.io, harness_after.io) {
+            (Some(b), Some(a)) => Some(a.since(&b)),
+            _ => None,
+        },
+        harness_allocs: match (harness_before.allocs, harness_after.allocs) {
+            (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+            _ => None,
+        },
+        harness_syscalls: match (harness_before.harness_calls, harness_after.harness_calls) {
+            (Some(b), Some(a)) => Some(a.since(&b)),
+            _ => None,
+        },
+        server_syscalls: match (harness_before.server_calls, harness_after.server_calls) {
+            (Some(b), Some(a)) if same_server => Some(a.since(&b)),
+            _ => None,
+        },
+        syscalls_unavailable: counting.unavailable.clone(),
+        server_io: match (&server_before, &server_after) {
+            (Some(b), Some(a)) if same_server => match (b.io, a.io) {
+                (Some(bi), Some(ai)) => Some(ai.since(&bi)),
+                _ => None,
+            },
+            _ => None,
+        },
+        server_rss_growth_kib: match (&server_before, &server_after) {
+            (Some(b), Some(a)) if same_server => Some(a.rss_kib as i64 - b.rss_kib as i64),
+            _ => None,
+        },
+    };
     TrialResult {
         ok: total.ok,
         errors: total.errors,
@@ -569,6 +699,7 @@ pub async fn run_trial(
             _ => 0,
         },
         round_trips_per_request: spec.calls + 1,
+        counters,
     }
 }
 

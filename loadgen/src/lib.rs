@@ -14,9 +14,13 @@
 //!   machine fingerprint, linear fits and in-run references.
 //! * [`plot`]: SVG and PNG plots with an embedded font.
 //! * [`stats`], [`procstat`]: HdrHistogram summaries, spreads, fits; `/proc` and `getrusage`.
+//! * [`syscount`], [`alloc`]: exact system-call counts (kernel tracepoints) and a counting
+//!   allocator, for the machine-independent counters.
 //! * [`gate`]: the CI regression gates (two files point by point, baselines, reports, CLI).
 //! * [`cli`]: the `loadgen` command line (`main.rs` only calls [`cli::main`]).
 
+pub mod ab;
+pub mod alloc;
 pub mod cli;
 pub mod driver;
 pub mod floor;
@@ -26,3 +30,4 @@ pub mod procstat;
 pub mod results;
 pub mod stats;
 pub mod sweep;
+pub mod syscount;

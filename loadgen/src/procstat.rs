@@ -22,6 +22,73 @@ pub struct ProcSample {
     pub hwm_kib: u64,
     /// How many processes were in the tree.
     pub processes: usize,
+    /// I/O counters of the tree (`None` when the root's `/proc/<pid>/io` cannot be read).
+    pub io: Option<IoSample>,
+}
+
+/// The kernel's I/O accounting of a process (`/proc/<pid>/io`), summed over a tree.
+///
+/// `syscr`/`syscw` count the `read`/`readv`/`pread` and `write`/`writev`/`pwrite` family
+/// (sockets included), `rchar`/`wchar` the bytes those calls moved. Socket calls of the
+/// `recv`/`send` family are not counted by the kernel: a server that uses them (CPython's
+/// socket module does) shows only its other I/O here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoSample {
+    pub rchar: u64,
+    pub wchar: u64,
+    pub syscr: u64,
+    pub syscw: u64,
+}
+
+impl IoSample {
+    /// `self − earlier`, field by field (0 where a counter went backwards: a process left).
+    pub fn since(&self, earlier: &IoSample) -> IoSample {
+        IoSample {
+            rchar: self.rchar.saturating_sub(earlier.rchar),
+            wchar: self.wchar.saturating_sub(earlier.wchar),
+            syscr: self.syscr.saturating_sub(earlier.syscr),
+            syscw: self.syscw.saturating_sub(earlier.syscw),
+        }
+    }
+
+    fn add(&mut self, o: &IoSample) {
+        self.rchar += o.rchar;
+        self.wchar += o.wchar;
+        self.syscr += o.syscr;
+        self.syscw += o.syscw;
+    }
+}
+
+/// Parses the text of `/proc/<pid>/io`.
+pub fn parse_io(text: &str) -> Option<IoSample> {
+    let mut io = IoSample::default();
+    let mut seen = 0;
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let slot = match k.trim() {
+            "rchar" => &mut io.rchar,
+            "wchar" => &mut io.wchar,
+            "syscr" => &mut io.syscr,
+            "syscw" => &mut io.syscw,
+            _ => continue,
+        };
+        *slot = v.trim().parse().ok()?;
+        seen += 1;
+    }
+    (seen == 4).then_some(io)
+}
+
+/// `/proc/<pid>/io` of one process.
+pub fn read_io(pid: u32) -> Option<IoSample> {
+    parse_io(&std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?)
+}
+
+/// This process's I/O counters (all threads). Read it *before* walking `/proc` for a server
+/// sample: that walk's own reads would otherwise count as the harness's.
+pub fn self_io() -> Option<IoSample> {
+    parse_io(&std::fs::read_to_string("/proc/self/io").ok()?)
 }
 
 fn clock_ticks() -> f64 {
@@ -59,7 +126,7 @@ fn read_status_kib(pid: u32, key: &str) -> Option<u64> {
 }
 
 /// The pids of `root` and all its live descendants.
-fn tree(root: u32) -> Vec<u32> {
+pub fn tree(root: u32) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
@@ -92,12 +159,16 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
     let hz = clock_ticks();
     let mut ticks = root_ticks;
     let mut rss = read_status_kib(pid, "VmRSS:").unwrap_or(0);
+    let mut io = read_io(pid);
     let pids = tree(pid);
     for &p in pids.iter().skip(1) {
         if let Some((_, t)) = read_stat(p) {
             ticks += t;
         }
         rss += read_status_kib(p, "VmRSS:").unwrap_or(0);
+        if let (Some(total), Some(child)) = (io.as_mut(), read_io(p)) {
+            total.add(&child);
+        }
     }
     Some(ProcSample {
         pid,
@@ -105,6 +176,7 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
         rss_kib: rss,
         hwm_kib: read_status_kib(pid, "VmHWM:").unwrap_or(0),
         processes: pids.len(),
+        io,
     })
 }
 
@@ -158,6 +230,26 @@ mod tests {
         assert!(s.processes >= 1);
         let (rss, hwm) = self_rss_kib();
         assert!(rss > 0 && hwm >= rss);
+    }
+
+    #[test]
+    fn io_counters_parse_and_see_this_process_read() {
+        let text = "rchar: 6976\nwchar: 12\nsyscr: 10\nsyscw: 1\nread_bytes: 0\nwrite_bytes: 0\ncancelled_write_bytes: 0\n";
+        assert_eq!(
+            parse_io(text),
+            Some(IoSample {
+                rchar: 6976,
+                wchar: 12,
+                syscr: 10,
+                syscw: 1
+            })
+        );
+        assert_eq!(parse_io("rchar: 1\n"), None, "all four counters are needed");
+        assert_eq!(parse_io("rchar: x\nwchar: 1\nsyscr: 1\nsyscw: 1"), None);
+        let before = self_io().expect("own /proc/self/io");
+        let _ = std::fs::read_to_string("/proc/self/stat");
+        let after = self_io().expect("own /proc/self/io");
+        assert!(after.since(&before).syscr >= 1, "{before:?} {after:?}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::driver::{Mode, TrialResult};
+use crate::driver::{Mode, RawCounters, TrialResult};
 use crate::floor::FloorResult;
 use crate::stats::{self, LatencyUs, LinearFit, Spread};
 
@@ -99,6 +99,157 @@ pub struct TrialRecord {
     pub server_cpu_s: Option<f64>,
     pub server_rss_kib: Option<u64>,
     pub server_respawns: u32,
+    /// Machine-independent counts per request (absent in files made before they existed).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub counters: Option<CounterRecord>,
+}
+
+/// What one request costs in counts that do not depend on the machine's speed: the same server
+/// and harness give the same figures on any machine, so they can be gated exactly (or within a
+/// small tolerance, [`crate::gate::counters`]) against a baseline made anywhere.
+///
+/// Every figure is a count over a trial's window divided by the window's requests (`requests`;
+/// a point holds the median over its trials). `None` where the kernel or the build cannot
+/// tell (no `/proc/<pid>/io`, a server restarted in the window, no counting allocator).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct CounterRecord {
+    /// Requests the figures were divided by (the window's, successful or not).
+    pub requests: u64,
+    /// PDK callbacks per successful request, from the transcripts of every request.
+    pub pdk_calls_per_request: f64,
+    /// Messages the harness sent per request: the HandleEvent (RpcCall) and one answer per
+    /// callback, i.e. IPC round trips.
+    pub round_trips_per_request: f64,
+    /// Bytes the harness wrote to the server's socket per request.
+    pub bytes_out_per_request: f64,
+    /// Bytes the harness read from the server's socket per request (what the server wrote).
+    pub bytes_in_per_request: f64,
+    /// How the system calls below were counted: `"tracepoints"` (every read/write/recv/send
+    /// family call, exactly: [`crate::syscount`]) or `"proc-io"` (`/proc/<pid>/io`
+    /// `syscr`/`syscw`: the read/write family only, which misses `recv`/`send` sockets).
+    /// Figures of different sources are never compared.
+    #[serde(default)]
+    pub syscalls_source: String,
+    /// The harness's read-family system calls per request.
+    pub harness_reads_per_request: Option<f64>,
+    /// The harness's write-family system calls per request.
+    pub harness_writes_per_request: Option<f64>,
+    /// The harness's heap allocations per request.
+    pub harness_allocs_per_request: Option<f64>,
+    /// The server's (its process tree's) read-family system calls per request.
+    pub server_reads_per_request: Option<f64>,
+    /// The server's write-family system calls per request.
+    pub server_writes_per_request: Option<f64>,
+    /// Bytes the server moved per request with read/write-family calls (`/proc/<pid>/io`
+    /// `rchar`, `wchar`: files such as logs, and sockets unless it uses `recv`/`send`).
+    pub server_bytes_read_per_request: Option<f64>,
+    pub server_bytes_written_per_request: Option<f64>,
+    /// Growth of the server's resident set per 10 000 requests, KiB (negative: it shrank).
+    pub server_rss_growth_kib_per_10k: Option<f64>,
+}
+
+impl CounterRecord {
+    /// Per-request figures of one window; `None` when nothing completed in it.
+    pub fn of(raw: &RawCounters) -> Option<CounterRecord> {
+        if raw.requests == 0 {
+            return None;
+        }
+        let n = raw.requests as f64;
+        let per = |v: u64| v as f64 / n;
+        let exact = raw.harness_syscalls.is_some() && raw.server_syscalls.is_some();
+        let (harness_reads, harness_writes, server_reads, server_writes) = if exact {
+            (
+                raw.harness_syscalls.map(|c| per(c.reads)),
+                raw.harness_syscalls.map(|c| per(c.writes)),
+                raw.server_syscalls.map(|c| per(c.reads)),
+                raw.server_syscalls.map(|c| per(c.writes)),
+            )
+        } else {
+            (
+                raw.harness_io.map(|io| per(io.syscr)),
+                raw.harness_io.map(|io| per(io.syscw)),
+                raw.server_io.map(|io| per(io.syscr)),
+                raw.server_io.map(|io| per(io.syscw)),
+            )
+        };
+        Some(CounterRecord {
+            requests: raw.requests,
+            pdk_calls_per_request: if raw.ok_requests > 0 {
+                raw.pdk_calls as f64 / raw.ok_requests as f64
+            } else {
+                0.0
+            },
+            round_trips_per_request: per(raw.socket.messages_out),
+            bytes_out_per_request: per(raw.socket.bytes_out),
+            bytes_in_per_request: per(raw.socket.bytes_in),
+            syscalls_source: if exact { "tracepoints" } else { "proc-io" }.to_owned(),
+            harness_reads_per_request: harness_reads,
+            harness_writes_per_request: harness_writes,
+            harness_allocs_per_request: raw.harness_allocs.map(per),
+            server_reads_per_request: server_reads,
+            server_writes_per_request: server_writes,
+            server_bytes_read_per_request: raw.server_io.map(|io| per(io.rchar)),
+            server_bytes_written_per_request: raw.server_io.map(|io| per(io.wchar)),
+            server_rss_growth_kib_per_10k: raw
+                .server_rss_growth_kib
+                .map(|kib| kib as f64 * 10_000.0 / n),
+        })
+    }
+
+    /// The figures of all `records` together: each count summed over the trials and divided
+    /// by their requests together (a request-weighted mean of the trials' figures), so the
+    /// window edges' error shrinks with every trial. Each figure over the records that have it;
+    /// system calls of the most common source only.
+    pub fn combine(records: &[CounterRecord]) -> Option<CounterRecord> {
+        let records: Vec<&CounterRecord> = records.iter().filter(|r| r.requests > 0).collect();
+        if records.is_empty() {
+            return None;
+        }
+        let exact = records
+            .iter()
+            .filter(|r| r.syscalls_source == "tracepoints")
+            .count();
+        let source = if exact * 2 >= records.len() {
+            "tracepoints"
+        } else {
+            "proc-io"
+        };
+        let weighted = |rs: &mut dyn Iterator<Item = (u64, f64)>| {
+            let (mut n, mut sum) = (0u64, 0.0);
+            for (w, v) in rs {
+                n += w;
+                sum += w as f64 * v;
+            }
+            (n > 0).then(|| sum / n as f64)
+        };
+        let all = |f: &dyn Fn(&CounterRecord) -> Option<f64>| {
+            weighted(&mut records.iter().filter_map(|r| f(r).map(|v| (r.requests, v))))
+        };
+        let same = |f: &dyn Fn(&CounterRecord) -> Option<f64>| {
+            weighted(
+                &mut records
+                    .iter()
+                    .filter(|r| r.syscalls_source == source)
+                    .filter_map(|r| f(r).map(|v| (r.requests, v))),
+            )
+        };
+        Some(CounterRecord {
+            requests: records.iter().map(|r| r.requests).sum(),
+            pdk_calls_per_request: all(&|r| Some(r.pdk_calls_per_request)).unwrap_or(0.0),
+            round_trips_per_request: all(&|r| Some(r.round_trips_per_request)).unwrap_or(0.0),
+            bytes_out_per_request: all(&|r| Some(r.bytes_out_per_request)).unwrap_or(0.0),
+            bytes_in_per_request: all(&|r| Some(r.bytes_in_per_request)).unwrap_or(0.0),
+            syscalls_source: source.to_owned(),
+            harness_reads_per_request: same(&|r| r.harness_reads_per_request),
+            harness_writes_per_request: same(&|r| r.harness_writes_per_request),
+            harness_allocs_per_request: all(&|r| r.harness_allocs_per_request),
+            server_reads_per_request: same(&|r| r.server_reads_per_request),
+            server_writes_per_request: same(&|r| r.server_writes_per_request),
+            server_bytes_read_per_request: all(&|r| r.server_bytes_read_per_request),
+            server_bytes_written_per_request: all(&|r| r.server_bytes_written_per_request),
+            server_rss_growth_kib_per_10k: all(&|r| r.server_rss_growth_kib_per_10k),
+        })
+    }
 }
 
 /// Server resource use at a point (medians over trials).
@@ -171,6 +322,10 @@ pub struct PointRecord {
     pub hgrm: Option<String>,
     pub server: ServerRecord,
     pub loadgen: LoadgenRecord,
+    /// Machine-independent counts per request over all trials together
+    /// ([`CounterRecord::combine`]; absent in files made before they existed).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub counters: Option<CounterRecord>,
     pub trials: Vec<TrialRecord>,
 }
 
@@ -222,8 +377,15 @@ impl PointRecord {
                 server_cpu_s: t.server.and_then(|s| s.cpu_s),
                 server_rss_kib: t.server.map(|s| s.rss_kib),
                 server_respawns: t.server_respawns,
+                counters: CounterRecord::of(&t.counters),
             })
             .collect();
+        let counters = CounterRecord::combine(
+            &records
+                .iter()
+                .filter_map(|r| r.counters.clone())
+                .collect::<Vec<_>>(),
+        );
         let rps = Spread::of(&records.iter().map(|r| r.rps).collect::<Vec<_>>());
         let p99 = Spread::of(&records.iter().map(|r| r.latency_us.p99).collect::<Vec<_>>());
         let server_cores: Vec<f64> = trials
@@ -308,6 +470,7 @@ impl PointRecord {
                 .median,
                 cpu_ratio_to_server: median_opt(&ratios),
             },
+            counters,
             trials: records,
             hgrm: None,
         }
@@ -400,9 +563,44 @@ pub struct Results {
     pub failures: Vec<FailureRecord>,
     /// loadgen's peak resident set size during the sweep, KiB.
     pub loadgen_peak_rss_kib: u64,
+    /// Why system calls were not counted exactly (`None`: they were, or nothing was measured);
+    /// the counters then fall back to `/proc/<pid>/io` (`syscalls_source: "proc-io"`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub syscall_counting: Option<String>,
 }
 
 impl Results {
+    /// A document with no points yet, for a run made now on this machine.
+    pub fn empty(command: &str, settings: Settings) -> Results {
+        Results {
+            schema_version: SCHEMA_VERSION,
+            tool: format!("loadgen {}", env!("CARGO_PKG_VERSION")),
+            finished_at: 0,
+            command: command.to_owned(),
+            machine: Machine::detect(),
+            settings,
+            floor: Vec::new(),
+            references: References::default(),
+            points: Vec::new(),
+            fits: Vec::new(),
+            failures: Vec::new(),
+            loadgen_peak_rss_kib: 0,
+            syscall_counting: None,
+        }
+    }
+
+    /// Stamps the end of the run (time, loadgen's peak memory) and computes the derived
+    /// figures ([`finish`](Self::finish)).
+    pub fn close(&mut self) {
+        self.loadgen_peak_rss_kib = self
+            .loadgen_peak_rss_kib
+            .max(crate::procstat::self_rss_kib().1);
+        self.finished_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.finish();
+    }
+
     /// Fills `rps_normalised` (÷ the 0-call point of the same series), the linear fits
     /// (closed-loop series with at least two call counts) and the in-run references.
     pub fn finish(&mut self) {
@@ -715,6 +913,7 @@ mod tests {
                 cpu_ns_per_round_trip: 3000.0,
                 cpu_ratio_to_server: None,
             },
+            counters: None,
             trials: Vec::new(),
             hgrm: None,
         }
@@ -762,6 +961,7 @@ mod tests {
             fits: Vec::new(),
             failures: Vec::new(),
             loadgen_peak_rss_kib: 10_000,
+            syscall_counting: None,
         };
         r.finish();
         assert_eq!(r.fits.len(), 1);

@@ -18,9 +18,7 @@ use mock_kong::Protocol;
 use crate::driver::{self, Chaos, DriverError, Mode, PointSpec};
 use crate::floor;
 use crate::procstat;
-use crate::results::{
-    FailureRecord, Machine, PointRecord, References, Results, Settings, SCHEMA_VERSION,
-};
+use crate::results::{FailureRecord, PointRecord, Results, Settings};
 use crate::stats;
 
 /// The plugin every target must host.
@@ -177,14 +175,9 @@ fn point_plans(plan: &SweepPlan) -> Vec<PointPlan> {
 /// Runs the sweep. Target set-up failures and unmeasurable points are recorded in
 /// `failures`; the sweep always completes.
 pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
-    let machine = Machine::detect();
-    let mut results = Results {
-        schema_version: SCHEMA_VERSION,
-        tool: format!("loadgen {}", env!("CARGO_PKG_VERSION")),
-        finished_at: 0,
-        command: plan.command.clone(),
-        machine,
-        settings: Settings {
+    let mut results = Results::empty(
+        &plan.command,
+        Settings {
             calls: plan.calls.clone(),
             concurrency: plan.concurrency.clone(),
             modes: plan.modes.iter().map(|m| m.name().to_owned()).collect(),
@@ -200,13 +193,7 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
             method: plan.method.clone(),
             runtime_threads: plan.runtime_threads,
         },
-        floor: Vec::new(),
-        references: References::default(),
-        points: Vec::new(),
-        fits: Vec::new(),
-        failures: Vec::new(),
-        loadgen_peak_rss_kib: 0,
-    };
+    );
     let plans = point_plans(plan);
     let mut point_index = 0usize;
     let mut floors_done: Vec<Protocol> = Vec::new();
@@ -292,7 +279,10 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
                     continue;
                 }
             };
-            let mut trials = Vec::with_capacity(plan.trials);
+            if let Some(w) = prepared.call_count_warning() {
+                progress.note(&format!("{label}: warning: {w}"));
+            }
+            let mut trials: Vec<driver::TrialResult> = Vec::with_capacity(plan.trials);
             for t in 0..plan.trials {
                 let chaos = plan
                     .chaos
@@ -303,6 +293,7 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
                 trials.push(driver::run_trial(&session, &prepared, chaos).await);
                 progress.trial_done();
             }
+            note_counting(&mut results, &trials);
             let mut rec = PointRecord::from_trials(
                 &target.label,
                 protocol.as_str(),
@@ -336,11 +327,7 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
             let _ = e;
         }
     }
-    results.loadgen_peak_rss_kib = results.loadgen_peak_rss_kib.max(procstat::self_rss_kib().1);
-    results.finished_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    results.finish();
+    results.close();
     results
 }
 
@@ -383,4 +370,13 @@ fn fail_target(
         progress.trial_done();
     }
     *point_index += plan.points_per_target();
+}
+
+/// Records, once, why system calls were not counted exactly in a trial.
+pub fn note_counting(results: &mut Results, trials: &[driver::TrialResult]) {
+    if results.syscall_counting.is_none() {
+        results.syscall_counting = trials
+            .iter()
+            .find_map(|t| t.counters.syscalls_unavailable.clone());
+    }
 }

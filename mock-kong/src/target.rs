@@ -251,11 +251,17 @@ pub fn resolve(
                 .socket
                 .clone()
                 .unwrap_or_else(|| prefix.join(format!("{name}.socket")));
+            // `{socket}` and `{prefix}` in the commands become the (shell-quoted) paths, so a
+            // server can be told where to listen without guessing the private directory.
+            let expand = |c: &str| {
+                c.replace("{socket}", &shell_quote(&socket.to_string_lossy()))
+                    .replace("{prefix}", &shell_quote(&prefix.to_string_lossy()))
+            };
             ResolvedTarget {
                 label: format!("pluginserver {name}"),
                 name: name.clone(),
-                query_cmd: query_cmd.clone(),
-                start_cmd: start_cmd.clone(),
+                query_cmd: expand(query_cmd),
+                start_cmd: start_cmd.as_deref().map(expand),
                 socket,
                 prefix: prefix.clone(),
                 expected_protocol: None,
@@ -312,4 +318,41 @@ pub fn resolve(
     };
     target._dir = dir;
     Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_and_prefix_placeholders_expand_in_commands() {
+        let spec = TargetSpec::Commands {
+            name: "my plugin".into(),
+            start_cmd: Some("./server --socket {socket} --kong-prefix {prefix}".into()),
+            query_cmd: "./server --dump --kong-prefix {prefix}".into(),
+        };
+        let t = resolve(&spec, &Placement::default(), "p").expect("resolve");
+        let socket = t.socket.to_string_lossy().into_owned();
+        assert!(socket.ends_with("/my plugin.socket"), "{socket}");
+        let start = t.start_cmd.as_deref().expect("start");
+        assert_eq!(
+            start,
+            format!(
+                "./server --socket {} --kong-prefix {}",
+                shell_quote(&socket),
+                shell_quote(&t.prefix.to_string_lossy())
+            )
+        );
+        assert!(!t.query_cmd.contains('{'), "{}", t.query_cmd);
+        // An explicit socket is what {socket} names.
+        let placement = Placement {
+            socket: Some(PathBuf::from("/run/k/s.sock")),
+            prefix: None,
+        };
+        let t = resolve(&spec, &placement, "p").expect("resolve");
+        assert!(t
+            .start_cmd
+            .unwrap()
+            .contains("--socket /run/k/s.sock --kong-prefix /run/k"));
+    }
 }

@@ -270,6 +270,12 @@ pub fn merge(runs: Vec<Results>) -> Option<Results> {
         q.rps_spread = Spread::of(&q.trials.iter().map(|t| t.rps).collect::<Vec<_>>());
         q.rps = q.rps_spread.median;
         q.time_per_request_us = if q.rps > 0.0 { 1e6 / q.rps } else { 0.0 };
+        q.counters = crate::results::CounterRecord::combine(
+            &q.trials
+                .iter()
+                .filter_map(|t| t.counters.clone())
+                .collect::<Vec<_>>(),
+        );
         q.latency_p99_spread = Spread::of(
             &q.trials
                 .iter()

@@ -17,7 +17,8 @@ use crate::results::Results;
 /// `--compare`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CompareArg {
-    /// Absolute figures when the machine fingerprints match, ratios otherwise.
+    /// Absolute figures when the machine fingerprints match; across machines no time verdict
+    /// (counters only; exit 2 unless one regressed; use `loadgen ab` instead).
     Auto,
     /// Absolute figures, even across machines.
     Absolute,
@@ -56,6 +57,10 @@ pub struct GateOptions {
     /// Baseline points the current run did not measure are reported, not errors.
     #[arg(long)]
     pub allow_missing: bool,
+    /// Gate only the machine-independent counters (round trips, bytes, system calls,
+    /// allocations, memory growth per request): valid against a baseline from any machine.
+    #[arg(long)]
+    pub counters_only: bool,
     /// Write a JUnit XML report (a test case per point and metric).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
@@ -93,6 +98,7 @@ impl GateOptions {
         }
         cfg.metrics = metrics;
         cfg.allow_missing = self.allow_missing;
+        cfg.counters_only = self.counters_only;
         Ok(cfg)
     }
 }

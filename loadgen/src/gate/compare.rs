@@ -52,9 +52,22 @@
 //!
 //! Absolute comparison happens only when the fingerprints match, unless forced with
 //! [`CompareMode::Absolute`].
+//!
+//! # Across machines: counters, not times
+//!
+//! Ratios to in-run references cancel the transport but not the CPU: on a machine where the
+//! floor is three times slower, a debug build's harness is not three times slower. So when the
+//! fingerprints differ, [`CompareMode::Auto`] refuses a time verdict (the point's time metrics
+//! are not compared, and the gate exits 2 unless a counter regressed) and names `loadgen ab`,
+//! which measures both sides on one machine in one run. [`CompareMode::Ratio`] still forces the
+//! ratio comparison for those who want it.
+//!
+//! The machine-independent counters ([`super::counters`]) are compared whenever both files
+//! have them, whatever the machines; [`GateConfig::counters_only`] compares nothing else.
 
 use std::collections::BTreeMap;
 
+use super::counters::{self, CountersOutcome};
 use crate::results::{PointRecord, Results, TrialRecord};
 use crate::stats::Spread;
 
@@ -142,7 +155,8 @@ impl Metric {
 /// How figures are compared across the two runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompareMode {
-    /// Absolute when the machine fingerprints match, ratios otherwise.
+    /// Absolute when the machine fingerprints match; across machines no time verdict (the
+    /// counters only, and exit 2 unless they regressed).
     Auto,
     /// Absolute figures even when the fingerprints differ.
     Absolute,
@@ -191,6 +205,8 @@ pub struct GateConfig {
     pub metrics: Vec<Metric>,
     /// Baseline points the current run did not measure are reported, not errors.
     pub allow_missing: bool,
+    /// Compare only the machine-independent counters (no time metric).
+    pub counters_only: bool,
 }
 
 impl GateConfig {
@@ -205,6 +221,7 @@ impl GateConfig {
             ratio_to: RatioTo::Auto,
             metrics: Metric::DEFAULT.to_vec(),
             allow_missing: false,
+            counters_only: false,
         })
     }
 }
@@ -281,6 +298,8 @@ pub enum PointOutcome {
         metrics: Vec<MetricComparison>,
         /// Errors counted in the current run's windows (the baseline had none).
         new_errors: u64,
+        /// The counters compared (`None` when a file has none at this point).
+        counters: Option<CountersOutcome>,
     },
     /// In the baseline, not measured by the current run.
     Missing { reason: String },
@@ -310,14 +329,20 @@ impl PointReport {
         }
     }
 
-    /// Whether the point fails the gate (a regression or new errors).
+    /// Whether the point fails the gate (a regression, new errors, or a counter beyond its
+    /// tolerance).
     pub fn is_regression(&self) -> bool {
         match &self.outcome {
             PointOutcome::Compared {
                 metrics,
                 new_errors,
+                counters,
                 ..
-            } => *new_errors > 0 || metrics.iter().any(|m| m.verdict == Verdict::Regression),
+            } => {
+                *new_errors > 0
+                    || metrics.iter().any(|m| m.verdict == Verdict::Regression)
+                    || counters.as_ref().is_some_and(CountersOutcome::regressed)
+            }
             _ => false,
         }
     }
@@ -343,12 +368,26 @@ pub struct GateReport {
     pub points: Vec<PointReport>,
     /// Things the reader should know (single trials, differing tools, forced modes).
     pub warnings: Vec<String>,
+    /// Why no time metric was compared although some were asked for (machines differ).
+    pub time_refused: Option<String>,
 }
 
 impl GateReport {
     /// 0: no regression; 1: a regression (or new errors); 2: the gate could not judge (points
     /// missing or incomparable, or nothing compared).
     pub fn exit_code(&self) -> i32 {
+        let regression = self.points.iter().any(PointReport::is_regression);
+        if self.time_refused.is_some() || self.config.counters_only {
+            // Only the counters were judged: a regression among them is a verdict; otherwise
+            // the gate could not judge the times it was asked about (or had no counters).
+            return if regression {
+                1
+            } else if self.time_refused.is_some() || self.counters_compared() == 0 {
+                2
+            } else {
+                0
+            };
+        }
         if self
             .points
             .iter()
@@ -356,11 +395,31 @@ impl GateReport {
             || self.compared() == 0
         {
             2
-        } else if self.points.iter().any(PointReport::is_regression) {
+        } else if regression {
             1
         } else {
             0
         }
+    }
+
+    /// Points whose counters were compared.
+    pub fn counters_compared(&self) -> usize {
+        self.points
+            .iter()
+            .filter(|p| {
+                matches!(&p.outcome, PointOutcome::Compared { counters: Some(c), .. } if !c.compared.is_empty())
+            })
+            .count()
+    }
+
+    /// Points whose counters grew beyond their tolerance.
+    pub fn counter_regressions(&self) -> usize {
+        self.points
+            .iter()
+            .filter(|p| {
+                matches!(&p.outcome, PointOutcome::Compared { counters: Some(c), .. } if c.regressed())
+            })
+            .count()
     }
 
     /// Number of points compared.
@@ -409,10 +468,33 @@ impl GateReport {
                 matches!(p.outcome, PointOutcome::Compared { new_errors, .. } if new_errors > 0)
             })
             .count();
+        if self.time_refused.is_some() || self.config.counters_only {
+            return format!(
+                "{state}: counters compared at {} point(s), beyond tolerance at {}{}{}",
+                self.counters_compared(),
+                self.counter_regressions(),
+                if self.time_refused.is_some() {
+                    "; no time verdict across machines"
+                } else {
+                    ""
+                },
+                if missing > 0 {
+                    format!(", {missing} point(s) missing")
+                } else {
+                    String::new()
+                }
+            );
+        }
         let mut s = format!(
             "{state}: {} point(s) compared ({}), threshold {:.0} %: {} regression(s), {} improvement(s), {} within noise, {} within threshold",
             self.compared(),
-            if self.ratios { "ratios to in-run references" } else { "absolute" },
+            if self.time_refused.is_some() || self.config.counters_only {
+                "counters only"
+            } else if self.ratios {
+                "ratios to in-run references"
+            } else {
+                "absolute"
+            },
             self.config.max_regression * 100.0,
             self.count(Verdict::Regression),
             self.count(Verdict::Improvement),
@@ -422,6 +504,11 @@ impl GateReport {
         if errors > 0 {
             s.push_str(&format!(", {errors} point(s) with new errors"));
         }
+        s.push_str(&format!(
+            "; counters compared at {} point(s), beyond tolerance at {}",
+            self.counters_compared(),
+            self.counter_regressions()
+        ));
         if missing > 0 {
             s.push_str(&format!(", {missing} missing"));
         }
@@ -615,6 +702,23 @@ pub fn compare(
         CompareMode::Absolute => false,
         CompareMode::Ratio => true,
     };
+    let time_refused = (cfg.mode == CompareMode::Auto && !same_machine && !cfg.counters_only)
+        .then(|| {
+            format!(
+                "the runs come from different machines (baseline `{}`: {} × {}, current `{}`: {} × {}); a time measured on one says little about the other, so no time verdict is given. Measure both versions in one run on one machine with `loadgen ab BASELINE CURRENT` (docs/ci-gates.md), or force ratios to in-run references with `--compare ratio`. The machine-independent counters were compared",
+                baseline.machine.fingerprint,
+                baseline.machine.cpus,
+                baseline.machine.cpu_model,
+                current.machine.fingerprint,
+                current.machine.cpus,
+                current.machine.cpu_model
+            )
+        });
+    let time_metrics: &[Metric] = if time_refused.is_some() || cfg.counters_only {
+        &[]
+    } else {
+        &cfg.metrics
+    };
     let mut warnings = Vec::new();
     if cfg.mode == CompareMode::Absolute && !same_machine {
         warnings.push(format!(
@@ -644,7 +748,8 @@ pub fn compare(
     if bs.method != cs.method {
         differ.push(format!("method {} vs {}", bs.method, cs.method));
     }
-    if !differ.is_empty() {
+    // Counters are per request: window and warm-up lengths do not change them.
+    if !differ.is_empty() && time_refused.is_none() && !cfg.counters_only {
         warnings.push(format!(
             "the runs used different settings ({}); figures may differ for that reason",
             differ.join(", ")
@@ -675,7 +780,7 @@ pub fn compare(
                 let basis = choose_basis(cfg, ratios, baseline, current, b);
                 let mut metrics = Vec::new();
                 let mut problem = None;
-                for &m in &cfg.metrics {
+                for &m in time_metrics {
                     let scales = scale(baseline, b, m, basis)
                         .map_err(|e| format!("baseline: {e}"))
                         .and_then(|bs| {
@@ -694,12 +799,17 @@ pub fn compare(
                         }
                     }
                 }
+                let counters = match (&b.counters, &c.counters) {
+                    (Some(bc), Some(cc)) => Some(counters::compare(bc, cc)),
+                    _ => None,
+                };
                 match problem {
                     Some(reason) => PointOutcome::Incomparable { reason },
                     None => PointOutcome::Compared {
                         basis,
                         metrics,
                         new_errors: if b.errors == 0 { c.errors } else { 0 },
+                        counters,
                     },
                 }
             }
@@ -728,13 +838,19 @@ pub fn compare(
                 .to_owned(),
         );
     }
+    if baseline.points.iter().all(|p| p.counters.is_none()) {
+        warnings.push(
+            "the baseline has no machine-independent counters (made before loadgen recorded them); remake it to gate on them".to_owned(),
+        );
+    }
     Ok(GateReport {
         config: cfg.clone(),
         baseline_fingerprint: baseline.machine.fingerprint.clone(),
         current_fingerprint: current.machine.fingerprint.clone(),
-        ratios,
+        ratios: ratios && time_refused.is_none() && !cfg.counters_only,
         points,
         warnings,
+        time_refused,
     })
 }
 
@@ -771,6 +887,7 @@ pub(crate) mod tests {
             server_cpu_s: Some(0.5),
             server_rss_kib: Some(4096),
             server_respawns: 0,
+            counters: None,
         }
     }
 
@@ -802,6 +919,7 @@ pub(crate) mod tests {
             hgrm: None,
             server: ServerRecord::default(),
             loadgen: LoadgenRecord::default(),
+            counters: None,
             trials,
         }
     }
@@ -853,6 +971,7 @@ pub(crate) mod tests {
             fits: Vec::new(),
             failures: Vec::new(),
             loadgen_peak_rss_kib: 0,
+            syscall_counting: None,
         }
     }
 
@@ -967,6 +1086,50 @@ pub(crate) mod tests {
         );
     }
 
+    /// The regression test of the perf gate that failed on another machine: times from two
+    /// machines are not compared unless ratios are forced; the counters are.
+    #[test]
+    fn other_machines_get_no_time_verdict_but_their_counters_are_compared() {
+        use crate::gate::counters::tests::record;
+        let with_counters = |rps: f64, writes: f64| {
+            let mut p = point("reference", 10, trials(rps, 0.03));
+            p.counters = Some(record(10.0, writes));
+            p
+        };
+        // Half the speed on the other machine: no verdict on time, the counters agree.
+        let b = run("fast", 5.0, vec![with_counters(10000.0, 11.0)]);
+        let c = run("slow", 19.0, vec![with_counters(5000.0, 11.0)]);
+        let cfg = GateConfig::new(10.0).unwrap();
+        let r = compare(&b, &c, &cfg).unwrap();
+        let why = r.time_refused.as_deref().expect("time refused");
+        assert!(
+            why.contains("loadgen ab") && why.contains("--compare ratio"),
+            "{why}"
+        );
+        assert_eq!(r.exit_code(), 2, "{}", r.headline());
+        assert!(
+            matches!(&r.points[0].outcome, PointOutcome::Compared { metrics, counters: Some(_), .. } if metrics.is_empty())
+        );
+        // A counter that grew is a verdict, whatever the machines.
+        let c = run("slow", 19.0, vec![with_counters(5000.0, 22.0)]);
+        let r = compare(&b, &c, &cfg).unwrap();
+        assert_eq!(r.exit_code(), 1, "{}", r.headline());
+        // --counters-only: a clean pass across machines.
+        let mut only = cfg.clone();
+        only.counters_only = true;
+        let c = run("slow", 19.0, vec![with_counters(5000.0, 11.0)]);
+        let r = compare(&b, &c, &only).unwrap();
+        assert_eq!((r.exit_code(), r.time_refused.is_none()), (0, true));
+        // --counters-only without counters in the baseline cannot judge.
+        let old = run("fast", 5.0, vec![point("reference", 10, trials(1.0, 0.0))]);
+        let r = compare(&old, &c, &only).unwrap();
+        assert_eq!(r.exit_code(), 2);
+        assert!(r
+            .warnings
+            .iter()
+            .any(|w| w.contains("no machine-independent counters")));
+    }
+
     #[test]
     fn other_machines_are_compared_as_ratios_to_the_floor() {
         // The current machine is twice as fast in everything, floor included: no change.
@@ -980,7 +1143,8 @@ pub(crate) mod tests {
             5.0,
             vec![point("reference", 10, trials(10000.0, 0.03))],
         );
-        let cfg = GateConfig::new(10.0).unwrap();
+        let mut cfg = GateConfig::new(10.0).unwrap();
+        cfg.mode = CompareMode::Ratio;
         let r = compare(&b, &c, &cfg).unwrap();
         assert!(r.ratios);
         assert_eq!(
@@ -1026,7 +1190,8 @@ pub(crate) mod tests {
         // call it a regression; the reference server of the same run says it is the machine.
         let b = run("a", 5.0, pts(6000.0, 8000.0));
         let c = run("b", 5.0, pts(3600.0, 4800.0));
-        let cfg = GateConfig::new(10.0).unwrap();
+        let mut cfg = GateConfig::new(10.0).unwrap();
+        cfg.mode = CompareMode::Ratio;
         let r = compare(&b, &c, &cfg).unwrap();
         let go = r.points.iter().find(|p| p.key.starts_with("go")).unwrap();
         assert!(matches!(

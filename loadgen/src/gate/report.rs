@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Map, Value};
 
+use crate::gate::counters::{CounterVerdict, CountersOutcome};
+use crate::gate::paired::{AbReport, PairedComparison};
 use crate::gate::{Basis, GateReport, Metric, MetricComparison, PointOutcome, Sample, Verdict};
 use crate::results::Results;
 use crate::stats::Spread;
@@ -92,7 +94,12 @@ pub fn markdown(r: &GateReport, baseline_label: &str) -> String {
     };
     let _ = writeln!(s, "## loadgen gate: {badge}\n");
     let _ = writeln!(s, "{}.\n", r.headline());
-    let how = if r.ratios {
+    let how = if let Some(why) = &r.time_refused {
+        let _ = writeln!(s, "> **No time verdict:** {why}.\n");
+        "by their machine-independent counters only".to_owned()
+    } else if r.config.counters_only {
+        "by their machine-independent counters only (--counters-only)".to_owned()
+    } else if r.ratios {
         if r.baseline_fingerprint == r.current_fingerprint {
             "as ratios to in-run references (forced)".to_owned()
         } else {
@@ -103,12 +110,19 @@ pub fn markdown(r: &GateReport, baseline_label: &str) -> String {
     } else {
         "as absolute figures (forced, although the machines differ)".to_owned()
     };
+    let times = r.time_refused.is_none() && !r.config.counters_only;
+    let rule = if times {
+        format!(
+            " A change counts only when the whole interval of trial-to-trial changes `[min(cur)/max(base) − 1, max(cur)/min(base) − 1]` lies beyond ±{:.0} %; otherwise it is *within noise*.",
+            r.config.max_regression * 100.0
+        )
+    } else {
+        " Each counter is gated with its own small tolerance.".to_owned()
+    };
     let _ = writeln!(
         s,
-        "Baseline `{baseline_label}` (machine `{}`) against the current run (machine `{}`), compared {how}. A change counts only when the whole interval of trial-to-trial changes `[min(cur)/max(base) − 1, max(cur)/min(base) − 1]` lies beyond ±{:.0} %; otherwise it is *within noise*.\n",
-        r.baseline_fingerprint,
-        r.current_fingerprint,
-        r.config.max_regression * 100.0
+        "Baseline `{baseline_label}` (machine `{}`) against the current run (machine `{}`), compared {how}.{rule}\n",
+        r.baseline_fingerprint, r.current_fingerprint,
     );
     for w in &r.warnings {
         let _ = writeln!(s, "> **Warning:** {w}\n");
@@ -135,6 +149,17 @@ pub fn markdown(r: &GateReport, baseline_label: &str) -> String {
         }
         s.push('\n');
     }
+    let counter_rows: Vec<(String, &CountersOutcome)> = r
+        .points
+        .iter()
+        .filter_map(|p| match &p.outcome {
+            PointOutcome::Compared {
+                counters: Some(c), ..
+            } => Some((p.key.clone(), c)),
+            _ => None,
+        })
+        .collect();
+    counters_markdown(&mut s, &counter_rows, true);
     let problems: Vec<String> = r
         .points
         .iter()
@@ -157,6 +182,9 @@ pub fn markdown(r: &GateReport, baseline_label: &str) -> String {
         }
         s.push('\n');
     }
+    if !times {
+        return s;
+    }
     let _ = writeln!(s, "### Every point\n\n{TABLE_HEAD}");
     for p in &r.points {
         match &p.outcome {
@@ -177,6 +205,99 @@ pub fn markdown(r: &GateReport, baseline_label: &str) -> String {
         }
     }
     s
+}
+
+/// The counters section of a markdown report: the counters that grew (with why it matters),
+/// then a table of every gated counter per point.
+fn counters_markdown(s: &mut String, rows: &[(String, &CountersOutcome)], list_grown: bool) {
+    if rows.is_empty() {
+        return;
+    }
+    let grew: Vec<String> = rows
+        .iter()
+        .flat_map(|(k, c)| {
+            c.regressions()
+                .map(move |x| format!("* `{k}`: {}", x.explain()))
+        })
+        .collect();
+    if list_grown && !grew.is_empty() {
+        let _ = writeln!(s, "### Counters beyond their tolerance\n");
+        for line in &grew {
+            let _ = writeln!(s, "{line}");
+        }
+        s.push('\n');
+    }
+    let _ = writeln!(
+        s,
+        "### Counters per request (machine-independent; baseline → current)\n\n| point | PDK calls | round trips | bytes out | bytes in | harness writes | server writes | harness allocs | server RSS KiB/10k | harness reads | server reads |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    use crate::gate::counters::Counter;
+    for (key, c) in rows {
+        let cell = |counter: Counter| {
+            c.compared
+                .iter()
+                .find(|x| x.counter == counter)
+                .map_or("–".to_owned(), |x| {
+                    let mark = match x.verdict {
+                        CounterVerdict::More => " **❌**",
+                        CounterVerdict::Fewer => " ✅",
+                        _ => "",
+                    };
+                    if (x.baseline - x.current).abs() < 0.005 {
+                        format!("{}{mark}", sig(x.current))
+                    } else {
+                        format!("{} → {}{mark}", sig(x.baseline), sig(x.current))
+                    }
+                })
+        };
+        let cells: Vec<String> = Counter::ALL.iter().map(|&k| cell(k)).collect();
+        let _ = writeln!(s, "| {key} | {} |", cells.join(" | "));
+    }
+    let skipped: Vec<String> = rows
+        .iter()
+        .flat_map(|(k, c)| c.skipped.iter().map(move |x| format!("`{k}` {x}")))
+        .collect();
+    if !skipped.is_empty() {
+        let _ = writeln!(s, "\nNot compared: {}.", skipped.join("; "));
+    }
+    let _ = writeln!(
+        s,
+        "\nReads are reported, not gated (a read may come back empty or carry two frames, depending on timing); every other counter is gated with a small tolerance (docs/ci-gates.md).\n"
+    );
+}
+
+/// A JUnit test case for a point's counters: `(xml, failed)`.
+fn counters_case(class: &str, calls: u32, c: &CountersOutcome) -> (String, bool) {
+    let text: Vec<String> = c
+        .compared
+        .iter()
+        .map(|x| {
+            format!(
+                "{} {} → {} ({})",
+                x.counter.name(),
+                sig(x.baseline),
+                sig(x.current),
+                x.verdict.name()
+            )
+        })
+        .collect();
+    let text = xml_escape(&text.join("; "));
+    let failed = c.regressed();
+    let body = if failed {
+        let why: Vec<String> = c.regressions().map(|x| x.explain()).collect();
+        format!(
+            "<failure message=\"{}\" type=\"counters\">{text}</failure>",
+            xml_escape(&why.join("; "))
+        )
+    } else {
+        format!("<system-out>{text}</system-out>")
+    };
+    (
+        format!(
+            "    <testcase classname=\"{class}\" name=\"calls={calls} counters\" time=\"0\">{body}</testcase>"
+        ),
+        failed,
+    )
 }
 
 fn xml_escape(s: &str) -> String {
@@ -222,7 +343,13 @@ pub fn junit(r: &GateReport) -> String {
                 basis,
                 metrics,
                 new_errors,
+                counters,
             } => {
+                if let Some(c) = counters {
+                    let (case, failed) = counters_case(&class, p.calls, c);
+                    failures += usize::from(failed);
+                    cases.push(case);
+                }
                 for m in metrics {
                     let text = xml_escape(&describe(&p.key, *basis, m));
                     let body = if m.verdict == Verdict::Regression {
@@ -313,6 +440,231 @@ pub fn bmf(run: &Results) -> Value {
     Value::Object(out)
 }
 
+fn paired_row(key: &str, m: &PairedComparison) -> String {
+    format!(
+        "| {key} | {} | {} | {} | {} | {} [{}, {}] | {} | {} |",
+        m.metric.name(),
+        sig(m.baseline_median),
+        sig(m.current_median),
+        pct(m.change()),
+        sig(m.ratio),
+        sig(m.interval.0),
+        sig(m.interval.1),
+        m.pairs,
+        verdict_cell(m.verdict)
+    )
+}
+
+const AB_HEAD: &str = "| point | metric | baseline median | current median | change | ratio B/A [95 % interval] | pairs | verdict |\n|---|---|---|---|---|---|---|---|";
+
+/// The markdown report of `loadgen ab`: verdict, method, regressions with their explanation,
+/// every point, the counters.
+pub fn ab_markdown(r: &AbReport) -> String {
+    let mut s = String::new();
+    let badge = match r.exit_code() {
+        0 => "✅ no regression",
+        1 => "❌ regression",
+        _ => "⚠️ the gate cannot judge",
+    };
+    let _ = writeln!(s, "## loadgen ab: {badge}\n");
+    let _ = writeln!(s, "{}.\n", r.headline());
+    let _ = writeln!(
+        s,
+        "Baseline `{}` (A) and current `{}` (B) measured in one run on machine `{}`, trials interleaved (A B, B A, ...). Each pair gives a ratio B/A; a change counts only when the whole {:.0} % interval of the median ratio lies beyond ±{:.0} % (sign-test interval, no assumption on the noise's shape). Counters are compared with their own small tolerances.\n",
+        r.baseline_label,
+        r.current_label,
+        r.fingerprint,
+        crate::gate::paired::CONFIDENCE * 100.0,
+        r.config.max_regression * 100.0
+    );
+    for w in &r.warnings {
+        let _ = writeln!(s, "> **Warning:** {w}\n");
+    }
+    let regressed: Vec<_> = r.points.iter().filter(|p| p.is_regression()).collect();
+    if !regressed.is_empty() {
+        let _ = writeln!(s, "### Regressions, and why\n");
+        for p in &regressed {
+            let _ = writeln!(s, "**{}**", p.key);
+            for line in p.explanation() {
+                let _ = writeln!(s, "* {line}");
+            }
+            s.push('\n');
+        }
+    }
+    let problems: Vec<String> = r
+        .missing
+        .iter()
+        .map(|m| format!("* not measured: {m}"))
+        .chain(r.points.iter().flat_map(|p| {
+            p.unjudged
+                .iter()
+                .map(move |u| format!("* `{}` {}: {}", p.key, u.metric.name(), u.reason))
+        }))
+        .collect();
+    if !problems.is_empty() {
+        let _ = writeln!(s, "### Could not judge\n");
+        for line in problems {
+            let _ = writeln!(s, "{line}");
+        }
+        s.push('\n');
+    }
+    let _ = writeln!(s, "### Every point\n\n{AB_HEAD}");
+    for p in &r.points {
+        for m in &p.metrics {
+            let _ = writeln!(s, "{}", paired_row(&p.key, m));
+        }
+        if p.current_errors > 0 || p.baseline_errors > 0 {
+            let _ = writeln!(
+                s,
+                "| {} | errors | {} | {} | | | | {} |",
+                p.key,
+                p.baseline_errors,
+                p.current_errors,
+                if p.new_errors() > 0 {
+                    "**new errors** ❌"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    s.push('\n');
+    let rows: Vec<(String, &CountersOutcome)> = r
+        .points
+        .iter()
+        .filter_map(|p| p.counters.as_ref().map(|c| (p.key.clone(), c)))
+        .collect();
+    // The grown counters are in the explanations above.
+    counters_markdown(&mut s, &rows, false);
+    s
+}
+
+/// JUnit XML of `loadgen ab`: per point a case per metric, one for the counters and one for
+/// errors; regressions are failures, unjudged metrics errors.
+pub fn ab_junit(r: &AbReport) -> String {
+    let mut cases = Vec::new();
+    let (mut failures, mut errors) = (0usize, 0usize);
+    let class = xml_escape(&format!("{} vs {}", r.current_label, r.baseline_label));
+    for p in &r.points {
+        let key = xml_escape(&p.key);
+        for m in &p.metrics {
+            let text = xml_escape(&format!(
+                "{} {}: ratio B/A {} [{}, {}] over {} pairs, change {}: {}",
+                p.key,
+                m.metric.name(),
+                sig(m.ratio),
+                sig(m.interval.0),
+                sig(m.interval.1),
+                m.pairs,
+                pct(m.change()),
+                m.verdict.name()
+            ));
+            let body = if m.verdict == Verdict::Regression {
+                failures += 1;
+                format!(
+                    "<failure message=\"{} {} regression\" type=\"regression\">{text}</failure>",
+                    m.metric.name(),
+                    xml_escape(&pct(m.change()))
+                )
+            } else {
+                format!("<system-out>{text}</system-out>")
+            };
+            cases.push(format!(
+                "    <testcase classname=\"{class}\" name=\"{key} {}\" time=\"0\">{body}</testcase>",
+                m.metric.name()
+            ));
+        }
+        for u in &p.unjudged {
+            errors += 1;
+            cases.push(format!(
+                "    <testcase classname=\"{class}\" name=\"{key} {}\" time=\"0\"><error message=\"{}\" type=\"unjudged\"/></testcase>",
+                u.metric.name(),
+                xml_escape(&u.reason)
+            ));
+        }
+        if let Some(c) = &p.counters {
+            let (case, failed) = counters_case(&class, p.calls, c);
+            failures += usize::from(failed);
+            cases.push(case.replace(
+                &format!("name=\"calls={} counters\"", p.calls),
+                &format!("name=\"{key} counters\""),
+            ));
+        }
+        if p.new_errors() > 0 {
+            failures += 1;
+            cases.push(format!(
+                "    <testcase classname=\"{class}\" name=\"{key} errors\" time=\"0\"><failure message=\"{n} error(s)\" type=\"errors\">{n} failed request(s) on the current side; none on the baseline</failure></testcase>",
+                n = p.new_errors()
+            ));
+        }
+    }
+    for m in &r.missing {
+        errors += 1;
+        cases.push(format!(
+            "    <testcase classname=\"{class}\" name=\"not measured\" time=\"0\"><error message=\"{}\" type=\"missing\"/></testcase>",
+            xml_escape(m)
+        ));
+    }
+    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        s,
+        "<testsuites name=\"loadgen ab\" tests=\"{n}\" failures=\"{failures}\" errors=\"{errors}\">\n  <testsuite name=\"loadgen ab\" tests=\"{n}\" failures=\"{failures}\" errors=\"{errors}\">",
+        n = cases.len()
+    );
+    for c in cases {
+        let _ = writeln!(s, "{c}");
+    }
+    s.push_str("  </testsuite>\n</testsuites>\n");
+    s
+}
+
+/// GitHub Actions workflow commands for `loadgen ab`: an `::error` per regressed point (with its
+/// explanation) and per point that could not be judged, a `::notice` per improvement.
+pub fn ab_annotations(r: &AbReport) -> Vec<String> {
+    let mut out = Vec::new();
+    for w in &r.warnings {
+        out.push(format!(
+            "::warning title={}::{}",
+            gh_prop("loadgen ab"),
+            gh_data(w)
+        ));
+    }
+    for p in &r.points {
+        let title = gh_prop(&format!("loadgen ab: {}", p.key));
+        if p.is_regression() {
+            out.push(format!(
+                "::error title={title}::{}",
+                gh_data(&p.explanation().join(" "))
+            ));
+        }
+        for m in p
+            .metrics
+            .iter()
+            .filter(|m| m.verdict == Verdict::Improvement)
+        {
+            out.push(format!(
+                "::notice title={title}::{} improved {} (ratio {} [{}, {}])",
+                m.metric.name(),
+                pct(m.change()),
+                sig(m.ratio),
+                sig(m.interval.0),
+                sig(m.interval.1)
+            ));
+        }
+        for u in &p.unjudged {
+            out.push(format!("::error title={title}::{}", gh_data(&u.reason)));
+        }
+    }
+    for m in &r.missing {
+        out.push(format!(
+            "::error title={}::not measured: {}",
+            gh_prop("loadgen ab"),
+            gh_data(m)
+        ));
+    }
+    out
+}
+
 /// Escapes the message of a workflow command.
 fn gh_data(s: &str) -> String {
     s.replace('%', "%25")
@@ -345,7 +697,14 @@ pub fn github_annotations(r: &GateReport, file: &str) -> Vec<String> {
                 basis,
                 metrics,
                 new_errors,
+                counters,
             } => {
+                for c in counters.iter().flat_map(CountersOutcome::regressions) {
+                    out.push(format!(
+                        "::error file={f},title={title}::{}",
+                        gh_data(&c.explain())
+                    ));
+                }
                 for m in metrics {
                     let kind = match m.verdict {
                         Verdict::Regression => "error",

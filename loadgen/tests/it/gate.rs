@@ -46,8 +46,13 @@ async fn interleaved(a: &[&str], b: &[&str], calls: &[u32], rounds: usize) -> (R
         p.targets = vec![reference(b)];
         rb.push(sweep::run(&p, &NoProgress).await);
     }
-    let ra = baseline::merge(ra).expect("runs");
-    let rb = baseline::merge(rb).expect("runs");
+    let mut ra = baseline::merge(ra).expect("runs");
+    let mut rb = baseline::merge(rb).expect("runs");
+    // The counters are process-wide and the tests of this binary run in parallel: here they
+    // would count the other tests' requests too (tests/it/ab.rs checks them through the binary).
+    for p in ra.points.iter_mut().chain(rb.points.iter_mut()) {
+        p.counters = None;
+    }
     for r in [&ra, &rb] {
         assert!(r.failures.is_empty(), "{:?}", r.failures);
         assert_eq!(r.points.len(), calls.len());
@@ -224,10 +229,29 @@ fn the_gate_command_exit_codes_and_report_files() {
         serde_json::from_str(&std::fs::read_to_string(d.join("merged.json")).unwrap()).unwrap();
     assert_eq!(merged.points[0].trials.len(), 6);
 
-    // Another machine without a floor in either file: ratios cannot be formed → 2.
+    // Another machine: no time verdict (2), and the message names `loadgen ab`.
     let other = results_file(d, "other.json", "m2", 10_000.0);
     let (code, out) = loadgen(
         &["gate", "--baseline", &saved, "--current", &other],
+        d,
+        false,
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("No time verdict") && out.contains("loadgen ab"),
+        "{out}"
+    );
+    // Ratios forced, but without a floor in either file they cannot be formed → 2.
+    let (code, out) = loadgen(
+        &[
+            "gate",
+            "--baseline",
+            &saved,
+            "--current",
+            &other,
+            "--compare",
+            "ratio",
+        ],
         d,
         false,
     );

@@ -3,6 +3,7 @@
 //! saturation, chaos (a server killed in the middle of a sweep), the results schema, the
 //! files a sweep writes, and the regression gate (`gate`: A/A, A/B, the gate commands).
 
+mod ab;
 mod gate;
 mod schema;
 

@@ -18,6 +18,49 @@ use super::{HostError, Timeouts};
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
+static BYTES_OUT: AtomicU64 = AtomicU64::new(0);
+static BYTES_IN: AtomicU64 = AtomicU64::new(0);
+static MESSAGES_OUT: AtomicU64 = AtomicU64::new(0);
+static READS_IN: AtomicU64 = AtomicU64::new(0);
+
+/// What every host connection of this process has sent and received so far: counts that do not
+/// depend on the machine (loadgen divides their growth over a window by the requests of the
+/// window: bytes per request, messages per request). Relaxed atomics, one add per operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoTotals {
+    /// Bytes written to plugin servers.
+    pub bytes_out: u64,
+    /// Bytes read from plugin servers.
+    pub bytes_in: u64,
+    /// Messages written ([`Conn::write_all`] calls: one per frame or RPC message).
+    pub messages_out: u64,
+    /// Reads that returned bytes (how the server's bytes arrived: timing decides how many
+    /// frames one read carries, so this one is not a machine-independent count).
+    pub reads_in: u64,
+}
+
+impl IoTotals {
+    /// `self − earlier`, field by field.
+    pub fn since(&self, earlier: &IoTotals) -> IoTotals {
+        IoTotals {
+            bytes_out: self.bytes_out.saturating_sub(earlier.bytes_out),
+            bytes_in: self.bytes_in.saturating_sub(earlier.bytes_in),
+            messages_out: self.messages_out.saturating_sub(earlier.messages_out),
+            reads_in: self.reads_in.saturating_sub(earlier.reads_in),
+        }
+    }
+}
+
+/// The totals of every host connection of this process so far.
+pub fn io_totals() -> IoTotals {
+    IoTotals {
+        bytes_out: BYTES_OUT.load(Ordering::Relaxed),
+        bytes_in: BYTES_IN.load(Ordering::Relaxed),
+        messages_out: MESSAGES_OUT.load(Ordering::Relaxed),
+        reads_in: READS_IN.load(Ordering::Relaxed),
+    }
+}
+
 /// Size of one read (Kong's MsgPack client uses `receiveany(4096)`; a larger buffer only saves
 /// syscalls for large frames).
 const READ_CHUNK: usize = 64 * 1024;
@@ -105,7 +148,11 @@ impl Conn {
                 what: what(),
                 reason: e.to_string(),
             }),
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                BYTES_OUT.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                MESSAGES_OUT.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
         }
     }
 
@@ -129,7 +176,11 @@ impl Conn {
                 reason: e.to_string(),
             }),
             Ok(Ok(0)) => Err(HostError::Closed { what: what() }),
-            Ok(Ok(n)) => Ok(&self.rbuf[..n]),
+            Ok(Ok(n)) => {
+                BYTES_IN.fetch_add(n as u64, Ordering::Relaxed);
+                READS_IN.fetch_add(1, Ordering::Relaxed);
+                Ok(&self.rbuf[..n])
+            }
         }
     }
 

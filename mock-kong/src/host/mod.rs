@@ -30,6 +30,7 @@ use std::time::Duration;
 use crate::pdk::{Pdk, PdkOutcome};
 use crate::{Protocol, Value};
 
+pub use conn::{io_totals, IoTotals};
 pub use instances::{PluginEntity, PluginRunner};
 // The limits and the error type are shared with the event drivers (and so with the conformance
 // client) in the codec crate.

@@ -69,15 +69,25 @@ pub enum Fault {
     LeakPerEvent,
     LeakExit,
     LeakAbandoned,
-    // --- performance (the regression gate's A/B test; no conformance rule) ---
+    // --- performance (the regression gates' A/B tests; no conformance rule) ---
     SlowPdk,
     VerySlowPdk,
+    SplitWrites,
+    ExtraCallback,
 }
 
 impl Fault {
-    /// Faults that make the server slower, not wrong: the performance regression gate's A/B
-    /// test (`loadgen gate`) uses them. They prove no conformance check.
-    pub const PERFORMANCE: [Fault; 2] = [Fault::SlowPdk, Fault::VerySlowPdk];
+    /// Faults that make the server slower or costlier, not wrong: the regression gates' A/B
+    /// tests (`loadgen ab`, `loadgen gate`) use them. They prove no conformance check.
+    /// `slow-pdk` and `very-slow-pdk` cost time (seen by the paired timing verdict);
+    /// `split-writes` and `extra-callback` cost system calls and round trips (seen by the
+    /// machine-independent counters).
+    pub const PERFORMANCE: [Fault; 4] = [
+        Fault::SlowPdk,
+        Fault::VerySlowPdk,
+        Fault::SplitWrites,
+        Fault::ExtraCallback,
+    ];
 
     /// Every conformance fault, in catalogue order.
     pub const ALL: [Fault; 38] = [
@@ -164,6 +174,8 @@ impl Fault {
             Fault::LeakAbandoned => "leak-abandoned",
             Fault::SlowPdk => "slow-pdk",
             Fault::VerySlowPdk => "very-slow-pdk",
+            Fault::SplitWrites => "split-writes",
+            Fault::ExtraCallback => "extra-callback",
         }
     }
 
@@ -221,6 +233,12 @@ impl Fault {
             Fault::LeakAbandoned => "every event left unfinished by its client leaks 64 KiB",
             Fault::SlowPdk => "the bench plugin spends 20 µs of CPU before each PDK call",
             Fault::VerySlowPdk => "the bench plugin spends 200 µs of CPU before each PDK call",
+            Fault::SplitWrites => {
+                "every frame the server sends is written in two write() calls instead of one"
+            }
+            Fault::ExtraCallback => {
+                "the bench plugin makes one PDK call more per request than its config says"
+            }
         }
     }
 
@@ -401,6 +419,28 @@ pub fn unknown_config_key(
         .keys()
         .find(|k| !known.iter().any(|n| n == *k))
         .cloned()
+}
+
+/// Writes `bytes` in one `write()` as a correct server does, or, with `split-writes` in
+/// `faults`, in two (the first half, then the rest): the same bytes at twice the system calls.
+pub async fn write_out(
+    stream: &mut tokio::net::UnixStream,
+    bytes: &[u8],
+    faults: &Faults,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    if faults.has(Fault::SplitWrites) && bytes.len() > 1 {
+        let (first, rest) = bytes.split_at(bytes.len() / 2);
+        stream.write_all(first).await?;
+        stream.write_all(rest).await
+    } else {
+        stream.write_all(bytes).await
+    }
+}
+
+/// PDK calls the `extra-callback` fault adds to each event of the bench plugin.
+pub fn extra_calls() -> u64 {
+    u64::from(on(Fault::ExtraCallback))
 }
 
 /// `bad-callback`: a dotted snake_case PDK name in camelCase (`kong.request.getHeader`).

@@ -22,7 +22,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 
 use super::faults::{self, Fault};
@@ -605,7 +605,7 @@ async fn serve_connection_inner(server: Arc<MpServer>, mut stream: UnixStream, c
             faults::crash(Fault::CrashOnSplit, "a request split across reads");
         }
         if !out.is_empty() {
-            if stream.write_all(&out).await.is_err() {
+            if faults::write_out(&mut stream, &out, &f).await.is_err() {
                 return;
             }
             out.clear();
@@ -646,6 +646,7 @@ mod tests {
     use super::*;
     use crate::msgpack::{decode, encode_to_vec};
     use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
 
     fn s(x: &str) -> Value {
         Value::str(x)

@@ -259,7 +259,7 @@ impl Conn {
 
     /// Writes `out` and empties it.
     async fn flush(&mut self) -> Result<(), Close> {
-        self.stream.write_all(&self.out).await?;
+        faults::write_out(&mut self.stream, &self.out, &self.faults).await?;
         self.out.clear();
         if self.out.capacity() > 1 << 20 {
             self.out.shrink_to(64 * 1024);

@@ -428,14 +428,16 @@ impl Instance for BenchInstance {
 impl Event for BenchEvent {
     fn step(&mut self, _reply: Option<Value>) -> Action {
         let c = &*self.config;
-        if self.done >= c.calls {
+        // `extra-callback` makes one repeated call more than configured (0 normally).
+        let calls = c.calls + super::faults::extra_calls();
+        if self.done >= calls {
             return Action::Done;
         }
         self.done += 1;
         if let Some(d) = super::faults::pdk_delay() {
             super::faults::busy_wait(d);
         }
-        if self.done < c.calls {
+        if self.done < calls {
             Action::Call {
                 method: c.method.clone(),
                 args: Args::Shared(c.args.clone()),

@@ -1,0 +1,205 @@
+//! `loadgen ab` and the machine-independent counters end to end, through the binary as users
+//! run it: the counter faults of the reference server (`split-writes`, `extra-callback`) are
+//! regressions of their counters whatever the timing; `very-slow-pdk` (+200 µs of CPU per PDK
+//! call) is a timing regression at 10 calls; bad sides and too few pairs cannot be judged (2).
+//! Also: a sweep records counters equal to what the protocol says one request costs.
+
+use std::process::Command;
+
+use loadgen::results::Results;
+
+use super::exe;
+
+fn loadgen(args: &[&str]) -> (i32, String) {
+    let out = Command::new(exe())
+        .args(args)
+        .env_remove("GITHUB_ACTIONS")
+        .output()
+        .expect("run loadgen");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// A quick A/B (6 pairs of 100 ms): enough for the counters, which do not need statistics.
+fn quick_ab(baseline: &str, current: &str, extra: &[&str]) -> (i32, String) {
+    let mut args = vec![
+        "ab",
+        baseline,
+        current,
+        "--calls",
+        "0,3",
+        "--pairs",
+        "6",
+        "--duration",
+        "100ms",
+        "--warmup",
+        "20ms",
+    ];
+    args.extend_from_slice(extra);
+    loadgen(&args)
+}
+
+/// Through the binary: the counters are process-wide, so a sweep in this (parallel) test
+/// process would count the other tests' requests too.
+#[test]
+fn a_sweep_records_the_counters_one_request_costs() {
+    let (code, out) = loadgen(&[
+        "sweep",
+        "--reference",
+        "--protocol",
+        "msgpack,protobuf",
+        "--calls",
+        "0,4",
+        "--concurrency",
+        "1",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "100ms",
+        "--trials",
+        "2",
+        "--multicore",
+        "0",
+        "--no-floor",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let json = &out[out.find('{').expect("JSON")..];
+    let r: Results = serde_json::from_str(json.trim_end()).expect("results");
+    assert_eq!(r.points.len(), 4);
+    for pt in &r.points {
+        let c = pt
+            .counters
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: no counters", pt.series_key()));
+        let what = format!("{} calls={}: {c:?}", pt.protocol, pt.calls);
+        let rt = f64::from(pt.calls + 1);
+        assert_eq!(c.pdk_calls_per_request, f64::from(pt.calls), "{what}");
+        // One message per round trip (HandleEvent or RpcCall, then one answer per callback),
+        // within the window edges' error.
+        assert!((c.round_trips_per_request - rt).abs() < 0.05 * rt, "{what}");
+        assert!(
+            c.bytes_out_per_request > 0.0 && c.bytes_in_per_request > 0.0,
+            "{what}"
+        );
+        assert!(
+            c.harness_allocs_per_request.is_some_and(|a| a > 0.0),
+            "{what}"
+        );
+        if c.syscalls_source == "tracepoints" {
+            // The reference server writes each frame in one system call, and so does the
+            // harness.
+            for w in [c.server_writes_per_request, c.harness_writes_per_request] {
+                let w = w.expect("writes");
+                assert!((w - rt).abs() < 0.05 * rt, "{what}");
+            }
+        } else {
+            assert!(r.syscall_counting.is_some(), "why not exact: {what}");
+        }
+    }
+}
+
+#[test]
+fn split_writes_are_a_counter_regression_in_both_protocols() {
+    for proto in ["msgpack", "protobuf"] {
+        let base = format!("reference:{proto}");
+        let (code, out) = quick_ab(&base, &format!("{base}+split-writes"), &[]);
+        if out.contains("not counted exactly") {
+            eprintln!("skipped: system calls cannot be counted here: {out}");
+            return;
+        }
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains("write system calls of the server per request")
+                && out.contains("one write per frame is the norm"),
+            "{out}"
+        );
+        // Same bytes, same round trips: only the writes grew.
+        assert!(!out.contains("IPC round trips per request"), "{out}");
+    }
+}
+
+#[test]
+fn an_extra_callback_is_a_counter_regression_at_every_call_count() {
+    let (code, out) = quick_ab("reference", "reference+extra-callback", &[]);
+    assert_eq!(code, 1, "{out}");
+    for calls in ["calls=0", "calls=3"] {
+        let at = out
+            .lines()
+            .skip_while(|l| !(l.starts_with("**") && l.contains(calls)))
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(at.contains("PDK callbacks per request"), "{calls}: {out}");
+    }
+    assert!(out.contains("warning: the bench plugin made 1 PDK call(s) where 0 were configured"));
+}
+
+#[test]
+fn a_a_counters_agree_and_the_time_verdict_is_not_a_regression() {
+    let dir = tempfile::tempdir().unwrap();
+    let md = dir.path().join("ab.md");
+    let junit = dir.path().join("ab.xml");
+    let md_arg = md.to_string_lossy().into_owned();
+    let junit_arg = junit.to_string_lossy().into_owned();
+    let (code, out) = quick_ab(
+        "reference",
+        "reference",
+        &["--markdown", &md_arg, "--junit", &junit_arg],
+    );
+    // 6 pairs of 100 ms cannot show a 10 % change beyond a 95 % interval on a busy machine,
+    // and the counters of the same server agree.
+    assert_eq!(code, 0, "{out}");
+    let md = std::fs::read_to_string(md).unwrap();
+    assert!(md.starts_with("## loadgen ab: ✅ no regression"), "{md}");
+    assert!(md.contains("### Counters per request"), "{md}");
+    let x = std::fs::read_to_string(junit).unwrap();
+    assert!(
+        x.contains("failures=\"0\"") && x.contains("counters\""),
+        "{x}"
+    );
+}
+
+#[test]
+fn a_much_slower_pdk_is_a_time_regression_at_10_calls() {
+    let (code, out) = loadgen(&[
+        "ab",
+        "reference",
+        "reference+very-slow-pdk",
+        "--calls",
+        "10",
+        "--pairs",
+        "8",
+        "--duration",
+        "150ms",
+        "--warmup",
+        "30ms",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("**regression** ❌"), "{out}");
+    assert!(
+        out.contains("slower with the same work per request"),
+        "the explanation says no counter changed: {out}"
+    );
+}
+
+#[test]
+fn sides_that_cannot_be_judged_exit_2() {
+    let (code, out) = loadgen(&["ab", "reference", "reference:grpc"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("unknown protocol \"grpc\""), "{out}");
+    let (code, out) = loadgen(&["ab", "reference", "reference", "--pairs", "5"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("--pairs must be at least 6"), "{out}");
+    let (code, out) = loadgen(&["ab", "reference"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("no current side"), "{out}");
+    let (code, out) = loadgen(&["ab", "reference", "reference+no-such-fault", "--pairs", "6"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("cannot be started") && out.contains("no-such-fault"),
+        "{out}"
+    );
+}
