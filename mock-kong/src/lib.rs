@@ -27,7 +27,8 @@
 //! * [`session`]: dump → start → wait for the socket → client; plays a request through phases.
 //! * [`conform`]: the conformance suite (`mock-kong conform`): named checks, each proven to
 //!   fail on a reference server with the matching fault.
-//! * [`cli`]: the `mock-kong` command line (a thin shell over the above).
+//! * [`cli`]: the `mock-kong` command line (a thin shell over the above); [`edge`]: what both
+//!   binaries share at their edge (exit codes, signals, output); [`xml`]: the one XML writer.
 
 pub mod cli;
 pub mod config;
@@ -40,6 +41,7 @@ pub mod reference;
 pub mod scenario;
 pub mod session;
 pub mod target;
+pub mod xml;
 
 #[cfg(test)]
 mod proptests;
