@@ -34,6 +34,7 @@ pub mod cli;
 pub mod config;
 pub mod conform;
 pub mod dump;
+pub mod edge;
 pub mod host;
 pub mod pdk;
 pub mod process;

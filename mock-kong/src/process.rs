@@ -51,8 +51,8 @@
 //!
 //! # Graceful shutdown
 //!
-//! The CLI should install [`ShutdownSignal`] (or await [`shutdown_signal`]) and `select!` its work
-//! against it, then [`ServerProcess::stop`] every server. See [`ShutdownSignal`] for the details.
+//! The CLIs race their work against SIGINT/SIGTERM at their edge ([`crate::edge`]); dropping
+//! the work stops every server it started.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -984,46 +984,6 @@ fn human(d: Duration) -> String {
     }
 }
 
-/// SIGINT/SIGTERM handlers for a graceful shutdown of the CLI.
-///
-/// Install it early (registration replaces the default "die" disposition of both signals for the
-/// rest of the process), `tokio::select!` the CLI's work against [`ShutdownSignal::recv`], then
-/// [`ServerProcess::stop`] every server and exit with `128 + signal`. Servers live in their own
-/// process groups, so a terminal Ctrl-C reaches mock-kong only; without this handler mock-kong
-/// dies at once and its servers are SIGKILLed by the parent-death signal (no graceful stop, no
-/// socket clean-up). A second signal during the stop can be awaited with another `recv` to force
-/// an exit.
-pub struct ShutdownSignal {
-    interrupt: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl ShutdownSignal {
-    /// Registers the handlers. Must run inside a tokio runtime with I/O enabled.
-    pub fn install() -> io::Result<ShutdownSignal> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(ShutdownSignal {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-        })
-    }
-
-    /// Resolves at the next SIGINT or SIGTERM and returns its number.
-    pub async fn recv(&mut self) -> i32 {
-        tokio::select! {
-            _ = self.interrupt.recv() => libc::SIGINT,
-            _ = self.terminate.recv() => libc::SIGTERM,
-        }
-    }
-}
-
-/// Resolves on the first SIGINT or SIGTERM with its number; see [`ShutdownSignal`]. The handlers
-/// are registered when the future is first polled, so poll it (e.g. in a `select!`) from the start.
-pub async fn shutdown_signal() -> io::Result<i32> {
-    let mut handlers = ShutdownSignal::install()?;
-    Ok(handlers.recv().await)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1659,17 +1619,6 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-    }
-
-    #[tokio::test]
-    async fn shutdown_signal_resolves_on_sigterm() {
-        let mut handlers = ShutdownSignal::install().unwrap();
-        // SAFETY: the handler is installed, so the signal is consumed by tokio.
-        unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
-        let sig = tokio::time::timeout(Duration::from_secs(5), handlers.recv())
-            .await
-            .unwrap();
-        assert_eq!(sig, libc::SIGTERM);
     }
 
     #[test]

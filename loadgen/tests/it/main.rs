@@ -255,3 +255,31 @@ fn the_binary_writes_every_output_file() {
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 8);
 }
+
+/// A closed stdout ends `loadgen` normally (exit 0, no panic message), even on a path that
+/// prints with `println!` (the shared edge of `mock_kong::edge`). Regression: exit 101 and a
+/// "failed printing to stdout" panic.
+#[test]
+fn a_closed_stdout_is_a_normal_exit() {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just created and are owned here, once each.
+    let (read, write) = unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    drop(read);
+    let out = std::process::Command::new(exe())
+        .args(["floor", "--duration", "100ms", "--warmup", "0s"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(write))
+        .output()
+        .expect("run loadgen");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -33,6 +33,8 @@
 //!   "plugin": "hello",                  // the plugin driven by checks that take any plugin
 //!   "tier": "fast" | "slow" | "all",
 //!   "expectations": "conformance/expected/python.txt" | null,
+//!   "interrupted": false,              // true: SIGINT/SIGTERM stopped the run; the checks
+//!                                      // listed are those finished before it
 //!   "checks": [ {
 //!     "id": "event/concurrent", "group": "event",
 //!     "level": "must" | "should" | "info", "tier": "fast" | "slow",

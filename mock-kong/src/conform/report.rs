@@ -137,6 +137,8 @@ pub struct Report {
     pub unexpected_failures: Vec<String>,
     /// Listed but passed, skipped, or not a check.
     pub unexpected_passes: Vec<String>,
+    /// The run was stopped (SIGINT/SIGTERM) before every selected check ran.
+    pub interrupted: bool,
 }
 
 /// Counts of a report.
@@ -161,6 +163,7 @@ impl Report {
             expectations: None,
             unexpected_failures: Vec::new(),
             unexpected_passes: Vec::new(),
+            interrupted: false,
         }
     }
 
@@ -249,6 +252,7 @@ impl Report {
             "plugin": self.plugin,
             "tier": self.tier.as_str(),
             "expectations": self.expectations,
+            "interrupted": self.interrupted,
             "checks": self.results.iter().map(CheckResult::to_json).collect::<Vec<_>>(),
             "summary": {
                 "passed": c.passed,
@@ -277,9 +281,14 @@ impl Report {
             format!("{} ({proto})", self.server)
         };
         format!(
-            "mock-kong conform: {server}, plugin {}, {} tier",
+            "mock-kong conform: {server}, plugin {}, {} tier{}",
             self.plugin,
-            self.tier.as_str()
+            self.tier.as_str(),
+            if self.interrupted {
+                " (interrupted: only the checks finished before the signal)"
+            } else {
+                ""
+            }
         )
     }
 

@@ -315,7 +315,16 @@ pub async fn run(
     drop(main_target);
     for check in catalogue().iter().filter(|c| opts.selects(c)) {
         let t0 = Instant::now();
-        let outcome = run_one(server, check, opts, &mut cache).await;
+        // After SIGINT/SIGTERM (or once stdout is gone) the report holds the checks finished so
+        // far: the running check is dropped, which stops any server it started.
+        let outcome = tokio::select! {
+            biased;
+            () = crate::edge::until_stopped() => {
+                report.interrupted = true;
+                break;
+            }
+            o = run_one(server, check, opts, &mut cache) => o,
+        };
         let result = CheckResult::new(check, outcome, t0.elapsed());
         progress(&result);
         report.results.push(result);
