@@ -1695,12 +1695,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let marker = dir.path().join("survived");
         // The shell starts a child that would create the marker after the timeout.
-        let cmd = format!("(sleep 1; touch '{}') & sleep 30", marker.display());
+        let cmd = format!("(sleep 1; touch '{}') & sleep 60", marker.display());
         let started = Instant::now();
         let err = query(&cmd, Duration::from_millis(300)).await.unwrap_err();
         assert!(matches!(err, DumpError::Timeout { .. }), "{err:?}");
+        // Not waiting for the shell's `sleep 60` to end.
         assert!(
-            started.elapsed() < Duration::from_secs(3),
+            started.elapsed() < Duration::from_secs(60),
             "took {:?}",
             started.elapsed()
         );
@@ -1713,9 +1714,8 @@ mod tests {
         // `cat` echoes stdin: with stdin closed it exits at once and prints nothing, so the dump
         // is what follows.
         let cmd = format!("cat; printf '%s' '{}'", PY_DUMP.replace('\'', "'\\''"));
-        let started = Instant::now();
+        // With stdin open, `cat` would wait for it until the query's timeout: an error.
         let out = query(&cmd, T).await.expect("valid");
-        assert!(started.elapsed() < Duration::from_secs(5));
         assert_eq!(out.dump.plugin().name, "py-hello");
     }
 
@@ -1758,16 +1758,11 @@ mod tests {
     async fn background_child_holding_stderr_does_not_block() {
         // The shell exits at once, but a background child keeps stderr (not stdout) open.
         let cmd = format!(
-            "sleep 5 >/dev/null 2>&2 & printf '%s' '{}'",
+            "sleep 60 >/dev/null 2>&2 & printf '%s' '{}'",
             PY_DUMP.replace('\'', "'\\''")
         );
-        let started = Instant::now();
+        // Waiting for stderr to close would outlast the query's 10 s timeout: an error.
         let out = query(&cmd, T).await.expect("valid");
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "took {:?}",
-            started.elapsed()
-        );
         assert_eq!(out.dump.plugin().name, "py-hello");
     }
 }

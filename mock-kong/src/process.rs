@@ -1146,12 +1146,9 @@ mod tests {
             .unwrap();
         server.wait_socket(Duration::from_secs(20)).await.unwrap();
         assert!(sock.exists());
-        let t0 = Instant::now();
         let desc = server.stop().await.expect("was running");
-        assert!(
-            t0.elapsed() < Duration::from_secs(2),
-            "SIGTERM is enough; the 5 s grace is not waited out"
-        );
+        // SIGTERM is enough: the description is written only when the exit came within the
+        // grace (else it says SIGKILL), so the 5 s grace was not waited out.
         assert!(desc.starts_with("signal 15 after SIGTERM in "), "{desc}");
         assert!(!sock.exists(), "the socket file must be removed on stop");
     }
@@ -1239,15 +1236,11 @@ mod tests {
         let server = ServerProcess::start(opts("early", "sh -c 'echo boom; exit 3'", &sock))
             .await
             .unwrap();
-        let t0 = Instant::now();
+        // Reported as soon as it exited: after the 20 s wait it would be a SocketTimeout.
         let err = server
             .wait_socket(Duration::from_secs(20))
             .await
             .unwrap_err();
-        assert!(
-            t0.elapsed() < Duration::from_secs(3),
-            "reported as soon as it exited"
-        );
         match &err {
             ProcessError::ExitedEarly {
                 name,
@@ -1334,13 +1327,13 @@ mod tests {
         let server = ServerProcess::start(o).await.unwrap();
         assert!(eventually(Duration::from_secs(5), || server.last_exit().is_some()).await);
         assert_eq!(server.pid(), None, "between spawns");
-        let t0 = Instant::now();
+        // From here on no child process is running: the clock can stand still. Time only moves
+        // if stop() waits on a timer (the respawn pause, or its 1 s wait for the supervisor),
+        // which it must not.
+        tokio::time::pause();
+        let t0 = tokio::time::Instant::now();
         assert_eq!(server.stop().await, None);
-        assert!(
-            t0.elapsed() < Duration::from_millis(500),
-            "stop waited {:?}",
-            t0.elapsed()
-        );
+        assert_eq!(t0.elapsed(), Duration::ZERO, "stop waited on a timer");
     }
 
     #[tokio::test]
@@ -1395,12 +1388,9 @@ mod tests {
         );
         let t0 = Instant::now();
         let desc = server.stop().await.expect("was running");
-        let took = t0.elapsed();
         assert_eq!(desc, "killed with SIGKILL after 300ms grace");
-        assert!(
-            took >= Duration::from_millis(300) && took < Duration::from_secs(3),
-            "{took:?}"
-        );
+        // The grace was given (a lower bound cannot fail on a slow machine).
+        assert!(t0.elapsed() >= Duration::from_millis(300));
     }
 
     #[tokio::test]
@@ -1424,10 +1414,10 @@ mod tests {
         let grandchild = find_number(&server.log_lines(), "grandchild ").unwrap();
         assert_ne!(grandchild, leader);
         assert!(!is_dead(grandchild));
-        let t0 = Instant::now();
+        // The leader died of SIGTERM (no grace waited out); the final group SIGKILL takes the
+        // grandchild.
         let desc = server.stop().await.expect("was running");
         assert!(desc.contains("after SIGTERM"), "{desc}");
-        assert!(t0.elapsed() < Duration::from_secs(3));
         assert!(
             eventually(Duration::from_secs(3), || is_dead(grandchild)).await,
             "grandchild {grandchild} survived"

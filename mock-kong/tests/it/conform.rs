@@ -133,8 +133,8 @@ async fn real_peers_match_their_expected_failures() {
             },
             placement: Placement::default(),
         };
+        // How long the tier takes is the peer matrix's and the benchmarks' business, not a test's.
         let opts = RunOptions::default();
-        let started = std::time::Instant::now();
         let mut report = run(&server, &opts, &mut |_| {})
             .await
             .expect("resolve peer");
@@ -146,11 +146,6 @@ async fn real_peers_match_their_expected_failures() {
             "{peer}: results differ from {}:\n{}",
             path.display(),
             report.human()
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{peer}: the fast tier took {:?}",
-            started.elapsed()
         );
     }
 }
