@@ -693,13 +693,18 @@ async fn events_keep_rss_flat(events: u32, baseline_at: u32) {
 /// below), so the RSS it reads is its own and not that of every test running beside it.
 fn rss_flat_in_own_process(events: u32, baseline_at: u32) {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "faults::rss_flat_worker", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "faults::rss_flat_worker",
+            "--ignored",
+            "--nocapture",
+        ])
         .env("MOCK_KONG_RSS_EVENTS", format!("{events},{baseline_at}"))
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run the worker");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("1 passed"), "the worker ran: {text}");
 }
