@@ -461,6 +461,28 @@ pub struct UpstreamRequest {
     pub timeouts: Option<(i64, i64, i64)>,
 }
 
+impl UpstreamRequest {
+    /// What Kong sends upstream before the service and the plugins change anything: the client's
+    /// method, path, query and headers to `http://127.0.0.1:80`.
+    pub fn from_client(client: &ClientRequest) -> UpstreamRequest {
+        UpstreamRequest {
+            method: client.method.clone(),
+            scheme: "http".into(),
+            host: "127.0.0.1".into(),
+            port: 80,
+            path: client.path.clone(),
+            raw_query: client.raw_query.clone(),
+            headers: client.headers.clone(),
+            body: None,
+            upstream: None,
+            target: None,
+            buffering: false,
+            retries: None,
+            timeouts: None,
+        }
+    }
+}
+
 /// Who produced the client response (`kong.response.get_source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

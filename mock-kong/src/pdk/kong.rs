@@ -131,21 +131,7 @@ impl Default for KongRequest {
 impl KongRequest {
     /// A request with Kong 3.9 defaults and no route, service or consumer.
     pub fn new(client: ClientRequest) -> KongRequest {
-        let upstream_request = UpstreamRequest {
-            method: client.method.clone(),
-            scheme: "http".into(),
-            host: "127.0.0.1".into(),
-            port: 80,
-            path: client.path.clone(),
-            raw_query: client.raw_query.clone(),
-            headers: client.headers.clone(),
-            body: None,
-            upstream: None,
-            target: None,
-            buffering: false,
-            retries: None,
-            timeouts: None,
-        };
+        let upstream_request = UpstreamRequest::from_client(&client);
         KongRequest {
             version: KongVersion::DEFAULT,
             protocol: Protocol::MsgPack,
@@ -226,19 +212,12 @@ impl KongRequest {
             headers.set("host", vec![h]);
         }
         self.upstream_request = UpstreamRequest {
-            method: self.client.method.clone(),
             scheme,
             host,
             port,
             path,
-            raw_query: self.client.raw_query.clone(),
             headers,
-            body: None,
-            upstream: None,
-            target: None,
-            buffering: false,
-            retries: None,
-            timeouts: None,
+            ..UpstreamRequest::from_client(&self.client)
         };
         if let Some(c) = self.consumer.clone() {
             if !self.consumers.iter().any(|x| loose_eq(x, &c)) {

@@ -75,31 +75,21 @@ async fn events(host: &RawHost, id: i64, kind: Kind, n: usize) -> Result<(), Str
 
 async fn one(host: &RawHost, id: i64, kind: Kind) -> Result<(), String> {
     let mut w = host.connect().await.map_err(|e| e.to_string())?;
-    if let Kind::Abandoned = kind {
-        // The client reads the first callback and vanishes without answering it.
-        let run = host
-            .drive(
-                &mut w,
-                id,
-                "access",
-                crate::conform::wire::StepConns::Same,
-                &mut |_, _| Reply::Terminal,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        return match run.end {
-            End::Error(e) => Err(e),
-            _ => Ok(()),
-        };
-    }
     let mut pdk = SimpleRequest::new("example.com");
+    let mut kong = Ctx::kong_answer(&mut pdk);
+    // Abandoned: the client reads the first callback and vanishes without answering it.
+    let mut abandon = |_: &str, _: &[crate::Value]| Reply::Terminal;
+    let answer: &mut dyn FnMut(&str, &[crate::Value]) -> Reply = match kind {
+        Kind::Abandoned => &mut abandon,
+        _ => &mut kong,
+    };
     let run = host
         .drive(
             &mut w,
             id,
             "access",
             crate::conform::wire::StepConns::Same,
-            &mut Ctx::kong_answer(&mut pdk),
+            answer,
         )
         .await
         .map_err(|e| e.to_string())?;
