@@ -17,6 +17,12 @@ use mock_kong::process::LogSink;
 use mock_kong::session::SessionOptions;
 use mock_kong::Protocol;
 
+/// The machine, as the tests of this binary share it: a test whose verdict depends on timing
+/// takes it for writing (it measures alone), every other test that runs servers for reading
+/// (they run in parallel with each other, never during a timing test). Other test binaries run
+/// before or after this one (cargo runs them one at a time).
+static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_loadgen"))
 }
@@ -50,6 +56,7 @@ fn plan(protocols: &[Protocol], calls: &[u32], concurrency: &[usize]) -> SweepPl
 
 #[tokio::test]
 async fn closed_loop_against_the_reference_server_in_both_protocols() {
+    let _machine = MACHINE.write().await;
     let p = plan(&[Protocol::MsgPack, Protocol::ProtoBuf], &[0, 3], &[1, 2]);
     let r = sweep::run(&p, &NoProgress).await;
     assert!(r.failures.is_empty(), "{:?}", r.failures);
@@ -97,6 +104,7 @@ async fn closed_loop_against_the_reference_server_in_both_protocols() {
 
 #[tokio::test]
 async fn open_loop_flags_saturation_far_above_capacity_and_not_below() {
+    let _machine = MACHINE.write().await;
     let mut p = plan(&[Protocol::MsgPack], &[2], &[2]);
     p.trials = 1;
     p.modes = vec![Mode::Open { rate: 2_000_000.0 }];
@@ -125,6 +133,7 @@ async fn open_loop_flags_saturation_far_above_capacity_and_not_below() {
 /// and the next point is clean.
 #[tokio::test]
 async fn chaos_a_server_killed_mid_sweep_is_restarted_and_errors_are_counted() {
+    let _machine = MACHINE.read().await;
     for protocol in [Protocol::MsgPack, Protocol::ProtoBuf] {
         let mut p = plan(&[protocol], &[0, 2, 5], &[2]);
         p.trials = 1;
@@ -181,6 +190,7 @@ fn the_schema_rejects_what_it_should() {
 
 #[test]
 fn the_binary_writes_every_output_file() {
+    let _machine = MACHINE.blocking_read();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("sweep");
     let status = std::process::Command::new(exe())
