@@ -222,3 +222,92 @@ fn sides_that_cannot_be_judged_exit_2() {
         "{out}"
     );
 }
+
+/// A plugin of the user's own, in two builds, through `--baseline-start-cmd` and
+/// `--current-start-cmd` as a newcomer would write them: a Python bench plugin written here
+/// (not one of plugins/), whose second version makes one PDK call more per request. The
+/// counters catch it; `{prefix}` and `{socket}` tell the kit where to listen.
+#[test]
+fn two_builds_of_your_own_python_server_through_start_commands() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join(".peers/python/venv/bin/python");
+    if !python.exists() {
+        assert!(
+            std::env::var_os("MOCK_KONG_REQUIRE_PEERS").is_none(),
+            "the Python kit is required (MOCK_KONG_REQUIRE_PEERS) but {} is missing; run scripts/install-peers.sh",
+            python.display()
+        );
+        eprintln!("*** SKIPPING: the Python kit is not installed (scripts/install-peers.sh)");
+        return;
+    }
+    let _machine = super::MACHINE.blocking_read();
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = |extra: &str| {
+        format!(
+            r#"
+Schema = [{{"calls": {{"type": "integer", "default": 0}}}}]
+version = "1.0.0"
+priority = 10
+
+class Plugin(object):
+    def __init__(self, config):
+        self.calls = int(config.get("calls") or 0)
+
+    def access(self, kong):
+        {extra}
+        for _ in range(max(self.calls - 1, 0)):
+            kong.request.get_header("x-bench")
+        if self.calls > 0:
+            kong.response.set_header("x-bench-calls", str(self.calls))
+
+if __name__ == "__main__":
+    from kong_pdk.cli import start_dedicated_server
+    start_dedicated_server("bench", Plugin, version, priority, Schema)
+"#
+        )
+    };
+    let v1 = dir.path().join("v1");
+    let v2 = dir.path().join("v2");
+    for (d, extra) in [(&v1, "pass"), (&v2, "kong.request.get_method()")] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("bench.py"), plugin(extra)).unwrap();
+    }
+    let cmd = |d: &std::path::Path, tail: &str| {
+        format!("{} {}/bench.py {tail}", python.display(), d.display())
+    };
+    let start1 = cmd(&v1, "-p {prefix} --socket-name {socket}");
+    let query1 = cmd(&v1, "--dump");
+    let start2 = cmd(&v2, "-p {prefix} --socket-name {socket}");
+    let query2 = cmd(&v2, "--dump");
+    let (code, out) = loadgen(&[
+        "ab",
+        "--baseline-start-cmd",
+        &start1,
+        "--baseline-query-cmd",
+        &query1,
+        "--current-start-cmd",
+        &start2,
+        "--current-query-cmd",
+        &query2,
+        "--calls",
+        "2",
+        "--pairs",
+        "6",
+        "--forks",
+        "1",
+        "--duration",
+        "200ms",
+        "--warmup",
+        "50ms",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("PDK callbacks per request 2.00 → 3.00"),
+        "the extra call is named: {out}"
+    );
+    assert!(out.contains("current vs baseline"), "{out}");
+    assert!(
+        out.contains("the bench plugin made 3 PDK call(s) where 2 were configured"),
+        "{out}"
+    );
+}
