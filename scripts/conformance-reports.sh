@@ -38,7 +38,7 @@ run() {
 
 run reference-msgpack --protocol msgpack
 run reference-protobuf --protocol protobuf
-for peer in go python python-gevent js js-dir; do
+for peer in go python python-gevent js js-dir rust; do
   run "$peer" --peer "$peer"
 done
 
