@@ -29,9 +29,15 @@ mkdir -p "$out" conformance/expected
 status=0
 run() {
   local name=$1; shift
+  local fix_this=("${fix[@]}")
+  # rust.txt is written by hand (the causes in kong_rs's source, one evidence line per check).
+  if [[ $name == rust && ${#fix[@]} -gt 0 ]]; then
+    echo "(conformance/expected/rust.txt is kept as written; edit it by hand)"
+    fix_this=()
+  fi
   echo "== $name"
   "$bin" conform "$@" --quiet-server \
-    --expect-failures "conformance/expected/$name.txt" "${fix[@]}" \
+    --expect-failures "conformance/expected/$name.txt" "${fix_this[@]}" \
     --json "$out/$name.json" --junit "$out/$name.junit.xml" --markdown "$out/$name.md" \
     | tail -n 1 || status=1
 }
