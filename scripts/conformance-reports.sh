@@ -61,6 +61,9 @@ if [[ $slow == 1 ]]; then
 fi
 
 "$bin" conform --matrix "$out"
+if [[ -f "$out/rust-findings.md" ]]; then
+  printf '\nThe rust (kong_rs) failures, each explained from the kit'"'"'s source: [rust-findings.md](rust-findings.md).\n' >> "$out/README.md"
+fi
 if [[ -f "$out/slow/README.md" ]]; then
   printf '\nSlow tier (instances idle past 60 s, resources over thousands of events): [slow/README.md](slow/README.md).\n' >> "$out/README.md"
 fi
