@@ -8,6 +8,7 @@ Reads WORK_DIR/<label>.{scenarios,conform,load}.json, peers.toml and .peers/vers
 import json
 import os
 import platform
+import re
 import sys
 import tomllib
 
@@ -87,7 +88,9 @@ def main():
                       f"p99 {p['latency_us']['p99']:.0f} µs, {p['errors']} error(s)")
         elif ld and ld.get("failures"):
             f = ld["failures"][0]
-            load_s = f"cannot complete: {f['error'][:160]}"
+            # Frame bytes quoted in the error ("\x08\x03...") are left out of the table cell.
+            short = re.sub(r'"(?:[^"\\]|\\.)*\\x(?:[^"\\]|\\.)*"', '"…"', f["error"])
+            load_s = f"cannot complete: {short[:200]}"
             details.append(f"* **{label}** load smoke: {f['error']}")
         else:
             load_s = "not run"
