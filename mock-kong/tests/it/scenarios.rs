@@ -148,7 +148,7 @@ fn shipped_scenarios_pass_on_the_reference_server() {
     }
 }
 
-/// The same files against the real Go, Python and JS servers: the portable scenarios pass, the
+/// The same files against the official Go, Python and JS servers: the portable scenarios pass, the
 /// reference-only ones are skipped.
 #[test]
 fn shipped_scenarios_pass_on_the_real_peers() {
