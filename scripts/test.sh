@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command (the README's quick start and .ci/run call exactly this).
-# On a fresh machine it installs the real peer plugin servers (Go, Python, JS; see
+# On a fresh machine it installs the real peer plugin servers (Go, Python, JS, Rust; see
 # scripts/install-peers.sh) and then runs every test of the workspace with the peer tests required.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -741,7 +741,10 @@ impl RawHost {
             }
             let method = String::from_utf8_lossy(&name).into_owned();
             let args_frame = match w
-                .recv_frame(&format!("waiting for the arguments of {method}"))
+                .recv_frame(&format!(
+                    "waiting for the arguments of {}",
+                    pdk_table::method_label(&name)
+                ))
                 .await
             {
                 Ok(f) => f,

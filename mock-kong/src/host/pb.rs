@@ -269,7 +269,12 @@ impl PbClient {
                     &deadline,
                     &mut budget,
                     &|b| describe_args(&method, b),
-                    &|| format!("waiting for the arguments of {}", short_name(&method)),
+                    &|| {
+                        format!(
+                            "waiting for the arguments of {}",
+                            pdk_table::method_label(&name)
+                        )
+                    },
                 )
                 .await
                 .map_err(|e| e.in_context(&ctx()))?;
@@ -441,7 +446,7 @@ fn describe_name(frame: &[u8]) -> String {
     if frame.is_empty() {
         "<empty frame: handler finished>".into()
     } else {
-        format!("method {}", String::from_utf8_lossy(frame))
+        format!("method {}", pdk_table::method_label(frame))
     }
 }
 
