@@ -11,15 +11,25 @@
 #           -> plugins/js/node_modules           `npm ci`
 #           -> .peers/js/single/<plugin>/        one-plugin directories
 #                                                (symlinks to plugins/js/plugins)
+#   rust    plugins/rust (Cargo.toml + Cargo.lock, kong_rs on crates.io)
+#           -> .peers/rust/bin/<plugin>          one binary per plugin (no multiphase:
+#                                                kong_rs has only the access phase)
+#           kong_rs's protobuf crate runs protoc at build time: the protoc shipped by
+#           the crate protoc-bin-vendored (pinned in plugins/rust/Cargo.lock) is used,
+#           or $PROTOC when set. Build products stay in .peers/rust/target.
+#           kong_rs always binds /usr/local/kong/<plugin>.socket; plugins/rust/kong-rs-ns
+#           runs each server in a private mount namespace (root, or unprivileged user
+#           namespaces). The installer probes that and says so when it cannot work:
+#           a warning, or exit 3 when MOCK_KONG_REQUIRE_PEERS is set.
 #
 # Each part is skipped when its stamp file (.peers/<part>/.stamp, a hash of
 # the lock files, the sources and the runtime version) is current, so a
 # second run does nothing and takes well under a second.
 #
-# Usage: scripts/install-peers.sh [--check] [--only go,python,js] [--force]
+# Usage: scripts/install-peers.sh [--check] [--only go,python,js,rust] [--force]
 #   --check   only report what is installed and whether it is up to date;
 #             changes nothing; exits 1 when something is missing or stale
-#   --only    handle only the listed parts (default: go,python,js)
+#   --only    handle only the listed parts (default: go,python,js,rust)
 #   --force   rebuild even when the stamps are current
 #
 # Exit codes: 0 ok, 1 --check found something missing or stale,
@@ -29,10 +39,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PEERS="$ROOT/.peers"
 PLUGINS=(hello bench exit multiphase faults)
+RUST_PLUGINS=(hello bench exit faults) # kong_rs 0.2.0 has only the access phase
 
 CHECK=0
 FORCE=0
-ONLY="go,python,js"
+ONLY="go,python,js,rust"
 
 usage() {
   sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
@@ -43,7 +54,7 @@ while [[ $# -gt 0 ]]; do
     --check) CHECK=1 ;;
     --force) FORCE=1 ;;
     --only)
-      [[ $# -ge 2 ]] || { echo "install-peers: --only needs a list such as go,python,js" >&2; exit 2; }
+      [[ $# -ge 2 ]] || { echo "install-peers: --only needs a list such as go,python,js,rust" >&2; exit 2; }
       ONLY="$2"; shift ;;
     --only=*) ONLY="${1#--only=}" ;;
     -h|--help) usage; exit 0 ;;
@@ -52,15 +63,16 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 
-WANT_GO=0; WANT_PY=0; WANT_JS=0
+WANT_GO=0; WANT_PY=0; WANT_JS=0; WANT_RS=0
 IFS=',' read -r -a parts <<<"$ONLY"
 for part in "${parts[@]}"; do
   case "$part" in
     go) WANT_GO=1 ;;
     python) WANT_PY=1 ;;
     js) WANT_JS=1 ;;
+    rust) WANT_RS=1 ;;
     "") ;;
-    *) echo "install-peers: unknown part '$part' in --only (expected go, python or js)" >&2; exit 2 ;;
+    *) echo "install-peers: unknown part '$part' in --only (expected go, python, js or rust)" >&2; exit 2 ;;
   esac
 done
 
@@ -79,6 +91,10 @@ fi
 if [[ $WANT_JS == 1 ]]; then
   command -v node >/dev/null 2>&1 || missing+=("node (Node.js >= 16, needed for the 'js' peers)")
   command -v npm >/dev/null 2>&1 || missing+=("npm (needed to install the 'js' peers)")
+fi
+if [[ $WANT_RS == 1 ]]; then
+  command -v cargo >/dev/null 2>&1 || missing+=("cargo (Rust toolchain >= 1.85, needed for the 'rust' peer)")
+  command -v rustc >/dev/null 2>&1 || missing+=("rustc (Rust toolchain >= 1.85, needed for the 'rust' peer)")
 fi
 if [[ ${#missing[@]} -gt 0 && $CHECK == 0 ]]; then
   for m in "${missing[@]}"; do log "missing runtime: $m"; done
@@ -249,6 +265,88 @@ js_versions() {
   printf 'js.runtime=node %s\n' "$(node --version)"
 }
 
+# ---------------------------------------------------------------- rust
+
+RS_DIR="$ROOT/plugins/rust"
+RS_TARGET="$PEERS/rust/target"
+
+rs_hash() {
+  local files
+  mapfile -t files < <(cd "$ROOT" && find plugins/rust -type f \( -name '*.rs' -o -name Cargo.toml -o -name Cargo.lock \) | LC_ALL=C sort)
+  hash_inputs "$(rustc --version) $(cargo --version) PROTOC=${PROTOC:-vendored}" "${files[@]/#/$ROOT/}"
+}
+
+rs_installed() {
+  local p
+  for p in "${RUST_PLUGINS[@]}"; do [[ -x "$PEERS/rust/bin/$p" ]] || return 1; done
+}
+
+# The private /usr/local each kong_rs server needs (plugins/rust/kong-rs-ns): a warning when
+# this machine cannot make one, an error when the peers are required.
+rs_probe() {
+  local why
+  if why="$("$RS_DIR/kong-rs-ns" --probe 2>&1)"; then
+    return 0
+  fi
+  if [[ -n "${MOCK_KONG_REQUIRE_PEERS:-}" ]]; then
+    die 3 "rust: the kong_rs servers cannot run here: $why"
+  fi
+  log "rust: WARNING: built, but the kong_rs servers cannot run here, so the rust peer tests will be skipped: $why"
+}
+
+install_rust() {
+  local ver major minor h p line protoc_env=()
+  ver="$(rustc --version)"          # e.g. rustc 1.95.0 (59807616e 2026-04-14)
+  major="$(awk '{print $2}' <<<"$ver" | cut -d. -f1)"
+  minor="$(awk '{print $2}' <<<"$ver" | cut -d. -f2)"
+  if ! [[ "$major" =~ ^[0-9]+$ && "$minor" =~ ^[0-9]+$ ]] || (( major == 1 && minor < 85 )); then
+    die 3 "kong_rs 0.2.0 is edition 2024 and needs Rust >= 1.85, but rustc is '$ver'"
+  fi
+  h="$(rs_hash)"
+  if stamp_current "$PEERS/rust/.stamp" "$h" && rs_installed; then
+    log "rust: up to date ($PEERS/rust/bin)"
+    rs_probe
+    return
+  fi
+  if [[ -n "${PROTOC:-}" ]]; then
+    log "rust: using PROTOC=$PROTOC"
+  else
+    log "rust: building plugins/rust/protoc-path (the protoc of protoc-bin-vendored)"
+    (cd "$RS_DIR" && cargo build --locked --release --quiet --target-dir "$RS_TARGET" -p protoc-path) \
+      || die 4 "cargo build of plugins/rust/protoc-path failed (see above); crates.io must serve protoc-bin-vendored as pinned in plugins/rust/Cargo.lock"
+    line="$("$RS_TARGET/release/protoc-path")" \
+      || die 3 "no protoc for this platform in protoc-bin-vendored (see above); install one (Debian: apt-get install protobuf-compiler libprotobuf-dev) and set PROTOC"
+    mapfile -t protoc_env <<<"$line"
+    [[ ${#protoc_env[@]} == 2 ]] || die 3 "plugins/rust/protoc-path printed '$line', not PROTOC and PROTOC_INCLUDE; install a protoc and set PROTOC"
+  fi
+  log "rust: building ${RUST_PLUGINS[*]} with kong_rs into .peers/rust/bin"
+  (cd "$RS_DIR" && env "${protoc_env[@]}" cargo build --locked --release --quiet --target-dir "$RS_TARGET" -p kong-rs-fixtures) \
+    || die 4 "cargo build of plugins/rust failed (see above); crates.io must serve kong_rs as pinned in plugins/rust/Cargo.lock"
+  mkdir -p "$PEERS/rust/bin"
+  for p in "${RUST_PLUGINS[@]}"; do
+    cp "$RS_TARGET/release/$p" "$PEERS/rust/bin/$p.tmp"
+    mv "$PEERS/rust/bin/$p.tmp" "$PEERS/rust/bin/$p"
+  done
+  printf '%s\n' "$h" >"$PEERS/rust/.stamp"
+  rs_probe
+}
+
+check_rust() {
+  local why
+  if ! command -v cargo >/dev/null 2>&1 || ! command -v rustc >/dev/null 2>&1; then report rust "runtime missing (cargo/rustc)"; STATUS=1; return; fi
+  if ! rs_installed; then report rust "not installed (.peers/rust/bin)"; STATUS=1; return; fi
+  if ! stamp_current "$PEERS/rust/.stamp" "$(rs_hash)"; then report rust "installed but stale (sources, lock file or rustc changed)"; STATUS=1; return; fi
+  if ! why="$("$RS_DIR/kong-rs-ns" --probe 2>&1)"; then report rust "installed, but cannot run here: $why"; STATUS=1; return; fi
+  report rust "ok: $(rs_versions | tr '\n' ' ')"
+}
+
+rs_versions() {
+  printf 'rust.kit=kong_rs %s\n' \
+    "$(awk '/^name = "kong_rs"$/ {getline; gsub(/"/, "", $3); print $3}' "$RS_DIR/Cargo.lock")"
+  printf 'rust.protocol=ProtoBuf:1\n'
+  printf 'rust.runtime=%s\n' "$(rustc --version)"
+}
+
 # ---------------------------------------------------------------- main
 
 if [[ $CHECK == 1 ]]; then
@@ -256,6 +354,7 @@ if [[ $CHECK == 1 ]]; then
   if [[ $WANT_GO == 1 ]]; then check_go; fi
   if [[ $WANT_PY == 1 ]]; then check_python; fi
   if [[ $WANT_JS == 1 ]]; then check_js; fi
+  if [[ $WANT_RS == 1 ]]; then check_rust; fi
   exit "$STATUS"
 fi
 
@@ -263,11 +362,13 @@ mkdir -p "$PEERS"
 if [[ $WANT_GO == 1 ]]; then install_go; fi
 if [[ $WANT_PY == 1 ]]; then install_python; fi
 if [[ $WANT_JS == 1 ]]; then install_js; fi
+if [[ $WANT_RS == 1 ]]; then install_rust; fi
 
 {
   if [[ $WANT_GO == 1 ]]; then go_versions; fi
   if [[ $WANT_PY == 1 ]]; then py_versions; fi
   if [[ $WANT_JS == 1 ]]; then js_versions; fi
+  if [[ $WANT_RS == 1 ]]; then rs_versions; fi
 } >"$PEERS/versions.txt.tmp"
 mv "$PEERS/versions.txt.tmp" "$PEERS/versions.txt"
 echo "peers installed under $PEERS (versions in .peers/versions.txt):"

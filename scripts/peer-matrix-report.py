@@ -8,6 +8,7 @@ Reads WORK_DIR/<label>.{scenarios,conform,load}.json, peers.toml and .peers/vers
 import json
 import os
 import platform
+import re
 import sys
 import tomllib
 
@@ -33,6 +34,15 @@ def versions():
     return out
 
 
+def expected_scenarios(label):
+    """The scenario files listed in scenarios/expected/<label>.txt, or None without a list."""
+    try:
+        with open(f"scenarios/expected/{label}.txt") as f:
+            return {line.split("#", 1)[0].strip() for line in f} - {""}
+    except OSError:
+        return None
+
+
 def main():
     work, out_file, labels = sys.argv[1], sys.argv[2], sys.argv[3:]
     with open("peers.toml", "rb") as f:
@@ -56,6 +66,11 @@ def main():
             protocol = peer.get("protocol", "?")
         if sc:
             scen = f"{sc['passed']} passed, {sc['failed']} failed, {sc['skipped']} skipped"
+            listed = expected_scenarios(label)
+            if listed is not None:
+                failed = {s["file"] for s in sc["scenarios"] if s["outcome"] in ("failed", "error")}
+                gate = "ok" if failed == listed else "**differs from the expected list**"
+                scen += f" ({len(failed & listed)} expected, scenarios/expected/{label}.txt; gate {gate})"
         else:
             scen = "not run"
         if cf:
@@ -71,6 +86,12 @@ def main():
             p = ld["points"][0]
             load_s = (f"{p['rps']:.0f} req/s at 5 calls, p50 {p['latency_us']['p50']:.0f} µs, "
                       f"p99 {p['latency_us']['p99']:.0f} µs, {p['errors']} error(s)")
+        elif ld and ld.get("failures"):
+            f = ld["failures"][0]
+            # Frame bytes quoted in the error ("\x08\x03...") are left out of the table cell.
+            short = re.sub(r'"(?:[^"\\]|\\.)*\\x(?:[^"\\]|\\.)*"', '"…"', f["error"])
+            load_s = f"cannot complete: {short[:200]}"
+            details.append(f"* **{label}** load smoke: {f['error']}")
         else:
             load_s = "not run"
         rows.append(f"| {label} | {protocol} | {kit} | {runtime} | {scen} | {conf} | {load_s} |")
@@ -82,7 +103,9 @@ def main():
         "real plugin server of `peers.toml`, and the reference server in both protocols, through the",
         "shipped scenarios (`mock-kong run scenarios/`), the conformance fast tier gated by",
         "`conformance/expected/<server>.txt`, and a 2 s load smoke (`loadgen run`, bench plugin,",
-        "5 PDK calls per request, 1 connection). Scenarios marked for other servers are skipped.",
+        "5 PDK calls per request, 1 connection). Scenarios marked for other servers, or for a",
+        "plugin the server does not host, are skipped; a server with scenarios/expected/<server>.txt",
+        "must fail exactly those.",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}.",
         "",
@@ -90,7 +113,7 @@ def main():
         "|---|---|---|---|---|---|---|",
         *rows,
         "",
-        "## Conformance failures",
+        "## Conformance failures and load smokes that cannot complete",
         "",
         *(details or ["None."]),
         "",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command (the README's quick start and .ci/run call exactly this).
-# On a fresh machine it installs the real peer plugin servers (Go, Python, JS; see
+# On a fresh machine it installs the real peer plugin servers (Go, Python, JS, Rust; see
 # scripts/install-peers.sh), checks what the build can enforce (formatting, clippy, the codec
 # crate's purity, that the benches and the fuzz targets build), runs every test of the workspace
 # with the peer tests required, then the statistical tier alone, the peer matrix and the gates.

@@ -9,6 +9,12 @@
 //! pairs of one point are spread over the whole run. The result is one [`Results`] per side
 //! whose trials line up: trial `i` of a point on one side and trial `i` of the same point on the
 //! other side form pair `i`.
+//!
+//! The run is split into *forks*: both servers are started afresh (and every point prepared
+//! again) a few times, so that a difference between two server processes that has nothing to do
+//! with their code (one landed luckier in memory or on the CPU; seen here as 25 % between two
+//! identical servers, steady for a whole process lifetime) varies between forks and shows in the
+//! spread of the pairs instead of posing as a regression.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -98,6 +104,9 @@ pub struct AbPlan {
     pub warmup: Duration,
     /// Trials per side and point (the pairs the verdict is taken on).
     pub pairs: usize,
+    /// How many times both servers are started afresh during the run (the pairs are spread
+    /// over the forks).
+    pub forks: usize,
     pub method: String,
     pub session: SessionOptions,
     pub command: String,
@@ -139,6 +148,7 @@ impl AbPlan {
             multicore_workers: None,
             method: self.method.clone(),
             runtime_threads: self.runtime_threads,
+            forks: Some(self.forks.clamp(1, self.pairs.max(1))),
         }
     }
 }
@@ -194,105 +204,166 @@ async fn prepare(session: &Session, spec: PointSpec) -> Result<PreparedPoint, Dr
     }
 }
 
-/// Measures both sides, interleaved. Points that cannot be prepared on a side are recorded as
-/// that side's failures and measured on neither (there would be nothing to pair with).
-pub async fn run(plan: &AbPlan, progress: &dyn Progress) -> Result<AbRun, AbError> {
-    let a = open(&plan.baseline, "baseline", &plan.session).await?;
-    let b = match open(&plan.current, "current", &plan.session).await {
-        Ok(b) => b,
+/// The order of the two sides' trials in pair `round` of point `point`: each point alternates
+/// from one round to the next (A B, B A, A B, ...), and neighbouring points start on opposite
+/// sides. (A single alternation over the run would give each point one fixed order whenever
+/// the number of points is even.)
+pub fn first_side(round: usize, point: usize) -> [usize; 2] {
+    if (round + point) % 2 == 0 {
+        [0, 1]
+    } else {
+        [1, 0]
+    }
+}
+
+/// Opens both sides, the baseline first when `baseline_first`.
+async fn open_both(plan: &AbPlan, baseline_first: bool) -> Result<[Session; 2], AbError> {
+    let order: [(&AbSide, &'static str); 2] =
+        [(&plan.baseline, "baseline"), (&plan.current, "current")];
+    let (first, second) = if baseline_first { (0, 1) } else { (1, 0) };
+    let s1 = open(order[first].0, order[first].1, &plan.session).await?;
+    let s2 = match open(order[second].0, order[second].1, &plan.session).await {
+        Ok(s) => s,
         Err(e) => {
-            let _ = a.close().await;
+            let _ = s1.close().await;
             return Err(e);
         }
     };
+    Ok(if baseline_first { [s1, s2] } else { [s2, s1] })
+}
+
+/// Measures both sides, interleaved, in `plan.forks` forks: each fork starts both servers
+/// afresh and prepares every point again (new connections, new instances), so that whatever
+/// makes one server process (or one set of connections) luckier than another (where its memory
+/// landed, which CPU it woke on) varies from fork to fork and shows in the spread of the pairs,
+/// as JMH forks the JVM for the same reason. Points that cannot be prepared on a side are
+/// recorded as that side's failures and measured on neither.
+pub async fn run(plan: &AbPlan, progress: &dyn Progress) -> Result<AbRun, AbError> {
     let mut ra = Results::empty(&plan.command, plan.settings());
     let mut rb = Results::empty(&plan.command, plan.settings());
-    let sides = [(&a, &plan.baseline), (&b, &plan.current)];
-
-    // Prepare every point on both sides.
-    let mut points: Vec<(String, [PreparedPoint; 2])> = Vec::new();
-    for (mode, concurrency, calls) in plan.points() {
-        let spec = PointSpec {
-            calls,
-            method: plan.method.clone(),
-            concurrency,
-            kong_workers: plan.kong_workers,
-            mode,
-            warmup: plan.warmup,
-            duration: plan.duration,
-        };
-        let label = format!("{} c={concurrency} calls={calls}", mode.name());
-        progress.point(&format!("preparing {label}"));
-        let pa = prepare(&a, spec.clone()).await;
-        let pb = prepare(&b, spec).await;
-        match (pa, pb) {
-            (Ok(pa), Ok(pb)) => {
-                for (p, (_, side)) in [&pa, &pb].into_iter().zip(sides) {
-                    if let Some(w) = p.call_count_warning() {
-                        progress.note(&format!("{} {label}: warning: {w}", side.label));
-                    }
-                }
-                points.push((label, [pa, pb]));
+    let labels = [&plan.baseline.label, &plan.current.label];
+    let specs: Vec<(String, PointSpec)> = plan
+        .points()
+        .into_iter()
+        .map(|(mode, concurrency, calls)| {
+            (
+                format!("{} c={concurrency} calls={calls}", mode.name()),
+                PointSpec {
+                    calls,
+                    method: plan.method.clone(),
+                    concurrency,
+                    kong_workers: plan.kong_workers,
+                    mode,
+                    warmup: plan.warmup,
+                    duration: plan.duration,
+                },
+            )
+        })
+        .collect();
+    let mut trials: Vec<[Vec<TrialResult>; 2]> = specs.iter().map(|_| [vec![], vec![]]).collect();
+    let mut alive = vec![true; specs.len()];
+    let mut verified = vec![[0usize; 2]; specs.len()];
+    let mut protocols = [String::new(), String::new()];
+    let forks = plan.forks.clamp(1, plan.pairs.max(1));
+    let mut round = 0;
+    for fork in 0..forks {
+        let rounds_here = plan.pairs * (fork + 1) / forks - plan.pairs * fork / forks;
+        let sessions = open_both(plan, fork % 2 == 0).await?;
+        for (side, s) in sessions.iter().enumerate() {
+            protocols[side] = s.protocol().as_str().to_owned();
+        }
+        // Prepare the points still measured on both sides.
+        let mut prepared: Vec<Option<[PreparedPoint; 2]>> = Vec::with_capacity(specs.len());
+        for (j, (label, spec)) in specs.iter().enumerate() {
+            if !alive[j] {
+                prepared.push(None);
+                continue;
             }
-            (pa, pb) => {
-                for (res, (results, (_, side))) in [pa.err(), pb.err()]
-                    .into_iter()
-                    .zip([&mut ra, &mut rb].into_iter().zip(sides))
-                {
-                    if let Some(e) = res {
-                        progress.note(&format!("{} {label}: cannot be measured: {e}", side.label));
-                        results.failures.push(FailureRecord {
-                            peer: side.label.clone(),
-                            calls: Some(calls),
-                            concurrency: Some(concurrency),
-                            error: e.to_string(),
-                        });
+            progress.point(&format!("fork {}/{forks}: preparing {label}", fork + 1));
+            let pa = prepare(&sessions[0], spec.clone()).await;
+            let pb = prepare(&sessions[1], spec.clone()).await;
+            match (pa, pb) {
+                (Ok(pa), Ok(pb)) => {
+                    for (side, p) in [&pa, &pb].into_iter().enumerate() {
+                        verified[j][side] = p.verified_calls;
+                        if let (0, Some(w)) = (fork, p.call_count_warning()) {
+                            progress.note(&format!("{} {label}: warning: {w}", labels[side]));
+                        }
                     }
+                    prepared.push(Some([pa, pb]));
                 }
-                for _ in 0..plan.pairs * 2 {
+                (pa, pb) => {
+                    for (side, (res, results)) in [pa.err(), pb.err()]
+                        .into_iter()
+                        .zip([&mut ra, &mut rb])
+                        .enumerate()
+                    {
+                        if let Some(e) = res {
+                            progress.note(&format!(
+                                "{} {label}: cannot be measured: {e}",
+                                labels[side]
+                            ));
+                            results.failures.push(FailureRecord {
+                                peer: labels[side].clone(),
+                                calls: Some(spec.calls),
+                                concurrency: Some(spec.concurrency),
+                                error: e.to_string(),
+                            });
+                        }
+                    }
+                    alive[j] = false;
+                    let done = trials[j][0].len() + trials[j][1].len();
+                    for _ in done..plan.pairs * 2 {
+                        progress.trial_done();
+                    }
+                    prepared.push(None);
+                }
+            }
+        }
+        // Rounds: every point once per round, one trial per side, the order alternating.
+        for _ in 0..rounds_here {
+            for (j, p) in prepared.iter().enumerate() {
+                let Some(p) = p else { continue };
+                progress.point(&format!(
+                    "fork {}/{forks}, pair {}/{}: {}",
+                    fork + 1,
+                    round + 1,
+                    plan.pairs,
+                    specs[j].0
+                ));
+                for side in first_side(round, j) {
+                    let t = driver::run_trial(&sessions[side], &p[side], None).await;
+                    trials[j][side].push(t);
                     progress.trial_done();
                 }
             }
+            round += 1;
+        }
+        drop(prepared);
+        for s in sessions {
+            let _ = s.close().await;
         }
     }
 
-    // Rounds: every point once per round, one trial per side, the first side alternating.
-    let mut trials: Vec<[Vec<TrialResult>; 2]> = points.iter().map(|_| [vec![], vec![]]).collect();
-    let mut flip = false;
-    for round in 0..plan.pairs {
-        for (i, (label, prepared)) in points.iter().enumerate() {
-            progress.point(&format!("pair {}/{} {label}", round + 1, plan.pairs));
-            let order = if flip { [1, 0] } else { [0, 1] };
-            flip = !flip;
-            for side in order {
-                let session = sides[side].0;
-                let t = driver::run_trial(session, &prepared[side], None).await;
-                trials[i][side].push(t);
-                progress.trial_done();
-            }
+    for (j, (_, spec)) in specs.iter().enumerate() {
+        if !alive[j] {
+            continue;
         }
-    }
-
-    for ((_, prepared), per_side) in points.iter().zip(&trials) {
         for (side, results) in [&mut ra, &mut rb].into_iter().enumerate() {
-            let session = sides[side].0;
-            let p = &prepared[side];
-            sweep::note_counting(results, &per_side[side]);
+            sweep::note_counting(results, &trials[j][side]);
             results.points.push(PointRecord::from_trials(
-                &sides[side].1.label,
-                session.protocol().as_str(),
-                p.spec.calls,
-                p.spec.concurrency,
-                p.spec.kong_workers,
-                p.spec.mode,
+                labels[side],
+                &protocols[side],
+                spec.calls,
+                spec.concurrency,
+                spec.kong_workers,
+                spec.mode,
                 "single",
-                p.verified_calls,
-                &per_side[side],
+                verified[j][side],
+                &trials[j][side],
             ));
         }
     }
-    let _ = a.close().await;
-    let _ = b.close().await;
     ra.close();
     rb.close();
     Ok(AbRun {
@@ -304,6 +375,23 @@ pub async fn run(plan: &AbPlan, progress: &dyn Progress) -> Result<AbRun, AbErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression test: with an even number of points, one alternation over the whole run gave
+    /// every point the same order in every round.
+    #[test]
+    fn every_point_alternates_its_order_from_round_to_round() {
+        for points in 1..=4 {
+            for p in 0..points {
+                let firsts: Vec<usize> = (0..6).map(|r| first_side(r, p)[0]).collect();
+                assert_eq!(
+                    firsts.iter().filter(|&&s| s == 0).count(),
+                    3,
+                    "{points} {p}"
+                );
+                assert!(firsts.windows(2).all(|w| w[0] != w[1]), "{firsts:?}");
+            }
+        }
+    }
 
     #[test]
     fn sides_parse() {

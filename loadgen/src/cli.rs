@@ -350,9 +350,14 @@ pub struct AbArgs {
     /// Open loop at this many requests/s (default: closed loop).
     #[arg(long, value_name = "RPS", help_heading = "Measurement")]
     pub rate: Option<f64>,
-    /// Trials per side and point: the pairs the verdict rests on (at least 6).
+    /// Trials per side and point (pairs), spread over the forks.
     #[arg(long, default_value_t = 20, help_heading = "Measurement")]
     pub pairs: usize,
+    /// Start both servers afresh this many times during the run: the forks are the units of
+    /// the statistics (at least 6; 1: no restart, every pair a unit), so a lucky or unlucky
+    /// server process does not pose as a difference of code.
+    #[arg(long, default_value_t = 10, help_heading = "Measurement")]
+    pub forks: usize,
     /// Measurement window of each trial.
     #[arg(long, value_name = "DUR", default_value = "200ms", value_parser = parse_duration, help_heading = "Measurement")]
     pub duration: Duration,
@@ -904,11 +909,18 @@ async fn ab_cmd(a: AbArgs, threads: usize) -> Outcome {
             a.current_exe.clone(),
             &registry,
         )?;
-        if a.pairs < paired::MIN_PAIRS {
+        let units = if a.forks <= 1 {
+            a.pairs
+        } else {
+            a.forks.min(a.pairs)
+        };
+        if units < paired::MIN_PAIRS {
             bail!(
-                "--pairs must be at least {} (a 95 % interval for the median ratio needs {} pairs), got {}",
+                "a 95 % interval for the median ratio needs at least {} units: --forks {} or more (each a unit) and at least as many --pairs, or --forks 1 and --pairs {} or more; got --forks {} --pairs {}",
                 paired::MIN_PAIRS,
                 paired::MIN_PAIRS,
+                paired::MIN_PAIRS,
+                a.forks,
                 a.pairs
             );
         }
@@ -950,6 +962,7 @@ async fn ab_cmd(a: AbArgs, threads: usize) -> Outcome {
             duration: a.duration,
             warmup: a.warmup,
             pairs: a.pairs,
+            forks: a.forks.max(1),
             method: a.method.clone(),
             session: SessionOptions {
                 timeouts: Timeouts::uniform(Duration::from_secs_f64(a.timeout)),
@@ -979,11 +992,12 @@ async fn ab_cmd(a: AbArgs, threads: usize) -> Outcome {
     }
     let bar = Bar::new(plan.total_trials());
     bar.note(&format!(
-        "{} vs {}: {} point(s) × {} pair(s): about {:.0} s",
+        "{} vs {}: {} point(s) × {} pair(s) in {} fork(s): about {:.0} s",
         plan.current.label,
         plan.baseline.label,
         plan.points().len(),
         plan.pairs,
+        plan.forks.clamp(1, plan.pairs),
         ((plan.warmup + plan.duration) * u32::try_from(plan.total_trials()).unwrap_or(u32::MAX))
             .as_secs_f64()
     ));

@@ -544,6 +544,10 @@ pub struct Settings {
     pub multicore_workers: Option<usize>,
     pub method: String,
     pub runtime_threads: usize,
+    /// `loadgen ab`: how many times the servers were started afresh; the trials of a point
+    /// fall into that many contiguous forks.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub forks: Option<usize>,
 }
 
 /// `results.json`.
@@ -944,6 +948,7 @@ mod tests {
                 multicore_workers: None,
                 method: "kong.request.get_header".into(),
                 runtime_threads: 1,
+                forks: None,
             },
             floor: vec![FloorResult {
                 protocol: mock_kong::Protocol::MsgPack,

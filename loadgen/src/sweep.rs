@@ -192,6 +192,7 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
             multicore_workers: plan.multicore.as_ref().map(|m| m.workers),
             method: plan.method.clone(),
             runtime_threads: plan.runtime_threads,
+            forks: None,
         },
     );
     let plans = point_plans(plan);

@@ -73,6 +73,14 @@ pub enum TargetError {
         path: PathBuf,
         known: String,
     },
+    /// The registry lists the plugins of this peer (`plugins = [...]`), and not this one.
+    #[error("peer `{name}` does not host plugin `{plugin}` (its `plugins` in {path}: {hosted})")]
+    PluginNotHosted {
+        name: String,
+        plugin: String,
+        path: PathBuf,
+        hosted: String,
+    },
 }
 
 /// Quotes `s` for `/bin/sh`.
@@ -118,6 +126,10 @@ pub struct PeerEntry {
     pub socket: String,
     #[serde(default)]
     pub description: String,
+    /// The plugins this peer hosts, when not every fixture (a kit that cannot express one);
+    /// resolving another plugin fails with [`TargetError::PluginNotHosted`].
+    #[serde(default)]
+    pub plugins: Option<Vec<String>>,
 }
 
 /// Reads a peers registry: a TOML table `[peer.<name>]` (or top-level `[<name>]` tables).
@@ -282,6 +294,18 @@ pub fn resolve(
                     known,
                 });
             };
+            if let Some(hosted) = entry
+                .plugins
+                .as_ref()
+                .filter(|l| !l.iter().any(|p| p == plugin))
+            {
+                return Err(TargetError::PluginNotHosted {
+                    name: name.clone(),
+                    plugin: plugin.to_owned(),
+                    path: registry.clone(),
+                    hosted: hosted.join(", "),
+                });
+            }
             let root = registry
                 .canonicalize()
                 .ok()
@@ -354,5 +378,37 @@ mod tests {
             .start_cmd
             .unwrap()
             .contains("--socket /run/k/s.sock --kong-prefix /run/k"));
+    }
+
+    /// A peer whose kit cannot express every fixture lists what it hosts (peers.toml
+    /// `plugins`); the others fail to resolve with an error naming the list.
+    #[test]
+    fn a_peer_with_a_plugin_list_resolves_only_those() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = dir.path().join("peers.toml");
+        std::fs::write(
+            &registry,
+            "[peers.k]\nstart_cmd = \"srv {plugin}\"\nquery_cmd = \"srv {plugin} -dump\"\n\
+             socket = \"{prefix}/kong/{plugin}.socket\"\nplugins = [\"hello\", \"exit\"]\n\
+             [peers.all]\nstart_cmd = \"a\"\nquery_cmd = \"a -dump\"\nsocket = \"{prefix}/a\"\n",
+        )
+        .unwrap();
+        let spec = |name: &str| TargetSpec::Peer {
+            name: name.into(),
+            registry: registry.clone(),
+        };
+        let t = resolve(&spec("k"), &Placement::default(), "exit").expect("exit is hosted");
+        assert_eq!(t.query_cmd, "srv exit -dump");
+        assert!(t.socket.ends_with("kong/exit.socket"), "{:?}", t.socket);
+        let e = resolve(&spec("k"), &Placement::default(), "multiphase").unwrap_err();
+        assert!(matches!(e, TargetError::PluginNotHosted { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with("peer `k` does not host plugin `multiphase` (its `plugins` in "),
+            "{e}"
+        );
+        assert!(e.to_string().ends_with(": hello, exit)"), "{e}");
+        // Without a list every plugin resolves.
+        assert!(resolve(&spec("all"), &Placement::default(), "multiphase").is_ok());
     }
 }

@@ -11,7 +11,7 @@
 
 use prost::Message;
 
-use super::{short_text, Callback, End, HostError, Reply, Sent};
+use super::{Callback, End, HostError, Reply, Sent};
 use crate::protobuf::encode_frame;
 use crate::protobuf::messages::{
     rpc_call, CmdCloseInstance, CmdHandleEvent, CmdStartInstance, RpcCall, RpcReturn,
@@ -104,8 +104,8 @@ pub enum Replied {
 enum State {
     /// Waiting for a method name (or the empty frame).
     Name,
-    /// Waiting for the arguments of a method.
-    Args(String),
+    /// Waiting for the arguments of a method (its name, and how messages show it).
+    Args(String, String),
     /// A callback waits for its reply.
     Reply(String, &'static MethodSpec),
     /// The empty frame came: waiting for the `RpcReturn`.
@@ -164,7 +164,7 @@ impl PbEvent {
                 "waiting for a PDK method name or the end-of-event frame (sequence {})",
                 self.sequence
             ),
-            State::Args(m) => format!("waiting for the arguments of {}", short_text(m)),
+            State::Args(_, label) => format!("waiting for the arguments of {label}"),
             State::Return => format!(
                 "waiting for RpcReturn of cmd_handle_event (sequence {})",
                 self.sequence
@@ -177,8 +177,8 @@ impl PbEvent {
     pub fn describe(&self, frame: &[u8]) -> String {
         match &self.state {
             State::Name if frame.is_empty() => "<empty frame: handler finished>".into(),
-            State::Name => format!("method {}", String::from_utf8_lossy(frame)),
-            State::Args(m) => describe_args(m, frame),
+            State::Name => format!("method {}", pdk_table::method_label(frame)),
+            State::Args(m, _) => describe_args(m, frame),
             _ => match RpcReturn::decode(frame) {
                 Ok(r) => format!("{r:?}"),
                 Err(e) => format!("undecodable RpcReturn ({e})"),
@@ -195,16 +195,18 @@ impl PbEvent {
             }
             State::Name => {
                 let method = String::from_utf8_lossy(frame).into_owned();
+                // A method name as messages show it (an RpcReturn sent in its place is named).
+                let label = pdk_table::method_label(frame);
                 if self.callbacks >= self.max_callbacks {
                     return Err(HostError::TooManyCallbacks {
-                        what: format!("callback {} in {}", short_text(&method), self.context()),
+                        what: format!("callback {label} in {}", self.context()),
                         limit: self.max_callbacks,
                     });
                 }
-                self.state = State::Args(method);
+                self.state = State::Args(method, label);
                 Ok(Next::Frame)
             }
-            State::Args(method) => {
+            State::Args(method, _) => {
                 // Kong: `method "<x>" not found` → the event fails (HTTP 500 from 3.8, spec §5.3).
                 let Some(spec) = pdk_table::lookup(&method) else {
                     return Ok(Next::End(End::MethodNotFound(method)));

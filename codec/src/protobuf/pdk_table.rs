@@ -207,6 +207,36 @@ pub fn lookup(name: &str) -> Option<&'static MethodSpec> {
     METHODS.iter().find(|m| m.name == name)
 }
 
+/// How messages name a frame read where the server's next PDK method name belongs: the name
+/// itself when it is printable ASCII, otherwise its bytes escaped, with a note when they decode
+/// as an `RpcReturn`. A server that ends its handler with the `RpcReturn` but without the empty
+/// frame first (kong_rs 0.2.0 does) makes Kong read the `RpcReturn` as a method name and then
+/// wait for its arguments until the socket timeout (spec §5.3).
+/// Long frames are cut (120 characters of a name, 48 bytes otherwise).
+pub fn method_label(frame: &[u8]) -> String {
+    let cut = |max: usize| {
+        if frame.len() > max {
+            (&frame[..max], format!("… ({} bytes)", frame.len()))
+        } else {
+            (frame, String::new())
+        }
+    };
+    if !frame.is_empty() && frame.iter().all(u8::is_ascii_graphic) {
+        let (head, more) = cut(120);
+        return format!("{}{more}", String::from_utf8_lossy(head));
+    }
+    let (head, more) = cut(48);
+    let escaped = format!("\"{}\"{more}", head.escape_ascii());
+    match super::messages::RpcReturn::decode(frame) {
+        Ok(r) if r.r#return.is_some() || r.sequence != 0 => format!(
+            "{escaped}, which is an RpcReturn (sequence {}): the handler ended without the empty \
+             frame that must come before it",
+            r.sequence
+        ),
+        _ => escaped,
+    }
+}
+
 /// Every method of the table (74 rows, in the proto's order).
 pub fn methods() -> &'static [MethodSpec] {
     &METHODS
@@ -714,6 +744,42 @@ mod tests {
     }
     fn arr(v: Vec<Value>) -> Value {
         Value::Array(v)
+    }
+
+    /// kong_rs 0.2.0 sends its RpcReturn where Kong reads the next method name; messages must
+    /// say so instead of printing the raw bytes (regression: the report showed mojibake).
+    #[test]
+    fn method_label_names_an_rpc_return_sent_in_place_of_a_method() {
+        use super::super::messages::{rpc_return, InstanceStatus, RpcReturn};
+        assert_eq!(
+            method_label(b"kong.request.get_header"),
+            "kong.request.get_header"
+        );
+        let ret = RpcReturn {
+            sequence: 3,
+            r#return: Some(rpc_return::Return::InstanceStatus(InstanceStatus {
+                name: "hello".into(),
+                ..InstanceStatus::default()
+            })),
+        };
+        let label = method_label(&ret.encode_to_vec());
+        assert!(label.starts_with("\"\\x08\\x03\\x8a\\x02"), "{label}");
+        assert!(
+            label.ends_with(
+                "which is an RpcReturn (sequence 3): the handler ended without the empty frame \
+                 that must come before it"
+            ),
+            "{label}"
+        );
+        assert_eq!(method_label(b"kong.x\n\xff"), "\"kong.x\\n\\xff\"");
+        assert_eq!(
+            method_label(&[b'k'; 130]),
+            format!("{}… (130 bytes)", "k".repeat(120))
+        );
+        assert_eq!(
+            method_label(&[0; 50]),
+            format!("\"{}\"… (50 bytes)", "\\x00".repeat(48))
+        );
     }
 
     /// The rpc names of Kong's `service Kong` (spec §5.4) and the `MethodName` overrides.

@@ -951,6 +951,7 @@ pub(crate) mod tests {
                 multicore_workers: None,
                 method: "kong.request.get_header".into(),
                 runtime_threads: 1,
+                forks: None,
             },
             floor: vec![FloorResult {
                 protocol: mock_kong::Protocol::MsgPack,

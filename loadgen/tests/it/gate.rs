@@ -70,6 +70,7 @@ fn config() -> GateConfig {
 #[tokio::test]
 #[ignore = "statistical tier (timings compared): scripts/test.sh runs it serially"]
 async fn a_a_the_same_server_twice_is_no_regression() {
+    let _machine = super::MACHINE.write().await;
     let (a, b) = interleaved(&[], &[], &[0, 10], 4).await;
     let r = gate::compare(&a, &b, &config()).unwrap();
     let md = loadgen::gate::report::markdown(&r, "A");
@@ -81,6 +82,7 @@ async fn a_a_the_same_server_twice_is_no_regression() {
 #[tokio::test]
 #[ignore = "statistical tier (timings compared): scripts/test.sh runs it serially"]
 async fn a_b_a_slower_pdk_is_a_regression_where_calls_are_made_and_not_at_0_calls() {
+    let _machine = super::MACHINE.write().await;
     let (a, b) = interleaved(&[], &["very-slow-pdk"], &[0, 10], 4).await;
     let r = gate::compare(&a, &b, &config()).unwrap();
     let md = loadgen::gate::report::markdown(&r, "A");
@@ -93,13 +95,12 @@ async fn a_b_a_slower_pdk_is_a_regression_where_calls_are_made_and_not_at_0_call
     };
     assert!(!at(0).is_regression(), "no PDK call, no slowdown: {md}");
     assert!(at(10).is_regression(), "{md}");
-    // 10 calls × 200 µs on top of ~100-300 µs: both throughput and median latency regress.
+    // 10 calls × 200 µs on top of ~100-300 µs: throughput at least halves. (Which of
+    // throughput and median latency clears the whole-interval rule first depends on the
+    // machine's load; at least one does, or the point would not be a regression.)
     let PointOutcome::Compared { metrics, .. } = &at(10).outcome else {
         panic!("{md}")
     };
-    for m in metrics {
-        assert_eq!(m.verdict, Verdict::Regression, "{md}");
-    }
     assert!(metrics[0].change < -0.5, "throughput at least halves: {md}");
 }
 
@@ -161,6 +162,7 @@ fn results_file(dir: &Path, name: &str, fingerprint: &str, rps: f64) -> String {
 
 #[test]
 fn the_gate_command_exit_codes_and_report_files() {
+    let _machine = super::MACHINE.blocking_read();
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let base = results_file(d, "base.json", "m1", 10_000.0);

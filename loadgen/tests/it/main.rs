@@ -23,6 +23,12 @@ use mock_kong::process::LogSink;
 use mock_kong::session::SessionOptions;
 use mock_kong::Protocol;
 
+/// The machine, as the tests of this binary share it: a test whose verdict depends on timing
+/// takes it for writing (it measures alone), every other test that runs servers for reading
+/// (they run in parallel with each other, never during a timing test). Other test binaries run
+/// before or after this one (cargo runs them one at a time).
+static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_loadgen"))
 }
@@ -56,6 +62,7 @@ fn plan(protocols: &[Protocol], calls: &[u32], concurrency: &[usize]) -> SweepPl
 
 #[tokio::test]
 async fn closed_loop_against_the_reference_server_in_both_protocols() {
+    let _machine = MACHINE.write().await;
     let p = plan(&[Protocol::MsgPack, Protocol::ProtoBuf], &[0, 3], &[1, 2]);
     let r = sweep::run(&p, &NoProgress).await;
     assert!(r.failures.is_empty(), "{:?}", r.failures);
@@ -104,6 +111,7 @@ async fn closed_loop_against_the_reference_server_in_both_protocols() {
 #[tokio::test]
 #[ignore = "statistical tier (timings compared): scripts/test.sh runs it serially"]
 async fn open_loop_flags_saturation_far_above_capacity_and_not_below() {
+    let _machine = MACHINE.write().await;
     let mut p = plan(&[Protocol::MsgPack], &[2], &[2]);
     p.trials = 1;
     p.modes = vec![Mode::Open { rate: 2_000_000.0 }];
@@ -132,6 +140,7 @@ async fn open_loop_flags_saturation_far_above_capacity_and_not_below() {
 /// and the next point is clean.
 #[tokio::test]
 async fn chaos_a_server_killed_mid_sweep_is_restarted_and_errors_are_counted() {
+    let _machine = MACHINE.read().await;
     for protocol in [Protocol::MsgPack, Protocol::ProtoBuf] {
         let mut p = plan(&[protocol], &[0, 2, 5], &[2]);
         p.trials = 1;
@@ -188,6 +197,7 @@ fn the_schema_rejects_what_it_should() {
 
 #[test]
 fn the_binary_writes_every_output_file() {
+    let _machine = MACHINE.blocking_read();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("sweep");
     let status = std::process::Command::new(exe())
@@ -281,4 +291,90 @@ fn a_closed_stdout_is_a_normal_exit() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Whether the rust peer (kong_rs, `scripts/install-peers.sh`) is installed and can run here;
+/// panics when the peers are required (`MOCK_KONG_REQUIRE_PEERS`, as `scripts/test.sh` sets).
+fn rust_peer_ready(root: &std::path::Path) -> bool {
+    let probe = std::process::Command::new(root.join("plugins/rust/kong-rs-ns"))
+        .arg("--probe")
+        .output();
+    let problem = match probe {
+        _ if !root.join(".peers/rust/bin/bench").exists() => "not installed".to_owned(),
+        Ok(o) if o.status.success() => return true,
+        Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_owned(),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        std::env::var_os("MOCK_KONG_REQUIRE_PEERS").is_none(),
+        "the rust peer is required but {problem}; run scripts/install-peers.sh"
+    );
+    eprintln!("\n*** SKIPPING the rust peer: {problem} (scripts/install-peers.sh) ***\n");
+    false
+}
+
+/// A server whose events never complete (kong_rs: no end-of-event frame) still gets every
+/// point of a sweep: each reported in `failures` with its error, in results.json and under
+/// "Points that could not be measured" in summary.md, beside the points of the other servers;
+/// the sweep exits 1.
+#[test]
+fn a_sweep_reports_every_point_of_the_rust_peer_with_its_error() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    if !rust_peer_ready(&root) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sweep");
+    let status = std::process::Command::new(exe())
+        .current_dir(&root)
+        .args([
+            "sweep",
+            "--peer",
+            "rust",
+            "--reference",
+            "--protocol",
+            "protobuf",
+        ])
+        .args(["--calls", "0,2", "--concurrency", "1", "--timeout", "1"])
+        .args(["--duration", "300ms", "--warmup", "100ms", "--trials", "1"])
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    schema::validate_results(&json).unwrap();
+    let points = json["points"].as_array().unwrap();
+    assert!(points.len() >= 2, "{points:?}");
+    assert!(
+        points.iter().all(|p| p["peer"] != "rust"),
+        "only the reference server is measured: {points:?}"
+    );
+    // Every point the reference server got (0 and 2 calls, the multicore variant) is a failure
+    // record of the rust peer.
+    let failures = json["failures"].as_array().unwrap();
+    let key = |v: &serde_json::Value| (v["calls"].as_u64(), v["concurrency"].as_u64());
+    let mut measured: Vec<_> = points.iter().map(key).collect();
+    let mut failed: Vec<_> = failures.iter().map(key).collect();
+    measured.sort_unstable();
+    failed.sort_unstable();
+    assert_eq!(failed, measured, "{failures:?}");
+    for f in failures {
+        assert_eq!(f["peer"], "rust");
+        let e = f["error"].as_str().unwrap();
+        assert!(e.contains("which is an RpcReturn (sequence"), "{e}");
+    }
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    let section = summary
+        .split("## Points that could not be measured")
+        .nth(1)
+        .expect("the section of failed points");
+    assert_eq!(
+        section.matches("* rust calls=Some(").count(),
+        failures.len(),
+        "{section}"
+    );
+    assert!(out.join("rps.png").exists());
 }

@@ -108,8 +108,13 @@ pub(crate) async fn run(a: RunArgs) -> Result<i32, Failure> {
                 session.close().await;
             }
             Err(e) => {
+                // A peer that cannot host the plugin (peers.toml `plugins`): not applicable.
+                let outcome = match e.downcast_ref::<target::TargetError>() {
+                    Some(target::TargetError::PluginNotHosted { .. }) => Outcome::Skipped,
+                    _ => Outcome::Error,
+                };
                 for i in pending {
-                    results[i] = Some(not_opened(&scenarios[i], &key, a.kong_version, &e));
+                    results[i] = Some(not_opened(&scenarios[i], &key, a.kong_version, &e, outcome));
                 }
             }
         }
@@ -128,13 +133,19 @@ pub(crate) async fn run(a: RunArgs) -> Result<i32, Failure> {
     Ok(if failed > 0 { 1 } else { 0 })
 }
 
-fn not_opened(s: &Scenario, key: &str, v: KongVersion, e: &anyhow::Error) -> ScenarioResult {
+fn not_opened(
+    s: &Scenario,
+    key: &str,
+    v: KongVersion,
+    e: &anyhow::Error,
+    outcome: Outcome,
+) -> ScenarioResult {
     ScenarioResult::not_run(
         s,
         key,
         crate::Protocol::MsgPack,
         v,
-        Outcome::Error,
+        outcome,
         format!("{e:#}"),
     )
 }

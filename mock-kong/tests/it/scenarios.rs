@@ -148,7 +148,7 @@ fn shipped_scenarios_pass_on_the_reference_server() {
     }
 }
 
-/// The same files against the real Go, Python and JS servers: the portable scenarios pass, the
+/// The same files against the official Go, Python and JS servers: the portable scenarios pass, the
 /// reference-only ones are skipped.
 #[test]
 fn shipped_scenarios_pass_on_the_real_peers() {
@@ -166,6 +166,69 @@ fn shipped_scenarios_pass_on_the_real_peers() {
                 .contains("PASS  multiphase: log phase reads ctx.shared, headers and serialize "),
             "{peer}:\n{}",
             r.stdout
+        );
+    }
+}
+
+/// The same files against kong_rs: `exit` passes, every scenario whose event must end normally
+/// fails as listed in scenarios/expected/rust.txt (the event never ends as Kong expects),
+/// `multiphase` is skipped (peers.toml: kong_rs has only the access phase), and so are the
+/// reference-only scenarios.
+#[test]
+fn shipped_scenarios_on_the_rust_peer_fail_as_listed() {
+    if !util::peer_installed("rust") {
+        return;
+    }
+    let r = run(&["--peer", "rust", "--timeout", "2", "scenarios/"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    check_reports(&r);
+    let list = std::fs::read_to_string(util::root().join("scenarios/expected/rust.txt"))
+        .expect("scenarios/expected/rust.txt");
+    let mut expected: Vec<&str> = list
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    expected.sort_unstable();
+    let scenarios = r.json["scenarios"].as_array().unwrap();
+    let with = |outcomes: &[&str]| {
+        let mut v: Vec<&str> = scenarios
+            .iter()
+            .filter(|s| outcomes.iter().any(|o| s["outcome"] == *o))
+            .map(|s| s["file"].as_str().unwrap())
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(with(&["failed", "error"]), expected, "{}", r.stdout);
+    assert_eq!(
+        with(&["passed"]),
+        ["scenarios/kong-tests/exit.toml"],
+        "{}",
+        r.stdout
+    );
+    let kong_tests = |s: &&serde_json::Value| {
+        s["file"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("scenarios/kong-tests/multiphase"))
+    };
+    let multiphase: Vec<_> = scenarios.iter().filter(kong_tests).collect();
+    assert_eq!(multiphase.len(), 2, "{}", r.stdout);
+    for s in multiphase {
+        assert_eq!(s["outcome"], "skipped", "{s}");
+        assert!(
+            s["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("peer `rust` does not host plugin `multiphase`"),
+            "{s}"
+        );
+    }
+    for s in scenarios.iter().filter(|s| s["outcome"] == "failed") {
+        let text = s.to_string();
+        assert!(
+            text.contains("which is an RpcReturn (sequence"),
+            "not the known cause: {text}"
         );
     }
 }

@@ -49,27 +49,49 @@ pub async fn reference(protocol: Protocol, plugin: &str, opts: &SessionOptions) 
 
 pub const BOTH: [Protocol; 2] = [Protocol::MsgPack, Protocol::ProtoBuf];
 
-/// Whether a peer is installed; panics when peers are required (CI) but missing.
+/// Whether a peer is installed (and, for `rust`, can run here); panics when peers are required
+/// (CI) but missing.
 pub fn peer_installed(name: &str) -> bool {
     let root = root();
     let marker = match name {
         "go" => root.join(".peers/go/bin/hello"),
         "python" | "python-dir" | "python-gevent" => root.join(".peers/python/venv/bin/python"),
         "js" => root.join("plugins/js/node_modules/.bin/kong-js-pluginserver"),
+        "rust" => root.join(".peers/rust/bin/hello"),
         other => panic!("unknown peer {other}"),
     };
-    let ok = marker.exists();
-    if !ok {
-        if std::env::var_os("MOCK_KONG_REQUIRE_PEERS").is_some() {
-            panic!(
-                "peer `{name}` is required (MOCK_KONG_REQUIRE_PEERS is set) but not installed: {} is missing; run scripts/install-peers.sh",
-                marker.display()
-            );
-        }
-        eprintln!(
-            "\n*** SKIPPING peer `{name}`: not installed ({} missing). Run scripts/install-peers.sh (scripts/test.sh does). ***\n",
+    let missing = if !marker.exists() {
+        Some(format!(
+            "not installed ({} missing). Run scripts/install-peers.sh (scripts/test.sh does)",
             marker.display()
-        );
+        ))
+    } else if name == "rust" {
+        rust_namespace_problem()
+    } else {
+        None
+    };
+    let Some(why) = missing else {
+        return true;
+    };
+    if std::env::var_os("MOCK_KONG_REQUIRE_PEERS").is_some() {
+        panic!("peer `{name}` is required (MOCK_KONG_REQUIRE_PEERS is set) but {why}");
     }
-    ok
+    eprintln!("\n*** SKIPPING peer `{name}`: {why}. ***\n");
+    false
+}
+
+/// Why the kong_rs servers cannot run on this machine, if they cannot: each needs a private
+/// mount namespace (`plugins/rust/kong-rs-ns --probe` says whether one can be made).
+fn rust_namespace_problem() -> Option<String> {
+    let out = std::process::Command::new(root().join("plugins/rust/kong-rs-ns"))
+        .arg("--probe")
+        .output();
+    match out {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!(
+            "cannot run here: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Some(format!("cannot run plugins/rust/kong-rs-ns --probe: {e}")),
+    }
 }
