@@ -95,6 +95,11 @@ pub fn instance_id(result: &Value) -> Result<i64, HostError> {
 // One call's answer
 // ------------------------------------------------------------------------------------------------
 
+/// `"the response to M (msgid N)"`: how messages name the wait for a call's answer.
+pub fn describe_response(method: &str, msgid: u64) -> String {
+    format!("the response to {method} (msgid {msgid})")
+}
+
 /// What arrived while waiting for a response.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Incoming {
@@ -113,20 +118,20 @@ pub enum Incoming {
 /// unpacker per call (spec §4.1); the decoder is borrowed so a raw client can keep one per
 /// connection and read two pipelined answers.
 #[derive(Debug)]
-pub struct CallReader {
+pub struct CallReader<'a> {
     msgid: u64,
-    method: String,
+    method: &'a str,
     notifications: usize,
     max_notifications: usize,
     /// With tracing on: a `Debug` rendering of every value completed (drained by the caller).
     trace: Option<Vec<String>>,
 }
 
-impl CallReader {
-    pub fn new(msgid: u64, method: &str, max_notifications: usize) -> CallReader {
+impl<'a> CallReader<'a> {
+    pub fn new(msgid: u64, method: &'a str, max_notifications: usize) -> Self {
         CallReader {
             msgid,
-            method: method.to_owned(),
+            method,
             notifications: 0,
             max_notifications,
             trace: None,
@@ -134,7 +139,7 @@ impl CallReader {
     }
 
     /// Keeps a rendering of each value completed, for `-v` transcripts ([`Self::take_trace`]).
-    pub fn traced(mut self, on: bool) -> CallReader {
+    pub fn traced(mut self, on: bool) -> Self {
         self.trace = on.then(Vec::new);
         self
     }
@@ -146,7 +151,7 @@ impl CallReader {
 
     /// What the error messages call the wait: `"the response to M (msgid N)"`.
     pub fn describe(&self) -> String {
-        format!("the response to {} (msgid {})", self.method, self.msgid)
+        describe_response(self.method, self.msgid)
     }
 
     /// The next message complete in `dec`, `None` when more bytes are needed.
@@ -164,7 +169,7 @@ impl CallReader {
         if let Some(t) = self.trace.as_mut() {
             t.push(format!("{value:?}"));
         }
-        let (method, msgid) = (&self.method, self.msgid);
+        let (method, msgid) = (self.method, self.msgid);
         match RpcMessage::from_value(value) {
             Ok(RpcMessage::Response {
                 msgid: got,
@@ -225,9 +230,9 @@ impl CallReader {
 
 /// A call the event wants made next.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Call {
+pub enum Call<'a> {
     /// `plugin.HandleEvent` with [`handle_event_params`].
-    HandleEvent { instance_id: i64, phase: String },
+    HandleEvent { instance_id: i64, phase: &'a str },
     /// A Step: `[{EventId, Data}]`, `Data` absent when nil (spec §4.3).
     Step {
         method: &'static str,
@@ -236,7 +241,7 @@ pub enum Call {
     },
 }
 
-impl Call {
+impl Call<'_> {
     /// The RPC method name.
     pub fn method(&self) -> &str {
         match self {
@@ -256,12 +261,20 @@ impl Call {
     /// Appends the request `[0, msgid, method, params]` to `out`.
     pub fn encode(&self, msgid: u64, out: &mut Vec<u8>) {
         match self {
-            Call::HandleEvent { instance_id, phase } => msgpack::encode_request(
-                msgid,
-                "plugin.HandleEvent",
-                &handle_event_params(*instance_id, phase),
-                out,
-            ),
+            // `[0, msgid, "plugin.HandleEvent", [{InstanceId, EventName}]]`, written without
+            // building the params (the same bytes as `handle_event_params`; tested).
+            Call::HandleEvent { instance_id, phase } => {
+                msgpack::encode_array_header(4, out);
+                msgpack::encode_uint(0, out);
+                msgpack::encode_uint(msgid, out);
+                msgpack::encode_str(b"plugin.HandleEvent", out);
+                msgpack::encode_array_header(1, out);
+                msgpack::encode_map_header(2, out);
+                msgpack::encode_str(b"InstanceId", out);
+                msgpack::encode_int(*instance_id, out);
+                msgpack::encode_str(b"EventName", out);
+                msgpack::encode_str(phase.as_bytes(), out);
+            }
             // Written without building the params map (the hot path).
             Call::Step {
                 method,
@@ -310,7 +323,7 @@ pub enum Next {
 pub enum Replied {
     /// Make this call (a Step); `sent` describes the answer for transcripts, whose value is the
     /// Step's `data` ([`Call::into_data`]).
-    Call(Call, Sent),
+    Call(Call<'static>, Sent),
     /// The event is over without a Step.
     End(End),
 }
@@ -331,12 +344,12 @@ pub enum Replied {
 /// multi-map results get `fix_mmap`; a terminal or raised callback gets no Step. An error
 /// response ends the event ([`End::ServerError`]).
 #[derive(Debug)]
-pub struct MpEvent {
+pub struct MpEvent<'a> {
     instance_id: i64,
-    phase: String,
+    phase: &'a str,
     event_id: Option<i64>,
-    /// The callback waiting for its reply.
-    pending: Option<String>,
+    /// Whether a callback waits for its reply.
+    pending: bool,
     /// The call whose answer is awaited (for error texts).
     awaiting: &'static str,
     callbacks: usize,
@@ -344,15 +357,15 @@ pub struct MpEvent {
     step_error: bool,
 }
 
-impl MpEvent {
+impl<'a> MpEvent<'a> {
     /// An event of `instance_id` in `phase`. `step_error`: soft errors go out as
     /// `plugin.StepError` (Kong 2.x) instead of a Step without `Data` (3.x).
-    pub fn new(instance_id: i64, phase: &str, max_callbacks: usize, step_error: bool) -> MpEvent {
+    pub fn new(instance_id: i64, phase: &'a str, max_callbacks: usize, step_error: bool) -> Self {
         MpEvent {
             instance_id,
-            phase: phase.to_owned(),
+            phase,
             event_id: None,
-            pending: None,
+            pending: false,
             awaiting: "plugin.HandleEvent",
             callbacks: 0,
             max_callbacks,
@@ -361,10 +374,10 @@ impl MpEvent {
     }
 
     /// The first call: HandleEvent.
-    pub fn start(&self) -> Call {
+    pub fn start(&self) -> Call<'a> {
         Call::HandleEvent {
             instance_id: self.instance_id,
-            phase: self.phase.clone(),
+            phase: self.phase,
         }
     }
 
@@ -463,7 +476,7 @@ impl MpEvent {
             Some(other) => Some(lua::lua_type(other)),
         };
         let args = lua::unpack_args(raw);
-        self.pending = Some(method.clone());
+        self.pending = true;
         Ok(Next::Callback(Callback {
             method,
             args,
@@ -471,19 +484,20 @@ impl MpEvent {
         }))
     }
 
-    /// Answers the pending callback: the Step to call, or the end of the event. (Replying with no
-    /// callback pending ends the event as raised: a caller's bug shows in the transcript.)
-    pub fn reply(&mut self, reply: Reply) -> Replied {
-        let Some(method) = self.pending.take() else {
+    /// Answers the pending callback `method` (the name in its [`Callback`]): the Step to call,
+    /// or the end of the event. (Replying with no callback pending ends the event as raised: a
+    /// caller's bug shows in the transcript.)
+    pub fn reply(&mut self, method: &str, reply: Reply) -> Replied {
+        if !std::mem::take(&mut self.pending) {
             return Replied::End(End::Raised {
-                method: String::new(),
+                method: method.to_owned(),
                 error: "a reply without a pending callback".into(),
             });
-        };
+        }
         let event_id = self.event_id.unwrap_or_default();
-        let step = step_method(&method);
+        let step = step_method(method);
         let (step, data, note) = match reply {
-            Reply::Value(v) if is_multimap(&method) => (step, fix_multimap(v), None),
+            Reply::Value(v) if is_multimap(method) => (step, fix_multimap(v), None),
             Reply::Value(v) => (step, v, None),
             Reply::Variant(s, v) => (s, v, None),
             // Kong 2.x: `nil, err` goes out as StepError with the message (spec §4.4).
@@ -499,7 +513,12 @@ impl MpEvent {
                 Some(format!("could not find pdk method: {method}")),
             ),
             Reply::Terminal => return Replied::End(End::Exit),
-            Reply::Raise(error) => return Replied::End(End::Raised { method, error }),
+            Reply::Raise(error) => {
+                return Replied::End(End::Raised {
+                    method: method.to_owned(),
+                    error,
+                })
+            }
         };
         self.awaiting = step;
         let sent = Sent {

@@ -104,10 +104,10 @@ pub enum Replied {
 enum State {
     /// Waiting for a method name (or the empty frame).
     Name,
-    /// Waiting for the arguments of a method (its name, and how messages show it).
-    Args(String, String),
-    /// A callback waits for its reply.
-    Reply(String, &'static MethodSpec),
+    /// Waiting for the arguments of a method.
+    Args(String),
+    /// A callback waits for its reply (its name travels in the [`Callback`]).
+    Reply(&'static MethodSpec),
     /// The empty frame came: waiting for the `RpcReturn`.
     Return,
     Over,
@@ -122,21 +122,21 @@ enum State {
 /// raises; [`End::Raised`]); a terminal or raised callback gets no reply; an empty name frame,
 /// then the `RpcReturn` echoing the sequence, end the event.
 #[derive(Debug)]
-pub struct PbEvent {
+pub struct PbEvent<'a> {
     sequence: i64,
     instance_id: i64,
-    phase: String,
+    phase: &'a str,
     state: State,
     callbacks: usize,
     max_callbacks: usize,
 }
 
-impl PbEvent {
-    pub fn new(sequence: i64, instance_id: i64, phase: &str, max_callbacks: usize) -> PbEvent {
+impl<'a> PbEvent<'a> {
+    pub fn new(sequence: i64, instance_id: i64, phase: &'a str, max_callbacks: usize) -> Self {
         PbEvent {
             sequence,
             instance_id,
-            phase: phase.to_owned(),
+            phase,
             state: State::Name,
             callbacks: 0,
             max_callbacks,
@@ -145,7 +145,7 @@ impl PbEvent {
 
     /// The `cmd_handle_event` call that starts the event.
     pub fn start(&self) -> RpcCall {
-        handle_event_call(self.sequence, self.instance_id, &self.phase)
+        handle_event_call(self.sequence, self.instance_id, self.phase)
     }
 
     pub fn sequence(&self) -> i64 {
@@ -164,7 +164,10 @@ impl PbEvent {
                 "waiting for a PDK method name or the end-of-event frame (sequence {})",
                 self.sequence
             ),
-            State::Args(_, label) => format!("waiting for the arguments of {label}"),
+            State::Args(m) => format!(
+                "waiting for the arguments of {}",
+                pdk_table::method_label(m.as_bytes())
+            ),
             State::Return => format!(
                 "waiting for RpcReturn of cmd_handle_event (sequence {})",
                 self.sequence
@@ -178,7 +181,7 @@ impl PbEvent {
         match &self.state {
             State::Name if frame.is_empty() => "<empty frame: handler finished>".into(),
             State::Name => format!("method {}", pdk_table::method_label(frame)),
-            State::Args(m, _) => describe_args(m, frame),
+            State::Args(m) => describe_args(m, frame),
             _ => match RpcReturn::decode(frame) {
                 Ok(r) => format!("{r:?}"),
                 Err(e) => format!("undecodable RpcReturn ({e})"),
@@ -194,19 +197,21 @@ impl PbEvent {
                 Ok(Next::Frame)
             }
             State::Name => {
-                let method = String::from_utf8_lossy(frame).into_owned();
-                // A method name as messages show it (an RpcReturn sent in its place is named).
-                let label = pdk_table::method_label(frame);
                 if self.callbacks >= self.max_callbacks {
+                    // The name as messages show it (an RpcReturn sent in its place is named).
                     return Err(HostError::TooManyCallbacks {
-                        what: format!("callback {label} in {}", self.context()),
+                        what: format!(
+                            "callback {} in {}",
+                            pdk_table::method_label(frame),
+                            self.context()
+                        ),
                         limit: self.max_callbacks,
                     });
                 }
-                self.state = State::Args(method, label);
+                self.state = State::Args(String::from_utf8_lossy(frame).into_owned());
                 Ok(Next::Frame)
             }
-            State::Args(method, _) => {
+            State::Args(method) => {
                 // Kong: `method "<x>" not found` → the event fails (HTTP 500 from 3.8, spec §5.3).
                 let Some(spec) = pdk_table::lookup(&method) else {
                     return Ok(Next::End(End::MethodNotFound(method)));
@@ -216,7 +221,7 @@ impl PbEvent {
                     detail: e.to_string(),
                 })?;
                 self.callbacks += 1;
-                self.state = State::Reply(method.clone(), spec);
+                self.state = State::Reply(spec);
                 Ok(Next::Callback(Callback {
                     method,
                     args,
@@ -229,7 +234,9 @@ impl PbEvent {
             }
             state @ (State::Reply(..) | State::Over) => {
                 let detail = match &state {
-                    State::Reply(m, _) => format!("a frame before the reply to {m} was sent"),
+                    State::Reply(spec) => {
+                        format!("a frame before the reply to {} was sent", spec.name)
+                    }
                     _ => "a frame after the end of the event".into(),
                 };
                 self.state = state;
@@ -241,11 +248,13 @@ impl PbEvent {
         }
     }
 
-    /// Answers the pending callback: appends the reply frame to `out`, or ends the event.
-    pub fn reply(&mut self, reply: Reply, out: &mut Vec<u8>) -> Replied {
-        let State::Reply(method, spec) = std::mem::replace(&mut self.state, State::Over) else {
+    /// Answers the pending callback `method` (the name in its [`Callback`]): appends the reply
+    /// frame to `out`, or ends the event.
+    pub fn reply(&mut self, method: &str, reply: Reply, out: &mut Vec<u8>) -> Replied {
+        let method = || method.to_owned();
+        let State::Reply(spec) = std::mem::replace(&mut self.state, State::Over) else {
             return Replied::End(End::Raised {
-                method: String::new(),
+                method: method(),
                 error: "a reply without a pending callback".into(),
             });
         };
@@ -255,13 +264,18 @@ impl PbEvent {
             Reply::SoftError(_) => Value::Nil,
             Reply::NotFound => {
                 return Replied::End(End::Raised {
-                    error: format!("{method} is not implemented by the emulated PDK"),
-                    method,
+                    error: format!("{} is not implemented by the emulated PDK", spec.name),
+                    method: method(),
                 })
             }
             // Kong never answers exit; the connection is closed at the end of the request.
             Reply::Terminal => return Replied::End(End::Exit),
-            Reply::Raise(error) => return Replied::End(End::Raised { method, error }),
+            Reply::Raise(error) => {
+                return Replied::End(End::Raised {
+                    method: method(),
+                    error,
+                })
+            }
         };
         match pdk_table::wrap_result(spec, &answer) {
             Ok(payload) => {
@@ -277,7 +291,7 @@ impl PbEvent {
             }
             // pb.encode raised in Kong (e.g. the pre-3.7 set_upstream bug, spec §5.3).
             Err(e) => Replied::End(End::Raised {
-                method,
+                method: method(),
                 error: e.to_string(),
             }),
         }

@@ -303,9 +303,9 @@ pub enum Refusal {
 /// An event whose HandleEvent was written ([`RawHost::handle_event_bytes`]): its driver, and
 /// for MsgPack the msgid of the HandleEvent call.
 #[derive(Debug)]
-pub enum Started {
-    MsgPack { msgid: u64, event: MpEvent },
-    ProtoBuf(PbEvent),
+pub enum Started<'a> {
+    MsgPack { msgid: u64, event: MpEvent<'a> },
+    ProtoBuf(PbEvent<'a>),
 }
 
 /// A Kong-like host for one server socket, raw enough to see everything.
@@ -452,7 +452,7 @@ impl RawHost {
     }
 
     /// The bytes of a HandleEvent call, and the event they start.
-    pub fn handle_event_bytes(&self, instance: i64, phase: &str) -> (Vec<u8>, Started) {
+    pub fn handle_event_bytes<'a>(&self, instance: i64, phase: &'a str) -> (Vec<u8>, Started<'a>) {
         let mut out = Vec::new();
         let max = self.opts.max_callbacks;
         match self.protocol {
@@ -471,12 +471,12 @@ impl RawHost {
     }
 
     /// Sends HandleEvent on `w` and returns the event it started.
-    pub async fn send_handle_event(
+    pub async fn send_handle_event<'a>(
         &self,
         w: &mut Wire,
         instance: i64,
-        phase: &str,
-    ) -> Result<Started, HostError> {
+        phase: &'a str,
+    ) -> Result<Started<'a>, HostError> {
         let (bytes, started) = self.handle_event_bytes(instance, phase);
         w.send(&bytes, "HandleEvent").await?;
         Ok(started)
@@ -514,7 +514,7 @@ impl RawHost {
     pub async fn continue_event(
         &self,
         w: &mut Wire,
-        started: Started,
+        started: Started<'_>,
         steps: StepConns,
         answer: &mut dyn FnMut(&str, &[Value]) -> Reply,
     ) -> Result<EventRun, HostError> {
@@ -531,7 +531,7 @@ impl RawHost {
         &self,
         w: &mut Wire,
         msgid: u64,
-        mut ev: MpEvent,
+        mut ev: MpEvent<'_>,
         steps: StepConns,
         answer: &mut dyn FnMut(&str, &[Value]) -> Reply,
     ) -> Result<EventRun, HostError> {
@@ -553,8 +553,9 @@ impl RawHost {
                 mp::Next::Callback(cb) => cb,
             };
             let reply = answer(&cb.method, &cb.args);
+            let replied = ev.reply(&cb.method, reply);
             run.callbacks.push(cb);
-            let call = match ev.reply(reply) {
+            let call = match replied {
                 mp::Replied::End(end) => {
                     run.end = end.into();
                     return Ok(run);
@@ -580,7 +581,7 @@ impl RawHost {
     async fn pb_event(
         &self,
         w: &mut Wire,
-        mut ev: PbEvent,
+        mut ev: PbEvent<'_>,
         answer: &mut dyn FnMut(&str, &[Value]) -> Reply,
     ) -> Result<EventRun, HostError> {
         let mut run = EventRun {
@@ -622,7 +623,11 @@ impl RawHost {
             let what = format!("the reply to {}", cb.method);
             run.callbacks.push(cb);
             let mut out = Vec::new();
-            match ev.reply(reply, &mut out) {
+            match ev.reply(
+                &run.callbacks[run.callbacks.len() - 1].method,
+                reply,
+                &mut out,
+            ) {
                 pb::Replied::End(end) => {
                     run.end = end.into();
                     return Ok(run);

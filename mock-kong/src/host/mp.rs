@@ -156,15 +156,19 @@ impl MpClient {
         let deadline = Deadline::after(self.opts.effective_call_deadline());
         // Bytes of a message received but not yet complete, for error messages.
         let partial = AtomicUsize::new(0);
-        let awaited = reader.describe();
+        // Formatted only for an error message.
+        let awaited = || driver::describe_response(method, msgid);
         let what_recv = || match partial.load(Ordering::Relaxed) {
-            0 => format!("waiting for {awaited}"),
-            n => format!("waiting for {awaited} ({n} byte(s) of a message received so far)"),
+            0 => format!("waiting for {}", awaited()),
+            n => format!(
+                "waiting for {} ({n} byte(s) of a message received so far)",
+                awaited()
+            ),
         };
         loop {
             let conn_id = conn.id;
             let bytes = conn.read_some_by(t.read, &deadline, &what_recv).await?;
-            budget.take(bytes.len(), || format!("reading {awaited}"))?;
+            budget.take(bytes.len(), || format!("reading {}", awaited()))?;
             dec.feed(bytes);
             // With tracing on, the raw bytes of this read are logged with what they completed.
             let raw = self.trace.enabled().then(|| bytes.to_vec());
@@ -302,7 +306,7 @@ impl MpClient {
             };
             let outcome = pdk.call(phase, &cb.method, &cb.args).settle().await;
             let (reply, exit) = reply_for(outcome);
-            match ev.reply(reply) {
+            match ev.reply(&cb.method, reply) {
                 driver::Replied::End(end) => return report.finish(end, Some(cb), conn, exit),
                 driver::Replied::Call(next, sent) => {
                     // The answer is recorded once the Step is sent (it travels in the call).

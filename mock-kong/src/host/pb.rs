@@ -232,7 +232,6 @@ impl PbClient {
             phase,
             self.opts.max_callbacks,
         );
-        let ctx = ev.context();
         let msg = ev.start();
         let payload = msg.encode_to_vec();
         let what = || format!("cmd_handle_event {phase} (sequence {})", msg.sequence);
@@ -247,8 +246,11 @@ impl PbClient {
                     ev.awaiting()
                 })
                 .await
-                .map_err(|e| e.in_context(&ctx))?;
-            let cb = match ev.on_frame(&frame).map_err(|e| e.in_context(&ctx))? {
+                .map_err(|e| e.in_context(&ev.context()))?;
+            let cb = match ev
+                .on_frame(&frame)
+                .map_err(|e| e.in_context(&ev.context()))?
+            {
                 driver::Next::Frame => continue,
                 driver::Next::End(end) => {
                     if end == mock_kong_codec::event::End::Done {
@@ -262,7 +264,7 @@ impl PbClient {
             let (reply, exit) = reply_for(outcome);
             let mut out = std::mem::take(&mut c.conn.wbuf);
             out.clear();
-            match ev.reply(reply, &mut out) {
+            match ev.reply(&cb.method, reply, &mut out) {
                 driver::Replied::End(end) => {
                     c.conn.wbuf = out;
                     return report.finish(end, Some(cb), conn_id, exit);
@@ -280,7 +282,7 @@ impl PbClient {
                         .write_all(&out, self.opts.timeouts.write, &what)
                         .await;
                     c.conn.wbuf = out;
-                    written.map_err(|e| e.in_context(&ctx))?;
+                    written.map_err(|e| e.in_context(&ev.context()))?;
                     report.answered(cb, answer, sent, conn_id);
                 }
             }

@@ -2,7 +2,7 @@
 //! timer, spec §4.5).
 
 use crate::pdk::args::*;
-use crate::pdk::kong::KongRequest;
+use crate::pdk::kong::{CtxTable, KongRequest};
 use crate::pdk::PdkOutcome;
 use crate::Value;
 
@@ -14,11 +14,7 @@ impl KongRequest {
         let v = match m {
             "kong.ctx.shared.get" => {
                 let k = lua_text(a0).unwrap_or_default();
-                let table = match (&self.saved, self.in_log()) {
-                    (Some(s), true) => &s.ctx_shared,
-                    _ => &self.shared,
-                };
-                lookup(table, &k)
+                lookup(self.ctx_table(CtxTable::Shared), &k)
             }
             "kong.ctx.shared.set" => {
                 let k = lua_text(a0).ok_or_else(|| {
@@ -27,15 +23,7 @@ impl KongRequest {
                         lua_type(a0)
                     ))
                 })?;
-                let in_log = self.in_log();
-                let table = match (&mut self.saved, in_log) {
-                    (Some(s), true) => &mut s.ctx_shared,
-                    _ => &mut self.shared,
-                };
-                table.retain(|(key, _)| *key != k);
-                if !a1.is_nil() {
-                    table.push((k, a1.clone()));
-                }
+                self.ctx_set(CtxTable::Shared, k, a1);
                 Value::Nil
             }
             _ => return Err(PdkOutcome::NotFound),

@@ -52,6 +52,13 @@ pub struct Saved {
     pub source: Source,
 }
 
+/// The per-request tables a plugin can write: `kong.ctx.shared` and `ngx.ctx`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CtxTable {
+    Shared,
+    Ngx,
+}
+
 /// How far the request got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -383,6 +390,27 @@ impl KongRequest {
             Err(PdkOutcome::Raise(NO_REQUEST.into()))
         } else {
             Ok(())
+        }
+    }
+
+    /// `kong.ctx.shared` or `ngx.ctx`: in the log timer the clone saved when it started (spec
+    /// §4.5), else the live table.
+    pub(super) fn ctx_table(&mut self, which: CtxTable) -> &mut Vec<(String, Value)> {
+        let in_log = self.in_log();
+        match (&mut self.saved, in_log, which) {
+            (Some(s), true, CtxTable::Shared) => &mut s.ctx_shared,
+            (Some(s), true, CtxTable::Ngx) => &mut s.ngx_ctx,
+            (_, _, CtxTable::Shared) => &mut self.shared,
+            (_, _, CtxTable::Ngx) => &mut self.ngx_ctx,
+        }
+    }
+
+    /// Sets `key` in a ctx table (nil removes it, as in Lua).
+    pub(super) fn ctx_set(&mut self, which: CtxTable, key: String, v: &Value) {
+        let table = self.ctx_table(which);
+        table.retain(|(k, _)| *k != key);
+        if !v.is_nil() {
+            table.push((key, v.clone()));
         }
     }
 

@@ -2,7 +2,7 @@
 //! statistics.
 
 use crate::pdk::args::*;
-use crate::pdk::kong::KongRequest;
+use crate::pdk::kong::{CtxTable, KongRequest};
 use crate::pdk::PdkOutcome;
 use crate::Value;
 
@@ -26,23 +26,11 @@ impl KongRequest {
             }
             "kong.nginx.get_ctx" => {
                 let k = lua_text(a0).unwrap_or_default();
-                let table = match (&self.saved, self.in_log()) {
-                    (Some(s), true) => &s.ngx_ctx,
-                    _ => &self.ngx_ctx,
-                };
-                lookup(table, &k)
+                lookup(self.ctx_table(CtxTable::Ngx), &k)
             }
             "kong.nginx.set_ctx" => {
                 let k = lua_text(a0).unwrap_or_default();
-                let in_log = self.in_log();
-                let table = match (&mut self.saved, in_log) {
-                    (Some(s), true) => &mut s.ngx_ctx,
-                    _ => &mut self.ngx_ctx,
-                };
-                table.retain(|(key, _)| *key != k);
-                if !a1.is_nil() {
-                    table.push((k, a1.clone()));
-                }
+                self.ctx_set(CtxTable::Ngx, k, a1);
                 Value::Nil
             }
             "kong.nginx.req_start_time" => {

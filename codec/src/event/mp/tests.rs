@@ -62,7 +62,7 @@ fn callback(next: Next) -> Callback {
     }
 }
 
-fn step(replied: Replied) -> (Call, Sent) {
+fn step(replied: Replied) -> (Call<'static>, Sent) {
     match replied {
         Replied::Call(c, s) => (c, s),
         other => panic!("expected a Step, got {other:?}"),
@@ -75,7 +75,7 @@ fn encoded(call: &Call, msgid: u64) -> Vec<u8> {
     out
 }
 
-fn event() -> MpEvent {
+fn event() -> MpEvent<'static> {
     MpEvent::new(0, "access", Limits::default().max_callbacks, false)
 }
 
@@ -116,7 +116,7 @@ fn the_hello_exchange_byte_for_byte() {
     assert_eq!(cb.args, vec![s("host")]);
     assert_eq!(cb.args_not_array, None);
     assert_eq!(ev.event_id(), Some(7));
-    let (call, sent) = step(ev.reply(Reply::Value(s("example.com"))));
+    let (call, sent) = step(ev.reply("kong.request.get_header", Reply::Value(s("example.com"))));
     assert_eq!(sent.kind, "plugin.Step");
     assert_eq!(
         encoded(&call, 3),
@@ -148,7 +148,7 @@ fn the_hello_exchange_byte_for_byte() {
     let cb = callback(feed(&mut ev, 3, &second).unwrap());
     assert_eq!(cb.args, vec![s("x-hello"), s("hi")]);
     // A nil answer: Data absent.
-    let (call, _) = step(ev.reply(Reply::Value(Value::Nil)));
+    let (call, _) = step(ev.reply("kong.response.set_header", Reply::Value(Value::Nil)));
     assert_eq!(
         encoded(&call, 4),
         b(&[
@@ -172,6 +172,29 @@ fn the_hello_exchange_byte_for_byte() {
     assert_eq!(feed(&mut ev, 4, &done).unwrap(), Next::End(End::Done));
 }
 
+/// The HandleEvent request written directly is the request of `handle_event_params`.
+#[test]
+fn handle_event_bytes_equal_the_params_encoding() {
+    for (id, phase) in [
+        (0, "access"),
+        (-40, "log"),
+        (1 << 40, &"p".repeat(40) as &str),
+    ] {
+        let mut want = Vec::new();
+        msgpack::encode_request(
+            7,
+            "plugin.HandleEvent",
+            &handle_event_params(id, phase),
+            &mut want,
+        );
+        let call = Call::HandleEvent {
+            instance_id: id,
+            phase,
+        };
+        assert_eq!(encoded(&call, 7), want, "{id} {phase}");
+    }
+}
+
 /// Kong takes the EventId from the HandleEvent answer and never reads it again (spec §4.4): a
 /// Step answer without EventId (or with another one) is accepted, and Steps keep the first id.
 #[test]
@@ -192,7 +215,7 @@ fn step_answers_need_no_event_id() {
         ]),
     );
     callback(feed(&mut ev, 1, &cb).unwrap());
-    step(ev.reply(Reply::Value(Value::Nil)));
+    step(ev.reply("kong.log.info", Reply::Value(Value::Nil)));
     let no_id = answer(
         2,
         Value::Nil,
@@ -200,7 +223,7 @@ fn step_answers_need_no_event_id() {
     );
     let next = callback(feed(&mut ev, 2, &no_id).unwrap());
     assert_eq!(next.args, Vec::<Value>::new());
-    let (call, _) = step(ev.reply(Reply::Value(Value::Nil)));
+    let (call, _) = step(ev.reply("kong.log.err", Reply::Value(Value::Nil)));
     assert!(matches!(call, Call::Step { event_id: 5, .. }), "{call:?}");
     let other_id = answer(
         3,
@@ -301,7 +324,7 @@ fn an_error_response_ends_the_event() {
         ]),
     );
     callback(feed(&mut ev, 1, &cb).unwrap());
-    step(ev.reply(Reply::Value(Value::Nil)));
+    step(ev.reply("kong.router.get_route", Reply::Value(Value::Nil)));
     let err = answer(2, Value::Bin(b"boom".to_vec()), Value::Nil);
     assert_eq!(
         feed(&mut ev, 2, &err).unwrap(),
@@ -312,7 +335,7 @@ fn an_error_response_ends_the_event() {
     );
 }
 
-fn one_callback(method: &str, step_error: bool) -> MpEvent {
+fn one_callback(method: &str, step_error: bool) -> MpEvent<'static> {
     let mut ev = MpEvent::new(0, "access", 10, step_error);
     let bytes = answer(
         1,
@@ -335,7 +358,10 @@ fn one_callback(method: &str, step_error: bool) -> MpEvent {
 fn replies_as_kong_sends_them() {
     // StepMultiMap with fix_mmap: {host: "example.com"} → {host: ["example.com"]} (Appendix A).
     let mut ev = one_callback("kong.request.get_headers", false);
-    let (call, sent) = step(ev.reply(Reply::Value(Value::map([("host", s("example.com"))]))));
+    let (call, sent) = step(ev.reply(
+        "kong.request.get_headers",
+        Reply::Value(Value::map([("host", s("example.com"))])),
+    ));
     assert_eq!(sent.kind, "plugin.StepMultiMap");
     assert_eq!(
         encoded(&call, 4),
@@ -354,28 +380,28 @@ fn replies_as_kong_sends_them() {
     );
     // An empty multi-map result is an empty map (0x80), not an array.
     let mut ev = one_callback("kong.request.get_query", false);
-    let (call, _) = step(ev.reply(Reply::Value(Value::Array(vec![]))));
+    let (call, _) = step(ev.reply("kong.request.get_query", Reply::Value(Value::Array(vec![]))));
     assert!(encoded(&call, 1).ends_with(&b(&[t("Data"), h("80")])));
     // The Step method is chosen by the PDK method even for nil.
     let mut ev = one_callback("kong.client.get_consumer", false);
-    let (_, sent) = step(ev.reply(Reply::Value(Value::Nil)));
+    let (_, sent) = step(ev.reply("kong.client.get_consumer", Reply::Value(Value::Nil)));
     assert_eq!(sent.kind, "plugin.StepConsumer");
     // Soft errors: Kong 3.x nil, Kong 2.x StepError with the message.
     let mut ev = one_callback("kong.client.get_consumer", false);
-    let (call, sent) = step(ev.reply(Reply::SoftError("gone".into())));
+    let (call, sent) = step(ev.reply("kong.client.get_consumer", Reply::SoftError("gone".into())));
     assert_eq!(
         (sent.kind.as_str(), call.into_data()),
         ("plugin.StepConsumer", Value::Nil)
     );
     let mut ev = one_callback("kong.client.get_consumer", true);
-    let (call, sent) = step(ev.reply(Reply::SoftError("gone".into())));
+    let (call, sent) = step(ev.reply("kong.client.get_consumer", Reply::SoftError("gone".into())));
     assert_eq!(
         (sent.kind.as_str(), call.into_data()),
         ("plugin.StepError", s("gone"))
     );
     // Unknown method: a Step without Data, noted.
     let mut ev = one_callback("kong.nope", false);
-    let (call, sent) = step(ev.reply(Reply::NotFound));
+    let (call, sent) = step(ev.reply("kong.nope", Reply::NotFound));
     assert_eq!(call.into_data(), Value::Nil);
     assert_eq!(
         sent.note.as_deref(),
@@ -383,14 +409,23 @@ fn replies_as_kong_sends_them() {
     );
     // A chosen variant.
     let mut ev = one_callback("kong.request.get_header", false);
-    let (_, sent) = step(ev.reply(Reply::Variant("plugin.StepService", Value::Nil)));
+    let (_, sent) = step(ev.reply(
+        "kong.request.get_header",
+        Reply::Variant("plugin.StepService", Value::Nil),
+    ));
     assert_eq!(sent.kind, "plugin.StepService");
     // Terminal and raised callbacks get no Step.
     let mut ev = one_callback("kong.response.exit", false);
-    assert_eq!(ev.reply(Reply::Terminal), Replied::End(End::Exit));
+    assert_eq!(
+        ev.reply("kong.response.exit", Reply::Terminal),
+        Replied::End(End::Exit)
+    );
     let mut ev = one_callback("kong.request.get_header", false);
     assert_eq!(
-        ev.reply(Reply::Raise("bad argument".into())),
+        ev.reply(
+            "kong.request.get_header",
+            Reply::Raise("bad argument".into())
+        ),
         Replied::End(End::Raised {
             method: "kong.request.get_header".into(),
             error: "bad argument".into()
@@ -414,7 +449,7 @@ fn callbacks_are_capped() {
     };
     for id in 1..=2 {
         callback(feed(&mut ev, id, &cb(id)).unwrap());
-        step(ev.reply(Reply::Value(Value::Nil)));
+        step(ev.reply("kong.log.info", Reply::Value(Value::Nil)));
     }
     let err = feed(&mut ev, 3, &cb(3)).unwrap_err();
     assert!(

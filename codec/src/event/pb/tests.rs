@@ -35,7 +35,7 @@ fn callback(next: Next) -> Callback {
 }
 
 /// A callback of `method` pending on a new event.
-fn pending(method: &str, a: &[Value]) -> PbEvent {
+fn pending(method: &str, a: &[Value]) -> PbEvent<'static> {
     let mut ev = PbEvent::new(2, 0, "access", 10);
     assert_eq!(ev.on_frame(method.as_bytes()).unwrap(), Next::Frame);
     callback(ev.on_frame(&args(method, a)).unwrap());
@@ -66,7 +66,11 @@ fn an_event_byte_for_byte() {
         ("kong.request.get_header", vec![s("host")])
     );
     let mut out = Vec::new();
-    match ev.reply(Reply::Value(s("example.com")), &mut out) {
+    match ev.reply(
+        "kong.request.get_header",
+        Reply::Value(s("example.com")),
+        &mut out,
+    ) {
         Replied::Sent(v, sent) => {
             assert_eq!(v, s("example.com"));
             assert_eq!(sent.kind, "String");
@@ -86,14 +90,22 @@ fn nil_is_an_empty_frame() {
     let mut ev = pending("kong.request.get_header", &[s("x")]);
     let mut out = Vec::new();
     assert!(matches!(
-        ev.reply(Reply::Value(Value::Nil), &mut out),
+        ev.reply(
+            "kong.request.get_header",
+            Reply::Value(Value::Nil),
+            &mut out
+        ),
         Replied::Sent(..)
     ));
     assert_eq!(out, h("00 00 00 00"));
     // Soft errors have no channel over ProtoBuf: nil too.
     let mut ev = pending("kong.request.get_header", &[s("x")]);
     let mut out = Vec::new();
-    ev.reply(Reply::SoftError("no".into()), &mut out);
+    ev.reply(
+        "kong.request.get_header",
+        Reply::SoftError("no".into()),
+        &mut out,
+    );
     assert_eq!(out, h("00 00 00 00"));
 }
 
@@ -103,7 +115,11 @@ fn nil_is_an_empty_frame() {
 fn an_unwrappable_result_raises() {
     let mut ev = pending("kong.response.set_header", &[s("a"), s("b")]);
     let mut out = Vec::new();
-    match ev.reply(Reply::Value(s("not a table")), &mut out) {
+    match ev.reply(
+        "kong.response.set_header",
+        Reply::Value(s("not a table")),
+        &mut out,
+    ) {
         Replied::End(End::Raised { method, error }) => {
             assert_eq!(method, "kong.response.set_header");
             assert!(error.contains("table expected, got string"), "{error}");
@@ -129,14 +145,21 @@ fn an_unknown_method_ends_the_event() {
 fn replies_that_send_nothing() {
     let mut out = Vec::new();
     let mut ev = pending("kong.response.exit", &[Value::Int(403)]);
-    assert_eq!(ev.reply(Reply::Terminal, &mut out), Replied::End(End::Exit));
+    assert_eq!(
+        ev.reply("kong.response.exit", Reply::Terminal, &mut out),
+        Replied::End(End::Exit)
+    );
     let mut ev = pending("kong.request.get_header", &[s("x")]);
     assert!(matches!(
-        ev.reply(Reply::Raise("bad".into()), &mut out),
+        ev.reply(
+            "kong.request.get_header",
+            Reply::Raise("bad".into()),
+            &mut out
+        ),
         Replied::End(End::Raised { .. })
     ));
     let mut ev = pending("kong.request.get_header", &[s("x")]);
-    match ev.reply(Reply::NotFound, &mut out) {
+    match ev.reply("kong.request.get_header", Reply::NotFound, &mut out) {
         Replied::End(End::Raised { error, .. }) => {
             assert!(
                 error.contains("not implemented by the emulated PDK"),
@@ -187,7 +210,11 @@ fn callbacks_are_capped() {
         ev.on_frame(&args("kong.request.get_header", &[s("x")]))
             .unwrap(),
     );
-    ev.reply(Reply::Value(Value::Nil), &mut Vec::new());
+    ev.reply(
+        "kong.request.get_header",
+        Reply::Value(Value::Nil),
+        &mut Vec::new(),
+    );
     let err = ev.on_frame(b"kong.request.get_header").unwrap_err();
     assert!(
         matches!(err, HostError::TooManyCallbacks { limit: 1, .. }),

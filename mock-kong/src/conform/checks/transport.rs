@@ -50,7 +50,8 @@ pub fn byte_at_a_time(c: &mut Ctx) -> CheckFuture<'_> {
                     .start_instance_answer(&mut w, msgid, seq)
                     .await
                     .map_err(|r| format!("StartInstance written one byte at a time: {r}"))?;
-                let (bytes, started) = c.host.handle_event_bytes(id, &c.phase());
+                let phase = c.phase();
+                let (bytes, started) = c.host.handle_event_bytes(id, &phase);
                 w.send_bytewise(&bytes, pause, "HandleEvent, one byte per write")
                     .await
                     .map_err(|e| e.to_string())?;
