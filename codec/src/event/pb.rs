@@ -104,8 +104,8 @@ pub enum Replied {
 enum State {
     /// Waiting for a method name (or the empty frame).
     Name,
-    /// Waiting for the arguments of a method.
-    Args(String),
+    /// Waiting for the arguments of a method (its name frame, as sent).
+    Args(Vec<u8>),
     /// A callback waits for its reply (its name travels in the [`Callback`]).
     Reply(&'static MethodSpec),
     /// The empty frame came: waiting for the `RpcReturn`.
@@ -164,9 +164,9 @@ impl<'a> PbEvent<'a> {
                 "waiting for a PDK method name or the end-of-event frame (sequence {})",
                 self.sequence
             ),
-            State::Args(m) => format!(
+            State::Args(name) => format!(
                 "waiting for the arguments of {}",
-                pdk_table::method_label(m.as_bytes())
+                pdk_table::method_label(name)
             ),
             State::Return => format!(
                 "waiting for RpcReturn of cmd_handle_event (sequence {})",
@@ -181,7 +181,7 @@ impl<'a> PbEvent<'a> {
         match &self.state {
             State::Name if frame.is_empty() => "<empty frame: handler finished>".into(),
             State::Name => format!("method {}", pdk_table::method_label(frame)),
-            State::Args(m) => describe_args(m, frame),
+            State::Args(name) => describe_args(&String::from_utf8_lossy(name), frame),
             _ => match RpcReturn::decode(frame) {
                 Ok(r) => format!("{r:?}"),
                 Err(e) => format!("undecodable RpcReturn ({e})"),
@@ -208,10 +208,13 @@ impl<'a> PbEvent<'a> {
                         limit: self.max_callbacks,
                     });
                 }
-                self.state = State::Args(String::from_utf8_lossy(frame).into_owned());
+                self.state = State::Args(frame.to_vec());
                 Ok(Next::Frame)
             }
-            State::Args(method) => {
+            State::Args(name) => {
+                // The name as text (no copy when it is UTF-8, as every PDK name is).
+                let method = String::from_utf8(name)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
                 // Kong: `method "<x>" not found` → the event fails (HTTP 500 from 3.8, spec §5.3).
                 let Some(spec) = pdk_table::lookup(&method) else {
                     return Ok(Next::End(End::MethodNotFound(method)));

@@ -201,6 +201,24 @@ fn bad_frames_are_errors() {
     assert!(err.to_string().contains("before the reply"), "{err}");
 }
 
+/// An `RpcReturn` sent where a method name belongs is named as one while the driver waits for
+/// the "arguments" (a server that forgot the empty end-of-event frame).
+#[test]
+fn an_rpc_return_in_place_of_a_name_is_named() {
+    let mut ev = PbEvent::new(2, 0, "access", 10);
+    let ret = RpcReturn {
+        sequence: 2,
+        r#return: Some(rpc_return::Return::InstanceStatus(InstanceStatus::default())),
+    }
+    .encode_to_vec();
+    assert_eq!(ev.on_frame(&ret).unwrap(), Next::Frame);
+    assert!(
+        ev.awaiting().contains("which is an RpcReturn (sequence 2)"),
+        "{}",
+        ev.awaiting()
+    );
+}
+
 /// More callbacks than `max_callbacks` stop the event.
 #[test]
 fn callbacks_are_capped() {
