@@ -514,13 +514,9 @@ impl Progress for Bar {
 
 /// Parses the arguments, runs, and returns the process exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let cli = match mock_kong::edge::parse::<Cli>() {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return code;
-        }
+        Err(code) => return code,
     };
     let rt = if cli.threads > 1 && !matches!(cli.command, Command::ReferenceServer(_)) {
         tokio::runtime::Builder::new_multi_thread()
@@ -540,19 +536,14 @@ pub fn main() -> i32 {
         }
     };
     let threads = cli.threads.max(1);
-    let result = rt.block_on(async move {
-        tokio::select! {
-            r = run(cli.command, threads) => r,
-            s = mock_kong::process::shutdown_signal() => Err((130, anyhow!("interrupted ({s:?})"))),
-        }
-    });
-    match result {
-        Ok(code) => code,
-        Err((code, e)) => {
-            eprintln!("error: {e:#}");
-            code
-        }
-    }
+    // The shared edge (mock_kong::edge): 128 + signal on SIGINT/SIGTERM, a closed stdout is a
+    // normal end; the reference server handles its signals itself.
+    let signals = !matches!(cli.command, Command::ReferenceServer(_));
+    mock_kong::edge::run(rt, signals, Duration::ZERO, async move {
+        run(cli.command, threads)
+            .await
+            .map_err(|(code, e)| mock_kong::edge::Failure::new(code, e))
+    })
 }
 
 type Outcome = Result<i32, (i32, anyhow::Error)>;

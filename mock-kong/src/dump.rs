@@ -595,25 +595,9 @@ pub fn clean_version(s: &str) -> Option<String> {
     }
     let numbers: Option<Vec<String>> = parts
         .iter()
-        .map(|p| p.parse::<f64>().ok().map(lua_number))
+        .map(|p| p.parse::<f64>().ok().map(crate::lua::lua_number))
         .collect();
     Some(numbers?.join("."))
-}
-
-/// `tostring` of a non-negative integral Lua (LuaJIT) number: `%.14g`.
-fn lua_number(x: f64) -> String {
-    if x < 1e14 {
-        return format!("{}", x as u64);
-    }
-    let sci = format!("{x:.13e}"); // d.ddddddddddddde<exp>
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
-    let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
-    let exp: i32 = exp.parse().unwrap_or(0);
-    format!(
-        "{mantissa}e{}{:02}",
-        if exp < 0 { '-' } else { '+' },
-        exp.abs()
-    )
 }
 
 fn check_phases(v: &Value, at: &str, iss: &mut Issues) -> Option<Vec<String>> {
@@ -1711,12 +1695,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let marker = dir.path().join("survived");
         // The shell starts a child that would create the marker after the timeout.
-        let cmd = format!("(sleep 1; touch '{}') & sleep 30", marker.display());
+        let cmd = format!("(sleep 1; touch '{}') & sleep 60", marker.display());
         let started = Instant::now();
         let err = query(&cmd, Duration::from_millis(300)).await.unwrap_err();
         assert!(matches!(err, DumpError::Timeout { .. }), "{err:?}");
+        // Not waiting for the shell's `sleep 60` to end.
         assert!(
-            started.elapsed() < Duration::from_secs(3),
+            started.elapsed() < Duration::from_secs(60),
             "took {:?}",
             started.elapsed()
         );
@@ -1729,9 +1714,8 @@ mod tests {
         // `cat` echoes stdin: with stdin closed it exits at once and prints nothing, so the dump
         // is what follows.
         let cmd = format!("cat; printf '%s' '{}'", PY_DUMP.replace('\'', "'\\''"));
-        let started = Instant::now();
+        // With stdin open, `cat` would wait for it until the query's timeout: an error.
         let out = query(&cmd, T).await.expect("valid");
-        assert!(started.elapsed() < Duration::from_secs(5));
         assert_eq!(out.dump.plugin().name, "py-hello");
     }
 
@@ -1774,16 +1758,11 @@ mod tests {
     async fn background_child_holding_stderr_does_not_block() {
         // The shell exits at once, but a background child keeps stderr (not stdout) open.
         let cmd = format!(
-            "sleep 5 >/dev/null 2>&2 & printf '%s' '{}'",
+            "sleep 60 >/dev/null 2>&2 & printf '%s' '{}'",
             PY_DUMP.replace('\'', "'\\''")
         );
-        let started = Instant::now();
+        // Waiting for stderr to close would outlast the query's 10 s timeout: an error.
         let out = query(&cmd, T).await.expect("valid");
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "took {:?}",
-            started.elapsed()
-        );
         assert_eq!(out.dump.plugin().name, "py-hello");
     }
 }

@@ -10,20 +10,13 @@ use crate::host::{
     Client, EventEnd, EventReport, HostError, HostOptions, PluginEntity, PluginRunner, PoolPolicy,
     Timeouts,
 };
-use crate::pdk::Pdk;
+use crate::pdk::{Pdk, Phase};
 use crate::process::{LogSink, ProcessError, ServerProcess, SpawnOptions};
 use crate::target::ResolvedTarget;
 use crate::Protocol;
 
-/// Kong's phase order for an http request (spec §6).
-pub const PHASE_ORDER: [&str; 6] = [
-    "certificate",
-    "rewrite",
-    "access",
-    "response",
-    "preread",
-    "log",
-];
+// Kong's order of the phases of one request (spec §6) lives with the phases.
+pub use crate::pdk::phase::kong_order;
 
 /// Knobs of a session.
 #[derive(Debug, Clone)]
@@ -194,7 +187,7 @@ impl Session {
         };
         let mut ended = false;
         for phase in phases {
-            if ended && phase != "log" {
+            if ended && Phase::parse(phase) != Some(Phase::Log) {
                 report.skipped.push(phase.clone());
                 continue;
             }
@@ -222,16 +215,4 @@ impl Session {
             None => None,
         }
     }
-}
-
-/// Sorts phase names into Kong's order; unknown names keep their relative order at the end.
-pub fn kong_order(phases: &[String]) -> Vec<String> {
-    let mut v = phases.to_vec();
-    v.sort_by_key(|p| {
-        PHASE_ORDER
-            .iter()
-            .position(|k| k == p)
-            .unwrap_or(PHASE_ORDER.len())
-    });
-    v
 }

@@ -300,23 +300,8 @@ fn counters_case(class: &str, calls: u32, c: &CountersOutcome) -> (String, bool)
     )
 }
 
-fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => {
-                let _ = write!(out, "&#x{:x};", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
+// The project's one XML escaper (control characters as visible `\u{..}`, which XML 1.0 allows).
+use mock_kong::xml::escape as xml_escape;
 
 fn describe(key: &str, basis: Basis, m: &MetricComparison) -> String {
     format!(
@@ -814,7 +799,7 @@ mod tests {
         assert!(x.contains("classname=\"reference MsgPack:1 c1 closed\" name=\"calls=10 p99\""));
         assert_eq!(
             xml_escape("a<b & \"c\"\u{1}"),
-            "a&lt;b &amp; &quot;c&quot;&#x1;"
+            "a&lt;b &amp; &quot;c&quot;\\u{1}"
         );
     }
 

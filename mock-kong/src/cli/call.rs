@@ -68,7 +68,7 @@ pub(crate) async fn run(a: CallArgs) -> Result<i32, Failure> {
         .map_err(session_failure)?;
     let result = drive(&session, &a, headers, config).await;
     let stopped = session.close().await;
-    let (json, ok) = result.map_err(|e| Failure { code: 1, error: e })?;
+    let (json, ok) = result.map_err(Failure::server)?;
     let mut json = json;
     json["server_stop"] = serde_json::json!(stopped);
     a.json.emit(&json).map_err(setup)?;

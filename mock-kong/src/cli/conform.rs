@@ -86,7 +86,7 @@ fn secs(name: &str, v: f64) -> Result<Duration, Failure> {
 
 pub(crate) async fn run(a: ConformArgs) -> Result<i32, Failure> {
     if a.list {
-        print!("{}", list());
+        crate::out!("{}", list())?;
         return Ok(0);
     }
     if let Some(dir) = &a.matrix {
@@ -138,7 +138,7 @@ pub(crate) async fn run(a: ConformArgs) -> Result<i32, Failure> {
     let human = !a.json.to_stdout();
     let mut group = "";
     if human {
-        println!("mock-kong conform ({} tier)", opts.tier.as_str());
+        crate::outln!("mock-kong conform ({} tier)", opts.tier.as_str())?;
     }
     let mut report = conform::run(&server, &opts, &mut |r| {
         if !human {
@@ -146,9 +146,9 @@ pub(crate) async fn run(a: ConformArgs) -> Result<i32, Failure> {
         }
         if r.group != group {
             group = r.group;
-            println!("\n{group}");
+            let _ = crate::outln!("\n{group}");
         }
-        println!("{}", progress_line(r));
+        let _ = crate::outln!("{}", progress_line(r));
     })
     .await
     .map_err(setup)?;
@@ -168,13 +168,13 @@ pub(crate) async fn run(a: ConformArgs) -> Result<i32, Failure> {
         let text = report.human();
         // The per-check lines were printed as the run went; print the header, the failure
         // recap and the summary.
-        println!("\n{}", report.header());
+        crate::outln!("\n{}", report.header())?;
         if let Some(i) = text.find("\nFailures:") {
-            print!("{}", &text[i..]);
+            crate::out!("{}", &text[i..])?;
         } else if let Some(i) = text.find("\nDifferences from") {
-            print!("{}", &text[i..]);
+            crate::out!("{}", &text[i..])?;
         } else if let Some(i) = text.rfind("\nin ") {
-            print!("{}", &text[i..]);
+            crate::out!("{}", &text[i..])?;
         }
     }
     a.json.emit(&report.to_json(a.strict)).map_err(setup)?;

@@ -33,8 +33,8 @@ pub(crate) async fn run(a: DumpArgs) -> Result<i32, Failure> {
     a.json.emit(&json).map_err(setup)?;
     if !a.json.to_stdout() {
         let p = dump.plugin();
-        println!("server:   {} ({})", target.label, target.query_cmd);
-        println!(
+        crate::outln!("server:   {} ({})", target.label, target.query_cmd)?;
+        crate::outln!(
             "protocol: {}{}",
             dump.protocol,
             if dump.protocol_explicit {
@@ -42,21 +42,23 @@ pub(crate) async fn run(a: DumpArgs) -> Result<i32, Failure> {
             } else {
                 " (not named in the dump; Kong's default)"
             }
-        );
-        println!(
+        )?;
+        crate::outln!(
             "plugin:   {} {} (priority {})",
-            p.name, p.version, p.priority
-        );
-        println!("phases:   {}", p.phases.join(", "));
-        println!("schema:   {}", p.schema);
+            p.name,
+            p.version,
+            p.priority
+        )?;
+        crate::outln!("phases:   {}", p.phases.join(", "))?;
+        crate::outln!("schema:   {}", p.schema)?;
         for extra in dump.plugins.iter().skip(1) {
-            println!(
+            crate::outln!(
                 "ignored:  {} (Kong 3.9 registers only the first plugin of a dump)",
                 extra.name
-            );
+            )?;
         }
         for w in &dump.warnings {
-            println!("warning:  {w}");
+            crate::outln!("warning:  {w}")?;
         }
     }
     Ok(0)

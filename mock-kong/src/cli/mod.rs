@@ -15,7 +15,8 @@ mod reference;
 mod run;
 mod server;
 
-use anyhow::anyhow;
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
 
 use crate::session::SessionError;
@@ -62,23 +63,17 @@ pub enum Command {
     ReferenceServer(ReferenceArgs),
 }
 
-/// An error with the exit code it maps to.
-pub(crate) struct Failure {
-    pub(crate) code: i32,
-    pub(crate) error: anyhow::Error,
-}
+pub(crate) use crate::edge::Failure;
 
 pub(crate) fn setup(e: impl Into<anyhow::Error>) -> Failure {
-    Failure {
-        code: 2,
-        error: e.into(),
-    }
+    Failure::usage(e)
 }
 
 pub(crate) fn session_failure(e: SessionError) -> Failure {
-    Failure {
-        code: if e.is_server_fault() { 1 } else { 2 },
-        error: e.into(),
+    if e.is_server_fault() {
+        Failure::server(e)
+    } else {
+        Failure::usage(e)
     }
 }
 
@@ -87,22 +82,16 @@ pub(crate) fn session_failure(e: SessionError) -> Failure {
 pub async fn run_reference_server(args: ReferenceArgs) -> i32 {
     match reference::run(args).await {
         Ok(code) => code,
-        Err(f) => {
-            eprintln!("error: {:#}", f.error);
-            f.code
-        }
+        Err(f) => f.report(),
     }
 }
 
-/// Parses the arguments, runs, and returns the process exit code.
+/// Parses the arguments, runs, and returns the process exit code (see [`crate::edge`]: exit
+/// codes, signals, a closed stdout).
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let cli = match crate::edge::parse::<Cli>() {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return code;
-        }
+        Err(code) => return code,
     };
     // A current-thread runtime: the host is I/O bound, and children spawned from the main
     // thread keep their parent-death signal for the whole life of the process.
@@ -116,44 +105,15 @@ pub fn main() -> i32 {
             return 2;
         }
     };
-    // The reference server handles SIGINT/SIGTERM itself (and its `ignore-sigterm` fault must
-    // not be overridden by a handler installed here), so only the host commands race the run
-    // against an interrupt.
-    let result = rt.block_on(async {
-        if matches!(cli.command, Command::ReferenceServer(_)) {
-            return run(cli).await;
-        }
-        tokio::select! {
-            r = run(cli) => r,
-            sig = interrupted() => Err(Failure {
-                code: 128 + sig,
-                error: anyhow!("interrupted by signal {sig}; the plugin server was stopped"),
-            }),
-        }
-    });
-    match result {
-        Ok(code) => code,
-        Err(f) => {
-            eprintln!("error: {:#}", f.error);
-            f.code
-        }
-    }
-}
-
-/// Resolves with the signal number on SIGINT or SIGTERM. Dropping the work future then drops
-/// the session, whose server process is killed with its whole group (no orphans).
-async fn interrupted() -> i32 {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return std::future::pending().await;
+    // The reference server handles SIGINT/SIGTERM itself (its `ignore-sigterm` fault must not be
+    // overridden by a handler installed here). `run` and `conform` write the reports of what
+    // they finished when interrupted.
+    let (signals, grace) = match cli.command {
+        Command::ReferenceServer(_) => (false, Duration::ZERO),
+        Command::Run(_) | Command::Conform(_) => (true, crate::edge::REPORT_GRACE),
+        _ => (true, Duration::ZERO),
     };
-    tokio::select! {
-        _ = int.recv() => libc::SIGINT,
-        _ = term.recv() => libc::SIGTERM,
-    }
+    crate::edge::run(rt, signals, grace, run(cli))
 }
 
 async fn run(cli: Cli) -> Result<i32, Failure> {

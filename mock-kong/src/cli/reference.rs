@@ -50,9 +50,9 @@ pub(crate) async fn run(a: ReferenceArgs) -> Result<i32, Failure> {
         let text = crate::reference::dump_json_with(protocol, &a.plugin, &faults)
             .map_err(|e| setup(anyhow!(e)))?;
         if faults.has(Fault::DumpLogLine) {
-            println!("reference server: loading plugins");
+            crate::outln!("reference server: loading plugins")?;
         }
-        println!("{text}");
+        crate::outln!("{text}")?;
         return Ok(0);
     }
     let socket = a
@@ -65,9 +65,6 @@ pub(crate) async fn run(a: ReferenceArgs) -> Result<i32, Failure> {
         faults,
     })
     .await
-    .map_err(|e| Failure {
-        code: 1,
-        error: e.into(),
-    })?;
+    .map_err(Failure::server)?;
     Ok(0)
 }

@@ -64,6 +64,9 @@ pub(crate) async fn run(a: RunArgs) -> Result<i32, Failure> {
     }
     let mut results: Vec<Option<ScenarioResult>> = vec![None; scenarios.len()];
     for (plugin, idx) in groups {
+        if crate::edge::stopping() {
+            break;
+        }
         // Skip without starting a server when `servers` rules every scenario out.
         let mut pending = Vec::new();
         for i in idx {
@@ -95,7 +98,12 @@ pub(crate) async fn run(a: RunArgs) -> Result<i32, Failure> {
         match opened {
             Ok(session) => {
                 for i in pending {
-                    results[i] = Some(scenarios[i].run(&session, &run_opts).await);
+                    // After SIGINT/SIGTERM the reports hold the scenarios finished so far.
+                    tokio::select! {
+                        biased;
+                        () = crate::edge::until_stopped() => break,
+                        r = scenarios[i].run(&session, &run_opts) => results[i] = Some(r),
+                    }
                 }
                 session.close().await;
             }
@@ -118,7 +126,7 @@ pub(crate) async fn run(a: RunArgs) -> Result<i32, Failure> {
             .map_err(setup)?;
     }
     if !a.json.to_stdout() {
-        print!("{}", report::human(&results));
+        crate::out!("{}", report::human(&results))?;
     }
     a.json.emit(&report::json(&results)).map_err(setup)?;
     let (_, failed, _) = report::counts(&results);

@@ -176,10 +176,11 @@ impl JsonArg {
         let text = serde_json::to_string_pretty(value)?;
         match self.json.as_deref() {
             None => Ok(()),
-            Some("-") => {
-                println!("{text}");
-                Ok(())
-            }
+            // A closed stdout is flagged for the edge (a quiet exit 0), not an error here.
+            Some("-") => match crate::outln!("{text}") {
+                Err(f) if !f.is_quiet() => Err(f.error),
+                _ => Ok(()),
+            },
             Some(path) => {
                 std::fs::write(path, text + "\n").with_context(|| format!("writing {path}"))
             }

@@ -17,6 +17,7 @@ use serde_json::json;
 
 use super::catalogue::{self, Check};
 use super::{Level, Outcome, Status, Tier, TierSel};
+use crate::xml::{Case, XmlWriter};
 use crate::Protocol;
 
 /// One check's result.
@@ -136,6 +137,8 @@ pub struct Report {
     pub unexpected_failures: Vec<String>,
     /// Listed but passed, skipped, or not a check.
     pub unexpected_passes: Vec<String>,
+    /// The run was stopped (SIGINT/SIGTERM) before every selected check ran.
+    pub interrupted: bool,
 }
 
 /// Counts of a report.
@@ -160,6 +163,7 @@ impl Report {
             expectations: None,
             unexpected_failures: Vec::new(),
             unexpected_passes: Vec::new(),
+            interrupted: false,
         }
     }
 
@@ -248,6 +252,7 @@ impl Report {
             "plugin": self.plugin,
             "tier": self.tier.as_str(),
             "expectations": self.expectations,
+            "interrupted": self.interrupted,
             "checks": self.results.iter().map(CheckResult::to_json).collect::<Vec<_>>(),
             "summary": {
                 "passed": c.passed,
@@ -276,9 +281,14 @@ impl Report {
             format!("{} ({proto})", self.server)
         };
         format!(
-            "mock-kong conform: {server}, plugin {}, {} tier",
+            "mock-kong conform: {server}, plugin {}, {} tier{}",
             self.plugin,
-            self.tier.as_str()
+            self.tier.as_str(),
+            if self.interrupted {
+                " (interrupted: only the checks finished before the signal)"
+            } else {
+                ""
+            }
         )
     }
 
@@ -340,16 +350,17 @@ impl Report {
 
     /// JUnit XML: one testsuite per group, one testcase per check.
     pub fn junit(&self) -> String {
-        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         let c = self.counts();
-        let _ = writeln!(
-            out,
-            "<testsuites name=\"{}\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
-            xml(&format!("mock-kong conform: {}", self.server)),
-            self.results.len(),
-            c.failed,
-            c.skipped + c.xfailed,
-            self.duration.as_secs_f64()
+        let mut w = XmlWriter::new();
+        w.open(
+            "testsuites",
+            &[
+                ("name", &format!("mock-kong conform: {}", self.server)),
+                ("tests", &self.results.len().to_string()),
+                ("failures", &c.failed.to_string()),
+                ("skipped", &(c.skipped + c.xfailed).to_string()),
+                ("time", &format!("{:.3}", self.duration.as_secs_f64())),
+            ],
         );
         let mut groups: Vec<&str> = Vec::new();
         for r in &self.results {
@@ -365,50 +376,45 @@ impl Report {
                 .filter(|r| matches!(r.status, Status::Skip | Status::Xfail))
                 .count();
             let time: f64 = rs.iter().map(|r| r.duration.as_secs_f64()).sum();
-            let _ = writeln!(
-                out,
-                "  <testsuite name=\"{g}\" tests=\"{}\" failures=\"{fails}\" skipped=\"{skips}\" time=\"{time:.3}\">",
-                rs.len()
+            w.open(
+                "testsuite",
+                &[
+                    ("name", g),
+                    ("tests", &rs.len().to_string()),
+                    ("failures", &fails.to_string()),
+                    ("skipped", &skips.to_string()),
+                    ("time", &format!("{time:.3}")),
+                ],
             );
             for r in rs {
-                let _ = write!(
-                    out,
-                    "    <testcase classname=\"{g}\" name=\"{}\" time=\"{:.3}\"",
-                    xml(r.id),
-                    r.duration.as_secs_f64()
-                );
-                match r.status {
-                    Status::Pass => out.push_str("/>\n"),
+                let time = format!("{:.3}", r.duration.as_secs_f64());
+                let attrs = [("classname", g), ("name", r.id), ("time", time.as_str())];
+                let (message, text);
+                let case = match r.status {
+                    Status::Pass => Case::Passed,
                     Status::Fail => {
-                        let _ = write!(
-                            out,
-                            ">\n      <failure message=\"{}\">requirement: {}\nexpected: {}\nactual: {}</failure>\n    </testcase>\n",
-                            xml(&format!("[{}] {}", r.level.as_str(), r.detail)),
-                            xml(r.requirement),
-                            xml(r.expected),
-                            xml(&r.detail)
+                        message = format!("[{}] {}", r.level.as_str(), r.detail);
+                        text = format!(
+                            "requirement: {}\nexpected: {}\nactual: {}",
+                            r.requirement, r.expected, r.detail
                         );
+                        Case::Failed {
+                            message: &message,
+                            kind: None,
+                            text: &text,
+                        }
                     }
-                    Status::Skip => {
-                        let _ = write!(
-                            out,
-                            ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
-                            xml(&r.detail)
-                        );
-                    }
+                    Status::Skip => Case::Skipped(&r.detail),
                     Status::Xfail => {
-                        let _ = write!(
-                            out,
-                            ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
-                            xml(&format!("expected failure: {}", r.detail))
-                        );
+                        message = format!("expected failure: {}", r.detail);
+                        Case::Skipped(&message)
                     }
-                }
+                };
+                w.testcase(&attrs, case);
             }
-            out.push_str("  </testsuite>\n");
+            w.close();
         }
-        out.push_str("</testsuites>\n");
-        out
+        w.finish()
     }
 
     /// A markdown page for `reports/conformance/<server>.md`.
@@ -466,24 +472,6 @@ pub fn progress_line(r: &CheckResult) -> String {
 }
 
 /// Escapes text for XML attributes and content.
-fn xml(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => {
-                let _ = write!(out, "&#{};", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 fn md_cell(s: &str) -> String {
     let short: String = s.chars().take(300).collect();
     let ell = if short.len() < s.len() { "…" } else { "" };

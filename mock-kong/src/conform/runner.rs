@@ -206,7 +206,7 @@ impl Ctx {
         id: i64,
         phase: &str,
         steps: StepConns,
-        answer: &mut dyn FnMut(&str, &[Value]) -> super::wire::Answer,
+        answer: &mut dyn FnMut(&str, &[Value]) -> super::wire::Reply,
     ) -> Result<EventRun, String> {
         let mut w = self.host.connect().await.map_err(|e| e.to_string())?;
         self.host
@@ -253,7 +253,7 @@ impl Ctx {
     /// Kong-like answers for the default request (host `example.com`).
     pub fn kong_answer(
         pdk: &mut SimpleRequest,
-    ) -> impl FnMut(&str, &[Value]) -> super::wire::Answer + '_ {
+    ) -> impl FnMut(&str, &[Value]) -> super::wire::Reply + '_ {
         move |m, a| answer_from(pdk.call("access", m, a))
     }
 }
@@ -315,7 +315,16 @@ pub async fn run(
     drop(main_target);
     for check in catalogue().iter().filter(|c| opts.selects(c)) {
         let t0 = Instant::now();
-        let outcome = run_one(server, check, opts, &mut cache).await;
+        // After SIGINT/SIGTERM (or once stdout is gone) the report holds the checks finished so
+        // far: the running check is dropped, which stops any server it started.
+        let outcome = tokio::select! {
+            biased;
+            () = crate::edge::until_stopped() => {
+                report.interrupted = true;
+                break;
+            }
+            o = run_one(server, check, opts, &mut cache) => o,
+        };
         let result = CheckResult::new(check, outcome, t0.elapsed());
         progress(&result);
         report.results.push(result);

@@ -1,107 +1,69 @@
-//! A raw client for conformance checks: exact control over what goes on the wire (bytes one at a
-//! time, two requests in one write, garbage, a client that vanishes) and a Kong-like event driver
-//! that records every callback exactly as the server sent it.
+//! The conformance client: exact control over what goes on the wire (bytes one at a time, two
+//! requests in one write, garbage, a client that vanishes) around the same event drivers the
+//! host uses ([`mock_kong_codec::event`]), so a check accepts exactly what Kong's host accepts.
 //!
-//! Built on the pure codecs ([`crate::msgpack`], [`crate::protobuf`]) and a tokio `UnixStream`.
-//! Every read and write has a deadline, so a server that never answers fails a check with
-//! "no answer after N s" instead of hanging the suite.
+//! Built on the host's timed connection ([`crate::host::conn::Conn`]) and its options
+//! ([`HostOptions`]: the same timeouts, deadline and caps), so a server that never answers
+//! fails a check with "no answer after N s" instead of hanging the suite, and one that floods
+//! fails it at the host's limits. What differs from the host is only what a check needs to see:
+//! MsgPack Steps on the HandleEvent's connection or each on a new one ([`StepConns`]), a raw
+//! decoder per connection (pipelined answers), and an event's end as data ([`End`]) rather than
+//! an error.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prost::Message;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
-
-use crate::host::mp::{fix_multimap, step_method};
-use crate::msgpack::{self, RpcMessage, StreamDecoder};
+use crate::host::conn::{self, Conn, Deadline, Probe};
+use crate::host::{reply_for, HostError, HostOptions, Timeouts};
+use crate::msgpack::StreamDecoder;
 use crate::pdk::{Pdk, PdkOutcome};
-use crate::protobuf::messages::{
-    rpc_call, rpc_return, CmdCloseInstance, CmdHandleEvent, CmdStartInstance, RpcCall, RpcReturn,
-};
-use crate::protobuf::{encode_frame, pdk_table, FrameDecoder};
+use crate::protobuf::messages::{rpc_return, RpcReturn};
+use crate::protobuf::{encode_frame, FrameDecoder};
 use crate::{Protocol, Value};
+use mock_kong_codec::event::mp::{self, CallReader, Incoming, MpEvent};
+use mock_kong_codec::event::pb::{self, PbEvent};
+use mock_kong_codec::event::{self as driver, Budget};
 
-/// The largest message accepted from a server under test.
-const MAX_MESSAGE: usize = 64 << 20;
+pub use mock_kong_codec::event::{error_text, Callback, Reply};
 
-/// What went wrong on the wire. The texts are what a failed check reports as "actual".
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum WireError {
-    #[error("cannot connect to {socket}: {reason}")]
-    Connect { socket: PathBuf, reason: String },
-    #[error("no answer after {secs} s while {what}")]
-    Timeout { what: String, secs: f64 },
-    #[error("the server closed the connection while {what}")]
-    Closed { what: String },
-    #[error("I/O error while {what}: {reason}")]
-    Io { what: String, reason: String },
-    #[error("undecodable answer while {what}: {detail}")]
-    Decode { what: String, detail: String },
-    #[error("unexpected answer while {what}: {detail}")]
-    Shape { what: String, detail: String },
-}
-
-/// Seconds as a short human number (`2`, `0.5`).
-fn secs(d: Duration) -> f64 {
+/// Seconds as a short human number (`2`, `0.5`), for check texts.
+pub fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 100.0).round() / 100.0
 }
 
 /// One raw connection.
 pub struct Wire {
-    stream: UnixStream,
+    conn: Conn,
     mp: StreamDecoder,
     pb: FrameDecoder,
-    rbuf: Vec<u8>,
-    /// Deadline of every read and write.
-    pub timeout: Duration,
+    opts: Arc<HostOptions>,
     /// Notifications met while waiting for MsgPack responses (`[2, label, args]`).
     pub notifications: Vec<(String, Value)>,
 }
 
 impl Wire {
-    /// Connects within `timeout`.
-    pub async fn connect(socket: &Path, timeout: Duration) -> Result<Wire, WireError> {
-        let stream = match tokio::time::timeout(timeout, UnixStream::connect(socket)).await {
-            Err(_) => {
-                return Err(WireError::Timeout {
-                    what: format!("connecting to {}", socket.display()),
-                    secs: secs(timeout),
-                })
-            }
-            Ok(Err(e)) => {
-                return Err(WireError::Connect {
-                    socket: socket.to_owned(),
-                    reason: e.to_string(),
-                })
-            }
-            Ok(Ok(s)) => s,
-        };
+    /// Connects within the connect timeout.
+    pub async fn connect(opts: Arc<HostOptions>) -> Result<Wire, HostError> {
+        let conn = conn::connect(&opts.socket, &opts.timeouts).await?;
         Ok(Wire {
-            stream,
-            mp: StreamDecoder::new(MAX_MESSAGE),
-            pb: FrameDecoder::new(MAX_MESSAGE),
-            rbuf: vec![0; 64 * 1024],
-            timeout,
+            conn,
+            mp: StreamDecoder::new(opts.max_frame),
+            pb: FrameDecoder::new(opts.max_frame),
+            opts,
             notifications: Vec::new(),
         })
     }
 
+    fn timeouts(&self) -> Timeouts {
+        self.opts.timeouts
+    }
+
     /// Writes all of `bytes`.
-    pub async fn send(&mut self, bytes: &[u8], what: &str) -> Result<(), WireError> {
-        match tokio::time::timeout(self.timeout, self.stream.write_all(bytes)).await {
-            Err(_) => Err(WireError::Timeout {
-                what: format!("writing {what} (the server is not reading)"),
-                secs: secs(self.timeout),
-            }),
-            Ok(Err(e)) => Err(WireError::Io {
-                what: format!("writing {what}"),
-                reason: e.to_string(),
-            }),
-            Ok(Ok(())) => Ok(()),
-        }
+    pub async fn send(&mut self, bytes: &[u8], what: &str) -> Result<(), HostError> {
+        let t = self.timeouts().write;
+        self.conn.write_all(bytes, t, &|| what.to_owned()).await
     }
 
     /// Writes `bytes` one byte per write, pausing `pause` between writes.
@@ -110,70 +72,39 @@ impl Wire {
         bytes: &[u8],
         pause: Duration,
         what: &str,
-    ) -> Result<(), WireError> {
+    ) -> Result<(), HostError> {
         for b in bytes {
             self.send(std::slice::from_ref(b), what).await?;
-            self.stream.flush().await.ok();
             tokio::time::sleep(pause).await;
         }
         Ok(())
     }
 
-    /// Reads what is available into the MessagePack (`pb` false) or frame decoder.
-    async fn fill(&mut self, what: &str, pb: bool) -> Result<(), WireError> {
-        match tokio::time::timeout(self.timeout, self.stream.read(&mut self.rbuf)).await {
-            Err(_) => Err(WireError::Timeout {
-                what: what.to_owned(),
-                secs: secs(self.timeout),
-            }),
-            Ok(Ok(0)) => Err(WireError::Closed {
-                what: what.to_owned(),
-            }),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                Err(WireError::Closed {
-                    what: what.to_owned(),
-                })
-            }
-            Ok(Err(e)) => Err(WireError::Io {
-                what: what.to_owned(),
-                reason: e.to_string(),
-            }),
-            Ok(Ok(n)) => {
-                if pb {
-                    self.pb.feed(&self.rbuf[..n]);
-                } else {
-                    self.mp.feed(&self.rbuf[..n]);
-                }
-                Ok(())
-            }
+    /// Reads what is available into the MessagePack (`pb` false) or frame decoder, counting it
+    /// against `budget`.
+    async fn fill(
+        &mut self,
+        deadline: &Deadline,
+        budget: &mut Budget,
+        what: &str,
+        pb: bool,
+    ) -> Result<(), HostError> {
+        let t = self.timeouts().read;
+        let bytes = self
+            .conn
+            .read_some_by(t, deadline, &|| what.to_owned())
+            .await?;
+        budget.take(bytes.len(), || format!("reading while {what}"))?;
+        if pb {
+            self.pb.feed(bytes);
+        } else {
+            self.mp.feed(bytes);
         }
+        Ok(())
     }
 
-    /// The next MessagePack-RPC response (notifications are collected, not returned).
-    pub async fn recv_mp(&mut self, what: &str) -> Result<RpcMessage, WireError> {
-        loop {
-            match self.mp.next_value() {
-                Ok(Some(v)) => match RpcMessage::from_value(v) {
-                    Ok(RpcMessage::Notification { label, args }) => {
-                        self.notifications.push((label, args));
-                    }
-                    Ok(m) => return Ok(m),
-                    Err(e) => {
-                        return Err(WireError::Shape {
-                            what: what.to_owned(),
-                            detail: e.to_string(),
-                        })
-                    }
-                },
-                Ok(None) => self.fill(what, false).await?,
-                Err(e) => {
-                    return Err(WireError::Decode {
-                        what: what.to_owned(),
-                        detail: e.to_string(),
-                    })
-                }
-            }
-        }
+    fn deadline(&self) -> Deadline {
+        Deadline::after(self.opts.effective_call_deadline())
     }
 
     /// One MsgPack call: `Ok(Ok(result))`, or `Ok(Err(error))` for an error response.
@@ -182,53 +113,62 @@ impl Wire {
         msgid: u64,
         method: &str,
         params: Vec<Value>,
-    ) -> Result<Result<Value, Value>, WireError> {
+    ) -> Result<Result<Value, Value>, HostError> {
         let mut out = Vec::new();
-        msgpack::encode_request(msgid, method, &params, &mut out);
+        crate::msgpack::encode_request(msgid, method, &params, &mut out);
         self.send(&out, method).await?;
         self.mp_answer(msgid, method).await
     }
 
-    /// Reads the response to request `msgid`.
+    /// Reads the response to request `msgid` (notifications met on the way are collected).
     pub async fn mp_answer(
         &mut self,
         msgid: u64,
         method: &str,
-    ) -> Result<Result<Value, Value>, WireError> {
-        let what = format!("waiting for the answer to {method} (msgid {msgid})");
-        match self.recv_mp(&what).await? {
-            RpcMessage::Response {
-                msgid: got,
-                error,
-                result,
-            } => {
-                if got != msgid {
-                    return Err(WireError::Shape {
-                        what,
-                        detail: format!("the response carries msgid {got}, not {msgid}"),
-                    });
+    ) -> Result<Result<Value, Value>, HostError> {
+        let mut budget = Budget::new(self.opts.max_event_bytes);
+        self.mp_answer_within(msgid, method, &mut budget).await
+    }
+
+    async fn mp_answer_within(
+        &mut self,
+        msgid: u64,
+        method: &str,
+        budget: &mut Budget,
+    ) -> Result<Result<Value, Value>, HostError> {
+        let mut reader = CallReader::new(msgid, method, self.opts.max_notifications);
+        let what = format!("waiting for {}", reader.describe());
+        let deadline = self.deadline();
+        loop {
+            match reader.next(&mut self.mp)? {
+                Some(Incoming::Notification { label, args }) => {
+                    self.notifications.push((label, args))
                 }
-                Ok(if error.is_nil() {
-                    Ok(result)
-                } else {
-                    Err(error)
-                })
+                Some(Incoming::Response { result, .. }) => return Ok(result),
+                None => self.fill(&deadline, budget, &what, false).await?,
             }
-            other => Err(WireError::Shape {
-                what,
-                detail: format!("expected a response [1, msgid, error, result], got {other:?}"),
-            }),
         }
     }
 
     /// The next ProtoBuf frame.
-    pub async fn recv_frame(&mut self, what: &str) -> Result<Vec<u8>, WireError> {
+    pub async fn recv_frame(&mut self, what: &str) -> Result<Vec<u8>, HostError> {
+        let mut budget = Budget::new(self.opts.max_event_bytes);
+        self.recv_frame_within(&self.deadline(), &mut budget, what)
+            .await
+    }
+
+    async fn recv_frame_within(
+        &mut self,
+        deadline: &Deadline,
+        budget: &mut Budget,
+        what: &str,
+    ) -> Result<Vec<u8>, HostError> {
         loop {
             match self.pb.next_frame() {
                 Ok(Some(f)) => return Ok(f),
-                Ok(None) => self.fill(what, true).await?,
+                Ok(None) => self.fill(deadline, budget, what, true).await?,
                 Err(e) => {
-                    return Err(WireError::Decode {
+                    return Err(HostError::Decode {
                         what: what.to_owned(),
                         detail: e.to_string(),
                     })
@@ -238,30 +178,18 @@ impl Wire {
     }
 
     /// Sends `frame(payload)`.
-    pub async fn send_frame(&mut self, payload: &[u8], what: &str) -> Result<(), WireError> {
+    pub async fn send_frame(&mut self, payload: &[u8], what: &str) -> Result<(), HostError> {
         let mut out = Vec::with_capacity(payload.len() + 4);
         encode_frame(payload, &mut out);
         self.send(&out, what).await
     }
 
-    /// Reads and decodes an `RpcReturn`, checking that it echoes `sequence`.
-    pub async fn pb_return(&mut self, sequence: i64, what: &str) -> Result<RpcReturn, WireError> {
-        let frame = self.recv_frame(what).await?;
-        let ret = RpcReturn::decode(frame.as_slice()).map_err(|e| WireError::Decode {
-            what: what.to_owned(),
-            detail: format!("not an RpcReturn: {e}"),
-        })?;
-        if ret.sequence != sequence {
-            return Err(WireError::Shape {
-                what: what.to_owned(),
-                detail: format!(
-                    "RpcReturn.sequence is {}, but the call carried {sequence} (Kong asserts they \
-                     are equal, spec §5.2)",
-                    ret.sequence
-                ),
-            });
-        }
-        Ok(ret)
+    /// Reads and decodes the `RpcReturn` of `name`, checking that it echoes `sequence`.
+    pub async fn pb_return(&mut self, sequence: i64, name: &str) -> Result<RpcReturn, HostError> {
+        let frame = self
+            .recv_frame(&format!("waiting for the {name} reply"))
+            .await?;
+        pb::decode_return(&frame, name, sequence)
     }
 
     /// Waits up to `within` and says whether the server closed the connection (`Ok(true)`),
@@ -272,49 +200,26 @@ impl Wire {
         if unread > 0 {
             return Err(format!("{unread} unread byte(s)"));
         }
-        match tokio::time::timeout(within, self.stream.read(&mut self.rbuf)).await {
-            Err(_) => Ok(false),
-            Ok(Ok(0)) | Ok(Err(_)) => Ok(true),
-            Ok(Ok(n)) => Err(format!(
-                "{n} byte(s): {}",
-                crate::host::hex(&self.rbuf[..n.min(32)])
+        match self.conn.probe(within).await {
+            Probe::Silent => Ok(false),
+            Probe::Closed => Ok(true),
+            Probe::Bytes(b) => Err(format!(
+                "{} byte(s): {}",
+                b.len(),
+                crate::host::hex(&b[..b.len().min(32)])
             )),
         }
     }
 }
 
-/// How a check answers a callback.
-#[derive(Debug, Clone)]
-pub enum Answer {
-    /// The PDK's first return value (`Nil`: MsgPack `Data` absent, ProtoBuf empty frame or the
-    /// wrapped nil).
-    Value(Value),
-    /// MsgPack: this value, sent with this Step method instead of Kong's choice.
-    Variant(&'static str, Value),
-    /// Terminal (`kong.response.exit`): Kong sends nothing more for this event.
-    Terminal,
-}
-
-/// Kong's answer for a [`Pdk`] outcome.
-pub fn answer_from(outcome: PdkOutcome) -> Answer {
-    match outcome {
-        PdkOutcome::Return(v) => Answer::Value(v),
-        PdkOutcome::Exit { .. } => Answer::Terminal,
-        PdkOutcome::Raise(_) | PdkOutcome::NotFound | PdkOutcome::SoftError(_) => {
-            Answer::Value(Value::Nil)
-        }
-        // Checks answer at once; a scripted delay only matters to scenarios.
-        PdkOutcome::Delayed { then, .. } => answer_from(*then),
+/// Kong's reply to a [`Pdk`] outcome, as the checks answer callbacks: the host's mapping
+/// ([`reply_for`]), except that what the small emulated request does not know is answered nil,
+/// so a check never fails because mock-kong's PDK lacks a function the plugin calls.
+pub fn answer_from(outcome: PdkOutcome) -> Reply {
+    match reply_for(outcome).0 {
+        Reply::NotFound => Reply::Value(Value::Nil),
+        other => other,
     }
-}
-
-/// One callback as the server sent it.
-#[derive(Debug, Clone)]
-pub struct Callback {
-    pub method: String,
-    pub args: Vec<Value>,
-    /// MsgPack: the type of `Args` when it is not an array (`None`: an array, as Kong expects).
-    pub args_not_array: Option<&'static str>,
 }
 
 /// How an event ended.
@@ -330,6 +235,9 @@ pub enum End {
     Closed,
     /// ProtoBuf: the server called a method missing from Kong's PDK table (Kong: HTTP 500).
     MethodNotFound(String),
+    /// The answer to a callback raised (or could not be encoded for its output type): nothing
+    /// was sent, as Kong aborts the handler.
+    Raised { method: String, error: String },
 }
 
 impl std::fmt::Display for End {
@@ -340,6 +248,21 @@ impl std::fmt::Display for End {
             End::Error(e) => write!(f, "an error response {e:?}"),
             End::Closed => f.write_str("the connection was closed without an answer"),
             End::MethodNotFound(m) => write!(f, "a call of {m:?}, which Kong's PDK table lacks"),
+            End::Raised { method, error } => {
+                write!(f, "was aborted: answering {method} raised ({error})")
+            }
+        }
+    }
+}
+
+impl From<driver::End> for End {
+    fn from(end: driver::End) -> End {
+        match end {
+            driver::End::Done => End::Done,
+            driver::End::Exit => End::Exit,
+            driver::End::Raised { method, error } => End::Raised { method, error },
+            driver::End::MethodNotFound(m) => End::MethodNotFound(m),
+            driver::End::ServerError { message, .. } => End::Error(message),
         }
     }
 }
@@ -374,34 +297,49 @@ pub enum Refusal {
     #[error("{0}")]
     Rejected(String),
     #[error(transparent)]
-    Wire(#[from] WireError),
+    Wire(#[from] HostError),
+}
+
+/// An event whose HandleEvent was written ([`RawHost::handle_event_bytes`]): its driver, and
+/// for MsgPack the msgid of the HandleEvent call.
+#[derive(Debug)]
+pub enum Started<'a> {
+    MsgPack { msgid: u64, event: MpEvent<'a> },
+    ProtoBuf(PbEvent<'a>),
 }
 
 /// A Kong-like host for one server socket, raw enough to see everything.
 #[derive(Clone)]
 pub struct RawHost {
     pub protocol: Protocol,
-    pub socket: PathBuf,
-    pub timeout: Duration,
+    opts: Arc<HostOptions>,
     msgid: Arc<AtomicU64>,
     sequence: Arc<AtomicI64>,
 }
 
 impl RawHost {
+    /// A host for `socket` with every read, write and connect bounded by `timeout` (and the
+    /// host's default caps and call deadline).
     pub fn new(protocol: Protocol, socket: PathBuf, timeout: Duration) -> RawHost {
+        let mut opts = HostOptions::new(socket, protocol);
+        opts.timeouts = Timeouts::uniform(timeout);
         RawHost {
             protocol,
-            socket,
-            timeout,
+            opts: Arc::new(opts),
             msgid: Arc::new(AtomicU64::new(1)),
             // Kong's first ProtoBuf call carries sequence 2 (spec §5.2).
             sequence: Arc::new(AtomicI64::new(2)),
         }
     }
 
+    /// The options every connection of this host uses.
+    pub fn options(&self) -> &HostOptions {
+        &self.opts
+    }
+
     /// A new connection.
-    pub async fn connect(&self) -> Result<Wire, WireError> {
-        Wire::connect(&self.socket, self.timeout).await
+    pub async fn connect(&self) -> Result<Wire, HostError> {
+        Wire::connect(self.opts.clone()).await
     }
 
     /// The next MsgPack msgid.
@@ -414,29 +352,26 @@ impl RawHost {
         self.sequence.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The bytes of a StartInstance call (MsgPack request or ProtoBuf frame).
+    /// Sets the next ProtoBuf sequence (Kong's counter is per plugin per worker and only ever
+    /// grows; checks use large values to catch truncation).
+    pub fn set_sequence(&self, next: i64) {
+        self.sequence.store(next, Ordering::Relaxed);
+    }
+
+    /// The bytes of a StartInstance call (MsgPack request or ProtoBuf frame), with its msgid
+    /// (MsgPack) or sequence (ProtoBuf).
     pub fn start_instance_bytes(&self, name: &str, config: &str) -> (Vec<u8>, u64, i64) {
         let mut out = Vec::new();
         match self.protocol {
             Protocol::MsgPack => {
                 let id = self.next_msgid();
-                let params = vec![Value::map([
-                    ("Name", Value::str(name)),
-                    ("Config", Value::str(config)),
-                ])];
-                msgpack::encode_request(id, "plugin.StartInstance", &params, &mut out);
+                let params = mp::start_instance_params(name, config);
+                crate::msgpack::encode_request(id, "plugin.StartInstance", &params, &mut out);
                 (out, id, 0)
             }
             Protocol::ProtoBuf => {
                 let seq = self.next_sequence();
-                let call = RpcCall {
-                    sequence: seq,
-                    call: Some(rpc_call::Call::CmdStartInstance(CmdStartInstance {
-                        name: name.to_owned(),
-                        config: config.as_bytes().to_vec(),
-                    })),
-                };
-                encode_frame(&call.encode_to_vec(), &mut out);
+                pb::encode_call(&pb::start_instance_call(seq, name, config), &mut out);
                 (out, 0, seq)
             }
         }
@@ -451,23 +386,15 @@ impl RawHost {
     ) -> Result<i64, Refusal> {
         match self.protocol {
             Protocol::MsgPack => match w.mp_answer(msgid, "plugin.StartInstance").await? {
-                Ok(result) => result.get("Id").and_then(Value::as_i64).ok_or_else(|| {
-                    Refusal::Wire(WireError::Shape {
-                        what: "reading the answer to plugin.StartInstance".into(),
-                        detail: format!("expected a map with an integer Id, got {result:?}"),
-                    })
-                }),
+                Ok(result) => Ok(mp::instance_id(&result)?),
                 Err(e) => Err(Refusal::Rejected(error_text(&e))),
             },
             Protocol::ProtoBuf => {
-                let ret = pb_or_closed(
-                    w.pb_return(seq, "waiting for the StartInstance reply")
-                        .await,
-                )?;
+                let ret = pb_or_closed(w.pb_return(seq, "cmd_start_instance").await)?;
                 match ret.r#return {
                     Some(rpc_return::Return::InstanceStatus(s)) => Ok(i64::from(s.instance_id)),
-                    other => Err(Refusal::Wire(WireError::Shape {
-                        what: "reading the StartInstance reply".into(),
+                    other => Err(Refusal::Wire(HostError::Shape {
+                        what: "RpcReturn of cmd_start_instance".into(),
                         detail: format!(
                             "expected instance_status, got {other:?} (Kong indexes \
                              instance_status.instance_id, spec §5.2)"
@@ -495,27 +422,18 @@ impl RawHost {
         match self.protocol {
             Protocol::MsgPack => {
                 let msgid = self.next_msgid();
-                match w
-                    .mp_call(msgid, "plugin.CloseInstance", vec![Value::Int(id)])
-                    .await?
-                {
+                let params = mp::close_instance_params(id);
+                match w.mp_call(msgid, "plugin.CloseInstance", params).await? {
                     Ok(_) => Ok(()),
                     Err(e) => Err(Refusal::Rejected(error_text(&e))),
                 }
             }
             Protocol::ProtoBuf => {
                 let seq = self.next_sequence();
-                let call = RpcCall {
-                    sequence: seq,
-                    call: Some(rpc_call::Call::CmdCloseInstance(CmdCloseInstance {
-                        instance_id: i32::try_from(id).unwrap_or(i32::MAX),
-                    })),
-                };
-                w.send_frame(&call.encode_to_vec(), "CloseInstance").await?;
-                pb_or_closed(
-                    w.pb_return(seq, "waiting for the CloseInstance reply")
-                        .await,
-                )?;
+                let mut out = Vec::new();
+                pb::encode_call(&pb::close_instance_call(seq, id), &mut out);
+                w.send(&out, "CloseInstance").await?;
+                pb_or_closed(w.pb_return(seq, "cmd_close_instance").await)?;
                 Ok(())
             }
         }
@@ -533,50 +451,35 @@ impl RawHost {
         self.close_instance(&mut w, id).await
     }
 
-    /// Sets the next ProtoBuf sequence (Kong's counter is per plugin per worker and only ever
-    /// grows; checks use large values to catch truncation).
-    pub fn set_sequence(&self, next: i64) {
-        self.sequence.store(next, Ordering::Relaxed);
-    }
-
-    /// The bytes of a HandleEvent call, and its msgid (MsgPack) or sequence (ProtoBuf).
-    pub fn handle_event_bytes(&self, instance: i64, phase: &str) -> (Vec<u8>, i64) {
+    /// The bytes of a HandleEvent call, and the event they start.
+    pub fn handle_event_bytes<'a>(&self, instance: i64, phase: &'a str) -> (Vec<u8>, Started<'a>) {
         let mut out = Vec::new();
+        let max = self.opts.max_callbacks;
         match self.protocol {
             Protocol::MsgPack => {
-                let id = self.next_msgid();
-                let params = vec![Value::map([
-                    ("InstanceId", Value::Int(instance)),
-                    ("EventName", Value::str(phase)),
-                ])];
-                msgpack::encode_request(id, "plugin.HandleEvent", &params, &mut out);
-                (out, id as i64)
+                let msgid = self.next_msgid();
+                let event = MpEvent::new(instance, phase, max, false);
+                event.start().encode(msgid, &mut out);
+                (out, Started::MsgPack { msgid, event })
             }
             Protocol::ProtoBuf => {
-                let seq = self.next_sequence();
-                let call = RpcCall {
-                    sequence: seq,
-                    call: Some(rpc_call::Call::CmdHandleEvent(CmdHandleEvent {
-                        instance_id: i32::try_from(instance).unwrap_or(i32::MAX),
-                        event_name: phase.to_owned(),
-                    })),
-                };
-                encode_frame(&call.encode_to_vec(), &mut out);
-                (out, seq)
+                let event = PbEvent::new(self.next_sequence(), instance, phase, max);
+                pb::encode_call(&event.start(), &mut out);
+                (out, Started::ProtoBuf(event))
             }
         }
     }
 
-    /// Sends HandleEvent on `w` and returns the sequence used (ProtoBuf) or msgid (MsgPack).
-    pub async fn send_handle_event(
+    /// Sends HandleEvent on `w` and returns the event it started.
+    pub async fn send_handle_event<'a>(
         &self,
         w: &mut Wire,
         instance: i64,
-        phase: &str,
-    ) -> Result<i64, WireError> {
-        let (bytes, id) = self.handle_event_bytes(instance, phase);
+        phase: &'a str,
+    ) -> Result<Started<'a>, HostError> {
+        let (bytes, started) = self.handle_event_bytes(instance, phase);
         w.send(&bytes, "HandleEvent").await?;
-        Ok(id)
+        Ok(started)
     }
 
     /// Runs one event on a new connection with `pdk` answering.
@@ -585,7 +488,7 @@ impl RawHost {
         instance: i64,
         phase: &str,
         pdk: &mut dyn Pdk,
-    ) -> Result<EventRun, WireError> {
+    ) -> Result<EventRun, HostError> {
         let mut w = self.connect().await?;
         self.drive(&mut w, instance, phase, StepConns::Same, &mut |m, a| {
             answer_from(pdk.call(phase, m, a))
@@ -601,208 +504,148 @@ impl RawHost {
         instance: i64,
         phase: &str,
         steps: StepConns,
-        answer: &mut dyn FnMut(&str, &[Value]) -> Answer,
-    ) -> Result<EventRun, WireError> {
-        let id = self.send_handle_event(w, instance, phase).await?;
-        self.continue_event(w, id, steps, answer).await
+        answer: &mut dyn FnMut(&str, &[Value]) -> Reply,
+    ) -> Result<EventRun, HostError> {
+        let started = self.send_handle_event(w, instance, phase).await?;
+        self.continue_event(w, started, steps, answer).await
     }
 
-    /// The rest of an event whose HandleEvent (msgid or sequence `id`) was sent on `w`.
+    /// The rest of an event whose HandleEvent was sent on `w`.
     pub async fn continue_event(
         &self,
         w: &mut Wire,
-        id: i64,
+        started: Started<'_>,
         steps: StepConns,
-        answer: &mut dyn FnMut(&str, &[Value]) -> Answer,
-    ) -> Result<EventRun, WireError> {
-        match self.protocol {
-            Protocol::MsgPack => {
-                let first = w.mp_answer(id as u64, "plugin.HandleEvent").await?;
-                self.mp_loop(w, first, steps, answer).await
+        answer: &mut dyn FnMut(&str, &[Value]) -> Reply,
+    ) -> Result<EventRun, HostError> {
+        match started {
+            Started::MsgPack { msgid, event } => {
+                self.mp_event(w, msgid, event, steps, answer).await
             }
-            Protocol::ProtoBuf => self.pb_loop(w, id, answer).await,
+            Started::ProtoBuf(event) => self.pb_event(w, event, answer).await,
         }
     }
 
-    /// MsgPack: continues an event from the answer to its HandleEvent (or a Step).
-    pub async fn mp_loop(
+    /// MsgPack: the event after its HandleEvent (msgid `msgid`) was sent, through the driver.
+    async fn mp_event(
         &self,
         w: &mut Wire,
-        first: Result<Value, Value>,
+        msgid: u64,
+        mut ev: MpEvent<'_>,
         steps: StepConns,
-        answer: &mut dyn FnMut(&str, &[Value]) -> Answer,
-    ) -> Result<EventRun, WireError> {
+        answer: &mut dyn FnMut(&str, &[Value]) -> Reply,
+    ) -> Result<EventRun, HostError> {
         let mut run = EventRun {
             callbacks: Vec::new(),
             end: End::Done,
         };
-        let mut current = first;
+        let mut budget = Budget::new(self.opts.max_event_bytes);
         let mut fresh: Option<Wire> = None;
+        let mut answered = w
+            .mp_answer_within(msgid, "plugin.HandleEvent", &mut budget)
+            .await?;
         loop {
-            let result = match current {
-                Ok(r) => r,
-                Err(e) => {
-                    run.end = End::Error(error_text(&e));
+            let cb = match ev.on_answer(answered)? {
+                mp::Next::End(end) => {
+                    run.end = end.into();
                     return Ok(run);
                 }
+                mp::Next::Callback(cb) => cb,
             };
-            let Some(event_id) = result.get("EventId").and_then(Value::as_i64) else {
-                return Err(WireError::Shape {
-                    what: "reading an event answer".into(),
-                    detail: format!("expected {{EventId: <integer>, Data: ...}}, got {result:?}"),
-                });
-            };
-            let data = result.get("Data").cloned();
-            match data {
-                Some(d) if d.as_bytes() == Some(b"ret") => {
-                    run.end = End::Done;
+            let reply = answer(&cb.method, &cb.args);
+            let replied = ev.reply(&cb.method, reply);
+            run.callbacks.push(cb);
+            let call = match replied {
+                mp::Replied::End(end) => {
+                    run.end = end.into();
                     return Ok(run);
                 }
-                Some(d) => {
-                    let Some(method) = d.get("Method").and_then(Value::as_str).map(str::to_owned)
-                    else {
-                        return Err(WireError::Shape {
-                            what: format!("reading a callback of event {event_id}"),
-                            detail: format!(
-                                "expected Data = \"ret\" or {{Method: <string>, Args: [...]}}, got {d:?}"
-                            ),
-                        });
-                    };
-                    let (args, args_not_array) = match d.get("Args") {
-                        Some(Value::Array(a)) => (a.clone(), None),
-                        None => (Vec::new(), None),
-                        Some(other) => (vec![other.clone()], Some(other.type_name())),
-                    };
-                    let a = answer(&method, &args);
-                    let multimap = step_method(&method) == "plugin.StepMultiMap";
-                    run.callbacks.push(Callback {
-                        method: method.clone(),
-                        args,
-                        args_not_array,
-                    });
-                    let (step, value) = match a {
-                        Answer::Terminal => {
-                            run.end = End::Exit;
-                            return Ok(run);
-                        }
-                        Answer::Value(v) if multimap => (step_method(&method), fix_multimap(v)),
-                        Answer::Value(v) => (step_method(&method), v),
-                        Answer::Variant(s, v) => (s, v),
-                    };
-                    let mut arg = vec![(Value::str("EventId"), Value::Int(event_id))];
-                    if !value.is_nil() {
-                        arg.push((Value::str("Data"), value));
-                    }
-                    let msgid = self.next_msgid();
-                    let conn = match steps {
-                        StepConns::Same => &mut *w,
-                        StepConns::Fresh => fresh.insert(self.connect().await?),
-                    };
-                    current = conn.mp_call(msgid, step, vec![Value::Map(arg)]).await?;
-                }
-                None => {
-                    return Err(WireError::Shape {
-                        what: format!("reading an answer of event {event_id}"),
-                        detail: format!("the answer has no Data: {result:?}"),
-                    })
-                }
-            }
+                mp::Replied::Call(call, _) => call,
+            };
+            let msgid = self.next_msgid();
+            let conn = match steps {
+                StepConns::Same => &mut *w,
+                StepConns::Fresh => fresh.insert(self.connect().await?),
+            };
+            let mut out = Vec::new();
+            call.encode(msgid, &mut out);
+            conn.send(&out, call.method()).await?;
+            answered = conn
+                .mp_answer_within(msgid, call.method(), &mut budget)
+                .await?;
         }
     }
 
-    /// ProtoBuf: the HandleEvent conversation after the call was sent (spec §5.3).
-    async fn pb_loop(
+    /// ProtoBuf: the HandleEvent conversation after the call was sent, through the driver. A
+    /// close instead of a frame ends the event as [`End::Closed`] (how a server refuses).
+    async fn pb_event(
         &self,
         w: &mut Wire,
-        seq: i64,
-        answer: &mut dyn FnMut(&str, &[Value]) -> Answer,
-    ) -> Result<EventRun, WireError> {
+        mut ev: PbEvent<'_>,
+        answer: &mut dyn FnMut(&str, &[Value]) -> Reply,
+    ) -> Result<EventRun, HostError> {
         let mut run = EventRun {
             callbacks: Vec::new(),
             end: End::Done,
         };
+        let mut budget = Budget::new(self.opts.max_event_bytes);
+        let mut deadline = w.deadline();
         loop {
-            let name = match w
-                .recv_frame("waiting for a callback or the end of the event")
-                .await
-            {
-                Ok(n) => n,
-                Err(WireError::Closed { .. }) => {
-                    run.end = End::Closed;
-                    return Ok(run);
-                }
-                Err(e) => return Err(e),
-            };
-            if name.is_empty() {
-                w.pb_return(seq, "waiting for the RpcReturn after the empty frame")
-                    .await?;
-                run.end = End::Done;
-                return Ok(run);
-            }
-            let method = String::from_utf8_lossy(&name).into_owned();
-            let args_frame = match w
-                .recv_frame(&format!(
-                    "waiting for the arguments of {}",
-                    pdk_table::method_label(&name)
-                ))
+            let frame = match w
+                .recv_frame_within(&deadline, &mut budget, &ev.awaiting())
                 .await
             {
                 Ok(f) => f,
-                Err(WireError::Closed { .. }) => {
+                Err(HostError::Closed { .. }) => {
                     run.end = End::Closed;
                     return Ok(run);
                 }
                 Err(e) => return Err(e),
             };
-            let Some(spec) = pdk_table::lookup(&method) else {
-                run.callbacks.push(Callback {
-                    method: method.clone(),
-                    args: Vec::new(),
-                    args_not_array: None,
-                });
-                run.end = End::MethodNotFound(method);
-                return Ok(run);
-            };
-            let args =
-                pdk_table::unwrap_args(spec, &args_frame).map_err(|e| WireError::Decode {
-                    what: format!("reading the arguments of {method}"),
-                    detail: e.to_string(),
-                })?;
-            let a = answer(&method, &args);
-            run.callbacks.push(Callback {
-                method: method.clone(),
-                args,
-                args_not_array: None,
-            });
-            let value = match a {
-                Answer::Terminal => {
-                    run.end = End::Exit;
+            let cb = match ev.on_frame(&frame)? {
+                pb::Next::Frame => continue,
+                pb::Next::End(driver::End::MethodNotFound(method)) => {
+                    run.callbacks.push(Callback {
+                        method: method.clone(),
+                        args: Vec::new(),
+                        args_not_array: None,
+                    });
+                    run.end = End::MethodNotFound(method);
                     return Ok(run);
                 }
-                Answer::Value(v) | Answer::Variant(_, v) => v,
+                pb::Next::End(end) => {
+                    run.end = end.into();
+                    return Ok(run);
+                }
+                pb::Next::Callback(cb) => cb,
             };
-            let reply = pdk_table::wrap_result(spec, &value).unwrap_or_default();
-            w.send_frame(&reply, &format!("the reply to {method}"))
-                .await?;
+            let reply = answer(&cb.method, &cb.args);
+            let what = format!("the reply to {}", cb.method);
+            run.callbacks.push(cb);
+            let mut out = Vec::new();
+            match ev.reply(
+                &run.callbacks[run.callbacks.len() - 1].method,
+                reply,
+                &mut out,
+            ) {
+                pb::Replied::End(end) => {
+                    run.end = end.into();
+                    return Ok(run);
+                }
+                pb::Replied::Sent(..) => w.send(&out, &what).await?,
+            }
+            deadline = w.deadline();
         }
     }
 }
 
 /// A ProtoBuf reply read: a close without reply is how a server refuses (spec §5.2).
-fn pb_or_closed(r: Result<RpcReturn, WireError>) -> Result<RpcReturn, Refusal> {
+fn pb_or_closed(r: Result<RpcReturn, HostError>) -> Result<RpcReturn, Refusal> {
     match r {
         Ok(x) => Ok(x),
-        Err(WireError::Closed { .. }) => Err(Refusal::Rejected(
+        Err(HostError::Closed { .. }) => Err(Refusal::Rejected(
             "the connection was closed without a reply".into(),
         )),
         Err(e) => Err(Refusal::Wire(e)),
-    }
-}
-
-/// An error value as text.
-pub fn error_text(e: &Value) -> String {
-    match e.as_bytes() {
-        Some(b) => String::from_utf8_lossy(b).into_owned(),
-        None => format!("{e:?}"),
     }
 }

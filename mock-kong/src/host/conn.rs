@@ -93,6 +93,14 @@ impl Deadline {
     }
 }
 
+/// What [`Conn::probe`] saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    Silent,
+    Closed,
+    Bytes(Vec<u8>),
+}
+
 /// One connection to a plugin server, with a process-unique id for transcripts.
 #[derive(Debug)]
 pub struct Conn {
@@ -197,6 +205,16 @@ impl Conn {
             };
         }
         self.read_some(timeout, what).await
+    }
+
+    /// Waits up to `within` for what the peer does next, without a timeout error: it stays
+    /// silent, closes (or resets) the connection, or sends bytes (returned).
+    pub async fn probe(&mut self, within: Duration) -> Probe {
+        match tokio::time::timeout(within, self.stream.read(&mut self.rbuf)).await {
+            Err(_) => Probe::Silent,
+            Ok(Ok(0)) | Ok(Err(_)) => Probe::Closed,
+            Ok(Ok(n)) => Probe::Bytes(self.rbuf[..n].to_vec()),
+        }
     }
 
     /// Whether the peer has closed or sent unexpected bytes while the connection sat idle

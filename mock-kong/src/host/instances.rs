@@ -11,10 +11,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{Client, EventReport, HostError};
-use crate::pdk::Pdk;
-
-/// The default workspace id Kong gives a fresh database.
-pub const DEFAULT_WS_ID: &str = "0dc6f45b-8f8d-40d2-a504-473544ee190b";
+use crate::pdk::{Pdk, DEFAULT_WS_ID};
 
 /// A configured plugin, as Kong's plugins iterator sees it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -96,14 +93,8 @@ impl PluginEntity {
         conf.insert("__ws_id".into(), J::String(self.ws_id.clone()));
         conf.insert("__key__".into(), J::String(self.cache_key()));
         conf.insert("__seq__".into(), J::from(self.seq));
-        cjson_escape(&J::Object(conf).to_string())
+        crate::lua::cjson_escape(&J::Object(conf).to_string())
     }
-}
-
-/// lua-cjson escapes every `/`. In JSON text a `/` can only occur inside a string, so escaping
-/// all of them is exact.
-pub fn cjson_escape(json: &str) -> String {
-    json.replace('/', "\\/")
 }
 
 /// A UUID-shaped id derived from `seed` (FNV-1a based; stable, not random).

@@ -27,11 +27,18 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::pdk::Pdk;
+use crate::pdk::{Pdk, PdkOutcome};
 use crate::{Protocol, Value};
 
 pub use conn::{io_totals, IoTotals};
 pub use instances::{PluginEntity, PluginRunner};
+// The limits and the error type are shared with the event drivers (and so with the conformance
+// client) in the codec crate.
+use mock_kong_codec::event::{Callback, End, Sent};
+pub use mock_kong_codec::event::{
+    HostError, Limits, Reply, DEFAULT_MAX_CALLBACKS, DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_FRAME,
+    DEFAULT_MAX_NOTIFICATIONS,
+};
 
 /// Per-operation timeouts. Kong uses nginx's 60 s defaults for each (spec §7); mock-kong defaults
 /// to 10 s so a stuck server fails a test run quickly.
@@ -71,25 +78,9 @@ pub enum PoolPolicy {
     Rotate,
 }
 
-/// The default of [`HostOptions::max_frame`]: the largest message accepted from a server
-/// (64 MiB). A declared length above it fails at once, before anything is buffered, so reading
-/// never holds more than about this much per connection.
-pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
-
 /// The default of [`HostOptions::call_deadline`]: this many read timeouts (60 s with the default
 /// 10 s read timeout, the per-operation value Kong itself uses, spec §7).
 pub const CALL_DEADLINE_READS: u32 = 6;
-
-/// The default of [`HostOptions::max_notifications`]. Kong's servers send at most one
-/// (`serverPid`) per connection; a thousand in one call is a flood.
-pub const DEFAULT_MAX_NOTIFICATIONS: usize = 1000;
-
-/// The default of [`HostOptions::max_callbacks`]: PDK calls in one event.
-pub const DEFAULT_MAX_CALLBACKS: usize = 100_000;
-
-/// The default of [`HostOptions::max_event_bytes`]: bytes read from the server in one event or
-/// call (4 frames at the default frame limit).
-pub const DEFAULT_MAX_EVENT_BYTES: u64 = 4 * DEFAULT_MAX_FRAME as u64;
 
 /// Everything the host needs to talk to one plugin server.
 ///
@@ -147,128 +138,20 @@ impl HostOptions {
         }
     }
 
+    /// The caps of the event drivers, from this options' fields.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_frame: self.max_frame,
+            max_notifications: self.max_notifications,
+            max_callbacks: self.max_callbacks,
+            max_event_bytes: self.max_event_bytes,
+        }
+    }
+
     /// The deadline of one exchange: [`call_deadline`](Self::call_deadline) or its default.
     pub fn effective_call_deadline(&self) -> Duration {
         self.call_deadline
             .unwrap_or_else(|| self.timeouts.read.saturating_mul(CALL_DEADLINE_READS))
-    }
-}
-
-/// What went wrong between the host and the server. Messages name the operation and the
-/// message involved, what was expected and what came instead.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum HostError {
-    #[error(
-        "cannot connect to {socket}: {reason}. Is the plugin server running and listening there?"
-    )]
-    Connect { socket: PathBuf, reason: String },
-    #[error("connect to {socket} did not complete within {after:?}")]
-    ConnectTimeout { socket: PathBuf, after: Duration },
-    #[error("writing {what} failed: {reason}")]
-    Write { what: String, reason: String },
-    #[error("writing {what} did not complete within {after:?} (the server is not reading)")]
-    WriteTimeout { what: String, after: Duration },
-    #[error("no answer to {what} after {after:?}")]
-    ReadTimeout { what: String, after: Duration },
-    #[error("the server closed the connection while {what} (closed)")]
-    Closed { what: String },
-    #[error("reading {what} failed: {reason}")]
-    Read { what: String, reason: String },
-    #[error("undecodable {what}: {detail}")]
-    Decode { what: String, detail: String },
-    #[error("unexpected {what}: {detail}")]
-    Shape { what: String, detail: String },
-    #[error(
-        "{what}: not complete within the overall deadline of {after:?}, although bytes kept \
-         arriving within each read timeout (a server trickling its answer); raise the deadline \
-         (HostOptions::call_deadline) if the server is legitimately this slow"
-    )]
-    Deadline { what: String, after: Duration },
-    #[error(
-        "{what}: more than {limit} notifications before the response (Kong knows only \
-         `serverPid`, once per connection); the server floods notifications"
-    )]
-    TooManyNotifications { what: String, limit: usize },
-    #[error(
-        "{what}: more than {limit} PDK callbacks in one event; the plugin loops on PDK calls \
-         (raise HostOptions::max_callbacks if it legitimately makes that many)"
-    )]
-    TooManyCallbacks { what: String, limit: usize },
-    #[error(
-        "{what}: the server sent more than {limit} bytes in one event or call; it is flooding \
-         the host (raise HostOptions::max_event_bytes if that much is legitimate)"
-    )]
-    TooManyBytes { what: String, limit: u64 },
-    #[error("{method} failed on the server: {message}")]
-    Server { method: String, message: String },
-    #[error(
-        "event aborted after {retries} retries on \"no plugin instance\"/closed connection: {last}"
-    )]
-    RetriesExhausted { retries: u32, last: Box<HostError> },
-}
-
-impl HostError {
-    /// A short stable name of the kind of failure, for error tables (`read_timeout`, ...).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            HostError::Connect { .. } => "connect",
-            HostError::ConnectTimeout { .. } => "connect_timeout",
-            HostError::Write { .. } => "write",
-            HostError::WriteTimeout { .. } => "write_timeout",
-            HostError::ReadTimeout { .. } => "read_timeout",
-            HostError::Closed { .. } => "closed",
-            HostError::Read { .. } => "read",
-            HostError::Decode { .. } => "decode",
-            HostError::Shape { .. } => "shape",
-            HostError::Deadline { .. } => "deadline",
-            HostError::TooManyNotifications { .. } => "too_many_notifications",
-            HostError::TooManyCallbacks { .. } => "too_many_callbacks",
-            HostError::TooManyBytes { .. } => "too_many_bytes",
-            HostError::Server { .. } => "server_error",
-            HostError::RetriesExhausted { .. } => "retries_exhausted",
-        }
-    }
-
-    /// Names where the error happened (`"event access (EventId 3)"`), appended to the message
-    /// part that says what was being done. Connect errors name the socket and stay as they are.
-    pub fn in_context(mut self, ctx: &str) -> HostError {
-        if let Some(what) = self.what_mut() {
-            *what = format!("{what} in {ctx}");
-        }
-        self
-    }
-
-    /// The part of the message that says what was being done (`None` for errors that name the
-    /// socket or wrap another error).
-    fn what_mut(&mut self) -> Option<&mut String> {
-        use HostError as E;
-        match self {
-            E::Write { what, .. }
-            | E::WriteTimeout { what, .. }
-            | E::ReadTimeout { what, .. }
-            | E::Closed { what }
-            | E::Read { what, .. }
-            | E::Decode { what, .. }
-            | E::Shape { what, .. }
-            | E::Deadline { what, .. }
-            | E::TooManyNotifications { what, .. }
-            | E::TooManyCallbacks { what, .. }
-            | E::TooManyBytes { what, .. }
-            | E::Server { method: what, .. } => Some(what),
-            E::Connect { .. } | E::ConnectTimeout { .. } | E::RetriesExhausted { .. } => None,
-        }
-    }
-
-    /// Whether Kong would reset its instances and retry the event (spec §4.6, §5.2): a MsgPack
-    /// error containing "no plugin instance", or (ProtoBuf) "closed".
-    pub fn triggers_reset(&self, protocol: Protocol) -> bool {
-        match self {
-            HostError::Server { message, .. } => {
-                message.to_lowercase().contains("no plugin instance")
-            }
-            HostError::Closed { .. } => protocol == Protocol::ProtoBuf,
-            _ => false,
-        }
     }
 }
 
@@ -442,6 +325,108 @@ impl EventReport {
         if !self.connections.contains(&conn) {
             self.connections.push(conn);
         }
+    }
+}
+
+/// A settled PDK outcome as the drivers' [`Reply`], and, for an exit, how the event ended (its
+/// status, body and headers stay in the host's transcript; the driver only needs to know that
+/// nothing is sent). The host and the conformance client answer callbacks through this one
+/// mapping.
+pub fn reply_for(outcome: PdkOutcome) -> (Reply, Option<EventEnd>) {
+    match outcome {
+        PdkOutcome::Return(v) => (Reply::Value(v), None),
+        PdkOutcome::SoftError(e) => (Reply::SoftError(e), None),
+        PdkOutcome::NotFound => (Reply::NotFound, None),
+        PdkOutcome::Raise(e) => (Reply::Raise(e), None),
+        PdkOutcome::Exit {
+            status,
+            body,
+            headers,
+        } => (
+            Reply::Terminal,
+            Some(EventEnd::Exit {
+                status,
+                body,
+                headers,
+            }),
+        ),
+        // Delays are waited out by the caller (`settle`); an unsettled one answers at once.
+        PdkOutcome::Delayed { then, .. } => reply_for(*then),
+    }
+}
+
+impl EventReport {
+    /// Records how a driver ended the event: the terminal, raised or unknown callback `cb` (if
+    /// any) in the transcript, and the end. An error response (MsgPack) is the call's
+    /// [`HostError::Server`], which the runner may answer with an instance reset.
+    pub(crate) fn finish(
+        mut self,
+        end: End,
+        cb: Option<Callback>,
+        conn: u64,
+        exit: Option<EventEnd>,
+    ) -> Result<EventReport, HostError> {
+        let record = |cb: Option<Callback>, kind: &str, note: String| {
+            cb.map(|cb| CallRecord {
+                method: cb.method,
+                args: cb.args,
+                answer: None,
+                reply_kind: kind.into(),
+                conn,
+                note: Some(note),
+            })
+        };
+        let (call, end) = match end {
+            End::Done => (None, EventEnd::Done),
+            End::Exit => {
+                let note = format!(
+                    "terminal: {}",
+                    cb.as_ref().map_or("", |c| c.method.as_str())
+                );
+                (
+                    record(cb, "none (terminal)", note),
+                    exit.unwrap_or(EventEnd::Exit {
+                        status: 200,
+                        body: None,
+                        headers: Vec::new(),
+                    }),
+                )
+            }
+            End::Raised { method, error } => (
+                record(cb, "none (raised)", error.clone()),
+                EventEnd::Raised { method, error },
+            ),
+            End::MethodNotFound(method) => {
+                let cb = Callback {
+                    method: method.clone(),
+                    args: Vec::new(),
+                    args_not_array: None,
+                };
+                let note = format!("method \"{method}\" not found");
+                (
+                    record(Some(cb), "none (unknown method)", note),
+                    EventEnd::MethodNotFound { method },
+                )
+            }
+            End::ServerError { method, message } => {
+                return Err(HostError::Server { method, message })
+            }
+        };
+        self.calls.extend(call);
+        self.end = end;
+        Ok(self)
+    }
+
+    /// Records a callback that was answered.
+    pub(crate) fn answered(&mut self, cb: Callback, answer: Value, sent: Sent, conn: u64) {
+        self.calls.push(CallRecord {
+            method: cb.method,
+            args: cb.args,
+            answer: Some(answer),
+            reply_kind: sent.kind,
+            conn,
+            note: sent.note,
+        });
     }
 }
 

@@ -5,21 +5,56 @@
 //! answer comes back as a [`PdkOutcome`], which the loop encodes as Kong would for its protocol.
 //!
 //! * [`SimpleRequest`]: a minimal request (headers, `ctx.shared`, log lines) for quick calls.
-//! * [`request::KongRequest`]: the full emulated Kong request: every method of the ProtoBuf PDK
-//!   table (spec §5.4) and the MsgPack surface of the dynamic kits (spec §4.4), Kong's phase
-//!   checks, the saved log-phase data (spec §4.5, §6) and a record of every effect.
+//! * [`KongRequest`] (`kong.rs`): the full emulated Kong request: every method of the ProtoBuf
+//!   PDK table (spec §5.4) and the MsgPack surface of the dynamic kits (spec §4.4), Kong's phase
+//!   checks, the saved log-phase data (spec §4.5, §6) and a record of every effect. Its PDK
+//!   functions live in one file per PDK module: `client`, `ctx`, `ip`, `log`, `nginx`, `node`,
+//!   `plugin`, `request`, `response`, `router`, `service` (with `service::request` and
+//!   `service::response`).
+//! * [`phase`]: Kong's phases ([`Phase`]) and each function's allowed set.
+//! * [`http`]: headers, query strings, error bodies and the request/response model.
+//! * [`script`]: scripted answers ([`Override`]).
 //! * [`serialize`]: `kong.log.serialize` shaped like Kong's basic serializer.
 //! * [`version::KongVersion`]: the Kong release whose behaviour is emulated (spec §9).
+//!
+//! How a Lua value behaves (type names, `tostring`, tables, cjson) is [`crate::lua`], shared with
+//! the host and the codecs.
 
-pub mod request;
+mod args;
+mod client;
+mod ctx;
+pub mod http;
+mod ip;
+mod kong;
+mod log;
+mod nginx;
+mod node;
+pub mod phase;
+mod plugin;
+mod request;
+mod response;
+mod router;
+pub mod script;
 pub mod serialize;
+mod service;
 pub mod version;
 
 use std::time::Duration;
 
 use crate::Value;
 
-pub use request::KongRequest;
+pub use http::{
+    error_body, http_error_message, normalize_header, parse_query, query_table, response_type,
+    url_decode, url_encode, ClientRequest, Headers, HttpResponse, LogLine, QueryValue, Source,
+    UpstreamRequest,
+};
+pub use kong::{KongRequest, Saved, Stage};
+pub use phase::{Phase, Phases};
+pub use script::{Override, OverrideAnswer};
+
+/// The default workspace id Kong gives a fresh database (`kong.request.get_*` workspace, and the
+/// `__ws_id` the host puts into every plugin config).
+pub const DEFAULT_WS_ID: &str = "0dc6f45b-8f8d-40d2-a504-473544ee190b";
 pub use version::KongVersion;
 
 /// What a PDK call did.

@@ -12,7 +12,7 @@
 
 use serde_json::{json, Map, Value as J};
 
-use super::request::{query_table, KongRequest, Source};
+use super::{query_table, KongRequest, Source};
 
 /// `var.request_length`: request line + header lines + blank line + body.
 pub fn request_size(req: &KongRequest) -> usize {
@@ -196,7 +196,7 @@ fn set_path(root: &mut J, key: &str, value: J) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pdk::request::{ClientRequest, Headers};
+    use crate::pdk::{ClientRequest, Headers};
     use crate::Value;
 
     fn request() -> KongRequest {

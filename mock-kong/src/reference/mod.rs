@@ -149,17 +149,9 @@ pub async fn serve(opts: ReferenceOptions) -> io::Result<()> {
         ));
     }
     faults::install(&opts.faults);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut signals = crate::edge::ShutdownSignal::install()?;
     let ignore_term = opts.faults.has(Fault::IgnoreSigterm);
-    let shutdown = async move {
-        loop {
-            tokio::select! {
-                _ = term.recv() => if !ignore_term { break },
-                _ = int.recv() => break,
-            }
-        }
-    };
+    let shutdown = async move { while signals.recv().await == libc::SIGTERM && ignore_term {} };
     if opts.faults.has(Fault::NoSocket) {
         shutdown.await;
         return Ok(());

@@ -28,7 +28,10 @@ use tokio::net::UnixStream;
 use super::faults::{self, Fault};
 use super::plugins::{self, Action, Event, Instance, Plugin};
 use super::{lock, now_secs_f64, Faults, IdMap, MAX_FRAME, READ_CHUNK};
-use crate::msgpack::{encode, RpcMessage, StreamDecoder};
+use crate::msgpack::{
+    encode, encode_array_header, encode_map_header, encode_response, encode_str, encode_uint,
+    RpcMessage, StreamDecoder,
+};
 use crate::{Protocol, Value};
 
 /// The state shared by every connection of one MsgPack server.
@@ -127,20 +130,12 @@ impl MpServer {
     /// Handles one request and appends its response to `out`.
     fn handle_request(&self, msgid: u64, method: &str, params: Vec<Value>, out: &mut Vec<u8>) {
         match self.dispatch(method, params) {
-            Ok(Reply::Value(v)) => {
-                response_head(out, msgid);
-                out.push(NIL);
-                encode(&v, out);
-            }
+            Ok(Reply::Value(v)) => encode_response(msgid, &Value::Nil, &v, out),
             Ok(Reply::Event { id, action }) => {
                 write_event_response(out, msgid, id, &action, self.faults.has(Fault::BadCallback))
             }
             Ok(Reply::Silent) => {}
-            Err(e) => {
-                response_head(out, msgid);
-                put_str(out, e.as_bytes());
-                out.push(NIL);
-            }
+            Err(e) => encode_response(msgid, &Value::Str(e.into_bytes()), &Value::Nil, out),
         }
     }
 
@@ -504,77 +499,43 @@ fn no_instance(id: &Value) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Response writing. The envelope and the fixed keys are written directly (Kong-compatible
-// widths: fixstr / str16 / str32, never str8, spec §4.2); values go through the codec.
-
-const NIL: u8 = 0xC0;
-
-fn put_str(out: &mut Vec<u8>, s: &[u8]) {
-    let n = s.len();
-    if n < 32 {
-        out.push(0xA0 | n as u8);
-    } else if let Ok(n) = u16::try_from(n) {
-        out.push(0xDA);
-        out.extend_from_slice(&n.to_be_bytes());
-    } else {
-        out.push(0xDB);
-        out.extend_from_slice(&(n as u32).to_be_bytes());
-    }
-    out.extend_from_slice(s);
-}
-
-fn put_array_len(out: &mut Vec<u8>, n: usize) {
-    if n < 16 {
-        out.push(0x90 | n as u8);
-    } else if let Ok(n) = u16::try_from(n) {
-        out.push(0xDC);
-        out.extend_from_slice(&n.to_be_bytes());
-    } else {
-        out.push(0xDD);
-        out.extend_from_slice(&(n as u32).to_be_bytes());
-    }
-}
-
-fn put_uint(out: &mut Vec<u8>, n: u64) {
-    match i64::try_from(n) {
-        Ok(i) => encode(&Value::Int(i), out),
-        Err(_) => encode(&Value::UInt(n), out),
-    }
-}
+// Response writing: the codec's writers (Kong-compatible widths: fixstr / str16 / str32, never
+// str8, spec §4.2), with the envelope and the fixed keys written directly.
 
 /// `[1, msgid, ` (the caller writes error and result).
 fn response_head(out: &mut Vec<u8>, msgid: u64) {
-    out.extend_from_slice(&[0x94, 0x01]);
-    put_uint(out, msgid);
+    encode_array_header(4, out);
+    encode_uint(1, out);
+    encode_uint(msgid, out);
 }
 
 /// `[1, msgid, nil, {Data: <"ret" | {Method, Args}>, EventId: id}]`, keys in the Python
 /// server's order.
 fn write_event_response(out: &mut Vec<u8>, msgid: u64, id: u64, action: &Action, camel: bool) {
     response_head(out, msgid);
-    out.push(NIL);
-    out.push(0x82);
-    put_str(out, b"Data");
+    encode(&Value::Nil, out);
+    encode_map_header(2, out);
+    encode_str(b"Data", out);
     match action {
         // A raise is answered as an error before it gets here.
-        Action::Done | Action::Raise(_) => put_str(out, b"ret"),
+        Action::Done | Action::Raise(_) => encode_str(b"ret", out),
         Action::Call { method, args } | Action::Exit { method, args } => {
-            out.push(0x82);
-            put_str(out, b"Method");
+            encode_map_header(2, out);
+            encode_str(b"Method", out);
             if camel {
-                put_str(out, faults::camel_case(method.as_str()).as_bytes());
+                encode_str(faults::camel_case(method.as_str()).as_bytes(), out);
             } else {
-                put_str(out, method.as_str().as_bytes());
+                encode_str(method.as_str().as_bytes(), out);
             }
-            put_str(out, b"Args");
-            put_array_len(out, args.len());
+            encode_str(b"Args", out);
+            encode_array_header(args.len(), out);
             for a in args.iter() {
                 encode(a, out);
             }
         }
     }
-    put_str(out, b"EventId");
-    put_uint(out, id);
+    encode_str(b"EventId", out);
+    encode_uint(id, out);
 }
 
 // ---------------------------------------------------------------------------------------------

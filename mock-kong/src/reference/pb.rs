@@ -33,7 +33,7 @@ use super::{lock, Faults, IdMap, MAX_FRAME, READ_CHUNK};
 use crate::protobuf::messages::{
     rpc_call, rpc_return, InstanceStatus, PluginInfo, PluginNames, RpcCall, RpcReturn,
 };
-use crate::protobuf::{encode_frame, pdk_table, FrameDecoder};
+use crate::protobuf::{encode_frame, encode_message_frame, pdk_table, FrameDecoder};
 use crate::Protocol;
 
 /// The state shared by every connection of one ProtoBuf server.
@@ -268,15 +268,6 @@ impl Conn {
     }
 }
 
-/// Appends `frame(msg)` without an intermediate buffer.
-fn put_message(out: &mut Vec<u8>, msg: &impl Message) {
-    let len = msg.encoded_len();
-    out.reserve(4 + len);
-    out.extend_from_slice(&(len as u32).to_le_bytes());
-    // Encoding into a Vec cannot run out of space.
-    let _ = msg.encode(out);
-}
-
 /// Serves one connection until EOF, an I/O error, an error (closed without reply, like go-pdk)
 /// or a `kong.response.exit`.
 pub async fn serve_connection(server: Arc<PbServer>, stream: UnixStream) {
@@ -352,12 +343,12 @@ async fn serve(server: &PbServer, conn: &mut Conn) -> Result<(), Close> {
         } else {
             sequence
         };
-        put_message(
-            &mut conn.out,
+        encode_message_frame(
             &RpcReturn {
                 sequence,
                 r#return: ret,
             },
+            &mut conn.out,
         );
         conn.flush().await?;
     }

@@ -5,7 +5,8 @@ use serde_json::Value as J;
 
 use super::model::{CallExpect, Expect, LogExpect};
 use super::runner::{CallLine, Observed};
-use crate::pdk::request::{loose_eq, Headers, LogLine};
+use crate::lua::loose_eq;
+use crate::pdk::{Headers, LogLine};
 use crate::Value;
 
 /// One failed expectation.

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::runner::{summary_json, Outcome, ScenarioResult};
+use crate::xml::{Case, XmlWriter};
 
 /// Counts: passed, failed (including scenarios that could not run), skipped.
 pub fn counts(results: &[ScenarioResult]) -> (usize, usize, usize) {
@@ -62,26 +63,6 @@ pub fn json(results: &[ScenarioResult]) -> serde_json::Value {
     summary_json(results)
 }
 
-/// XML text escaping (also for attribute values).
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // XML 1.0 forbids most control characters, even escaped.
-            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\r' | '\t') => {
-                out.push_str(&format!("\\u{{{:x}}}", c as u32))
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// JUnit XML: `<testsuites>` with one `<testsuite>` per server label.
 pub fn junit(results: &[ScenarioResult]) -> String {
     let mut servers: Vec<&str> = Vec::new();
@@ -92,74 +73,63 @@ pub fn junit(results: &[ScenarioResult]) -> String {
     }
     let (passed, failed, skipped) = counts(results);
     let total_time: f64 = results.iter().map(|r| r.duration_ms as f64 / 1000.0).sum();
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(
-        out,
-        "<testsuites name=\"mock-kong run\" tests=\"{}\" failures=\"{failed}\" skipped=\"{skipped}\" time=\"{total_time:.3}\">",
-        passed + failed + skipped
+    let mut w = XmlWriter::new();
+    w.open(
+        "testsuites",
+        &[
+            ("name", "mock-kong run"),
+            ("tests", &(passed + failed + skipped).to_string()),
+            ("failures", &failed.to_string()),
+            ("skipped", &skipped.to_string()),
+            ("time", &format!("{total_time:.3}")),
+        ],
     );
     for server in servers {
         let rs: Vec<&ScenarioResult> = results.iter().filter(|r| r.server == server).collect();
-        let fails = rs.iter().filter(|r| r.outcome == Outcome::Failed).count();
-        let errors = rs.iter().filter(|r| r.outcome == Outcome::Error).count();
-        let skips = rs.iter().filter(|r| r.outcome == Outcome::Skipped).count();
+        let count = |o: Outcome| rs.iter().filter(|r| r.outcome == o).count().to_string();
         let time: f64 = rs.iter().map(|r| r.duration_ms as f64 / 1000.0).sum();
-        let _ = writeln!(
-            out,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{fails}\" errors=\"{errors}\" skipped=\"{skips}\" time=\"{time:.3}\">",
-            esc(server),
-            rs.len()
+        w.open(
+            "testsuite",
+            &[
+                ("name", server),
+                ("tests", &rs.len().to_string()),
+                ("failures", &count(Outcome::Failed)),
+                ("errors", &count(Outcome::Error)),
+                ("skipped", &count(Outcome::Skipped)),
+                ("time", &format!("{time:.3}")),
+            ],
         );
         for r in rs {
-            let _ = write!(
-                out,
-                "    <testcase name=\"{}\" classname=\"{}\" time=\"{:.3}\"",
-                esc(&r.name),
-                esc(r.file.as_deref().unwrap_or(&r.plugin)),
-                r.duration_ms as f64 / 1000.0
-            );
-            match r.outcome {
-                Outcome::Passed => out.push_str("/>\n"),
-                Outcome::Skipped => {
-                    let _ = writeln!(
-                        out,
-                        ">\n      <skipped message=\"{}\"/>\n    </testcase>",
-                        esc(r.reason.as_deref().unwrap_or(""))
-                    );
-                }
-                Outcome::Failed | Outcome::Error => {
-                    let tag = if r.outcome == Outcome::Failed {
-                        "failure"
-                    } else {
-                        "error"
-                    };
-                    let message = r
-                        .mismatches
-                        .first()
-                        .map(|m| format!("{}: expected {}, got {}", m.what, m.expected, m.actual))
-                        .or_else(|| r.reason.clone())
-                        .unwrap_or_default();
-                    let _ = writeln!(
-                        out,
-                        ">\n      <{tag} message=\"{}\">{}</{tag}>\n    </testcase>",
-                        esc(&message),
-                        esc(&r.explain())
-                    );
-                }
-            }
+            let time = format!("{:.3}", r.duration_ms as f64 / 1000.0);
+            let attrs = [
+                ("name", r.name.as_str()),
+                ("classname", r.file.as_deref().unwrap_or(&r.plugin)),
+                ("time", time.as_str()),
+            ];
+            let message = r
+                .mismatches
+                .first()
+                .map(|m| format!("{}: expected {}, got {}", m.what, m.expected, m.actual))
+                .or_else(|| r.reason.clone())
+                .unwrap_or_default();
+            let text = r.explain();
+            let case = match r.outcome {
+                Outcome::Passed => Case::Passed,
+                Outcome::Skipped => Case::Skipped(r.reason.as_deref().unwrap_or("")),
+                Outcome::Failed => Case::Failed {
+                    message: &message,
+                    kind: None,
+                    text: &text,
+                },
+                Outcome::Error => Case::Error {
+                    message: &message,
+                    kind: None,
+                    text: &text,
+                },
+            };
+            w.testcase(&attrs, case);
         }
-        out.push_str("  </testsuite>\n");
+        w.close();
     }
-    out.push_str("</testsuites>\n");
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escapes_xml() {
-        assert_eq!(esc("a<b>&\"'\u{1}"), "a&lt;b&gt;&amp;&quot;&apos;\\u{1}");
-    }
+    w.finish()
 }

@@ -15,7 +15,7 @@ use serde_json::{json, Value as J};
 use super::expect::{self, Mismatch};
 use super::model::Scenario;
 use crate::host::{EventEnd, EventReport, PluginEntity};
-use crate::pdk::request::{ClientRequest, Headers, HttpResponse, Override, OverrideAnswer};
+use crate::pdk::{ClientRequest, Headers, HttpResponse, Override, OverrideAnswer, Phase, Phases};
 use crate::pdk::{KongRequest, KongVersion};
 use crate::session::{kong_order, Session};
 use crate::{Protocol, Value};
@@ -99,9 +99,9 @@ pub struct Observed {
     pub headers: Headers,
     #[serde(serialize_with = "ser_body")]
     pub body: Vec<u8>,
-    pub upstream: Option<crate::pdk::request::UpstreamRequest>,
+    pub upstream: Option<crate::pdk::UpstreamRequest>,
     pub shared: serde_json::Map<String, J>,
-    pub log: Vec<crate::pdk::request::LogLine>,
+    pub log: Vec<crate::pdk::LogLine>,
     pub calls: Vec<CallLine>,
     /// `(phase, method, error)` of PDK calls that raised.
     pub raised: Vec<(String, String, String)>,
@@ -331,7 +331,8 @@ pub fn build_request(s: &Scenario, version: KongVersion, protocol: Protocol) -> 
     req
 }
 
-const REQUEST_PHASES: [&str; 3] = ["certificate", "rewrite", "access"];
+/// The phases before the upstream is called: a Lua error there answers 500 (spec §4.7).
+const REQUEST_PHASES: Phases = Phases::of(&[Phase::Certificate, Phase::Rewrite, Phase::Access]);
 
 /// Plays `s` over `session`.
 pub async fn run(s: &Scenario, session: &Session, opts: &RunOptions) -> ScenarioResult {
@@ -402,7 +403,7 @@ pub async fn run(s: &Scenario, session: &Session, opts: &RunOptions) -> Scenario
     let entity = PluginEntity::new(&s.plugin, s.config.clone());
     let mut req = build_request(s, version, protocol);
     req.plugin_id = entity.id.clone();
-    if phases.iter().any(|p| p == "response") {
+    if phases.iter().any(|p| p == Phase::Response.as_str()) {
         req.upstream_request.buffering = true;
     }
 
@@ -411,12 +412,14 @@ pub async fn run(s: &Scenario, session: &Session, opts: &RunOptions) -> Scenario
     let mut raised = Vec::new();
     let mut errors = Vec::new();
     for phase in &phases {
-        if req.exited && phase != "log" {
+        let known = Phase::parse(phase);
+        let in_log = known == Some(Phase::Log);
+        if req.exited && !in_log {
             skipped.push(phase.clone());
             continue;
         }
         req.enter_phase(phase);
-        let in_request = REQUEST_PHASES.contains(&phase.as_str());
+        let in_request = REQUEST_PHASES.contains(known);
         match session.runner.run_event(&entity, phase, &mut req).await {
             Ok(ev) => {
                 match &ev.end {
@@ -432,7 +435,7 @@ pub async fn run(s: &Scenario, session: &Session, opts: &RunOptions) -> Scenario
                         let e = format!("method \"{method}\" not found");
                         req.kong_log("err", format!("pluginserver error: {e}"));
                         errors.push((phase.clone(), e));
-                        if version.protobuf_errors_answer_500() && phase != "log" && !req.exited {
+                        if version.protobuf_errors_answer_500() && !in_log && !req.exited {
                             req.fail(500);
                         }
                     }
@@ -445,7 +448,7 @@ pub async fn run(s: &Scenario, session: &Session, opts: &RunOptions) -> Scenario
                 errors.push((phase.clone(), text));
                 if protocol == Protocol::ProtoBuf
                     && version.protobuf_errors_answer_500()
-                    && phase != "log"
+                    && !in_log
                     && !req.exited
                 {
                     req.fail(500);

@@ -448,3 +448,83 @@ fn frame_limit_and_call_deadline_are_options() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--call-deadline must be a positive number"));
 }
+
+// ------------------------------------------------------------------------------------------------
+// The shared CLI edge (mock_kong::edge): a closed stdout, partial reports on SIGINT.
+
+/// A pipe whose read end is already closed: every write to the returned end fails with EPIPE.
+pub(crate) fn closed_pipe() -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just created and are owned here, once each.
+    let (read, write) = unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    drop(read);
+    write
+}
+
+/// `mock-kong conform --list | head -1` and friends: when whoever reads stdout has gone, the
+/// command ends normally (exit 0, no panic, no error message). Regression: `println!` panicked
+/// ("failed printing to stdout: Broken pipe") and the process exited 101.
+#[test]
+fn a_closed_stdout_is_a_normal_exit() {
+    for args in [
+        &["conform", "--list"][..],
+        &["dump"],
+        &["dump", "--json"],
+        &["reference-server", "--dump"],
+    ] {
+        let out = Command::new(exe())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(closed_pipe()))
+            .output()
+            .expect("run mock-kong");
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("error"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// SIGINT during `conform --json FILE`: exit 130, and FILE holds the checks finished before the
+/// signal, marked interrupted (the shared edge gives commands that report as they go a grace
+/// period to write what they have).
+#[test]
+fn an_interrupted_conform_run_writes_its_partial_report() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("conform.json");
+    let mut child = Command::new(exe())
+        .args(["conform", "--json"])
+        .arg(&report)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Progress lines name each finished check: wait for the first one.
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("dump/"))
+        .expect("a first check line");
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "after {first:?}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("the partial report")).unwrap();
+    assert_eq!(v["interrupted"], true, "{v}");
+    let checks = v["checks"].as_array().unwrap().len();
+    assert!(checks >= 1, "{v}");
+    assert!(checks < mock_kong::conform::catalogue().len(), "{v}");
+}

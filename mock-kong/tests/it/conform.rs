@@ -120,8 +120,8 @@ async fn every_check_fails_with_each_of_its_faults() {
 }
 
 /// Runs the fast tier against `peer` and checks it against its committed expected-failures
-/// file; returns how long it took.
-async fn check_expected_failures(peer: &str) -> Duration {
+/// file. How long the tier takes is the peer matrix's and the benchmarks' business, not a test's.
+async fn check_expected_failures(peer: &str) {
     let server = Server {
         spec: TargetSpec::Peer {
             name: peer.into(),
@@ -130,7 +130,6 @@ async fn check_expected_failures(peer: &str) -> Duration {
         placement: Placement::default(),
     };
     let opts = RunOptions::default();
-    let started = std::time::Instant::now();
     let mut report = run(&server, &opts, &mut |_| {})
         .await
         .expect("resolve peer");
@@ -143,7 +142,6 @@ async fn check_expected_failures(peer: &str) -> Duration {
         path.display(),
         report.human()
     );
-    started.elapsed()
 }
 
 /// The fast tier against each official peer gives exactly the failures in its committed file.
@@ -153,16 +151,12 @@ async fn real_peers_match_their_expected_failures() {
         if !util::peer_installed(peer) {
             continue;
         }
-        let took = check_expected_failures(peer).await;
-        assert!(
-            took < Duration::from_secs(60),
-            "{peer}: the fast tier took {took:?}"
-        );
+        check_expected_failures(peer).await;
     }
 }
 
-/// The same for kong_rs (its own test, so it runs beside the others): no time bound, since
-/// nearly every check waits out its 3 s timeout (an event never ends as Kong expects; see
+/// The same for kong_rs (its own test, so it runs beside the others: nearly every check waits
+/// out its 3 s timeout, as an event never ends as Kong expects; see
 /// conformance/expected/rust.txt).
 #[tokio::test(flavor = "current_thread")]
 async fn rust_peer_matches_its_expected_failures() {

@@ -69,7 +69,6 @@ async fn silent_server_times_out_in_both_protocols() {
     for protocol in [Protocol::MsgPack, Protocol::ProtoBuf] {
         let f = fake(Behaviour::Silent);
         let c = client(&f.socket, protocol, Duration::from_millis(300));
-        let t = Instant::now();
         let err = c
             .start_instance("hello", "{}")
             .await
@@ -78,12 +77,7 @@ async fn silent_server_times_out_in_both_protocols() {
             matches!(err, HostError::ReadTimeout { .. }),
             "{protocol}: {err}"
         );
-        assert!(
-            t.elapsed() < Duration::from_secs(3),
-            "{protocol}: took {:?}",
-            t.elapsed()
-        );
-        assert!(err.to_string().contains("no answer to"), "{err}");
+        assert!(err.to_string().contains("no answer after"), "{err}");
     }
 }
 
@@ -107,18 +101,13 @@ async fn half_frames_time_out_or_report_closed() {
         );
 
         let f = fake(Behaviour::AnswerAndClose(half));
-        let c = client(&f.socket, protocol, Duration::from_secs(5));
-        let t = Instant::now();
+        // Seen at once: a close noticed only at the read timeout would be a ReadTimeout.
+        let c = client(&f.socket, protocol, Duration::from_secs(60));
         let err = c
             .start_instance("hello", "{}")
             .await
             .expect_err("must fail");
         assert!(matches!(err, HostError::Closed { .. }), "{protocol}: {err}");
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "{protocol}: took {:?}",
-            t.elapsed()
-        );
     }
 }
 
@@ -284,7 +273,6 @@ async fn endless_frames_declaring_4_gib_fail_at_once_naming_the_limit() {
         let written = Arc::new(AtomicU64::new(0));
         let f = endless(head.clone(), vec![0u8], Arc::clone(&written));
         let c = client(&f.socket, protocol, Duration::from_secs(5));
-        let t = Instant::now();
         let err = c
             .start_instance("hello", "{}")
             .await
@@ -301,11 +289,6 @@ async fn endless_frames_declaring_4_gib_fail_at_once_naming_the_limit() {
         assert!(
             text.contains(call),
             "{head:02x?}: the call is named: {text}"
-        );
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "{head:02x?}: took {:?}",
-            t.elapsed()
         );
         // The host stopped reading at the header: only socket buffers' worth went out.
         let sent = written.load(Ordering::Relaxed);
@@ -329,7 +312,6 @@ async fn notification_floods_are_cut_off_by_the_cap() {
         let written = Arc::new(AtomicU64::new(0));
         let f = endless(Vec::new(), unit.clone(), Arc::clone(&written));
         let c = client(&f.socket, Protocol::MsgPack, Duration::from_secs(5));
-        let t = Instant::now();
         let err = c
             .start_instance("hello", "{}")
             .await
@@ -343,11 +325,6 @@ async fn notification_floods_are_cut_off_by_the_cap() {
         assert!(
             text.contains("plugin.StartInstance (msgid 1)"),
             "names the call: {text}"
-        );
-        assert!(
-            t.elapsed() < Duration::from_secs(3),
-            "took {:?}",
-            t.elapsed()
         );
         let sent = written.load(Ordering::Relaxed);
         assert!(sent < 16 << 20, "the server got {sent} bytes out");
@@ -712,10 +689,42 @@ async fn events_keep_rss_flat(events: u32, baseline_at: u32) {
     }
 }
 
-/// Twenty thousand events keep RSS flat (a leak of 1 KiB per event would show as 18 MiB).
+/// Runs [`events_keep_rss_flat`] alone in a child process of this test binary (the worker test
+/// below), so the RSS it reads is its own and not that of every test running beside it.
+fn rss_flat_in_own_process(events: u32, baseline_at: u32) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "faults::rss_flat_worker",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("MOCK_KONG_RSS_EVENTS", format!("{events},{baseline_at}"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the worker");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "the worker ran: {text}");
+}
+
+/// The worker of [`rss_flat_in_own_process`] (`MOCK_KONG_RSS_EVENTS=events,baseline_at`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_events_keep_rss_flat() {
-    events_keep_rss_flat(20_000, 2_000).await;
+#[ignore = "run in its own process by many_events_keep_rss_flat"]
+async fn rss_flat_worker() {
+    let spec = std::env::var("MOCK_KONG_RSS_EVENTS").unwrap_or_else(|_| "20000,2000".into());
+    let (events, baseline_at) = spec
+        .split_once(',')
+        .and_then(|(e, b)| Some((e.parse().ok()?, b.parse().ok()?)))
+        .expect("MOCK_KONG_RSS_EVENTS=events,baseline_at");
+    events_keep_rss_flat(events, baseline_at).await;
+}
+
+/// Twenty thousand events keep RSS flat (a leak of 1 KiB per event would show as 18 MiB).
+#[test]
+fn many_events_keep_rss_flat() {
+    rss_flat_in_own_process(20_000, 2_000);
 }
 
 /// A million events keep RSS flat. Measured in release: RSS 5.2 MiB (MsgPack) and 5.3 MiB
@@ -723,8 +732,8 @@ async fn many_events_keep_rss_flat() {
 ///
 /// Ignored by default: minutes in debug. Run it with
 /// `cargo test --release -p mock-kong --test it -- --ignored --nocapture a_million_events`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test]
 #[ignore = "a million events: run in release (see the doc comment)"]
-async fn a_million_events_keep_rss_flat() {
-    events_keep_rss_flat(1_000_000, 20_000).await;
+fn a_million_events_keep_rss_flat() {
+    rss_flat_in_own_process(1_000_000, 20_000);
 }

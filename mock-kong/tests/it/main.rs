@@ -1,5 +1,6 @@
 //! The single integration-test binary of the mock-kong crate (see ARCHITECTURE.md, "Testing").
 //!
+//! * `agree`: the host and the conformance client accept the same server answers.
 //! * `reference`: the host against the reference server over real Unix sockets, both protocols.
 //! * `faults`: the host against hand-made misbehaving servers (timeouts, half frames).
 //! * `conform`: the conformance suite: every check proven on the reference server with and
@@ -8,6 +9,7 @@
 //! * `peers`: the real Go / Python / JS plugin servers (installed by `scripts/install-peers.sh`).
 //! * `scenarios`: `mock-kong run` and the scenario API over the reference server and the peers.
 
+mod agree;
 mod cli;
 mod conform;
 mod faults;

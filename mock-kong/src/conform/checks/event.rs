@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::verdict;
 use crate::conform::runner::Ctx;
-use crate::conform::wire::{answer_from, Answer, End, StepConns};
+use crate::conform::wire::{answer_from, End, Reply, StepConns};
 use crate::conform::{join_all, CheckFuture, Outcome};
 use crate::pdk::{Pdk, SimpleRequest};
 use crate::protobuf::pdk_table;
@@ -30,7 +30,7 @@ pub fn phases(c: &mut Ctx) -> CheckFuture<'_> {
         verdict(
             async {
                 let id = instance(c).await?;
-                let phases = crate::session::kong_order(&c.plugin.phases);
+                let phases = crate::pdk::phase::kong_order(&c.plugin.phases);
                 if phases.is_empty() {
                     return Err("the dump declares no phase".into());
                 }
@@ -72,7 +72,7 @@ pub fn callbacks_well_formed(c: &mut Ctx) -> CheckFuture<'_> {
             async {
                 let id = instance(c).await?;
                 let mut seen = Vec::new();
-                for phase in crate::session::kong_order(&c.plugin.phases) {
+                for phase in crate::pdk::phase::kong_order(&c.plugin.phases) {
                     let mut pdk = SimpleRequest::new("example.com");
                     let run = c
                         .event(id, &phase, &mut pdk)
@@ -139,9 +139,9 @@ pub fn step_variants(c: &mut Ctx) -> CheckFuture<'_> {
                         .drive(id, &phase, StepConns::Same, &mut |m, a| {
                             let ans = answer_from(pdk.call(&phase, m, a));
                             match (first, ans) {
-                                (true, Answer::Value(v)) => {
+                                (true, Reply::Value(v)) => {
                                     first = false;
-                                    Answer::Variant(variant, v)
+                                    Reply::Variant(variant, v)
                                 }
                                 (_, other) => other,
                             }
@@ -178,9 +178,9 @@ pub fn nil_answer(c: &mut Ctx) -> CheckFuture<'_> {
                     .drive(id, &phase, StepConns::Same, &mut |m, a| {
                         let ans = answer_from(pdk.call(&phase, m, a));
                         match (first, ans) {
-                            (true, Answer::Value(_)) => {
+                            (true, Reply::Value(_)) => {
                                 first = false;
-                                Answer::Value(Value::Nil)
+                                Reply::Value(Value::Nil)
                             }
                             (_, other) => other,
                         }

@@ -6,8 +6,9 @@ use serde_json::json;
 
 use super::{verdict, Res};
 use crate::conform::runner::Ctx;
-use crate::conform::wire::{End, WireError};
+use crate::conform::wire::{secs, End};
 use crate::conform::{CheckFuture, Outcome};
+use crate::host::HostError;
 use crate::pdk::SimpleRequest;
 use crate::{Protocol, Value};
 
@@ -37,13 +38,14 @@ async fn raise(c: &mut Ctx, mode: &str) -> Res {
             }
             (other, _) => format!("the event {other}"),
         },
-        Err(WireError::Timeout { secs, .. }) => {
+        Err(HostError::ReadTimeout { after, .. } | HostError::Deadline { after, .. }) => {
             return Err(format!(
                 "the handler raised ({mode}) and the event was never answered (no answer after \
-                 {secs} s): Kong's request hangs until its 60 s socket timeout"
+                 {} s): Kong's request hangs until its 60 s socket timeout",
+                secs(after)
             ))
         }
-        Err(WireError::Closed { what }) => format!("the connection was closed while {what}"),
+        Err(HostError::Closed { what }) => format!("the connection was closed while {what}"),
         Err(e) => return Err(format!("the handler raised ({mode}): {e}")),
     };
     c.serves()

@@ -8,10 +8,9 @@ use serde_json::json;
 
 use super::{verdict, Res};
 use crate::conform::runner::Ctx;
-use crate::conform::wire::{End, RawHost};
+use crate::conform::wire::{End, RawHost, Reply};
 use crate::conform::{join_all, CheckFuture, Outcome};
 use crate::pdk::SimpleRequest;
-use crate::Protocol;
 
 /// Allowed growth between the warmed-up state and the end of the run.
 const MAX_RSS_GROWTH_KB: u64 = 24 * 1024;
@@ -76,37 +75,21 @@ async fn events(host: &RawHost, id: i64, kind: Kind, n: usize) -> Result<(), Str
 
 async fn one(host: &RawHost, id: i64, kind: Kind) -> Result<(), String> {
     let mut w = host.connect().await.map_err(|e| e.to_string())?;
-    if let Kind::Abandoned = kind {
-        let (bytes, hid) = host.handle_event_bytes(id, "access");
-        w.send(&bytes, "HandleEvent")
-            .await
-            .map_err(|e| e.to_string())?;
-        match host.protocol {
-            Protocol::MsgPack => {
-                w.mp_answer(hid as u64, "plugin.HandleEvent")
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| crate::conform::wire::error_text(&e))?;
-            }
-            Protocol::ProtoBuf => {
-                w.recv_frame("waiting for the first callback")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                w.recv_frame("waiting for its arguments")
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        return Ok(());
-    }
     let mut pdk = SimpleRequest::new("example.com");
+    let mut kong = Ctx::kong_answer(&mut pdk);
+    // Abandoned: the client reads the first callback and vanishes without answering it.
+    let mut abandon = |_: &str, _: &[crate::Value]| Reply::Terminal;
+    let answer: &mut dyn FnMut(&str, &[crate::Value]) -> Reply = match kind {
+        Kind::Abandoned => &mut abandon,
+        _ => &mut kong,
+    };
     let run = host
         .drive(
             &mut w,
             id,
             "access",
             crate::conform::wire::StepConns::Same,
-            &mut Ctx::kong_answer(&mut pdk),
+            answer,
         )
         .await
         .map_err(|e| e.to_string())?;

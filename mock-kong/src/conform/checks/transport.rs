@@ -9,8 +9,9 @@ use serde_json::json;
 
 use super::verdict;
 use crate::conform::runner::Ctx;
-use crate::conform::wire::{End, StepConns, Wire, WireError};
+use crate::conform::wire::{End, Reply, StepConns};
 use crate::conform::{join_all, CheckFuture, Outcome};
+use crate::host::HostError;
 use crate::msgpack;
 use crate::pdk::SimpleRequest;
 use crate::protobuf::encode_frame;
@@ -49,7 +50,8 @@ pub fn byte_at_a_time(c: &mut Ctx) -> CheckFuture<'_> {
                     .start_instance_answer(&mut w, msgid, seq)
                     .await
                     .map_err(|r| format!("StartInstance written one byte at a time: {r}"))?;
-                let (bytes, hid) = c.host.handle_event_bytes(id, &c.phase());
+                let phase = c.phase();
+                let (bytes, started) = c.host.handle_event_bytes(id, &phase);
                 w.send_bytewise(&bytes, pause, "HandleEvent, one byte per write")
                     .await
                     .map_err(|e| e.to_string())?;
@@ -58,7 +60,7 @@ pub fn byte_at_a_time(c: &mut Ctx) -> CheckFuture<'_> {
                     .host
                     .continue_event(
                         &mut w,
-                        hid,
+                        started,
                         StepConns::Same,
                         &mut Ctx::kong_answer(&mut pdk),
                     )
@@ -294,13 +296,18 @@ pub fn vanishing_client(c: &mut Ctx) -> CheckFuture<'_> {
                 let id = c.start(&e).await?;
                 let phase = c.phase();
                 let mut w = c.host.connect().await.map_err(|e| e.to_string())?;
-                let hid = c
+                // The first callback is left unanswered, as after a terminal one.
+                let run = c
                     .host
-                    .send_handle_event(&mut w, id, &phase)
+                    .drive(&mut w, id, &phase, StepConns::Same, &mut |_, _| {
+                        Reply::Terminal
+                    })
                     .await
                     .map_err(|e| e.to_string())?;
-                let method = first_callback(c, &mut w, hid).await?;
-                let Some(method) = method else {
+                if let End::Error(e) = &run.end {
+                    return Err(format!("HandleEvent failed: {e}"));
+                }
+                let Some(method) = run.callbacks.first().map(|cb| cb.method.clone()) else {
                     return Ok(Outcome::Skip(format!(
                         "the plugin makes no PDK call in {phase}, so no event stays open"
                     )));
@@ -318,45 +325,6 @@ pub fn vanishing_client(c: &mut Ctx) -> CheckFuture<'_> {
             .await,
         )
     })
-}
-
-/// Reads the first callback of an event (`None` if the event ended at once).
-async fn first_callback(c: &Ctx, w: &mut Wire, hid: i64) -> Result<Option<String>, String> {
-    match c.protocol {
-        Protocol::MsgPack => {
-            let r = w
-                .mp_answer(hid as u64, "plugin.HandleEvent")
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| {
-                    format!(
-                        "HandleEvent failed: {}",
-                        crate::conform::wire::error_text(&e)
-                    )
-                })?;
-            let data = r.get("Data").cloned().unwrap_or_default();
-            if data.as_bytes() == Some(b"ret") {
-                return Ok(None);
-            }
-            Ok(data
-                .get("Method")
-                .and_then(Value::as_str)
-                .map(str::to_owned))
-        }
-        Protocol::ProtoBuf => {
-            let name = w
-                .recv_frame("waiting for the first callback")
-                .await
-                .map_err(|e| e.to_string())?;
-            if name.is_empty() {
-                return Ok(None);
-            }
-            w.recv_frame("waiting for the first callback's arguments")
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(Some(String::from_utf8_lossy(&name).into_owned()))
-        }
-    }
 }
 
 /// Kong's `lua_socket_pool_size` (spec §4.1, §7).
@@ -448,7 +416,9 @@ pub fn idle_connection(c: &mut Ctx) -> CheckFuture<'_> {
                     )
                     .await
                     .map_err(|e| match e {
-                        WireError::Closed { .. } | WireError::Io { .. } => format!(
+                        HostError::Closed { .. }
+                        | HostError::Read { .. }
+                        | HostError::Write { .. } => format!(
                             "the server closed the pooled connection within {} s of idling ({e}); \
                          Kong reuses idle connections for up to 60 s and a request that picks a \
                          closed one fails",

@@ -14,7 +14,10 @@ mod rpc;
 mod stream;
 
 pub use decode::{decode, DecodeError, MAX_DEPTH};
-pub use encode::{encode, encode_to_vec};
+pub use encode::{
+    encode, encode_array_header, encode_int, encode_map_header, encode_str, encode_to_vec,
+    encode_uint,
+};
 pub use rpc::{encode_request, encode_response, encode_step_request, RpcMessage, ShapeError};
 pub use stream::StreamDecoder;
 

@@ -20,6 +20,7 @@ use super::messages::{
     ExitArgs, Kv, ListValue, LuaSharedDicts, MemoryStats, PbKind, PbValue, RawBodyResult, Route,
     Service, ServiceKey, Struct, Target, UriCapturesResult, WorkerLuaVm,
 };
+use crate::lua::{field, index, ipairs, lua_type, pairs, Key};
 use crate::Value;
 
 /// Which side's semantics a conversion follows.
@@ -48,109 +49,11 @@ fn strings(v: &[Vec<u8>]) -> Value {
     Value::Array(v.iter().map(|b| s(b)).collect())
 }
 
-/// Lua's `nil`: `Value::Nil`, and `Value::Ext` (which Kong decodes to nil).
-pub(crate) fn is_nil(v: &Value) -> bool {
-    matches!(v, Value::Nil | Value::Ext(..))
-}
-
-/// Lua's name of a value's type, as lua-protobuf puts it into its error messages.
-pub(crate) fn lua_type(v: &Value) -> &'static str {
-    match v {
-        Value::Nil | Value::Ext(..) => "nil",
-        Value::Bool(_) => "boolean",
-        Value::Int(_) | Value::UInt(_) | Value::Float(_) => "number",
-        Value::Str(_) | Value::Bin(_) => "string",
-        Value::Array(_) | Value::Map(_) => "table",
-    }
-}
-
 // ------------------------------------------------------------------------------------------------
 // Lua tables
 // ------------------------------------------------------------------------------------------------
 
-/// A Lua table key, normalised the way Lua does (an integral float key is an integer key).
-#[derive(Debug, Clone, PartialEq)]
-enum Key<'a> {
-    Int(i64),
-    Str(&'a [u8]),
-    /// A key of another type (float, boolean, table), by Lua type name.
-    Other(&'static str),
-}
-
-fn key_of(k: &Value) -> Option<Key<'_>> {
-    match k {
-        Value::Nil | Value::Ext(..) => None,
-        Value::Str(b) | Value::Bin(b) => Some(Key::Str(b)),
-        Value::Int(i) => Some(Key::Int(*i)),
-        Value::UInt(u) => Some(i64::try_from(*u).map_or(Key::Other("number"), Key::Int)),
-        Value::Float(f) if f.is_nan() => None,
-        Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Some(Key::Int(*f as i64)),
-        Value::Float(_) => Some(Key::Other("number")),
-        Value::Bool(_) => Some(Key::Other("boolean")),
-        Value::Array(_) | Value::Map(_) => Some(Key::Other("table")),
-    }
-}
-
-/// Lua `pairs(t)`: every entry with a non-nil key and value. `None` when `t` is not a table.
-fn pairs(t: &Value) -> Option<Vec<(Key<'_>, &Value)>> {
-    match t {
-        Value::Array(a) => Some(
-            a.iter()
-                .enumerate()
-                .filter(|(_, v)| !is_nil(v))
-                .map(|(i, v)| (Key::Int(i as i64 + 1), v))
-                .collect(),
-        ),
-        Value::Map(m) => Some(
-            m.iter()
-                .filter(|(_, v)| !is_nil(v))
-                .filter_map(|(k, v)| key_of(k).map(|k| (k, v)))
-                .collect(),
-        ),
-        _ => None,
-    }
-}
-
-/// Lua `t[i]` for an integer key (non-nil values only).
-fn index(t: &Value, i: i64) -> Option<&Value> {
-    let found = match t {
-        Value::Array(a) => usize::try_from(i - 1).ok().and_then(|i| a.get(i)),
-        Value::Map(m) => m
-            .iter()
-            .find(|(k, _)| key_of(k) == Some(Key::Int(i)))
-            .map(|(_, v)| v),
-        _ => None,
-    };
-    found.filter(|v| !is_nil(v))
-}
-
-/// Lua `ipairs(t)`: `t[1], t[2], …` up to the first nil (also how lua-protobuf reads repeated
-/// fields). `None` when `t` is not a table.
-fn ipairs(t: &Value) -> Option<Vec<&Value>> {
-    if !matches!(t, Value::Array(_) | Value::Map(_)) {
-        return None;
-    }
-    let mut out = Vec::new();
-    let mut i = 1;
-    while let Some(v) = index(t, i) {
-        out.push(v);
-        i += 1;
-    }
-    Some(out)
-}
-
-/// Lua `t.name` (non-nil values only).
-fn field<'a>(t: &'a Value, name: &str) -> Option<&'a Value> {
-    match t {
-        Value::Map(m) => m
-            .iter()
-            .rev() // a later duplicate wins, as it would in a Lua table constructor
-            .find(|(k, _)| matches!(key_of(k), Some(Key::Str(b)) if b == name.as_bytes()))
-            .map(|(_, v)| v)
-            .filter(|v| !is_nil(v)),
-        _ => None,
-    }
-}
+// `Key`, `key_of`, `pairs`, `index`, `ipairs` and `field` live in [`crate::lua`].
 
 // ------------------------------------------------------------------------------------------------
 // Scalars with lua-protobuf's coercions
@@ -176,7 +79,7 @@ pub(crate) fn lua_int32(v: &Value, what: &str) -> Result<i32, String> {
     lua_integer(v, what).map(|i| i as i32)
 }
 
-pub(crate) fn lua_number(v: &Value, what: &str) -> Result<f64, String> {
+pub(crate) fn to_number(v: &Value, what: &str) -> Result<f64, String> {
     v.as_f64()
         .ok_or_else(|| format!("{what}: number expected, got {}", lua_type(v)))
 }

@@ -361,14 +361,17 @@ pub fn unwrap_args(spec: &MethodSpec, bytes: &[u8]) -> Result<Vec<Value>, PbErro
 pub fn wrap_result(spec: &MethodSpec, result: &Value) -> Result<Vec<u8>, PbError> {
     let shape = spec.output;
     let err = host_err(spec, shape);
-    let nil = cv::is_nil(result);
+    let nil = crate::lua::is_nil(result);
     let bytes = match shape {
         S::Empty => match result {
             _ if nil => Vec::new(),
             // pb.encode(".google.protobuf.Empty", table) ignores every key: empty bytes.
             Value::Array(_) | Value::Map(_) => Vec::new(),
             other => {
-                return Err(err(format!("table expected, got {}", cv::lua_type(other))));
+                return Err(err(format!(
+                    "table expected, got {}",
+                    crate::lua::lua_type(other)
+                )));
             }
         },
         // `{v = value}`: nil leaves `v` out, so the message (and the frame) is empty.
@@ -386,7 +389,7 @@ pub fn wrap_result(spec: &MethodSpec, result: &Value) -> Result<Vec<u8>, PbError
         }
         .encode_to_vec(),
         S::Number => pb::Number {
-            v: cv::lua_number(result, "field 'v' of Number").map_err(err)?,
+            v: cv::to_number(result, "field 'v' of Number").map_err(err)?,
         }
         .encode_to_vec(),
         S::String => pb::PbString {
@@ -532,7 +535,7 @@ pub fn encode_args(spec: &MethodSpec, args: &[Value]) -> Result<Vec<u8>, PbError
         S::Number => {
             let v = match arg(0) {
                 Value::Nil => 0.0,
-                v => cv::lua_number(v, "argument 1").map_err(&err)?,
+                v => cv::to_number(v, "argument 1").map_err(&err)?,
             };
             pb::Number { v }.encode_to_vec()
         }

@@ -13,8 +13,8 @@ use crate::Value;
 /// Reassembles MessagePack objects from a byte stream.
 ///
 /// ```
-/// use mock_kong::msgpack::StreamDecoder;
-/// use mock_kong::Value;
+/// use mock_kong_codec::msgpack::StreamDecoder;
+/// use mock_kong_codec::Value;
 ///
 /// let mut s = StreamDecoder::new(1 << 20);
 /// s.feed(&[0x92, 0x01]);

@@ -11,7 +11,7 @@ pub mod frame;
 pub mod messages;
 pub mod pdk_table;
 
-pub use frame::{encode_frame, FrameDecoder, FrameError};
+pub use frame::{encode_frame, encode_message_frame, FrameDecoder, FrameError};
 pub use pdk_table::{
     decode_result, encode_args, lookup, methods, unwrap_args, wrap_result, MethodSpec, PbError,
     Shape,

@@ -31,6 +31,17 @@ pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
+/// Appends `frame(msg)` (the message's encoding behind its LE32 length) to `out` without an
+/// intermediate buffer.
+pub fn encode_message_frame(msg: &impl prost::Message, out: &mut Vec<u8>) {
+    let len = msg.encoded_len();
+    debug_assert!(u32::try_from(len).is_ok(), "frame payload exceeds u32::MAX");
+    out.reserve(4 + len);
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    // Encoding into a Vec cannot run out of space.
+    let _ = msg.encode(out);
+}
+
 /// Reassembles frames from a byte stream fed in arbitrary pieces.
 ///
 /// Bytes are appended to an internal buffer and consumed through a read offset; the consumed

@@ -3,8 +3,9 @@
 //! (spec §4.5, §6).
 
 use super::*;
-use crate::host::mp::{fix_multimap, step_method};
 use crate::protobuf::pdk_table::{self, Shape};
+use mock_kong_codec::event::mp::{fix_multimap, step_method};
+use std::time::Duration;
 
 fn s(x: &str) -> Value {
     Value::str(x)
@@ -686,10 +687,6 @@ fn overrides_answer_first() {
 
 #[test]
 fn helpers() {
-    assert_eq!(lua_number(1.1), "1.1");
-    assert_eq!(lua_number(0.1 + 0.2), "0.3");
-    assert_eq!(lua_number(5.0), "5");
-    assert_eq!(lua_number(1e20), "1e+20");
     assert_eq!(url_decode("a%20b+c%zz"), "a b c%zz");
     assert_eq!(
         phase_error("log", REWRITE_ACCESS_HEADER),
@@ -700,6 +697,4 @@ fn helpers() {
         response_type(Some("text/html;q=0.9, text/plain")),
         "text/plain; charset=utf-8"
     );
-    assert!(loose_eq(&Value::Bin(b"a".to_vec()), &s("a")));
-    assert!(loose_eq(&Value::Int(2), &Value::Float(2.0)));
 }
