@@ -10,7 +10,7 @@ use crate::host::{
     Client, EventEnd, EventReport, HostError, HostOptions, PluginEntity, PluginRunner, PoolPolicy,
     Timeouts,
 };
-use crate::pdk::{Pdk, Phase};
+use crate::pdk::{KongRequest, Pdk, Phase, Phases};
 use crate::process::{LogSink, ProcessError, ServerProcess, SpawnOptions};
 use crate::target::ResolvedTarget;
 use crate::Protocol;
@@ -215,4 +215,80 @@ impl Session {
             None => None,
         }
     }
+}
+
+/// The phases before the upstream is called: a Lua error there answers 500 (spec §4.7).
+const REQUEST_PHASES: Phases = Phases::of(&[Phase::Certificate, Phase::Rewrite, Phase::Access]);
+
+/// What one event did to an emulated request, with Kong's rules for failures applied.
+#[derive(Debug)]
+pub struct PlayedEvent {
+    /// The event's transcript (`None`: the host could not complete it).
+    pub event: Option<EventReport>,
+    /// `(method, error)`: a PDK call raised.
+    pub raised: Option<(String, String)>,
+    /// A host-side failure or an unknown method.
+    pub error: Option<String>,
+}
+
+/// Plays one phase of `req` through `runner` as Kong does (spec §4.7, §5.6, §6): the request
+/// moves to the phase ([`KongRequest::enter_phase`]), the event runs, and a failure ends the
+/// request the way Kong ends it: a PDK call that raises in `rewrite`/`access` answers 500; a
+/// failed ProtoBuf event (or an unknown method) answers 500 from Kong 3.8 on, and is only logged
+/// before; a MsgPack host-side error is logged and the request goes on without the plugin's
+/// effect. `req.version` and `req.protocol` say which rules apply.
+///
+/// The scenario runner and `mock-kong proxy` play every event through here.
+pub async fn play_event(
+    runner: &PluginRunner,
+    entity: &PluginEntity,
+    phase: &str,
+    req: &mut KongRequest,
+) -> PlayedEvent {
+    let known = Phase::parse(phase);
+    let in_log = known == Some(Phase::Log);
+    let in_request = REQUEST_PHASES.contains(known);
+    let version = req.version;
+    req.enter_phase(phase);
+    let mut played = PlayedEvent {
+        event: None,
+        raised: None,
+        error: None,
+    };
+    match runner.run_event(entity, phase, req).await {
+        Ok(ev) => {
+            match &ev.end {
+                EventEnd::Done | EventEnd::Exit { .. } => {}
+                EventEnd::Raised { method, error } => {
+                    played.raised = Some((method.clone(), error.clone()));
+                    // Kong: a Lua error in rewrite/access answers 500 (spec §4.7).
+                    if in_request && !req.exited {
+                        req.fail(500);
+                    }
+                }
+                EventEnd::MethodNotFound { method } => {
+                    let e = format!("method \"{method}\" not found");
+                    req.kong_log("err", format!("pluginserver error: {e}"));
+                    played.error = Some(e);
+                    if version.protobuf_errors_answer_500() && !in_log && !req.exited {
+                        req.fail(500);
+                    }
+                }
+            }
+            played.event = Some(ev);
+        }
+        Err(e) => {
+            let text = e.to_string();
+            req.kong_log("err", format!("pluginserver error: {text}"));
+            played.error = Some(text);
+            if req.protocol == Protocol::ProtoBuf
+                && version.protobuf_errors_answer_500()
+                && !in_log
+                && !req.exited
+            {
+                req.fail(500);
+            }
+        }
+    }
+    played
 }
