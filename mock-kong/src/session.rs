@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::dump::{self, Dump, DumpError};
+use crate::dump::{self, Dump, DumpError, PluginInfo};
 use crate::host::{
     Client, EventEnd, EventReport, HostError, HostOptions, PluginEntity, PluginRunner, PoolPolicy,
     Timeouts,
@@ -171,6 +171,37 @@ impl Session {
 
     pub fn client(&self) -> &Arc<Client> {
         self.runner.client()
+    }
+
+    /// The entry of the dump Kong `version` registers as plugin `name` (spec §2, §9): 3.9 only
+    /// the first entry of a dump, older releases any entry. `Err` says why there is none.
+    pub fn registered_plugin(
+        &self,
+        name: &str,
+        version: crate::pdk::KongVersion,
+    ) -> Result<&PluginInfo, String> {
+        let first = self.dump.plugin();
+        if !version.first_dump_entry_only() {
+            return self
+                .dump
+                .plugins
+                .iter()
+                .find(|p| p.name == name)
+                .ok_or_else(|| format!("the dump does not list plugin `{name}`"));
+        }
+        if first.name == name {
+            return Ok(first);
+        }
+        let listed = self.dump.plugins.iter().any(|p| p.name == name);
+        Err(format!(
+            "Kong {version} registers only the first plugin of a dump, `{}`, not `{name}`{}",
+            first.name,
+            if listed {
+                " (listed later in the dump: use a single-plugin server, or --kong-version 3.8 to emulate pre-3.9 multi-plugin dumps)"
+            } else {
+                " (not in the dump at all)"
+            }
+        ))
     }
 
     /// Plays one request: each phase in Kong's order; after a terminal `exit` only `log` runs.

@@ -11,6 +11,7 @@
 mod call;
 mod conform;
 mod dump;
+mod proxy;
 mod reference;
 mod run;
 mod server;
@@ -24,6 +25,7 @@ use crate::session::SessionError;
 pub use call::CallArgs;
 pub use conform::ConformArgs;
 pub use dump::DumpArgs;
+pub use proxy::{ProxyArgs, ProxyOpts};
 pub use reference::ReferenceArgs;
 pub use run::RunArgs;
 pub use server::{JsonArg, ProtocolArg, ServerArgs};
@@ -37,6 +39,7 @@ Examples:
   mock-kong call --start-cmd ./go-hello --query-cmd './go-hello -dump' --socket /usr/local/kong/go-hello.socket
   mock-kong call --peer python --plugin hello -v   # a peer from peers.toml, every frame shown
   mock-kong run scenarios/ --peer go --junit report.xml
+  mock-kong proxy --peer go --plugin hello --access-log   # curl http://127.0.0.1:8000/
 
 Exit codes: 0 ok, 1 the plugin server misbehaved, 2 usage or setup error.";
 
@@ -58,6 +61,9 @@ pub enum Command {
     Run(RunArgs),
     /// Run the conformance suite: named checks of everything Kong expects from a plugin server.
     Conform(ConformArgs),
+    /// Serve HTTP in front of the plugin server(s): every request runs the plugins' phases, as
+    /// behind Kong's proxy port, until Ctrl-C.
+    Proxy(ProxyArgs),
     /// Run the built-in Rust reference plugin server (what mock-kong starts by default).
     #[command(hide = true)]
     ReferenceServer(ReferenceArgs),
@@ -110,7 +116,9 @@ pub fn main() -> i32 {
     // they finished when interrupted.
     let (signals, grace) = match cli.command {
         Command::ReferenceServer(_) => (false, Duration::ZERO),
-        Command::Run(_) | Command::Conform(_) => (true, crate::edge::REPORT_GRACE),
+        Command::Run(_) | Command::Conform(_) | Command::Proxy(_) => {
+            (true, crate::edge::REPORT_GRACE)
+        }
         _ => (true, Duration::ZERO),
     };
     crate::edge::run(rt, signals, grace, run(cli))
@@ -122,6 +130,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Call(a) => call::run(a).await,
         Command::Run(a) => run::run(a).await,
         Command::Conform(a) => conform::run(a).await,
+        Command::Proxy(a) => proxy::run(a).await,
         Command::ReferenceServer(a) => reference::run(a).await,
     }
 }

@@ -357,28 +357,9 @@ pub async fn run(s: &Scenario, session: &Session, opts: &RunOptions) -> Scenario
         return ScenarioResult::not_run(s, &server, protocol, version, Outcome::Skipped, reason);
     }
     // Which plugin Kong registers from this dump (spec §2, §9).
-    let first = session.dump.plugin();
-    let info = if version.first_dump_entry_only() {
-        if first.name != s.plugin {
-            let listed = session.dump.plugins.iter().any(|p| p.name == s.plugin);
-            return fail(format!(
-                "Kong {version} registers only the first plugin of a dump, `{}`; this scenario \
-                 needs `{}`{}",
-                first.name,
-                s.plugin,
-                if listed {
-                    " (listed later in the dump: use a single-plugin server, or --kong-version 3.8 to emulate pre-3.9 multi-plugin dumps)"
-                } else {
-                    " (not in the dump at all)"
-                }
-            ));
-        }
-        first
-    } else {
-        match session.dump.plugins.iter().find(|p| p.name == s.plugin) {
-            Some(p) => p,
-            None => return fail(format!("the dump does not list plugin `{}`", s.plugin)),
-        }
+    let info = match session.registered_plugin(&s.plugin, version) {
+        Ok(info) => info,
+        Err(e) => return fail(e),
     };
     let phases = match &s.phases {
         Some(list) => {
