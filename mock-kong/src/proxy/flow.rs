@@ -436,26 +436,29 @@ impl Worker {
             }
             kr.plugin_id.clone_from(&p.entity.id);
             kr.protocol = p.protocol;
+            let logged = kr.logs.len();
             let played = play_event(&p.runner, &p.entity, phase.as_str(), kr).await;
             let calls = played.event.as_ref().map_or(0, |e| e.calls.len() as u64);
             stats.pdk_calls.fetch_add(calls, Ordering::Relaxed);
             if phase != Phase::Log {
                 trail.calls_before_answer += calls;
             }
-            let failure = match (&played.raised, &played.error) {
-                (Some((method, e)), _) => Some(format!("{method}: {e}")),
-                (None, Some(e)) => Some(e.clone()),
-                (None, None) => None,
-            };
-            if let Some(f) = failure {
+            if played.raised.is_some() || played.error.is_some() {
                 stats.event_failures.fetch_add(1, Ordering::Relaxed);
-                self.shared.error_log(&format!(
-                    "[error] plugin {} ({}) failed in {}: {f} (request {})",
-                    p.entity.name,
-                    p.protocol,
-                    phase.as_str(),
-                    kr.client.id
-                ));
+            }
+            // The plugin's kong.log.* lines and Kong's own about it (a raise, a server error)
+            // go to the error log, as Kong writes them to its error.log.
+            if self.shared.opts.error_log.is_some() {
+                for line in &kr.logs[logged..] {
+                    self.shared.error_log(&format!(
+                        "[{}] [{}] {}: {} (request {})",
+                        line.level,
+                        line.source,
+                        p.entity.name,
+                        line.text,
+                        kr.client.id
+                    ));
+                }
             }
         }
     }
