@@ -14,11 +14,9 @@ use clap::{ArgAction, ArgMatches, Args, FromArgMatches};
 use super::{session_failure, setup, Failure, ServerArgs};
 use crate::pdk::KongVersion;
 use crate::proxy::{
-    ChainPlugin, LineSink, PluginChain, Proxy, ProxyOptions, UpstreamTarget, UpstreamTimeouts,
-    UpstreamUrl, DEFAULT_LISTEN,
+    open_chain, ChainError, ChainPlugin, LineSink, PluginChain, Proxy, ProxyOptions,
+    UpstreamTarget, UpstreamTimeouts, UpstreamUrl, DEFAULT_LISTEN,
 };
-use crate::session::Session;
-use crate::target;
 
 /// How long a stopping proxy waits for requests in flight (the edge gives the command
 /// [`crate::edge::REPORT_GRACE`] in all, the plugin servers' stop included).
@@ -38,10 +36,20 @@ pub struct ProxyOpts {
     pub listen: String,
     /// Where requests go after `access`: `echo` (a built-in upstream answering 200 with the
     /// request it saw, as JSON) or `http://HOST[:PORT][/PATH]`.
-    #[arg(long, value_name = "URL|echo", default_value = "echo", help_heading = "Proxy")]
+    #[arg(
+        long,
+        value_name = "URL|echo",
+        default_value = "echo",
+        help_heading = "Proxy"
+    )]
     pub upstream: String,
     /// The Kong version to emulate (2.3 – 3.9).
-    #[arg(long, value_name = "X.Y", default_value = "3.9", help_heading = "Proxy")]
+    #[arg(
+        long,
+        value_name = "X.Y",
+        default_value = "3.9",
+        help_heading = "Proxy"
+    )]
     pub kong_version: KongVersion,
     /// Worker threads, each with its own plugin-server connections (nginx worker_processes).
     #[arg(long, value_name = "N", default_value_t = 1, help_heading = "Proxy")]
@@ -51,7 +59,12 @@ pub struct ProxyOpts {
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-", help_heading = "Proxy")]
     pub access_log: Option<String>,
     /// Connect and read timeout of the upstream call, in seconds (Kong's service default 60).
-    #[arg(long, value_name = "SECS", default_value_t = 60.0, help_heading = "Proxy")]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 60.0,
+        help_heading = "Proxy"
+    )]
     pub upstream_timeout: f64,
     /// The largest request body accepted (413 beyond), and upstream answer (502 beyond).
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, help_heading = "Proxy")]
@@ -103,9 +116,8 @@ impl Args for ProxyArgs {
 
 fn repeatable_plugin(cmd: clap::Command) -> clap::Command {
     cmd.mut_arg("plugin", |a| {
-        a.action(ArgAction::Append).help(
-            "Plugin to run (repeatable: several plugins run in Kong's order, by priority)",
-        )
+        a.action(ArgAction::Append)
+            .help("Plugin to run (repeatable: several plugins run in Kong's order, by priority)")
     })
 }
 
@@ -204,49 +216,18 @@ pub(crate) async fn run(a: ProxyArgs) -> Result<i32, Failure> {
     let spec = o.server.spec().map_err(setup)?;
     let placement = o.server.placement();
     let session_opts = o.server.session_options(false).map_err(setup)?;
-
-    // One session per server: plugins whose targets have the same query command share one.
-    let mut sessions: Vec<Session> = Vec::new();
-    let mut chain = Vec::new();
-    let mut result = Ok(());
-    for name in &plugins {
-        let opened = async {
-            let resolved =
-                target::resolve(&spec, &placement, name).map_err(|e| setup(anyhow!(e)))?;
-            let i = match sessions
-                .iter()
-                .position(|s| s.target.query_cmd == resolved.query_cmd)
-            {
-                Some(i) => i,
-                None => {
-                    let s = Session::open(resolved, &session_opts)
-                        .await
-                        .map_err(session_failure)?;
-                    sessions.push(s);
-                    sessions.len() - 1
-                }
-            };
-            let session = &sessions[i];
-            let info = session
-                .registered_plugin(name, o.kong_version)
-                .map_err(|e| Failure::server(anyhow!("plugin `{name}`: {e}")))?
-                .clone();
-            let config = configs.remove(name).unwrap_or_default();
-            Ok::<_, Failure>(ChainPlugin::new(session, info, config))
-        }
-        .await;
-        match opened {
-            Ok(p) => chain.push(p),
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        }
-    }
-    let served = match result {
-        Ok(()) => serve(o, listen, upstream, PluginChain::new(chain)).await,
-        Err(e) => Err(e),
-    };
+    let plugins: Vec<_> = plugins
+        .iter()
+        .map(|p| (p.clone(), configs.remove(p).unwrap_or_default()))
+        .collect();
+    let (sessions, chain) = open_chain(&spec, &placement, &plugins, &session_opts, o.kong_version)
+        .await
+        .map_err(|e| match e {
+            ChainError::Target(e) => setup(e),
+            ChainError::Session(e) => session_failure(e),
+            e @ ChainError::Plugin { .. } => Failure::server(e),
+        })?;
+    let served = serve(o, listen, upstream, chain).await;
     for s in sessions {
         // How the server ended is in its own log lines ([pluginserver] ... stopped).
         let _ = s.close().await;

@@ -2,8 +2,9 @@
 
 use crate::dump::PluginInfo;
 use crate::host::{HostOptions, PluginEntity};
-use crate::pdk::Phase;
-use crate::session::Session;
+use crate::pdk::{KongVersion, Phase};
+use crate::session::{Session, SessionError, SessionOptions};
+use crate::target::{self, Placement, TargetError, TargetSpec};
 use crate::Protocol;
 
 /// The phases an HTTP request can run, in Kong's order (spec §6; `certificate` needs TLS and
@@ -83,6 +84,74 @@ impl PluginChain {
     }
 }
 
+/// Why the plugins of a proxy could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error("plugin `{plugin}`: {reason}")]
+    Plugin { plugin: String, reason: String },
+}
+
+/// Opens the server of each plugin named in `plugins` (`(name, config)`) as `spec` and
+/// `placement` say, one session per server (plugins whose targets have the same query command
+/// share it), and returns the sessions (the caller closes them) with the chain. On an error
+/// the sessions opened so far are closed.
+pub async fn open_chain(
+    spec: &TargetSpec,
+    placement: &Placement,
+    plugins: &[(String, serde_json::Map<String, serde_json::Value>)],
+    opts: &SessionOptions,
+    version: KongVersion,
+) -> Result<(Vec<Session>, PluginChain), ChainError> {
+    let mut sessions: Vec<Session> = Vec::new();
+    let mut chain = Vec::new();
+    let mut failed = None;
+    for (name, config) in plugins {
+        let added = async {
+            let resolved = target::resolve(spec, placement, name)?;
+            let i = match sessions
+                .iter()
+                .position(|s| s.target.query_cmd == resolved.query_cmd)
+            {
+                Some(i) => i,
+                None => {
+                    sessions.push(Session::open(resolved, opts).await?);
+                    sessions.len() - 1
+                }
+            };
+            let session = &sessions[i];
+            let info = session
+                .registered_plugin(name, version)
+                .map_err(|reason| ChainError::Plugin {
+                    plugin: name.clone(),
+                    reason,
+                })?
+                .clone();
+            Ok::<_, ChainError>(ChainPlugin::new(session, info, config.clone()))
+        }
+        .await;
+        match added {
+            Ok(p) => chain.push(p),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    match failed {
+        None => Ok((sessions, PluginChain::new(chain))),
+        Some(e) => {
+            for s in sessions {
+                let _ = s.close().await;
+            }
+            Err(e)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,7 +193,11 @@ mod tests {
 
     #[test]
     fn only_http_phases_run_in_kong_order() {
-        let p = plugin("m", 1, &["log", "access", "preread", "response", "certificate"]);
+        let p = plugin(
+            "m",
+            1,
+            &["log", "access", "preread", "response", "certificate"],
+        );
         assert_eq!(
             p.http_phases(),
             [Phase::Access, Phase::Response, Phase::Log]

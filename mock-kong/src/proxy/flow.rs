@@ -292,7 +292,9 @@ fn client_request(
         .get("host")
         .map(|h| strip_port(h).to_ascii_lowercase())
         .unwrap_or_else(|| listen.ip().to_string());
-    let start = wall.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    let start = wall
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
     ClientRequest {
         id: request_id(),
         method: parts.method.as_str().to_owned(),
@@ -316,7 +318,9 @@ fn client_request(
 /// `example.com:8000` → `example.com`; `[::1]:80` → `[::1]`.
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host.split_once(']').map_or(host, |(h, _)| &host[..=h.len()]);
+        return host
+            .split_once(']')
+            .map_or(host, |(h, _)| &host[..=h.len()]);
     }
     host.rsplit_once(':')
         .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
@@ -452,11 +456,7 @@ impl Worker {
                 for line in &kr.logs[logged..] {
                     self.shared.error_log(&format!(
                         "[{}] [{}] {}: {} (request {})",
-                        line.level,
-                        line.source,
-                        p.entity.name,
-                        line.text,
-                        kr.client.id
+                        line.level, line.source, p.entity.name, line.text, kr.client.id
                     ));
                 }
             }
@@ -464,7 +464,10 @@ impl Worker {
     }
 
     /// Sends the upstream request as the plugins left it.
-    async fn call_upstream(&self, kr: &KongRequest) -> Result<HttpResponse, upstream::UpstreamError> {
+    async fn call_upstream(
+        &self,
+        kr: &KongRequest,
+    ) -> Result<HttpResponse, upstream::UpstreamError> {
         let up = &kr.upstream_request;
         let (host, port) = match &up.target {
             Some((h, p)) => (h.clone(), *p),
@@ -570,7 +573,10 @@ async fn answer(
         headers.set("X-Kong-Request-Id", vec![kr.client.id.clone()]);
     }
     if sh.opts.pdk_calls_header {
-        headers.set(PDK_CALLS_HEADER, vec![trail.calls_before_answer.to_string()]);
+        headers.set(
+            PDK_CALLS_HEADER,
+            vec![trail.calls_before_answer.to_string()],
+        );
     }
     let status = u16::try_from(kr.status())
         .ok()

@@ -39,7 +39,7 @@ use tokio::sync::{watch, Notify};
 use crate::pdk::KongVersion;
 
 pub use access_log::{access_log_line, LineSink};
-pub use chain::{ChainPlugin, PluginChain};
+pub use chain::{open_chain, ChainError, ChainPlugin, PluginChain};
 pub use echo::HttpServer;
 pub use upstream::{UpstreamError, UpstreamUrl};
 
@@ -165,6 +165,7 @@ pub struct ProxyStats {
     pub client_gone: AtomicU64,
     /// Client connections open now.
     connections: AtomicI64,
+    /// Notified whenever a request or connection starts or ends.
     idle: Notify,
 }
 
@@ -185,7 +186,7 @@ impl ProxyStats {
             .await;
     }
 
-    /// Resolves once `done` holds (checked whenever a request or connection ends).
+    /// Resolves once `done` holds (checked whenever a request or connection starts or ends).
     pub async fn wait_until(&self, done: impl Fn(&ProxyStats) -> bool) {
         loop {
             let notified = self.idle.notified();
@@ -198,6 +199,7 @@ impl ProxyStats {
 
     fn enter(self: &Arc<Self>, which: Gauge) -> GaugeGuard {
         self.gauge(which).fetch_add(1, Ordering::SeqCst);
+        self.idle.notify_waiters();
         GaugeGuard {
             stats: self.clone(),
             which,

@@ -192,9 +192,13 @@ impl Outgoing<'_> {
     }
 }
 
+/// An idle keep-alive connection to an upstream.
+type Idle = SendRequest<Full<Bytes>>;
+
 /// Pooled keep-alive connections to upstreams, one pool per proxy worker.
 pub(super) struct Client {
-    pool: Mutex<HashMap<(String, u16), Vec<SendRequest<Full<Bytes>>>>>,
+    /// Idle connections by `(host, port)`, the most recently used last.
+    pool: Mutex<HashMap<(String, u16), Vec<Idle>>>,
     timeouts: UpstreamTimeouts,
     max_body: usize,
 }
@@ -359,14 +363,12 @@ impl Client {
                 body: body.to_vec(),
             })
         };
-        tokio::time::timeout(after, exchange)
-            .await
-            .map_err(|_| {
-                Failure::Failed(UpstreamError::ReadTimeout {
-                    addr: addr.to_owned(),
-                    after,
-                })
-            })?
+        tokio::time::timeout(after, exchange).await.map_err(|_| {
+            Failure::Failed(UpstreamError::ReadTimeout {
+                addr: addr.to_owned(),
+                after,
+            })
+        })?
     }
 }
 
@@ -385,10 +387,16 @@ mod tests {
     #[test]
     fn upstream_urls_parse_with_reasons() {
         let u = UpstreamUrl::parse("http://example.com:8080/api").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("example.com", 8080, "/api"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("example.com", 8080, "/api")
+        );
         assert_eq!(u.to_string(), "http://example.com:8080/api");
         let u = UpstreamUrl::parse("http://[::1]:9000").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("::1", 9000, "/"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("::1", 9000, "/")
+        );
         assert_eq!(u.to_string(), "http://[::1]:9000/");
         assert_eq!(UpstreamUrl::parse("http://h").unwrap().port, 80);
         for (bad, why) in [

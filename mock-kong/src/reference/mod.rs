@@ -412,7 +412,15 @@ mod tests {
         let names: Vec<_> = arr.iter().map(|e| e["Name"].as_str().unwrap()).collect();
         assert_eq!(
             names,
-            ["bench", "hello", "exit", "multiphase", "tour", "faults", "idle"]
+            [
+                "bench",
+                "hello",
+                "exit",
+                "multiphase",
+                "tour",
+                "faults",
+                "idle"
+            ]
         );
         let keys: Vec<_> = arr[0].as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys, ["Name", "Phases", "Priority", "Version", "Schema"]);

@@ -349,10 +349,9 @@ impl Event for HelloEvent {
                 Action::call("kong.response.set_header", vec![Value::str("x-hello"), v])
             }
             2 => match (&self.upstream_header, self.value.take()) {
-                (Some(h), Some(v)) => Action::call(
-                    "kong.service.request.set_header",
-                    vec![Value::str(&**h), v],
-                ),
+                (Some(h), Some(v)) => {
+                    Action::call("kong.service.request.set_header", vec![Value::str(&**h), v])
+                }
                 _ => Action::Done,
             },
             _ => Action::Done,
