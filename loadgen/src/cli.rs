@@ -193,6 +193,11 @@ pub struct TimingArgs {
     /// The PDK method the bench plugin repeats.
     #[arg(long, default_value = "kong.request.get_header")]
     pub method: String,
+    /// How requests reach the server: `ipc`, one event each through mock-kong's host loop; or
+    /// `http`, real HTTP requests through `mock-kong proxy` (in loadgen's process, its own
+    /// threads, echo upstream) on keep-alive connections, one per loop.
+    #[arg(long, value_enum, default_value = "ipc")]
+    pub via: crate::driver::Via,
 }
 
 #[derive(Debug, Args)]
@@ -682,6 +687,7 @@ async fn run_cmd(a: RunArgs, threads: usize) -> Outcome {
         keep_hgrm: a.hgrm,
         command: command_line(),
         runtime_threads: threads,
+        via: a.timing.via,
     };
     let bar = Bar::new(plan.total_trials());
     let results = sweep::run(&plan, &bar).await;
@@ -823,6 +829,7 @@ async fn sweep_cmd(a: SweepArgs, threads: usize) -> Outcome {
         keep_hgrm: false,
         command: command_line(),
         runtime_threads: threads,
+        via: a.timing.via,
     };
     if let Some(dir) = &a.out {
         std::fs::create_dir_all(dir)

@@ -276,6 +276,10 @@ pub struct LoadgenRecord {
     pub cpu_ratio_to_server: Option<f64>,
 }
 
+fn via_ipc() -> String {
+    "ipc".into()
+}
+
 /// One measured point.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PointRecord {
@@ -289,6 +293,11 @@ pub struct PointRecord {
     pub mode: String,
     /// `"single"` or `"multicore"`.
     pub variant: String,
+    /// How requests reached the server: `"ipc"` (one event each through the host loop) or
+    /// `"http"` (HTTP requests through `mock-kong proxy`). Files made before HTTP existed
+    /// read as `"ipc"`.
+    #[serde(default = "via_ipc")]
+    pub via: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub target_rps: Option<f64>,
     /// Median successful requests/s over the trials.
@@ -419,6 +428,7 @@ impl PointRecord {
             kong_workers,
             mode: mode.name().to_owned(),
             variant: variant.to_owned(),
+            via: via_ipc(),
             target_rps: match mode {
                 Mode::Open { rate } => Some(rate),
                 Mode::Closed => None,
@@ -476,7 +486,8 @@ impl PointRecord {
         }
     }
 
-    /// The series a point belongs to (everything but `calls`).
+    /// The series a point belongs to (everything but `calls`; ` http` ends the key of a point
+    /// measured over HTTP, so IPC keys are what they always were).
     pub fn series_key(&self) -> String {
         let mut k = format!(
             "{} {} c{} {}",
@@ -484,6 +495,9 @@ impl PointRecord {
         );
         if self.variant != "single" {
             let _ = write!(k, " {}x{}", self.variant, self.kong_workers);
+        }
+        if self.via != "ipc" {
+            let _ = write!(k, " {}", self.via);
         }
         k
     }
@@ -561,6 +575,9 @@ pub struct Results {
     pub machine: Machine,
     pub settings: Settings,
     pub floor: Vec<FloorResult>,
+    /// `--via http`: the HTTP path's own cost, measured in the same run.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub http_floor: Option<crate::http::HttpFloor>,
     pub references: References,
     pub points: Vec<PointRecord>,
     pub fits: Vec<FitRecord>,
@@ -584,6 +601,7 @@ impl Results {
             machine: Machine::detect(),
             settings,
             floor: Vec::new(),
+            http_floor: None,
             references: References::default(),
             points: Vec::new(),
             fits: Vec::new(),
@@ -897,6 +915,7 @@ mod tests {
             kong_workers: 1,
             mode: "closed".into(),
             variant: "single".into(),
+            via: "ipc".into(),
             target_rps: None,
             rps,
             rps_spread: Spread::of(&[rps]),
@@ -961,6 +980,7 @@ mod tests {
                 client_cpu_ns_per_round_trip: 2000.0,
                 server_cpu_ns_per_round_trip: 2000.0,
             }],
+            http_floor: None,
             references: References::default(),
             points,
             fits: Vec::new(),

@@ -16,7 +16,7 @@ mod schema;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use loadgen::driver::Mode;
+use loadgen::driver::{Mode, Via};
 use loadgen::results::Results;
 use loadgen::sweep::{self, ChaosPlan, NoProgress, SweepPlan, TargetDef};
 use mock_kong::process::LogSink;
@@ -57,6 +57,7 @@ fn plan(protocols: &[Protocol], calls: &[u32], concurrency: &[usize]) -> SweepPl
         keep_hgrm: false,
         command: "test".into(),
         runtime_threads: 1,
+        via: Via::Ipc,
     }
 }
 
