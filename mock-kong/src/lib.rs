@@ -38,6 +38,7 @@ pub mod edge;
 pub mod host;
 pub mod pdk;
 pub mod process;
+pub mod procfs;
 pub mod reference;
 pub mod scenario;
 pub mod session;

@@ -79,6 +79,17 @@ pub const LOG_RING_LINES: usize = 200;
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// How many spawn and exit records are kept.
 pub const HISTORY_LEN: usize = 64;
+/// A server that exits this many times within [`CRASH_LOOP_WINDOW`] without ever having served
+/// (its socket never accepted a connection) is not respawned again: Kong respawns forever, a
+/// test harness must stop and say why ([`ProcessError::CrashLoop`]).
+pub const CRASH_LOOP_EXITS: usize = 3;
+/// See [`CRASH_LOOP_EXITS`].
+pub const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(10);
+/// How long a server may listen on other Unix sockets, and not on the awaited one, before
+/// [`ServerProcess::wait_socket`] gives up ([`ProcessError::SocketElsewhere`]).
+pub const ELSEWHERE_GRACE: Duration = Duration::from_secs(2);
+/// How often `wait_socket` reads `/proc` for the server's listening sockets.
+const PROC_POLL: Duration = Duration::from_millis(100);
 
 /// How long `stop` waits for the group to die after SIGKILL before giving up on it.
 const KILL_WAIT: Duration = Duration::from_secs(5);
@@ -134,6 +145,23 @@ pub enum ProcessError {
         name: String,
         status: String,
         output: String,
+    },
+    /// [`CRASH_LOOP_EXITS`] exits within [`CRASH_LOOP_WINDOW`], none of them after serving.
+    #[error("server `{name}` exited {exits} times within {window:?} without ever creating its socket (last: {status}); mock-kong stopped respawning it (Kong would respawn it once a second forever). Check its start command `{cmd}` and its last output:\n{output}")]
+    CrashLoop {
+        name: String,
+        cmd: String,
+        exits: usize,
+        window: Duration,
+        status: String,
+        output: String,
+    },
+    /// The server listens on Unix sockets, none of them the awaited one.
+    #[error("server `{name}` listens at {listening} but mock-kong waits for its socket at {socket}. Make the server listen at exactly that path (in --start-cmd, `{{socket}}` and `{{prefix}}` are replaced by it and its directory), or tell mock-kong where the server listens (--socket PATH; in a kong.conf, pluginserver_<name>_socket); docs/your-plugin.md shows both")]
+    SocketElsewhere {
+        name: String,
+        socket: PathBuf,
+        listening: String,
     },
 }
 
@@ -200,6 +228,10 @@ struct State {
     /// The pid (= process group id) of the running child, until it has been reaped.
     current: Option<u32>,
     stopping: bool,
+    /// The socket accepted a connection at least once ([`ServerProcess::wait_socket`]).
+    served: bool,
+    /// The supervisor stopped respawning a crash-looping server: how many exits, and the last.
+    gave_up: Option<(usize, ExitReason)>,
     /// The supervisor task has ended (no child now, none will follow).
     finished: bool,
     spawn_count: u32,
@@ -351,14 +383,22 @@ impl ServerProcess {
     /// Waits until the socket accepts a connection (the connection is closed right away).
     ///
     /// Polls every 5 ms, backing off to 25 ms. A socket file that refuses connections (stale,
-    /// from an earlier run) does not count. Fails with [`ProcessError::ExitedEarly`] as soon as
-    /// the server exits with respawn off, or exits with 127 ("command not found", which a
-    /// respawn will not fix), and with [`ProcessError::SocketTimeout`] after `timeout`.
+    /// from an earlier run) does not count. Fails
+    /// * with [`ProcessError::ExitedEarly`] as soon as the server exits with respawn off, or exits
+    ///   with 127 ("command not found", which a respawn will not fix);
+    /// * with [`ProcessError::CrashLoop`] once the supervisor gave up on a crash-looping server;
+    /// * with [`ProcessError::SocketElsewhere`] when, for [`ELSEWHERE_GRACE`], the awaited path
+    ///   does not exist while the server's processes listen on other Unix sockets (read from
+    ///   `/proc`; only when the server shares mock-kong's mount namespace, where paths compare);
+    /// * with [`ProcessError::SocketTimeout`] after `timeout`, naming the sockets the server's
+    ///   processes listen on, if any.
     pub async fn wait_socket(&self, timeout: Duration) -> Result<(), ProcessError> {
         let started = Instant::now();
         let deadline = started + timeout;
         let mut changes = self.shared.changed.subscribe();
         let mut delay = Duration::from_millis(5);
+        let mut elsewhere_since: Option<Instant> = None;
+        let mut next_proc_look = started;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             // A Unix connect normally answers at once; bound it anyway (a full backlog can block).
@@ -369,12 +409,32 @@ impl ServerProcess {
             )
             .await
             {
-                Ok(Ok(_stream)) => return Ok(()),
+                Ok(Ok(_stream)) => {
+                    self.shared.lock().served = true;
+                    return Ok(());
+                }
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => format!("connect did not complete within {connect_budget:?}"),
             };
             if let Some(err) = self.exited_early() {
                 return Err(err);
+            }
+            let now = Instant::now();
+            if now >= next_proc_look {
+                next_proc_look = now + PROC_POLL;
+                match self.listening_elsewhere() {
+                    Some(listening) => {
+                        let since = *elsewhere_since.get_or_insert(now);
+                        if now - since >= ELSEWHERE_GRACE {
+                            return Err(ProcessError::SocketElsewhere {
+                                name: self.shared.name.clone(),
+                                socket: self.shared.socket.clone(),
+                                listening,
+                            });
+                        }
+                    }
+                    None => elsewhere_since = None,
+                }
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -397,8 +457,47 @@ impl ServerProcess {
         }
     }
 
+    /// The paths the running server's processes listen at (none: `None`), when the awaited
+    /// path does not exist and the server shares mock-kong's mount namespace.
+    fn listening_elsewhere(&self) -> Option<String> {
+        let pid = self.pid()?;
+        if std::fs::symlink_metadata(&self.shared.socket).is_ok()
+            || crate::procfs::same_mount_namespace(pid) != Some(true)
+        {
+            return None;
+        }
+        let listening = self.listening_paths(pid);
+        (!listening.is_empty()).then(|| listening.join(", "))
+    }
+
+    /// The Unix socket paths the process tree of `pid` listens at (relative paths made
+    /// absolute against the server's working directory).
+    fn listening_paths(&self, pid: u32) -> Vec<String> {
+        let cwd = crate::procfs::cwd_of(pid);
+        crate::procfs::listening_unix_sockets(&crate::procfs::tree(pid))
+            .into_iter()
+            .map(|l| match &cwd {
+                Some(dir) if !l.path.starts_with('/') && !l.path.starts_with('@') => {
+                    dir.join(&l.path).to_string_lossy().into_owned()
+                }
+                _ => l.path,
+            })
+            .collect()
+    }
+
     fn exited_early(&self) -> Option<ProcessError> {
         let st = self.shared.lock();
+        if let Some((exits, reason)) = st.gave_up {
+            drop(st);
+            return Some(ProcessError::CrashLoop {
+                name: self.shared.name.clone(),
+                cmd: self.shared.start_cmd.clone(),
+                exits,
+                window: CRASH_LOOP_WINDOW,
+                status: reason.to_string(),
+                output: self.shared.tail_for_error(),
+            });
+        }
         let last = st.exits.back()?;
         let status = if last.reason.is_command_not_found() {
             format!(
@@ -432,6 +531,7 @@ impl ServerProcess {
                 file_kind(&meta.file_type())
             ),
         };
+        let running = self.pid();
         let process = {
             let st = self.shared.lock();
             match (st.current, st.exits.back()) {
@@ -443,9 +543,24 @@ impl ServerProcess {
                 (None, None) => "the server is not running".to_string(),
             }
         };
+        let listening = match running {
+            None => String::new(),
+            Some(pid) => {
+                let paths = self.listening_paths(pid);
+                let other_ns = crate::procfs::same_mount_namespace(pid) == Some(false);
+                match (paths.is_empty(), other_ns) {
+                    (true, _) => "; its processes listen on no Unix socket".to_string(),
+                    (false, false) => format!("; its processes listen at {}", paths.join(", ")),
+                    (false, true) => format!(
+                        "; its processes listen at {} (in their own mount namespace)",
+                        paths.join(", ")
+                    ),
+                }
+            }
+        };
         format!(
-            "; {socket}; {process}; check that the start command makes the server listen on exactly \
-             this path (socket names differ per PDK, spec §10); last output:\n{}",
+            "; {socket}; {process}{listening}; check that the start command makes the server listen \
+             on exactly this path (socket names differ per PDK, docs/protocol.md §10); last output:\n{}",
             self.shared.tail_for_error()
         )
     }
@@ -645,6 +760,15 @@ async fn supervise(shared: Arc<Shared>, runtime: Handle, first: Running) {
         if !shared.respawn || shared.lock().stopping {
             break;
         }
+        if let Some((exits, reason)) = crash_loop(&shared) {
+            shared.log(format!(
+                "[pluginserver] mock-kong: pluginserver '{}' exited {exits} times within {CRASH_LOOP_WINDOW:?} \
+                 without serving (last: {reason}); not respawned again",
+                shared.name
+            ));
+            shared.lock().gave_up = Some((exits, reason));
+            break;
+        }
         let next_spawn = shared
             .lock()
             .spawns
@@ -687,6 +811,23 @@ async fn supervise(shared: Arc<Shared>, runtime: Handle, first: Running) {
     }
     shared.lock().finished = true;
     shared.bump();
+}
+
+/// Whether the server crash-loops: [`CRASH_LOOP_EXITS`] exits within [`CRASH_LOOP_WINDOW`] and
+/// it never served. Returns the number of exits and the last one.
+fn crash_loop(shared: &Shared) -> Option<(usize, ExitReason)> {
+    let st = shared.lock();
+    if st.served {
+        return None;
+    }
+    let last = st.exits.back()?;
+    let recent = st
+        .exits
+        .iter()
+        .rev()
+        .take_while(|e| !e.during_stop && last.at.duration_since(e.at) <= CRASH_LOOP_WINDOW)
+        .count();
+    (recent >= CRASH_LOOP_EXITS).then_some((recent, last.reason))
 }
 
 /// Waits for the child to exit, lets its output drain briefly, then records and logs the exit.
@@ -1309,12 +1450,126 @@ mod tests {
         for pair in spawns.windows(2) {
             assert!(pair[1].at - pair[0].at >= RESPAWN_INTERVAL, "{spawns:?}");
         }
-        // A normal exit with respawn on is not "exited early": the wait goes on.
+        server.stop().await;
+    }
+
+    /// Regression (issue 13, item 1): a start command that exits at once was respawned once a
+    /// second until mock-kong was killed from outside. After three exits within 10 s without
+    /// ever serving, the supervisor stops and the wait says why, with the last output.
+    #[tokio::test]
+    async fn a_server_that_keeps_exiting_without_serving_is_given_up_after_three_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("t.sock");
+        let mut o = opts("crasher", "sh -c 'echo boom >&2; exit 3'", &sock);
+        o.respawn = true;
+        let server = ServerProcess::start(o).await.unwrap();
+        // A generous timeout: the crash loop, not the timeout, must end the wait.
         let err = server
-            .wait_socket(Duration::from_millis(100))
+            .wait_socket(Duration::from_secs(120))
             .await
             .unwrap_err();
-        assert!(matches!(err, ProcessError::SocketTimeout { .. }), "{err}");
+        match &err {
+            ProcessError::CrashLoop {
+                exits,
+                status,
+                output,
+                ..
+            } => {
+                assert_eq!(*exits, CRASH_LOOP_EXITS);
+                assert_eq!(status, "exit 3");
+                assert!(output.contains("] boom"), "{output}");
+            }
+            other => panic!("expected CrashLoop, got {other:?}"),
+        }
+        let text = err.to_string();
+        assert!(text.contains("exited 3 times within 10s"), "{text}");
+        assert!(text.contains("sh -c 'echo boom >&2; exit 3'"), "{text}");
+        assert_eq!(server.spawn_count(), 3, "no fourth spawn");
+        assert_eq!(server.pid(), None);
+        assert_eq!(server.stop().await, None, "nothing was running");
+    }
+
+    /// A server that served once is respawned as Kong does, however often it exits afterwards
+    /// (loadgen's chaos test kills a serving server on purpose).
+    #[tokio::test]
+    async fn a_server_that_served_is_respawned_after_any_number_of_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("t.sock");
+        // Every respawn fails to bind (the killed server's socket file is still there) and
+        // exits at once: a crash loop, but after serving.
+        let mut o = opts("phoenix", &python_server(&sock), &sock);
+        o.respawn = true;
+        let server = ServerProcess::start(o).await.unwrap();
+        server.wait_socket(Duration::from_secs(20)).await.unwrap();
+        assert!(server.signal(libc::SIGKILL));
+        assert!(
+            eventually(Duration::from_secs(20), || server.exit_history().len() > CRASH_LOOP_EXITS
+                && server.spawn_count() as usize > CRASH_LOOP_EXITS + 1)
+            .await,
+            "{:?}",
+            server.exit_history()
+        );
+        assert!(server.shared.lock().gave_up.is_none());
+        server.stop().await;
+    }
+
+    /// Regression (issue 13, items 2 and 3): a server listening elsewhere was waited for until
+    /// the timeout, and the error did not say where it listened. Now the wait ends with the
+    /// paths the server's processes listen at (from /proc).
+    #[tokio::test]
+    async fn a_server_listening_elsewhere_is_named_with_its_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let awaited = dir.path().join("awaited.socket");
+        let actual = dir.path().join("actual.sock");
+        let server = ServerProcess::start(opts("astray", &python_server(&actual), &awaited))
+            .await
+            .unwrap();
+        let err = server
+            .wait_socket(Duration::from_secs(120))
+            .await
+            .unwrap_err();
+        match &err {
+            ProcessError::SocketElsewhere {
+                socket, listening, ..
+            } => {
+                assert_eq!(socket, &awaited);
+                assert_eq!(listening, &actual.to_string_lossy());
+            }
+            other => panic!("expected SocketElsewhere, got {other:?}"),
+        }
+        let text = err.to_string();
+        assert!(text.contains(&format!("listens at {}", actual.display())), "{text}");
+        assert!(text.contains(&format!("waits for its socket at {}", awaited.display())), "{text}");
+        assert!(text.contains("docs/your-plugin.md"), "{text}");
+        server.stop().await;
+    }
+
+    /// A timeout shorter than the grace still names the sockets the server listens at.
+    #[tokio::test]
+    async fn a_socket_timeout_names_the_servers_listening_sockets() {
+        let dir = tempfile::tempdir().unwrap();
+        let awaited = dir.path().join("awaited.socket");
+        let actual = dir.path().join("actual.sock");
+        let server = ServerProcess::start(opts("slowpoke", &python_server(&actual), &awaited))
+            .await
+            .unwrap();
+        assert!(
+            eventually(Duration::from_secs(20), || server
+                .log_lines()
+                .iter()
+                .any(|l| l.ends_with("] listening")))
+            .await
+        );
+        let err = server
+            .wait_socket(Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ProcessError::SocketTimeout { .. }), "{text}");
+        assert!(
+            text.contains(&format!("its processes listen at {}", actual.display())),
+            "{text}"
+        );
         server.stop().await;
     }
 
