@@ -130,7 +130,7 @@ impl TargetArgs {
             out.push(TargetDef {
                 label: self.name.clone(),
                 spec: TargetSpec::Commands {
-                    name: self.name.clone(),
+                    name: Some(self.name.clone()),
                     start_cmd: self.start_cmd.clone(),
                     query_cmd: q.clone(),
                 },
@@ -873,7 +873,7 @@ fn ab_side(
             Ok(crate::ab::AbSide {
                 label: name.clone(),
                 spec: TargetSpec::Commands {
-                    name,
+                    name: Some(name),
                     start_cmd: start.cloned(),
                     query_cmd: q.clone(),
                 },

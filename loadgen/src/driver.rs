@@ -363,6 +363,7 @@ fn end_kind(end: &EventEnd) -> Option<&'static str> {
         EventEnd::Exit { .. } => Some("plugin_exit"),
         EventEnd::Raised { .. } => Some("pdk_raised"),
         EventEnd::MethodNotFound { .. } => Some("method_not_found"),
+        EventEnd::Failed { .. } => Some("failed"),
     }
 }
 

@@ -37,6 +37,7 @@ pub mod dump;
 pub mod edge;
 pub mod host;
 pub mod pdk;
+pub mod plugin_config;
 pub mod process;
 pub mod procfs;
 pub mod reference;

@@ -101,6 +101,8 @@ const SPAWN_WAIT: Duration = Duration::from_secs(10);
 const ERROR_TAIL_LINES: usize = 40;
 /// Log lines quoted in an error message are cut to this many characters.
 const ERROR_LINE_CHARS: usize = 2000;
+/// Kong's notice before each spawn (followed by the server's name).
+const STARTING_NOTICE: &str = "[pluginserver] starting pluginserver process for ";
 
 /// Where a server's output lines go.
 #[derive(Clone, Debug, Default)]
@@ -292,12 +294,23 @@ impl Shared {
             .map(|e| e.reason)
     }
 
+    /// The last output lines, for an error message: those of the most recent spawn (earlier
+    /// spawns of a crash loop print the same), at most [`ERROR_TAIL_LINES`]. When the lines
+    /// went to stderr as they came, the message points there instead of printing them twice.
     fn tail_for_error(&self) -> String {
+        if let LogSink::Stderr = self.sink {
+            return "(the server's output is above, prefixed with its name and pid)".to_string();
+        }
         let st = self.lock();
-        let skip = st.log.len().saturating_sub(ERROR_TAIL_LINES);
-        let lines: Vec<String> = st
+        let start = st
             .log
             .iter()
+            .rposition(|l| l.starts_with(STARTING_NOTICE))
+            .unwrap_or(0);
+        let run: Vec<&String> = st.log.iter().skip(start).collect();
+        let skip = run.len().saturating_sub(ERROR_TAIL_LINES);
+        let lines: Vec<String> = run
+            .into_iter()
             .skip(skip)
             .map(|l| {
                 if l.chars().count() > ERROR_LINE_CHARS {
@@ -706,10 +719,7 @@ struct Running {
 /// Spawns one child, starts its output readers and registers it. If a stop was requested
 /// meanwhile, the new child is SIGKILLed at once (it is still returned, so it gets reaped).
 async fn spawn_once(shared: &Arc<Shared>, runtime: &Handle) -> io::Result<Running> {
-    shared.log(format!(
-        "[pluginserver] starting pluginserver process for {}",
-        shared.name
-    ));
+    shared.log(format!("{STARTING_NOTICE}{}", shared.name));
     let at = Instant::now();
     let mut child =
         spawn_on_spawner_thread(build_command(&shared.start_cmd, &shared.env), runtime).await?;

@@ -46,7 +46,7 @@ impl Default for SessionOptions {
         SessionOptions {
             timeouts: Timeouts::default(),
             dump_timeout: Duration::from_secs(30),
-            socket_timeout: Duration::from_secs(30),
+            socket_timeout: Duration::from_secs(8),
             grace: Duration::from_secs(2),
             log: LogSink::Stderr,
             trace: false,

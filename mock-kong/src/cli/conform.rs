@@ -11,8 +11,10 @@ use anyhow::{anyhow, Context};
 use clap::{Args, ValueEnum};
 
 use super::{setup, Failure, JsonArg, ServerArgs};
+use crate::conform::runner::RunOptions;
 use crate::conform::report::{self, progress_line, Expectations};
-use crate::conform::{self, RunOptions, Server, TierSel};
+use crate::conform::{self, Server, TierSel};
+use crate::process::{LogSink, ServerProcess, SpawnOptions};
 use crate::target::TargetSpec;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -98,7 +100,7 @@ pub(crate) async fn run(a: ConformArgs) -> Result<i32, Failure> {
              --skip (the filtered-out checks would be dropped from the file)"
         )));
     }
-    let mut spec = a.server.spec().map_err(setup)?;
+    let mut spec = a.server.named_spec().await?;
     if !a.reference_faults.is_empty() {
         match &mut spec {
             TargetSpec::Reference { faults, .. } => faults.clone_from(&a.reference_faults),
@@ -117,8 +119,9 @@ pub(crate) async fn run(a: ConformArgs) -> Result<i32, Failure> {
         },
         only: a.only.clone(),
         skip: a.skip.clone(),
-        plugin: a.server.plugin.clone(),
+        plugin: a.server.plugin().to_owned(),
         io_timeout: secs("--io-timeout", a.io_timeout)?,
+        socket_timeout: secs("--socket-timeout", a.server.socket_timeout)?,
         idle: secs("--idle-secs", a.idle_secs)?,
         resource_events: a.resource_events.max(1),
         ..RunOptions::default()
@@ -135,6 +138,7 @@ pub(crate) async fn run(a: ConformArgs) -> Result<i32, Failure> {
         spec,
         placement: a.server.placement(),
     };
+    preflight(&server, &opts).await?;
     let human = !a.json.to_stdout();
     let mut group = "";
     if human {
@@ -189,6 +193,39 @@ pub(crate) async fn run(a: ConformArgs) -> Result<i32, Failure> {
             .map_err(setup)?;
     }
     Ok(if ok { 0 } else { 1 })
+}
+
+/// Before the checks: a server mock-kong starts must come up on its socket, or every check
+/// that needs it would wait out its timeout (minutes in all) to report the same setup mistake.
+/// Fails at once with why (the process exited, crash-looped, listens elsewhere, or never
+/// listened), exit 1.
+async fn preflight(server: &Server, opts: &RunOptions) -> Result<(), Failure> {
+    let target = crate::target::resolve(&server.spec, &server.placement, &opts.plugin)
+        .map_err(super::server::target_failure)?;
+    for w in &target.warnings {
+        eprintln!("warning: {w}");
+    }
+    let Some(cmd) = target.start_cmd.clone() else {
+        return Ok(());
+    };
+    let process = ServerProcess::start(SpawnOptions {
+        name: target.name.clone(),
+        start_cmd: cmd,
+        socket: target.socket.clone(),
+        respawn: false,
+        grace: opts.grace,
+        log: LogSink::Quiet,
+        env: Vec::new(),
+    })
+    .await
+    .map_err(|e| Failure::usage(anyhow!(e)))?;
+    let waited = process.wait_socket(opts.socket_timeout).await;
+    process.stop().await;
+    waited.map_err(|e| {
+        Failure::server(anyhow!(
+            "no check can run: the server does not come up on its socket: {e}"
+        ))
+    })
 }
 
 /// `--list`.

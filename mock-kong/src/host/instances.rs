@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{Client, EventReport, HostError};
+use super::{Client, EventReport, FailedEvent, HostError};
 use crate::pdk::{Pdk, DEFAULT_WS_ID};
 
 /// A configured plugin, as Kong's plugins iterator sees it.
@@ -224,35 +224,53 @@ impl PluginRunner {
         phase: &str,
         pdk: &mut dyn Pdk,
     ) -> Result<EventReport, HostError> {
+        self.run_event_keeping(entity, phase, pdk)
+            .await
+            .map_err(|f| f.error)
+    }
+
+    /// [`PluginRunner::run_event`], keeping the transcript of a failed event: the PDK calls
+    /// its last attempt answered before the failure.
+    pub async fn run_event_keeping(
+        &self,
+        entity: &PluginEntity,
+        phase: &str,
+        pdk: &mut dyn Pdk,
+    ) -> Result<EventReport, FailedEvent> {
         let protocol = self.client.protocol();
         let max = self.client.options().max_retries;
         let mut retries = 0;
         let mut notes = Vec::new();
         loop {
+            let mut report = EventReport::new(phase, 0);
             let attempt = async {
                 let id = self.instance_for(entity).await?;
-                self.client.handle_event(id, phase, pdk).await
+                report.instance_id = id;
+                self.client
+                    .handle_event_into(id, phase, pdk, &mut report)
+                    .await
             }
             .await;
+            report.retries = retries;
+            report.findings.splice(0..0, notes.iter().cloned());
             match attempt {
-                Ok(mut report) => {
-                    report.retries = retries;
-                    report.findings.splice(0..0, notes);
-                    return Ok(report);
-                }
+                Ok(()) => return Ok(report),
                 Err(e) if e.triggers_reset(protocol) => {
                     self.reset(&entity.name);
                     if retries >= max {
-                        return Err(HostError::RetriesExhausted {
-                            retries,
-                            last: Box::new(e),
-                        });
+                        return Err(FailedEvent::new(
+                            HostError::RetriesExhausted {
+                                retries,
+                                last: Box::new(e),
+                            },
+                            report,
+                        ));
                     }
                     notes.push(format!("instance reset and event retried after: {e}"));
                     retries += 1;
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => return Err(e),
+                Err(error) => return Err(FailedEvent::new(error, report)),
             }
         }
     }

@@ -280,6 +280,10 @@ pub enum EventEnd {
     Raised { method: String, error: String },
     /// ProtoBuf: the server called a method that is not in the PDK table (Kong: 500).
     MethodNotFound { method: String },
+    /// The host could not complete the event (a [`HostError`]: timeout, protocol error, closed
+    /// connection); only in the transcript of a [`FailedEvent`], which holds the calls made
+    /// before.
+    Failed { error: String },
 }
 
 fn ser_opt_body<S: serde::Serializer>(b: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
@@ -328,6 +332,24 @@ impl EventReport {
     }
 }
 
+/// An event the host could not complete, with its transcript up to the failure.
+#[derive(Debug)]
+pub struct FailedEvent {
+    pub error: HostError,
+    /// What the last attempt did before it failed (its PDK calls, connections, findings).
+    pub partial: EventReport,
+}
+
+impl FailedEvent {
+    /// The error, and the transcript ended with [`EventEnd::Failed`].
+    pub fn new(error: HostError, mut partial: EventReport) -> FailedEvent {
+        partial.end = EventEnd::Failed {
+            error: error.to_string(),
+        };
+        FailedEvent { error, partial }
+    }
+}
+
 /// A settled PDK outcome as the drivers' [`Reply`], and, for an exit, how the event ended (its
 /// status, body and headers stay in the host's transcript; the driver only needs to know that
 /// nothing is sent). The host and the conformance client answer callbacks through this one
@@ -360,12 +382,12 @@ impl EventReport {
     /// any) in the transcript, and the end. An error response (MsgPack) is the call's
     /// [`HostError::Server`], which the runner may answer with an instance reset.
     pub(crate) fn finish(
-        mut self,
+        &mut self,
         end: End,
         cb: Option<Callback>,
         conn: u64,
         exit: Option<EventEnd>,
-    ) -> Result<EventReport, HostError> {
+    ) -> Result<(), HostError> {
         let record = |cb: Option<Callback>, kind: &str, note: String| {
             cb.map(|cb| CallRecord {
                 method: cb.method,
@@ -414,7 +436,7 @@ impl EventReport {
         };
         self.calls.extend(call);
         self.end = end;
-        Ok(self)
+        Ok(())
     }
 
     /// Records a callback that was answered.
@@ -495,9 +517,24 @@ impl Client {
         phase: &str,
         pdk: &mut dyn Pdk,
     ) -> Result<EventReport, HostError> {
+        let mut report = EventReport::new(phase, instance_id);
+        self.handle_event_into(instance_id, phase, pdk, &mut report)
+            .await
+            .map(|()| report)
+    }
+
+    /// [`Client::handle_event`] into `report`, which keeps the transcript of what happened
+    /// before a failure (the PDK calls answered, the connections used).
+    pub async fn handle_event_into(
+        &self,
+        instance_id: i64,
+        phase: &str,
+        pdk: &mut dyn Pdk,
+        report: &mut EventReport,
+    ) -> Result<(), HostError> {
         match self {
-            Client::MsgPack(c) => c.handle_event(instance_id, phase, pdk).await,
-            Client::ProtoBuf(c) => c.handle_event(instance_id, phase, pdk).await,
+            Client::MsgPack(c) => c.handle_event(instance_id, phase, pdk, report).await,
+            Client::ProtoBuf(c) => c.handle_event(instance_id, phase, pdk, report).await,
         }
     }
 

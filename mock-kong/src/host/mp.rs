@@ -259,13 +259,14 @@ impl MpClient {
 
     /// Runs one event through the [`MpEvent`] driver: each call on a pooled connection, each
     /// callback answered by `pdk`.
+    /// `report` holds the transcript so far also when the event fails.
     pub async fn handle_event(
         &self,
         instance_id: i64,
         phase: &str,
         pdk: &mut dyn Pdk,
-    ) -> Result<EventReport, HostError> {
-        let mut report = EventReport::new(phase, instance_id);
+        report: &mut EventReport,
+    ) -> Result<(), HostError> {
         let mut budget = Budget::new(self.opts.max_event_bytes);
         let mut ev = MpEvent::new(
             instance_id,
@@ -308,6 +309,7 @@ impl MpClient {
             let (reply, exit) = reply_for(outcome);
             match ev.reply(&cb.method, reply) {
                 driver::Replied::End(end) => return report.finish(end, Some(cb), conn, exit),
+
                 driver::Replied::Call(next, sent) => {
                     // The answer is recorded once the Step is sent (it travels in the call).
                     report.answered(cb, Value::Nil, sent, conn);

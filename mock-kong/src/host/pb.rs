@@ -215,13 +215,14 @@ impl PbClient {
 
     /// Runs one event through the [`PbEvent`] driver on one pooled connection, each callback
     /// answered by `pdk`.
+    /// `report` holds the transcript so far also when the event fails.
     pub async fn handle_event(
         &self,
         instance_id: i64,
         phase: &str,
         pdk: &mut dyn Pdk,
-    ) -> Result<EventReport, HostError> {
-        let mut report = EventReport::new(phase, instance_id);
+        report: &mut EventReport,
+    ) -> Result<(), HostError> {
         let mut budget = Budget::new(self.opts.max_event_bytes);
         let mut c = self.checkout().await?;
         let conn_id = c.conn.id;

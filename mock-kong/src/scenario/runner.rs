@@ -28,6 +28,9 @@ pub struct RunOptions {
     /// The key `servers = [...]` is matched against (`reference`, a peer name, ...). `None`:
     /// every scenario applies.
     pub server_key: Option<String>,
+    /// Send every scenario's config as written (`--raw-config`), as `raw_config = true` does
+    /// for one scenario.
+    pub raw_config: bool,
 }
 
 /// How a scenario ended.
@@ -40,6 +43,9 @@ pub enum Outcome {
     Skipped,
     /// The scenario could not be played (bad phases, plugin not registered, no session).
     Error,
+    /// The scenario cannot be used as written: an unreadable or invalid file, a config the
+    /// plugin's schema rejects. A usage error: `mock-kong run` exits 2.
+    Invalid,
 }
 
 /// One PDK call as a flat transcript line.
@@ -139,13 +145,23 @@ impl ScenarioResult {
         self.outcome == Outcome::Passed
     }
 
-    /// Whether it counts as a failure (failed or could not run).
+    /// Whether it counts as a failure (failed, could not run, or invalid).
     pub fn failed(&self) -> bool {
-        matches!(self.outcome, Outcome::Failed | Outcome::Error)
+        matches!(
+            self.outcome,
+            Outcome::Failed | Outcome::Error | Outcome::Invalid
+        )
     }
 
-    /// A readable explanation: every mismatch (expected vs actual) and the PDK transcript.
+    /// A readable explanation: every mismatch (expected vs actual) and, for a failure, the PDK
+    /// transcript.
     pub fn explain(&self) -> String {
+        self.explain_with(self.failed())
+    }
+
+    /// [`ScenarioResult::explain`], with the PDK transcript when `transcript` (`run -v` shows
+    /// it for passing scenarios too).
+    pub fn explain_with(&self, transcript: bool) -> String {
         let mut out = String::new();
         if let Some(r) = &self.reason {
             out.push_str(&format!("  {r}\n"));
@@ -153,7 +169,7 @@ impl ScenarioResult {
         for m in &self.mismatches {
             out.push_str(&m.render());
         }
-        if self.failed() {
+        if transcript {
             if let Some(o) = &self.observed {
                 out.push_str("  PDK transcript:\n");
                 if o.calls.is_empty() {
@@ -168,6 +184,23 @@ impl ScenarioResult {
             }
         }
         out
+    }
+
+    /// A scenario file that cannot be used (it does not parse, a field is wrong).
+    pub fn invalid_file(path: &std::path::Path, reason: String, version: KongVersion) -> ScenarioResult {
+        let scenario = Scenario {
+            file: Some(path.to_owned()),
+            plugin: "?".into(),
+            ..Scenario::default()
+        };
+        ScenarioResult::not_run(
+            &scenario,
+            "-",
+            Protocol::MsgPack,
+            version,
+            Outcome::Invalid,
+            reason,
+        )
     }
 
     pub(crate) fn not_run(
@@ -400,7 +433,25 @@ pub async fn run(s: &Scenario, session: &Session, opts: &RunOptions) -> Scenario
             .filter(|p| p != "preread")
             .collect(),
     };
-    let entity = PluginEntity::new(&s.plugin, s.config.clone());
+    // The config as Kong builds it from the plugin's schema (docs/protocol.md §4.3).
+    let config = if s.raw_config || opts.raw_config {
+        s.config.clone()
+    } else {
+        match crate::plugin_config::kong_config(&info.name, &info.schema, &s.config) {
+            Ok(c) => c,
+            Err(e) => {
+                return ScenarioResult::not_run(
+                    s,
+                    &server,
+                    protocol,
+                    version,
+                    Outcome::Invalid,
+                    e.to_string(),
+                )
+            }
+        }
+    };
+    let entity = PluginEntity::new(&s.plugin, config);
     let mut req = build_request(s, version, protocol);
     req.plugin_id = entity.id.clone();
     if phases.iter().any(|p| p == Phase::Response.as_str()) {
@@ -420,7 +471,7 @@ pub async fn run(s: &Scenario, session: &Session, opts: &RunOptions) -> Scenario
         }
         req.enter_phase(phase);
         let in_request = REQUEST_PHASES.contains(known);
-        match session.runner.run_event(&entity, phase, &mut req).await {
+        match session.runner.run_event_keeping(&entity, phase, &mut req).await {
             Ok(ev) => {
                 match &ev.end {
                     EventEnd::Done | EventEnd::Exit { .. } => {}
@@ -431,6 +482,8 @@ pub async fn run(s: &Scenario, session: &Session, opts: &RunOptions) -> Scenario
                             req.fail(500);
                         }
                     }
+                    // Only in a failed event's transcript (the Err arm below).
+                    EventEnd::Failed { .. } => {}
                     EventEnd::MethodNotFound { method } => {
                         let e = format!("method \"{method}\" not found");
                         req.kong_log("err", format!("pluginserver error: {e}"));
@@ -442,8 +495,10 @@ pub async fn run(s: &Scenario, session: &Session, opts: &RunOptions) -> Scenario
                 }
                 events.push(ev);
             }
-            Err(e) => {
-                let text = e.to_string();
+            Err(failed) => {
+                let text = failed.error.to_string();
+                // The transcript keeps the calls made before the failure.
+                events.push(failed.partial);
                 req.kong_log("err", format!("pluginserver error: {text}"));
                 errors.push((phase.clone(), text));
                 if protocol == Protocol::ProtoBuf
@@ -517,7 +572,8 @@ pub fn summary_json(results: &[ScenarioResult]) -> J {
     let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
     json!({
         "passed": count(Outcome::Passed),
-        "failed": count(Outcome::Failed) + count(Outcome::Error),
+        "failed": count(Outcome::Failed) + count(Outcome::Error) + count(Outcome::Invalid),
+        "invalid": count(Outcome::Invalid),
         "skipped": count(Outcome::Skipped),
         "scenarios": results,
     })

@@ -346,7 +346,7 @@ async fn kong_version_switches_multi_plugin_dumps() {
     );
     let opts = RunOptions {
         kong_version: "3.8".parse().unwrap(),
-        server_key: None,
+        ..RunOptions::default()
     };
     let r38 = s.run(&session, &opts).await;
     assert!(r38.passed(), "{}", r38.explain());
