@@ -121,6 +121,30 @@ pub enum DumpError {
     Shape(String),
     #[error("invalid plugin info: {0}")]
     Invalid(String),
+    /// The query command failed (a non-zero exit status or a signal) and printed no usable
+    /// dump: its status and stderr say why, more than the dump's error does.
+    #[error("query command `{cmd}` {status} and printed no usable dump ({cause}); {stderr}")]
+    CommandFailed {
+        cmd: String,
+        /// `exited with status 1`, `was killed by a signal`.
+        status: String,
+        /// `its stderr ended with:\n...` or `it printed nothing on stderr`.
+        stderr: String,
+        cause: Box<DumpError>,
+    },
+}
+
+/// How many of the last stderr lines of a failed query command an error quotes.
+const STDERR_TAIL_LINES: usize = 20;
+
+/// A failed query command's stderr, for [`DumpError::CommandFailed`]: its last lines.
+fn stderr_tail(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return "it printed nothing on stderr".into();
+    }
+    let skip = lines.len().saturating_sub(STDERR_TAIL_LINES);
+    format!("its stderr ended with:\n{}", lines[skip..].join("\n"))
 }
 
 /// Errors and warnings found while checking part of a dump. Each message starts with the JSON
@@ -980,11 +1004,23 @@ pub struct QueryOutput {
 
 /// Runs `cmd` through `/bin/sh -c` (stdin closed), reads all of stdout within `timeout`, parses.
 ///
-/// The exit status is ignored, as Kong ignores it, but returned. See [`run_query`] for the
-/// process handling, and use it directly to see stderr when the dump does not parse.
+/// The exit status is ignored when the dump is good, as Kong ignores it (it is returned); when
+/// the dump is not, a failed command's status and stderr are the error
+/// ([`DumpError::CommandFailed`]). See [`run_query`] for the process handling.
 pub async fn query(cmd: &str, timeout: Duration) -> Result<QueryOutput, DumpError> {
     let raw = run_query(cmd, timeout).await?;
-    let dump = parse(&raw.stdout)?;
+    let dump = parse(&raw.stdout).map_err(|cause| match raw.exit_code {
+        Some(0) => cause,
+        code => DumpError::CommandFailed {
+            cmd: cmd.to_owned(),
+            status: match code {
+                Some(c) => format!("exited with status {c}"),
+                None => "was killed by a signal".into(),
+            },
+            stderr: stderr_tail(&raw.stderr),
+            cause: Box::new(cause),
+        },
+    })?;
     Ok(QueryOutput {
         dump,
         stderr: raw.stderr,
@@ -1742,6 +1778,27 @@ mod tests {
             DumpError::NotJson { head, .. } => assert!(head.starts_with("INFO starting"), "{head}"),
             other => panic!("expected NotJson, got {other:?}"),
         }
+    }
+
+    /// Regression (issue 13, item 10): a failing query command's exit status and stderr were
+    /// hidden behind "stdout is empty".
+    #[tokio::test]
+    async fn a_failing_query_command_is_reported_with_its_status_and_stderr() {
+        let cmd = "echo 'Traceback (most recent call last):' >&2; \
+                   echo 'ModuleNotFoundError: No module named kong_pdk' >&2; exit 1";
+        let err = query(cmd, T).await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, DumpError::CommandFailed { .. }), "{text}");
+        assert!(text.contains("exited with status 1"), "{text}");
+        assert!(
+            text.contains("its stderr ended with:\nTraceback (most recent call last):\nModuleNotFoundError: No module named kong_pdk"),
+            "{text}"
+        );
+        assert!(text.contains("stdout is empty"), "{text}");
+        // Nothing on stderr either.
+        let text = query("exit 2", T).await.unwrap_err().to_string();
+        assert!(text.contains("exited with status 2"), "{text}");
+        assert!(text.contains("it printed nothing on stderr"), "{text}");
     }
 
     #[tokio::test]

@@ -308,20 +308,38 @@ fn failing_scenario_exits_1_and_reports_the_failure() {
     ), "{}", r.junit);
 }
 
-/// Setup errors (a bad scenario file) exit 2 and name the problem.
+/// Setup errors (a bad scenario file) exit 2 and name the problem; regression (issue 13): one
+/// bad file stopped the whole run, now it is reported and the others still run.
 #[test]
-fn bad_scenario_file_is_a_usage_error() {
+fn bad_scenario_file_is_a_usage_error_and_the_others_still_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("bad.toml");
     std::fs::write(&file, "plugin = \"hello\"\n[expect]\nstatuss = 200\n").unwrap();
+    std::fs::write(
+        dir.path().join("good.toml"),
+        "plugin = \"hello\"\n[expect.headers]\nx-hello = \"hello example.com\"\n",
+    )
+    .unwrap();
     let out = Command::new(util::exe())
         .args(["run", "--quiet-server"])
-        .arg(&file)
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("INVALID bad"), "{said}");
+    assert!(said.contains("unknown field `statuss`"), "{said}");
+    assert!(said.contains("PASS  good"), "{said}");
+    assert!(said.ends_with("1 passed, 1 failed\n"), "{said}");
+    // A path that does not exist is a usage error before anything runs.
+    let out = Command::new(util::exe())
+        .args(["run", "--quiet-server"])
+        .arg(dir.path().join("nowhere.toml"))
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown field `statuss`"), "{err}");
+    assert!(err.contains("nowhere.toml"), "{err}");
 }
 
 /// Kong 3.9 registers only the first plugin of a dump; `--kong-version 3.8` uses any entry
