@@ -198,7 +198,9 @@ fn field(def: &Value, v: &Value, at: &str, issues: &mut Vec<ConfigIssue>) -> Val
             _ => wrong(issues, at, "a map"),
         },
         "record" => match (v, def.get("fields").and_then(Value::as_array)) {
-            (Value::Object(given), Some(fields)) => Value::Object(record(fields, given, at, issues)),
+            (Value::Object(given), Some(fields)) => {
+                Value::Object(record(fields, given, at, issues))
+            }
             (Value::Object(_), None) => v.clone(),
             _ if is_empty_table(v) => match def.get("fields").and_then(Value::as_array) {
                 Some(fields) => Value::Object(record(fields, &Map::new(), at, issues)),
@@ -245,7 +247,10 @@ fn num(v: &Value) -> String {
 /// The validators of `def` that plugin schemas use most, with Kong's messages.
 fn validators(def: &Value, v: &Value, at: &str, issues: &mut Vec<ConfigIssue>) {
     if let Some(options) = def.get("one_of").and_then(Value::as_array) {
-        if !options.iter().any(|o| o == v || (o.is_number() && o.as_f64() == v.as_f64())) {
+        if !options
+            .iter()
+            .any(|o| o == v || (o.is_number() && o.as_f64() == v.as_f64()))
+        {
             let shown: Vec<String> = options
                 .iter()
                 .map(|o| match o {
@@ -265,14 +270,22 @@ fn validators(def: &Value, v: &Value, at: &str, issues: &mut Vec<ConfigIssue>) {
                 issue(
                     issues,
                     at,
-                    format!("value should be between {} and {}", num(&range[0]), num(&range[1])),
+                    format!(
+                        "value should be between {} and {}",
+                        num(&range[0]),
+                        num(&range[1])
+                    ),
                 );
             }
         }
     }
     if let (Some(gt), Some(x)) = (def.get("gt"), v.as_f64()) {
         if gt.as_f64().is_some_and(|g| x <= g) {
-            issue(issues, at, format!("value must be greater than {}", num(gt)));
+            issue(
+                issues,
+                at,
+                format!("value must be greater than {}", num(gt)),
+            );
         }
     }
     let len = match v {
@@ -367,7 +380,10 @@ mod tests {
             ]
         );
         let text = e.to_string();
-        assert!(text.starts_with("the config does not fit plugin `p`'s schema"), "{text}");
+        assert!(
+            text.starts_with("the config does not fit plugin `p`'s schema"),
+            "{text}"
+        );
         assert!(text.contains("--raw-config"), "{text}");
         let e = kong_config("p", &s, &map(json!({"limits": 3}))).unwrap_err();
         assert_eq!(e.issues[0].message, "expected a record");
@@ -413,6 +429,9 @@ mod tests {
     #[test]
     fn a_schema_without_a_config_record_takes_the_config_as_given() {
         let given = map(json!({"anything": 1}));
-        assert_eq!(kong_config("p", &json!({"name": "p"}), &given).unwrap(), given);
+        assert_eq!(
+            kong_config("p", &json!({"name": "p"}), &given).unwrap(),
+            given
+        );
     }
 }

@@ -1513,7 +1513,8 @@ mod tests {
         server.wait_socket(Duration::from_secs(20)).await.unwrap();
         assert!(server.signal(libc::SIGKILL));
         assert!(
-            eventually(Duration::from_secs(20), || server.exit_history().len() > CRASH_LOOP_EXITS
+            eventually(Duration::from_secs(20), || server.exit_history().len()
+                > CRASH_LOOP_EXITS
                 && server.spawn_count() as usize > CRASH_LOOP_EXITS + 1)
             .await,
             "{:?}",
@@ -1548,8 +1549,14 @@ mod tests {
             other => panic!("expected SocketElsewhere, got {other:?}"),
         }
         let text = err.to_string();
-        assert!(text.contains(&format!("listens at {}", actual.display())), "{text}");
-        assert!(text.contains(&format!("waits for its socket at {}", awaited.display())), "{text}");
+        assert!(
+            text.contains(&format!("listens at {}", actual.display())),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("waits for its socket at {}", awaited.display())),
+            "{text}"
+        );
         assert!(text.contains("docs/your-plugin.md"), "{text}");
         server.stop().await;
     }

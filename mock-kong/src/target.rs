@@ -206,7 +206,11 @@ pub fn resolve(
             .socket
             .as_ref()
             .filter(|s| s.is_absolute())
-            .map(|s| s.parent().map(Path::to_path_buf).unwrap_or_else(|| "/".into()))
+            .map(|s| {
+                s.parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| "/".into())
+            })
     });
     let prefix = match explicit_prefix {
         Some(p) => p,
@@ -293,7 +297,8 @@ pub fn resolve(
         } => {
             let name = name.clone().unwrap_or_else(|| name_of_command(query_cmd));
             // Kong 3.9's default socket: <prefix>/<name>.socket.
-            let socket = socket_in(&prefix).unwrap_or_else(|| prefix.join(format!("{name}.socket")));
+            let socket =
+                socket_in(&prefix).unwrap_or_else(|| prefix.join(format!("{name}.socket")));
             // `{socket}`, `{prefix}` and `{name}` in the commands become the (shell-quoted)
             // paths and name, so a server can be told where to listen without guessing the
             // private directory.

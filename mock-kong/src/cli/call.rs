@@ -166,7 +166,9 @@ pub(crate) async fn run(a: CallArgs) -> Result<i32, Failure> {
         Outcome::Invalid | Outcome::Error => {
             return Err(setup(anyhow!(
                 "{}",
-                r.reason.as_deref().unwrap_or("the request could not be played")
+                r.reason
+                    .as_deref()
+                    .unwrap_or("the request could not be played")
             )))
         }
         _ => {}
@@ -359,10 +361,11 @@ fn contains_null(v: &J) -> bool {
 /// PDK calls (method, phase, the arguments that can be written in TOML), whether the request
 /// exited, the response status, and every response header.
 fn saved_scenario(given: &Scenario, r: &ScenarioResult) -> Result<String, Failure> {
-    let o = r
-        .observed
-        .as_ref()
-        .ok_or_else(|| setup(anyhow!("nothing was played, so there is no scenario to save")))?;
+    let o = r.observed.as_ref().ok_or_else(|| {
+        setup(anyhow!(
+            "nothing was played, so there is no scenario to save"
+        ))
+    })?;
     let calls = o
         .calls
         .iter()

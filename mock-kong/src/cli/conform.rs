@@ -11,8 +11,8 @@ use anyhow::{anyhow, Context};
 use clap::{Args, ValueEnum};
 
 use super::{setup, Failure, JsonArg, ServerArgs};
-use crate::conform::runner::RunOptions;
 use crate::conform::report::{self, progress_line, Expectations};
+use crate::conform::runner::RunOptions;
 use crate::conform::{self, Server, TierSel};
 use crate::process::{LogSink, ServerProcess, SpawnOptions};
 use crate::target::TargetSpec;

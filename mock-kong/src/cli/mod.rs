@@ -26,7 +26,7 @@ pub use conform::ConformArgs;
 pub use dump::DumpArgs;
 pub use reference::ReferenceArgs;
 pub use run::RunArgs;
-pub use server::{JsonArg, ProtocolArg, ServerArgs};
+pub use server::{JsonArg, ProtocolArg, ServerArgs, DEFAULT_SOCKET_TIMEOUT};
 
 const EXAMPLES: &str = "\
 Examples:

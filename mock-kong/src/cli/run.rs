@@ -144,7 +144,10 @@ pub(crate) async fn run(a: RunArgs) -> Result<i32, Failure> {
                         .unwrap_or_default(),
                     s.plugin
                 );
-                if a.keyword.as_deref().is_some_and(|k| !keyword_matches(k, &hay)) {
+                if a.keyword
+                    .as_deref()
+                    .is_some_and(|k| !keyword_matches(k, &hay))
+                {
                     continue;
                 }
                 scenarios.push((results.len(), s));

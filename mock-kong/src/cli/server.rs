@@ -156,7 +156,8 @@ impl ServerArgs {
     /// kong.conf's warnings (Kong's own and mock-kong's hints) to stderr.
     pub async fn target(&self) -> Result<(TargetSpec, ResolvedTarget), Failure> {
         let spec = self.named_spec().await?;
-        let target = target::resolve(&spec, &self.placement(), self.plugin()).map_err(target_failure)?;
+        let target =
+            target::resolve(&spec, &self.placement(), self.plugin()).map_err(target_failure)?;
         for w in &target.warnings {
             eprintln!("warning: {w}");
         }

@@ -187,7 +187,11 @@ impl ScenarioResult {
     }
 
     /// A scenario file that cannot be used (it does not parse, a field is wrong).
-    pub fn invalid_file(path: &std::path::Path, reason: String, version: KongVersion) -> ScenarioResult {
+    pub fn invalid_file(
+        path: &std::path::Path,
+        reason: String,
+        version: KongVersion,
+    ) -> ScenarioResult {
         let scenario = Scenario {
             file: Some(path.to_owned()),
             plugin: "?".into(),
@@ -471,7 +475,11 @@ pub async fn run(s: &Scenario, session: &Session, opts: &RunOptions) -> Scenario
         }
         req.enter_phase(phase);
         let in_request = REQUEST_PHASES.contains(known);
-        match session.runner.run_event_keeping(&entity, phase, &mut req).await {
+        match session
+            .runner
+            .run_event_keeping(&entity, phase, &mut req)
+            .await
+        {
             Ok(ev) => {
                 match &ev.end {
                     EventEnd::Done | EventEnd::Exit { .. } => {}
