@@ -272,12 +272,18 @@ impl Shared {
     }
 
     /// Records one log line and, with [`LogSink::Stderr`], prints it.
+    ///
+    /// A server's colour codes reach the terminal only when colour is wanted there (stderr is a
+    /// terminal and `NO_COLOR` is not set); the kept lines never have them.
     fn log(&self, line: String) {
+        let plain = strip_ansi(&line);
         if let LogSink::Stderr = self.sink {
             let mut err = io::stderr().lock();
+            let shown = if colour_on_stderr() { &line } else { &plain };
             // A closed stderr must not take mock-kong down.
-            let _ = writeln!(err, "{line}");
+            let _ = writeln!(err, "{shown}");
         }
+        let line = plain;
         let mut st = self.lock();
         if st.log.len() >= LOG_RING_LINES {
             st.log.pop_front();
@@ -1104,6 +1110,57 @@ fn kill_group(pgid: u32, signal: i32) -> bool {
     unsafe { libc::kill(-pgid, signal) == 0 }
 }
 
+/// Whether colour may be written to stderr: it is a terminal and `NO_COLOR` is unset or empty
+/// (<https://no-color.org>).
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && io::stderr().is_terminal()
+}
+
+/// `text` without terminal escape sequences: CSI (`ESC [ ... final`, colours and cursor
+/// moves), OSC (`ESC ] ... BEL` or `ESC \\`) and the other escapes (`ESC ( B`, `ESC c`).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('[') => {
+                // Parameters and intermediates, then one final byte in 0x40..=0x7e.
+                for c in chars.by_ref() {
+                    if ('\u{40}'..='\u{7e}').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            Some(']') => {
+                while let Some(c) = chars.next() {
+                    if c == '\u{7}' {
+                        break;
+                    }
+                    if c == '\u{1b}' && chars.peek() == Some(&'\\') {
+                        chars.next();
+                        break;
+                    }
+                }
+            }
+            // Intermediate bytes, then a final byte (`ESC ( B`).
+            Some(c) if ('\u{20}'..='\u{2f}').contains(&c) => {
+                for c in chars.by_ref() {
+                    if ('\u{30}'..='\u{7e}').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Removes `path` only if it is a socket (never a regular file, directory or symlink).
 fn remove_socket_if_socket(path: &Path) {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
@@ -1881,6 +1938,30 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Regression (issue 13, item 12): a server's colour codes were passed through with
+    /// NO_COLOR=1 (and into error messages and reports).
+    #[test]
+    fn colour_codes_are_stripped_from_kept_lines() {
+        assert_eq!(
+            strip_ansi("\u{1b}[1;31mERROR\u{1b}[0m boom \u{1b}]0;title\u{7}x\u{1b}(B"),
+            "ERROR boom x"
+        );
+        assert_eq!(strip_ansi("plain [1m] text"), "plain [1m] text");
+        let sh = Shared {
+            name: "c".into(),
+            start_cmd: String::new(),
+            socket: PathBuf::new(),
+            respawn: false,
+            sink: LogSink::Quiet,
+            env: Vec::new(),
+            state: Mutex::new(State::default()),
+            changed: watch::channel(0).0,
+            stop_notify: Notify::new(),
+        };
+        sh.log("[c:1] \u{1b}[32mready\u{1b}[0m".into());
+        assert_eq!(sh.lock().log.back().unwrap(), "[c:1] ready");
     }
 
     #[test]
