@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use mock_kong::cli::{JsonArg, ProtocolArg, ReferenceArgs};
+use mock_kong::cli::{CompletionsArgs, JsonArg, ProtocolArg, ReferenceArgs};
 use mock_kong::host::Timeouts;
 use mock_kong::process::LogSink;
 use mock_kong::session::SessionOptions;
@@ -38,9 +38,15 @@ Examples:
 
 Exit codes: 0 ok, 1 a plugin server failed (errors counted or points not measured), 2 usage or setup error.";
 
+/// The version line: which Kong releases' host side is driven.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (drives plugin servers as the host of Kong Gateway 3.9 does; mock-kong's host loop)"
+);
+
 /// RPS and latency of Kong external plugin servers against PDK calls per request.
 #[derive(Debug, Parser)]
-#[command(name = "loadgen", version, about, after_help = EXAMPLES)]
+#[command(name = "loadgen", version = VERSION, about, after_help = EXAMPLES)]
 pub struct Cli {
     /// Threads of loadgen's async runtime (1: a current-thread runtime, like one nginx worker).
     #[arg(long, global = true, default_value_t = 1, value_name = "N")]
@@ -68,6 +74,8 @@ pub enum Command {
     Gate(crate::gate::cli::GateArgs),
     /// Save a sweep's results as a named baseline (reports/baselines/NAME.json).
     Baseline(crate::gate::cli::BaselineArgs),
+    /// Print a shell completion script (bash, zsh, fish).
+    Completions(CompletionsArgs),
     /// The built-in Rust reference plugin server (started by loadgen itself).
     #[command(hide = true)]
     ReferenceServer(ReferenceArgs),
@@ -606,7 +614,18 @@ pub struct AbArgs {
     pub json: JsonArg,
 }
 
+const PLOT_EXAMPLES: &str = "\
+Examples:
+  loadgen plot reports/sweep/results.json                 # redraw next to the results
+  loadgen plot out/results.json --out /tmp/plots";
+
+const FLOOR_EXAMPLES: &str = "\
+Examples:
+  loadgen floor                                          # both protocols' message sizes, 3 s each
+  loadgen floor --protocol msgpack --duration 1s --json";
+
 #[derive(Debug, Args)]
+#[command(after_help = PLOT_EXAMPLES)]
 pub struct PlotArgs {
     /// A results.json written by `loadgen sweep --out`.
     pub results: PathBuf,
@@ -616,6 +635,7 @@ pub struct PlotArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = FLOOR_EXAMPLES)]
 pub struct FloorArgs {
     /// Protocols whose message sizes to use.
     #[arg(
@@ -778,6 +798,8 @@ async fn run(command: Command, threads: usize) -> Outcome {
         Command::Ab(a) => ab_cmd(a, threads).await,
         Command::Gate(a) => crate::gate::cli::gate_cmd(&a).map_err(usage),
         Command::Baseline(a) => crate::gate::cli::baseline_cmd(&a).map_err(usage),
+        Command::Completions(a) => mock_kong::cli::completions::write::<Cli>(a.shell, "loadgen")
+            .map_err(|f| (f.code, f.error)),
     }
 }
 
@@ -1440,6 +1462,17 @@ mod tests {
             .unwrap_err()
             .contains("unknown duration unit"));
         assert!(parse_duration("fast").is_err());
+    }
+
+    /// Regression (issue 13): subcommands' --help had no examples.
+    #[test]
+    fn every_subcommand_help_has_examples() {
+        assert_eq!(
+            mock_kong::cli::subcommands_without_examples(&mut Cli::command()),
+            Vec::<String>::new()
+        );
+        let v = Cli::command().render_version().to_string();
+        assert!(v.contains("Kong Gateway 3.9"), "{v}");
     }
 
     #[test]

@@ -24,7 +24,20 @@ pub enum TierArg {
     All,
 }
 
+const EXAMPLES: &str = "\
+Examples:
+  mock-kong conform --peer python                          # fast tier, human report
+  mock-kong conform --start-cmd 'python3 greet.py -p {prefix} --socket-name greet.socket' \\
+      --query-cmd 'python3 greet.py --dump'
+  mock-kong conform --kong-conf kong.conf --json report.json --junit report.xml
+  mock-kong conform --peer js --expect-failures conformance/expected/js.txt   # the CI gate
+  mock-kong conform --list | grep event/
+
+Exit codes: 0 ok, 1 a must check failed (any with --strict) or the results differ from
+--expect-failures, or the server does not come up at all; 2 usage or setup error.";
+
 #[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
 pub struct ConformArgs {
     #[command(flatten)]
     pub server: ServerArgs,
