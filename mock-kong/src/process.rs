@@ -1114,7 +1114,7 @@ fn kill_group(pgid: u32, signal: i32) -> bool {
 /// (<https://no-color.org>).
 fn colour_on_stderr() -> bool {
     use std::io::IsTerminal;
-    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && io::stderr().is_terminal()
+    std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty()) && io::stderr().is_terminal()
 }
 
 /// `text` without terminal escape sequences: CSI (`ESC [ ... final`, colours and cursor
