@@ -9,7 +9,7 @@
 //! cosocket pool and `plugin_servers` instance table. All loops of one worker share that
 //! worker's pool, as concurrent requests of one nginx worker do: with `MsgPack:1` every RPC call
 //! checks a connection out of the pool (so C loops keep up to C connections busy), with
-//! `ProtoBuf:1` each event holds one pooled connection for its whole conversation (spec §4.1,
+//! `ProtoBuf:1` each event holds one pooled connection for its whole conversation (docs/protocol.md §4.1,
 //! §5.1). The default is one Kong worker (Kong's `nginx_worker_processes = 1`); the sweep's
 //! multicore variant uses several.
 //!

@@ -1,8 +1,8 @@
-//! Plugin-server processes: spawn through the shell as Kong does (spec §3), log with a
+//! Plugin-server processes: spawn through the shell as Kong does (docs/protocol.md §3), log with a
 //! `[name:pid]` prefix, wait for the socket, respawn at most once a second, stop with SIGTERM then
 //! SIGKILL. Children run in their own process group and die with mock-kong.
 //!
-//! # What Kong does, and what this module copies (spec §3)
+//! # What Kong does, and what this module copies (docs/protocol.md §3)
 //!
 //! * The server is started as `exec <start_cmd>` through the shell, so the pid Kong reports is the
 //!   server's own pid. Here: `/bin/sh -c "exec <start_cmd>"`, stdin from `/dev/null`, stdout and
@@ -71,7 +71,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::{AbortHandle, JoinHandle};
 
-/// Minimum time between two spawns of the same server (Kong's `next_spawn = now + 1`, spec §3).
+/// Minimum time between two spawns of the same server (Kong's `next_spawn = now + 1`, docs/protocol.md §3).
 pub const RESPAWN_INTERVAL: Duration = Duration::from_secs(1);
 /// How many log lines [`ServerProcess::log_lines`] keeps.
 pub const LOG_RING_LINES: usize = 200;
@@ -167,7 +167,7 @@ pub enum ProcessError {
     },
 }
 
-/// How one server process ended, in Kong's words (`exit <code>` / `signal <number>`, spec §3).
+/// How one server process ended, in Kong's words (`exit <code>` / `signal <number>`, docs/protocol.md §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitReason {
     /// Exited with this status code.
@@ -765,7 +765,7 @@ async fn spawn_once(shared: &Arc<Shared>, runtime: &Handle) -> io::Result<Runnin
     })
 }
 
-/// Kong's outer loop (spec §3): wait for the child, log its end, respawn no sooner than
+/// Kong's outer loop (docs/protocol.md §3): wait for the child, log its end, respawn no sooner than
 /// [`RESPAWN_INTERVAL`] after the previous spawn, until stopped (or at once without `respawn`).
 async fn supervise(shared: Arc<Shared>, runtime: Handle, first: Running) {
     let mut running = Some(first);
@@ -971,7 +971,7 @@ async fn read_lines<R: AsyncRead + Unpin>(stream: R, shared: Arc<Shared>, pid: u
     }
 }
 
-/// The command Kong runs (spec §3), plus the group and parent-death settings.
+/// The command Kong runs (docs/protocol.md §3), plus the group and parent-death settings.
 fn build_command(start_cmd: &str, env: &[(String, String)]) -> tokio::process::Command {
     let mut cmd = std::process::Command::new("/bin/sh");
     cmd.arg("-c")
@@ -1692,7 +1692,7 @@ mod tests {
             "{:?}",
             server.log_lines()
         );
-        // Kong keeps respawning even after 127 (spec §10 item 14).
+        // Kong keeps respawning even after 127 (docs/protocol.md §10 item 14).
         assert!(eventually(Duration::from_secs(5), || server.spawn_count() >= 2).await);
         server.stop().await;
     }

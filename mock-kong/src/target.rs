@@ -62,7 +62,7 @@ pub struct ResolvedTarget {
     /// The pluginserver name (used in `[name:pid]` log prefixes).
     pub name: String,
     pub query_cmd: String,
-    /// `None`: the server is managed externally; mock-kong only connects (spec §1).
+    /// `None`: the server is managed externally; mock-kong only connects (docs/protocol.md §1).
     pub start_cmd: Option<String>,
     pub socket: PathBuf,
     pub prefix: PathBuf,

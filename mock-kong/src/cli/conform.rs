@@ -251,7 +251,7 @@ fn list() -> String {
             out.push_str(&format!("\n{group}\n"));
         }
         out.push_str(&format!(
-            "  {:<36} {:<6} {:<4} {:<10} spec {}\n      {}\n",
+            "  {:<36} {:<6} {:<4} {:<10} docs/protocol.md {}\n      {}\n",
             c.id,
             c.level.as_str(),
             c.tier.as_str(),

@@ -91,7 +91,7 @@ pub struct ServerArgs {
     #[arg(long)]
     pub quiet_server: bool,
     /// MsgPack connection reuse: `lifo` as ngx_lua (most recently pooled first), or `rotate`,
-    /// which moves consecutive calls of one event to different connections (spec §10.1).
+    /// which moves consecutive calls of one event to different connections (docs/protocol.md §10.1).
     #[arg(long, value_enum, default_value = "lifo")]
     pub pool: PoolPolicy,
 }

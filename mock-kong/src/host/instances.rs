@@ -1,4 +1,4 @@
-//! Kong's plugin-instance cache and the config JSON it sends (spec §4.3, §4.6).
+//! Kong's plugin-instance cache and the config JSON it sends (docs/protocol.md §4.3, §4.6).
 //!
 //! Kong keys instances by the plugin entity's UUID and reuses one while `__seq__` and
 //! `__plugin_id` are unchanged. Otherwise it sends `StartInstance(new)` and, after it succeeds,
@@ -27,12 +27,12 @@ pub struct PluginEntity {
     pub consumer_id: Option<String>,
     pub instance_name: Option<String>,
     pub ws_id: String,
-    /// `__seq__`: regenerated whenever Kong rebuilds its plugins iterator (spec §4.3). Since
+    /// `__seq__`: regenerated whenever Kong rebuilds its plugins iterator (docs/protocol.md §4.3). Since
     /// Kong 3.6 it comes from a counter shared by all workers; go-pdk uses it as the instance id.
     pub seq: i64,
 }
 
-/// Kong's shared `__seq__` counter (spec §4.3: unique across workers, starts at 1).
+/// Kong's shared `__seq__` counter (docs/protocol.md §4.3: unique across workers, starts at 1).
 static NEXT_SEQ: AtomicI64 = AtomicI64::new(1);
 
 fn next_seq() -> i64 {
@@ -56,7 +56,7 @@ impl PluginEntity {
     }
 
     /// What a config change (any plugins-iterator rebuild) does: a fresh `__seq__`, so the next
-    /// event starts a new instance and closes the old one (spec §4.6).
+    /// event starts a new instance and closes the old one (docs/protocol.md §4.6).
     pub fn rebuild(&mut self) {
         self.seq = next_seq();
     }
@@ -75,7 +75,7 @@ impl PluginEntity {
     }
 
     /// The `Config` string Kong sends in StartInstance: `cjson.encode(conf)` of the config
-    /// record plus the keys `get_plugin_config` adds (spec §4.3). lua-cjson escapes `/` as `\/`.
+    /// record plus the keys `get_plugin_config` adds (docs/protocol.md §4.3). lua-cjson escapes `/` as `\/`.
     pub fn kong_config_json(&self) -> String {
         use serde_json::Value as J;
         let mut conf = self.config.clone();
@@ -166,7 +166,7 @@ impl PluginRunner {
             .map(|e| e.id)
     }
 
-    /// MsgPack: a `serverPid` notification with a new pid drops the cached instances (spec §4.6).
+    /// MsgPack: a `serverPid` notification with a new pid drops the cached instances (docs/protocol.md §4.6).
     fn check_server_pid(&self) {
         if let Client::MsgPack(c) = &*self.client {
             let now = c.pid_changes();

@@ -1,4 +1,4 @@
-//! Kong's host loop (spec §4.3 – §4.7, §5.3, §5.6).
+//! Kong's host loop (docs/protocol.md §4.3 – §4.7, §5.3, §5.6).
 //!
 //! The host is always the client: it connects, sends one request, reads until the matching answer.
 //! This module is protocol machinery only; PDK callbacks are answered by a [`Pdk`] implementation.
@@ -40,7 +40,7 @@ pub use mock_kong_codec::event::{
     DEFAULT_MAX_NOTIFICATIONS,
 };
 
-/// Per-operation timeouts. Kong uses nginx's 60 s defaults for each (spec §7); mock-kong defaults
+/// Per-operation timeouts. Kong uses nginx's 60 s defaults for each (docs/protocol.md §7); mock-kong defaults
 /// to 10 s so a stuck server fails a test run quickly.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -65,7 +65,7 @@ impl Default for Timeouts {
     }
 }
 
-/// How MsgPack calls pick a pooled connection (spec §4.1, §10.1).
+/// How MsgPack calls pick a pooled connection (docs/protocol.md §4.1, §10.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum PoolPolicy {
@@ -79,7 +79,7 @@ pub enum PoolPolicy {
 }
 
 /// The default of [`HostOptions::call_deadline`]: this many read timeouts (60 s with the default
-/// 10 s read timeout, the per-operation value Kong itself uses, spec §7).
+/// 10 s read timeout, the per-operation value Kong itself uses, docs/protocol.md §7).
 pub const CALL_DEADLINE_READS: u32 = 6;
 
 /// Everything the host needs to talk to one plugin server.
@@ -101,11 +101,11 @@ pub struct HostOptions {
     /// Record every frame sent and received (for `-v`).
     pub trace: bool,
     /// How many times an event is retried after "no plugin instance" / a closed connection
-    /// (Kong: unbounded, spec §4.6; here bounded and reported).
+    /// (Kong: unbounded, docs/protocol.md §4.6; here bounded and reported).
     pub max_retries: u32,
     /// The overall time one exchange may take: a MsgPack call from request to response, a
     /// ProtoBuf message (a method name with its arguments, an `RpcReturn`) from the moment the
-    /// host waits for it. Kong has per-operation timeouts only (spec §7), which a server
+    /// host waits for it. Kong has per-operation timeouts only (docs/protocol.md §7), which a server
     /// trickling one byte per read timeout defeats; this bounds that too.
     /// `None`: [`CALL_DEADLINE_READS`] × `timeouts.read`.
     pub call_deadline: Option<Duration>,
@@ -305,7 +305,7 @@ pub struct EventReport {
     pub end: EventEnd,
     /// Connections used by this event, in order of first use.
     pub connections: Vec<u64>,
-    /// How often the event was retried after an instance reset (spec §4.6).
+    /// How often the event was retried after an instance reset (docs/protocol.md §4.6).
     pub retries: u32,
     /// Notes about server behaviour Kong tolerates but a user should see.
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -1,12 +1,12 @@
-//! Plays a scenario through a session the way Kong runs one request (spec §6): the phases in
+//! Plays a scenario through a session the way Kong runs one request (docs/protocol.md §6): the phases in
 //! Kong's order; `rewrite`/`access` on the client request; the upstream answers (buffered when
 //! a `response` handler exists); an exit ends the request and only `log` still runs; `log`
 //! runs after the client response from the saved data.
 //!
 //! Failures are treated as Kong treats them: a PDK call that raises in `rewrite`/`access` makes
-//! Kong answer 500 (spec §4.7); a failed ProtoBuf event answers 500 from Kong 3.8 on (spec
+//! Kong answer 500 (docs/protocol.md §4.7); a failed ProtoBuf event answers 500 from Kong 3.8 on (spec
 //! §5.6), and is only logged before; a MsgPack host-side error is logged and the request
-//! continues without the plugin's effect (spec §4.7).
+//! continues without the plugin's effect (docs/protocol.md §4.7).
 
 use std::time::{Duration, Instant};
 
@@ -368,7 +368,7 @@ pub fn build_request(s: &Scenario, version: KongVersion, protocol: Protocol) -> 
     req
 }
 
-/// The phases before the upstream is called: a Lua error there answers 500 (spec §4.7).
+/// The phases before the upstream is called: a Lua error there answers 500 (docs/protocol.md §4.7).
 const REQUEST_PHASES: Phases = Phases::of(&[Phase::Certificate, Phase::Rewrite, Phase::Access]);
 
 /// Plays `s` over `session`.
@@ -396,7 +396,7 @@ pub async fn run(s: &Scenario, session: &Session, opts: &RunOptions) -> Scenario
     if let Some(reason) = not_applicable(s, opts.server_key.as_deref(), protocol) {
         return ScenarioResult::not_run(s, &server, protocol, version, Outcome::Skipped, reason);
     }
-    // Which plugin Kong registers from this dump (spec §2, §9).
+    // Which plugin Kong registers from this dump (docs/protocol.md §2, §9).
     let first = session.dump.plugin();
     let info = if version.first_dump_entry_only() {
         if first.name != s.plugin {
@@ -485,7 +485,7 @@ pub async fn run(s: &Scenario, session: &Session, opts: &RunOptions) -> Scenario
                     EventEnd::Done | EventEnd::Exit { .. } => {}
                     EventEnd::Raised { method, error } => {
                         raised.push((phase.clone(), method.clone(), error.clone()));
-                        // Kong: a Lua error in rewrite/access answers 500 (spec §4.7).
+                        // Kong: a Lua error in rewrite/access answers 500 (docs/protocol.md §4.7).
                         if in_request && !req.exited {
                             req.fail(500);
                         }

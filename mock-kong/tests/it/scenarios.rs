@@ -1,4 +1,4 @@
-//! `mock-kong run` and the scenario API: the shipped scenarios (spec §8 items 9, 11, 12 and one
+//! `mock-kong run` and the scenario API: the shipped scenarios (docs/protocol.md §8 items 9, 11, 12 and one
 //! per PDK module) against the reference server in both protocols and against each installed
 //! peer; a failing scenario's diff; the JSON and JUnit reports.
 
@@ -343,7 +343,7 @@ fn bad_scenario_file_is_a_usage_error_and_the_others_still_run() {
 }
 
 /// Kong 3.9 registers only the first plugin of a dump; `--kong-version 3.8` uses any entry
-/// (spec §2, §9). The reference server lists the requested plugin first, so a scenario for
+/// (docs/protocol.md §2, §9). The reference server lists the requested plugin first, so a scenario for
 /// another plugin on the same session shows the difference.
 #[tokio::test(flavor = "current_thread")]
 async fn kong_version_switches_multi_plugin_dumps() {
