@@ -9,7 +9,7 @@
 //! cosocket pool and `plugin_servers` instance table. All loops of one worker share that
 //! worker's pool, as concurrent requests of one nginx worker do: with `MsgPack:1` every RPC call
 //! checks a connection out of the pool (so C loops keep up to C connections busy), with
-//! `ProtoBuf:1` each event holds one pooled connection for its whole conversation (spec §4.1,
+//! `ProtoBuf:1` each event holds one pooled connection for its whole conversation (docs/protocol.md §4.1,
 //! §5.1). The default is one Kong worker (Kong's `nginx_worker_processes = 1`); the sweep's
 //! multicore variant uses several.
 //!
@@ -41,9 +41,13 @@ use hdrhistogram::Histogram;
 use mock_kong::host::{
     io_totals, Client, EventEnd, HostError, IoTotals, PluginEntity, PluginRunner,
 };
-use mock_kong::pdk::SimpleRequest;
+use mock_kong::pdk::{KongRequest, KongVersion, SimpleRequest};
+use mock_kong::plugin_config::ConfigRejected;
 use mock_kong::process::ServerProcess;
-use mock_kong::session::Session;
+use mock_kong::scenario::model::RequestSpec;
+use mock_kong::scenario::runner::build_request;
+use mock_kong::scenario::Scenario;
+use mock_kong::session::{kong_order, Session};
 use tokio::time::Instant;
 
 use crate::procstat::{self, IoSample};
@@ -97,10 +101,38 @@ impl Via {
     }
 }
 
+/// Any plugin, measured through the emulated Kong request (the one `mock-kong run` plays):
+/// every phase the plugin declares, its config as Kong builds it from the schema, the request
+/// the options describe. The PDK calls per request are what the plugin's transcript shows.
+#[derive(Debug, Clone, Default)]
+pub struct CustomLoad {
+    /// The plugin's config (`--config`).
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// Send the config as given (`--raw-config`): no schema defaults, no check.
+    pub raw_config: bool,
+    /// The client request (`--http-method`, `--path`, `--query`, `--header`, `--body`).
+    pub request: RequestSpec,
+}
+
+impl CustomLoad {
+    /// The config Kong would send for `plugin` on this server (defaults filled, checked).
+    pub fn kong_config(
+        &self,
+        plugin: &mock_kong::dump::PluginInfo,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, ConfigRejected> {
+        if self.raw_config {
+            Ok(self.config.clone())
+        } else {
+            mock_kong::plugin_config::kong_config(&plugin.name, &plugin.schema, &self.config)
+        }
+    }
+}
+
 /// What to measure at one point.
 #[derive(Debug, Clone)]
 pub struct PointSpec {
-    /// PDK calls per request (the `bench` plugin's `calls`).
+    /// PDK calls per request: the `bench` plugin's `calls`; for a [`CustomLoad`], what the
+    /// sample request's transcript shows (set by [`prepare`]).
     pub calls: u32,
     /// The repeated PDK method (`bench`'s `method`).
     pub method: String,
@@ -113,6 +145,9 @@ pub struct PointSpec {
     pub warmup: Duration,
     /// The measurement window.
     pub duration: Duration,
+    /// Any plugin instead of the bench plugin's fast path (`None`: `bench` with `calls` and
+    /// `method`, access phase only, the minimal request).
+    pub custom: Option<CustomLoad>,
 }
 
 /// Why a point could not be measured at all.
@@ -132,6 +167,33 @@ pub enum DriverError {
     },
     #[error("the proxy could not be set up: {0}")]
     Proxy(String),
+    #[error(
+        "the plugin `{0}` is not in the server's dump (Kong 3.9 registers its first plugin, `{1}`)"
+    )]
+    NotServed(String, String),
+    #[error(transparent)]
+    Config(#[from] ConfigRejected),
+}
+
+/// What one IPC request does: the bench plugin's minimal request in the access phase, or the
+/// emulated Kong request through every phase of the plugin.
+#[derive(Clone)]
+pub enum IpcRequest {
+    Bench(SimpleRequest),
+    Kong {
+        template: Arc<KongRequest>,
+        phases: Arc<[String]>,
+    },
+}
+
+impl IpcRequest {
+    /// Events per request (round trips beyond the PDK calls).
+    fn events(&self) -> u32 {
+        match self {
+            IpcRequest::Bench(_) => 1,
+            IpcRequest::Kong { phases, .. } => u32::try_from(phases.len()).unwrap_or(u32::MAX),
+        }
+    }
 }
 
 /// How a point's requests reach the plugin server.
@@ -141,6 +203,7 @@ pub enum Transport {
     Ipc {
         entity: Arc<PluginEntity>,
         workers: Vec<Arc<PluginRunner>>,
+        request: IpcRequest,
     },
     /// Over HTTP through `mock-kong proxy` ([`crate::http`]).
     Http(crate::http::HttpPoint),
@@ -165,6 +228,14 @@ impl PreparedPoint {
         }
     }
 
+    /// Plugin-server events per request (round trips beyond the PDK calls).
+    pub fn events_per_request(&self) -> u32 {
+        match &self.transport {
+            Transport::Ipc { request, .. } => request.events(),
+            Transport::Http(h) => h.events(),
+        }
+    }
+
     /// Stops what the point started (the proxy of an HTTP point).
     pub async fn finish(self) {
         if let Transport::Http(h) = self.transport {
@@ -174,6 +245,9 @@ impl PreparedPoint {
 
     /// A warning when the sample request made another number of PDK calls than configured.
     pub fn call_count_warning(&self) -> Option<String> {
+        if self.spec.custom.is_some() {
+            return None;
+        }
         (self.verified_calls != self.spec.calls as usize).then(|| {
             format!(
                 "the bench plugin made {} PDK call(s) where {} were configured (transcript of the sample request); a bench plugin must make exactly `calls` calls (plugins/README.md). Measured as it is: the counters show the calls made",
@@ -209,32 +283,61 @@ pub async fn prepare(
     spec: PointSpec,
 ) -> Result<PreparedPoint, DriverError> {
     check(&spec)?;
-    let entity = Arc::new(PluginEntity::new(
-        plugin,
-        bench_config(spec.calls, &spec.method),
-    ));
+    let (config, requester) = match &spec.custom {
+        None => (
+            bench_config(spec.calls, &spec.method),
+            IpcRequest::Bench(request_template()),
+        ),
+        Some(custom) => {
+            let info = session
+                .dump
+                .plugins
+                .iter()
+                .find(|p| p.name == plugin)
+                .ok_or_else(|| {
+                    DriverError::NotServed(plugin.to_owned(), session.dump.plugin().name.clone())
+                })?;
+            let config = custom.kong_config(info)?;
+            let scenario = Scenario {
+                plugin: plugin.to_owned(),
+                request: custom.request.clone(),
+                ..Scenario::default()
+            };
+            let template = build_request(&scenario, KongVersion::DEFAULT, session.protocol());
+            let phases: Vec<String> = kong_order(&info.phases)
+                .into_iter()
+                .filter(|p| p != "preread")
+                .collect();
+            (
+                config,
+                IpcRequest::Kong {
+                    template: Arc::new(template),
+                    phases: phases.into(),
+                },
+            )
+        }
+    };
+    let entity = Arc::new(PluginEntity::new(plugin, config));
     let opts = session.client().options().clone();
     let mut workers = Vec::with_capacity(spec.kong_workers);
     let mut verified = 0;
     for _ in 0..spec.kong_workers {
         let runner = Arc::new(PluginRunner::new(Arc::new(Client::new(opts.clone()))));
-        let mut pdk = request_template();
-        let report = runner
-            .run_event(&entity, PHASE, &mut pdk)
-            .await
-            .map_err(|error| DriverError::Sample {
-                calls: spec.calls,
-                error,
-            })?;
-        if report.end != EventEnd::Done {
-            return Err(DriverError::SampleEnd { end: report.end });
-        }
-        verified = report.calls.len();
+        let mut req = requester.clone();
+        verified = sample(&runner, &entity, &mut req, spec.calls).await?;
         workers.push(runner);
+    }
+    let mut spec = spec;
+    if spec.custom.is_some() {
+        spec.calls = u32::try_from(verified).unwrap_or(u32::MAX);
     }
     Ok(PreparedPoint {
         spec,
-        transport: Transport::Ipc { entity, workers },
+        transport: Transport::Ipc {
+            entity,
+            workers,
+            request: requester,
+        },
         verified_calls: verified,
     })
 }
@@ -254,6 +357,48 @@ pub(crate) fn check(spec: &PointSpec) -> Result<(), DriverError> {
         }
     }
     Ok(())
+}
+
+/// The sample request of a point: it must complete (an exit counts for a plugin of the user's
+/// own, not for the bench plugin). Returns its PDK calls.
+async fn sample(
+    runner: &PluginRunner,
+    entity: &PluginEntity,
+    req: &mut IpcRequest,
+    calls: u32,
+) -> Result<usize, DriverError> {
+    let sample_error = |error| DriverError::Sample { calls, error };
+    match req {
+        IpcRequest::Bench(pdk) => {
+            let report = runner
+                .run_event(entity, PHASE, pdk)
+                .await
+                .map_err(sample_error)?;
+            if report.end != EventEnd::Done {
+                return Err(DriverError::SampleEnd { end: report.end });
+            }
+            Ok(report.calls.len())
+        }
+        IpcRequest::Kong { template, phases } => {
+            let mut r = (**template).clone();
+            let mut made = 0;
+            for phase in phases.iter() {
+                if r.exited && phase != "log" {
+                    continue;
+                }
+                r.enter_phase(phase);
+                let report = runner
+                    .run_event(entity, phase, &mut r)
+                    .await
+                    .map_err(sample_error)?;
+                made += report.calls.len();
+                if !matches!(report.end, EventEnd::Done | EventEnd::Exit { .. }) {
+                    return Err(DriverError::SampleEnd { end: report.end });
+                }
+            }
+            Ok(made)
+        }
+    }
 }
 
 /// Server resource use over a trial's window.
@@ -423,6 +568,7 @@ fn end_kind(end: &EventEnd) -> Option<&'static str> {
         EventEnd::Exit { .. } => Some("plugin_exit"),
         EventEnd::Raised { .. } => Some("pdk_raised"),
         EventEnd::MethodNotFound { .. } => Some("method_not_found"),
+        EventEnd::Failed { .. } => Some("failed"),
     }
 }
 
@@ -437,22 +583,52 @@ pub trait Requester: Send + 'static {
 struct IpcRequester {
     runner: Arc<PluginRunner>,
     entity: Arc<PluginEntity>,
-    pdk: SimpleRequest,
+    request: IpcRequest,
 }
 
 impl Requester for IpcRequester {
     async fn request(&mut self) -> Result<u64, &'static str> {
-        self.pdk.response_headers.clear();
-        match self
-            .runner
-            .run_event(&self.entity, PHASE, &mut self.pdk)
-            .await
-        {
-            Ok(report) => match end_kind(&report.end) {
-                None => Ok(report.calls.len() as u64),
-                Some(k) => Err(k),
-            },
-            Err(e) => Err(error_kind(&e)),
+        one_request(&self.runner, &self.entity, &mut self.request).await
+    }
+}
+
+/// Runs one request; its PDK calls, or `Err(kind)` on failure.
+async fn one_request(
+    runner: &PluginRunner,
+    entity: &PluginEntity,
+    req: &mut IpcRequest,
+) -> Result<u64, &'static str> {
+    match req {
+        IpcRequest::Bench(pdk) => {
+            pdk.response_headers.clear();
+            match runner.run_event(entity, PHASE, pdk).await {
+                Ok(report) => match end_kind(&report.end) {
+                    None => Ok(report.calls.len() as u64),
+                    Some(k) => Err(k),
+                },
+                Err(e) => Err(error_kind(&e)),
+            }
+        }
+        IpcRequest::Kong { template, phases } => {
+            let mut r = (**template).clone();
+            let mut calls = 0;
+            for phase in phases.iter() {
+                if r.exited && phase != "log" {
+                    continue;
+                }
+                r.enter_phase(phase);
+                let report = runner
+                    .run_event(entity, phase, &mut r)
+                    .await
+                    .map_err(|e| error_kind(&e))?;
+                calls += report.calls.len() as u64;
+                match report.end {
+                    // A plugin of the user's own may end the request (an auth plugin saying no).
+                    EventEnd::Done | EventEnd::Exit { .. } => {}
+                    ref other => return Err(end_kind(other).unwrap_or("failed")),
+                }
+            }
+            Ok(calls)
         }
     }
 }
@@ -472,7 +648,8 @@ async fn closed_loop<R: Requester>(mut requester: R, w: Arc<Window>) -> LoopOut 
     };
     loop {
         let start = Instant::now();
-        if start >= w.end {
+        // After SIGINT/SIGTERM the trial ends early; the sweep drops it.
+        if start >= w.end || mock_kong::edge::stopping() {
             break;
         }
         let res = requester.request().await;
@@ -535,7 +712,7 @@ async fn open_loop<R: Requester>(
             break;
         };
         let intended = t0 + offset;
-        if intended >= w.end {
+        if intended >= w.end || mock_kong::edge::stopping() {
             break;
         }
         let now = Instant::now();
@@ -586,6 +763,15 @@ async fn open_loop<R: Requester>(
     out
 }
 
+/// Sleeps until `t`, or until SIGINT/SIGTERM asks loadgen to stop (then the trial in progress
+/// ends early and the caller drops it).
+async fn until_or_stopped(t: Instant) {
+    tokio::select! {
+        () = tokio::time::sleep_until(t) => {}
+        () = mock_kong::edge::until_stopped() => {}
+    }
+}
+
 /// Runs one trial of `point` (warm-up, then the window), optionally killing the server in the
 /// middle of the window.
 pub async fn run_trial(
@@ -634,11 +820,15 @@ pub async fn run_trial_on(
     for i in 0..spec.concurrency {
         let w = window.clone();
         match &point.transport {
-            Transport::Ipc { entity, workers } => {
+            Transport::Ipc {
+                entity,
+                workers,
+                request,
+            } => {
                 let requester = IpcRequester {
                     runner: workers[i % workers.len()].clone(),
                     entity: entity.clone(),
-                    pdk: request_template(),
+                    request: request.clone(),
                 };
                 spawn_loop(&mut set, requester, spec.mode, w, t0, &next);
             }
@@ -649,18 +839,18 @@ pub async fn run_trial_on(
     }
     // Samples at the window edges; the exact counters are opened during the warm-up.
     let counting = Counting::attach(process.and_then(|p| p.pid()));
-    tokio::time::sleep_until(window.start).await;
+    until_or_stopped(window.start).await;
     let server_pid = process.and_then(|p| p.pid());
     let server_before = server_pid.and_then(procstat::sample);
     let harness_before = HarnessSnapshot::take(&counting);
     let cpu_before = procstat::self_cpu();
     if let Some(chaos) = chaos {
-        tokio::time::sleep_until(window.start + chaos.kill_after).await;
+        until_or_stopped(window.start + chaos.kill_after).await;
         if let Some(p) = process {
             p.signal(libc::SIGKILL);
         }
     }
-    tokio::time::sleep_until(window.end).await;
+    until_or_stopped(window.end).await;
     let harness_after = HarnessSnapshot::take(&counting);
     let cpu_after = procstat::self_cpu();
     let server_after = process.and_then(|p| p.pid()).and_then(procstat::sample);
@@ -789,7 +979,7 @@ pub async fn run_trial_on(
             (Some(b), Some(a)) => a.saturating_sub(b),
             _ => 0,
         },
-        round_trips_per_request: spec.calls + 1,
+        round_trips_per_request: spec.calls + point.events_per_request(),
         counters,
     }
 }

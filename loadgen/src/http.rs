@@ -19,13 +19,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use mock_kong::pdk::KongVersion;
 use mock_kong::proxy::{
     ChainPlugin, HttpServer, PluginChain, Proxy, ProxyOptions, PDK_CALLS_HEADER,
 };
+use mock_kong::scenario::model::RequestSpec;
 use mock_kong::session::{Session, SessionOptions};
 use mock_kong::target::{self, Placement, TargetSpec};
 use mock_kong::Protocol;
@@ -42,6 +43,12 @@ pub struct HttpPoint {
     proxy: Option<Proxy>,
     /// Whether answers must carry the PDK-calls header (the proxy's do, a plain server's not).
     counts_calls: bool,
+    /// The request every loop sends.
+    request: Arc<RequestTemplate>,
+    /// Plugin-server events per request (the plugins' declared HTTP phases).
+    events: u32,
+    /// Whether a 4xx answer (a plugin's `kong.response.exit`) completes a request.
+    exits_ok: bool,
 }
 
 impl HttpPoint {
@@ -51,7 +58,14 @@ impl HttpPoint {
             addr: self.addr,
             conn: None,
             counts_calls: self.counts_calls,
+            request: self.request.clone(),
+            exits_ok: self.exits_ok,
         }
+    }
+
+    /// Plugin-server events per request.
+    pub fn events(&self) -> u32 {
+        self.events
     }
 
     /// Stops the proxy (requests in flight finish first).
@@ -62,12 +76,107 @@ impl HttpPoint {
     }
 }
 
-/// One keep-alive connection sending `GET /` (`Host: example.com`, `x-bench: 1`, the header
-/// the bench plugin reads) and reading each answer whole.
+/// What each request of a point is: by default `GET /` with `Host: example.com` and `x-bench: 1`
+/// (the header the bench plugin reads); with loadgen's request options (`--http-method`,
+/// `--path`, `--query`, `--header`, `--body`) what they describe.
+#[derive(Debug, Clone)]
+pub struct RequestTemplate {
+    method: hyper::Method,
+    uri: String,
+    headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
+    body: Bytes,
+}
+
+impl RequestTemplate {
+    /// The bench plugin's request.
+    pub fn bench() -> RequestTemplate {
+        RequestTemplate {
+            method: hyper::Method::GET,
+            uri: "/".into(),
+            headers: vec![
+                (
+                    hyper::header::HOST,
+                    hyper::header::HeaderValue::from_static("example.com"),
+                ),
+                (
+                    hyper::header::HeaderName::from_static("x-bench"),
+                    hyper::header::HeaderValue::from_static("1"),
+                ),
+            ],
+            body: Bytes::new(),
+        }
+    }
+
+    /// The request `spec` describes (what `mock-kong run` would emulate), as real HTTP.
+    pub fn from_spec(spec: &RequestSpec) -> Result<RequestTemplate, String> {
+        let method = spec.method.as_deref().unwrap_or("GET");
+        let method = hyper::Method::from_bytes(method.as_bytes())
+            .map_err(|_| format!("`{method}` is not an HTTP method"))?;
+        let mut uri = spec.path.clone().unwrap_or_else(|| "/".into());
+        if !uri.starts_with('/') {
+            uri.insert(0, '/');
+        }
+        if let Some(q) = spec.query.as_deref().filter(|q| !q.is_empty()) {
+            uri.push('?');
+            uri.push_str(q);
+        }
+        uri.parse::<hyper::Uri>()
+            .map_err(|e| format!("`{uri}` is not a request target: {e}"))?;
+        let mut headers = Vec::new();
+        let mut push = |name: &str, value: &str| -> Result<(), String> {
+            let n = hyper::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("`{name}` is not a header name"))?;
+            let v = hyper::header::HeaderValue::from_str(value)
+                .map_err(|_| format!("the value of header `{name}` is not valid in HTTP"))?;
+            headers.push((n, v));
+            Ok(())
+        };
+        if !spec.headers.keys().any(|k| k.eq_ignore_ascii_case("host")) {
+            push("host", spec.host.as_deref().unwrap_or("example.com"))?;
+        }
+        for (name, value) in &spec.headers {
+            match value {
+                serde_json::Value::Array(list) => {
+                    for v in list {
+                        push(name, &json_text(v))?;
+                    }
+                }
+                v => push(name, &json_text(v))?,
+            }
+        }
+        Ok(RequestTemplate {
+            method,
+            uri,
+            headers,
+            body: Bytes::from(spec.body.clone().unwrap_or_default()),
+        })
+    }
+
+    fn build(&self) -> Result<hyper::Request<Full<Bytes>>, hyper::http::Error> {
+        let mut b = hyper::Request::builder()
+            .method(self.method.clone())
+            .uri(self.uri.as_str());
+        for (n, v) in &self.headers {
+            b = b.header(n, v);
+        }
+        b.body(Full::new(self.body.clone()))
+    }
+}
+
+fn json_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// One keep-alive connection sending the point's request and reading each answer whole.
 pub struct HttpRequester {
     addr: SocketAddr,
-    conn: Option<SendRequest<Empty<Bytes>>>,
+    conn: Option<SendRequest<Full<Bytes>>>,
     counts_calls: bool,
+    request: Arc<RequestTemplate>,
+    exits_ok: bool,
 }
 
 /// The error kind of an answer with `status`.
@@ -86,7 +195,7 @@ fn status_kind(status: u16) -> &'static str {
 }
 
 impl HttpRequester {
-    async fn connection(&mut self) -> Result<&mut SendRequest<Empty<Bytes>>, &'static str> {
+    async fn connection(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, &'static str> {
         let open = matches!(&self.conn, Some(c) if !c.is_closed());
         if !open {
             let stream = tokio::net::TcpStream::connect(self.addr)
@@ -106,13 +215,9 @@ impl HttpRequester {
 
     async fn exchange(&mut self) -> Result<u64, &'static str> {
         let counts_calls = self.counts_calls;
+        let req = self.request.build().map_err(|_| "http_request")?;
         let sender = self.connection().await?;
         sender.ready().await.map_err(|_| "http_connection")?;
-        let req = hyper::Request::get("/")
-            .header(hyper::header::HOST, "example.com")
-            .header("x-bench", "1")
-            .body(Empty::new())
-            .map_err(|_| "http_request")?;
         let resp = sender
             .send_request(req)
             .await
@@ -127,7 +232,10 @@ impl HttpRequester {
             .collect()
             .await
             .map_err(|_| "http_connection")?;
-        if status != 200 {
+        // A plugin of the user's own may end a request (an auth plugin's 401/403, `exits_ok`);
+        // the bench plugin never does. Kong's own 5xx answers are always failures.
+        let completed = status == 200 || (self.exits_ok && status < 500);
+        if !completed {
             return Err(status_kind(status));
         }
         match (counts_calls, calls) {
@@ -180,7 +288,14 @@ async fn start_proxy(
     chain: PluginChain,
     workers: usize,
     calls: u32,
+    request: RequestTemplate,
+    exits_ok: bool,
 ) -> Result<(HttpPoint, u64), DriverError> {
+    let events = chain
+        .plugins()
+        .iter()
+        .map(|p| p.http_phases().len())
+        .sum::<usize>();
     let mut opts = ProxyOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)));
     opts.workers = workers;
     opts.pdk_calls_header = true;
@@ -192,6 +307,9 @@ async fn start_proxy(
         addr: proxy.addr(),
         proxy: Some(proxy),
         counts_calls: true,
+        request: Arc::new(request),
+        events: u32::try_from(events).unwrap_or(u32::MAX),
+        exits_ok,
     };
     match point.requester().request().await {
         Ok(n) => Ok((point, n)),
@@ -218,9 +336,24 @@ pub async fn prepare(
         .registered_plugin(plugin, KongVersion::DEFAULT)
         .map_err(DriverError::Proxy)?
         .clone();
-    let config = driver::bench_config(spec.calls, &spec.method);
+    let (config, request) = match &spec.custom {
+        None => (
+            driver::bench_config(spec.calls, &spec.method),
+            RequestTemplate::bench(),
+        ),
+        Some(custom) => (
+            custom.kong_config(&info)?,
+            RequestTemplate::from_spec(&custom.request).map_err(DriverError::Invalid)?,
+        ),
+    };
+    let custom = spec.custom.is_some();
     let chain = PluginChain::new(vec![ChainPlugin::new(session, info, config)]);
-    let (point, verified) = start_proxy(chain, spec.kong_workers, spec.calls).await?;
+    let (point, verified) =
+        start_proxy(chain, spec.kong_workers, spec.calls, request, custom).await?;
+    let mut spec = spec;
+    if custom {
+        spec.calls = u32::try_from(verified).unwrap_or(u32::MAX);
+    }
     Ok(PreparedPoint {
         spec,
         transport: Transport::Http(point),
@@ -275,7 +408,7 @@ pub async fn http_floor(
             info,
             serde_json::Map::new(),
         )]);
-        let (proxy, _) = start_proxy(chain, 1, 0)
+        let (proxy, _) = start_proxy(chain, 1, 0, RequestTemplate::bench(), false)
             .await
             .map_err(|e| format!("the proxy with plugin idle: {e}"))?;
         let hello = HttpServer::start_hello().map_err(|e| format!("the hello server: {e}"))?;
@@ -287,6 +420,7 @@ pub async fn http_floor(
             mode: Mode::Closed,
             warmup,
             duration,
+            custom: None,
         };
         let sides = [
             PreparedPoint {
@@ -295,6 +429,9 @@ pub async fn http_floor(
                     addr: hello.addr(),
                     proxy: None,
                     counts_calls: false,
+                    request: Arc::new(RequestTemplate::bench()),
+                    events: 0,
+                    exits_ok: false,
                 }),
                 verified_calls: 0,
             },

@@ -15,13 +15,13 @@ use mock_kong::session::{Session, SessionOptions};
 use mock_kong::target::{self, Placement, TargetSpec};
 use mock_kong::Protocol;
 
-use crate::driver::{self, Chaos, DriverError, Mode, PointSpec, Via};
+use crate::driver::{self, Chaos, CustomLoad, DriverError, Mode, PointSpec, Via};
 use crate::floor;
 use crate::procstat;
 use crate::results::{FailureRecord, PointRecord, Results, Settings};
 use crate::stats;
 
-/// The plugin every target must host.
+/// The plugin measured unless `--plugin` names another.
 pub const PLUGIN: &str = "bench";
 
 /// One server to measure.
@@ -30,6 +30,8 @@ pub struct TargetDef {
     /// The name in results: a peer name, `reference`, or the name of a command pair.
     pub label: String,
     pub spec: TargetSpec,
+    /// Where its socket lies (`--socket`, `--prefix`; default: a private directory).
+    pub placement: Placement,
 }
 
 impl TargetDef {
@@ -43,6 +45,7 @@ impl TargetDef {
                 exe,
                 faults: Vec::new(),
             },
+            placement: Placement::default(),
         }
     }
 }
@@ -78,6 +81,12 @@ pub struct SweepPlan {
     pub warmup: Duration,
     pub trials: usize,
     pub method: String,
+    /// The plugin measured ([`PLUGIN`] by default).
+    pub plugin: String,
+    /// Any plugin through the emulated Kong request instead of the bench plugin's fast path;
+    /// `calls` then holds one placeholder value, and each point's PDK calls come from the
+    /// plugin's transcript.
+    pub custom: Option<CustomLoad>,
     pub session: SessionOptions,
     /// Measure the raw ping-pong floor for each protocol met.
     pub floor: bool,
@@ -122,6 +131,8 @@ pub trait Progress {
     fn trial_done(&self);
     /// A line to show (warnings, failures).
     fn note(&self, line: &str);
+    /// A point was measured (its figures, for a progress log when there is no progress bar).
+    fn point_done(&self, _label: &str, _record: &PointRecord) {}
 }
 
 /// Progress that shows nothing.
@@ -195,13 +206,22 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
             method: plan.method.clone(),
             runtime_threads: plan.runtime_threads,
             forks: None,
+            plugin: plan.custom.as_ref().map(|_| plan.plugin.clone()),
+            plugin_config: plan
+                .custom
+                .as_ref()
+                .map(|c| serde_json::Value::Object(c.config.clone())),
         },
     );
     let plans = point_plans(plan);
     let mut point_index = 0usize;
     let mut floors_done: Vec<Protocol> = Vec::new();
     for target in &plan.targets {
-        let resolved = match target::resolve(&target.spec, &Placement::default(), PLUGIN) {
+        if mock_kong::edge::stopping() {
+            results.interrupted = true;
+            break;
+        }
+        let resolved = match target::resolve(&target.spec, &target.placement, &plan.plugin) {
             Ok(r) => r,
             Err(e) => {
                 fail_target(
@@ -249,8 +269,12 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
             }
         }
         for pp in &plans {
+            if mock_kong::edge::stopping() {
+                results.interrupted = true;
+                break;
+            }
             let label = format!(
-                "{}{} {} {} c={} calls={}{}",
+                "{}{} {} {} c={} {}{}",
                 target.label,
                 if plan.via == Via::Http {
                     " via http"
@@ -260,7 +284,10 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
                 protocol,
                 pp.mode.name(),
                 pp.concurrency,
-                pp.calls,
+                match &plan.custom {
+                    None => format!("calls={}", pp.calls),
+                    Some(_) => format!("plugin {}", plan.plugin),
+                },
                 if pp.variant == "single" {
                     String::new()
                 } else {
@@ -276,8 +303,9 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
                 mode: pp.mode,
                 warmup: plan.warmup,
                 duration: plan.duration,
+                custom: plan.custom.clone(),
             };
-            let prepared = prepare_with_retry(&session, spec, plan.via).await;
+            let prepared = prepare_with_retry(&session, &plan.plugin, spec, plan.via).await;
             let prepared = match prepared {
                 Ok(p) => p,
                 Err(e) => {
@@ -306,15 +334,24 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
                     .map(|c| Chaos {
                         kill_after: c.after,
                     });
-                trials.push(driver::run_trial(&session, &prepared, chaos).await);
+                let trial = driver::run_trial(&session, &prepared, chaos).await;
+                if mock_kong::edge::stopping() {
+                    // Cut short by SIGINT/SIGTERM: not a measurement.
+                    results.interrupted = true;
+                    break;
+                }
+                trials.push(trial);
                 progress.trial_done();
+            }
+            if trials.is_empty() {
+                break;
             }
             note_counting(&mut results, &trials);
             let via = prepared.via();
             let mut rec = PointRecord::from_trials(
                 &target.label,
                 protocol.as_str(),
-                pp.calls,
+                prepared.spec.calls,
                 pp.concurrency,
                 pp.kong_workers,
                 pp.mode,
@@ -337,6 +374,7 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
                     rec.errors, rec.error_kinds, rec.server.respawns
                 ));
             }
+            progress.point_done(&label, &rec);
             results.points.push(rec);
             point_index += 1;
             results.loadgen_peak_rss_kib =
@@ -354,14 +392,15 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
 /// respawned (Kong waits at least a second between spawns).
 async fn prepare_with_retry(
     session: &Session,
+    plugin: &str,
     spec: PointSpec,
     via: Via,
 ) -> Result<driver::PreparedPoint, DriverError> {
     let mut attempt = 0;
     loop {
         let prepared = match via {
-            Via::Ipc => driver::prepare(session, PLUGIN, spec.clone()).await,
-            Via::Http => crate::http::prepare(session, PLUGIN, spec.clone()).await,
+            Via::Ipc => driver::prepare(session, plugin, spec.clone()).await,
+            Via::Http => crate::http::prepare(session, plugin, spec.clone()).await,
         };
         match prepared {
             Ok(p) => return Ok(p),

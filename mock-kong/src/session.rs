@@ -15,7 +15,7 @@ use crate::process::{LogSink, ProcessError, ServerProcess, SpawnOptions};
 use crate::target::ResolvedTarget;
 use crate::Protocol;
 
-// Kong's order of the phases of one request (spec §6) lives with the phases.
+// Kong's order of the phases of one request (docs/protocol.md §6) lives with the phases.
 pub use crate::pdk::phase::kong_order;
 
 /// Knobs of a session.
@@ -46,7 +46,7 @@ impl Default for SessionOptions {
         SessionOptions {
             timeouts: Timeouts::default(),
             dump_timeout: Duration::from_secs(30),
-            socket_timeout: Duration::from_secs(30),
+            socket_timeout: Duration::from_secs(8),
             grace: Duration::from_secs(2),
             log: LogSink::Stderr,
             trace: false,
@@ -173,7 +173,7 @@ impl Session {
         self.runner.client()
     }
 
-    /// The entry of the dump Kong `version` registers as plugin `name` (spec §2, §9): 3.9 only
+    /// The entry of the dump Kong `version` registers as plugin `name` (docs/protocol.md §2, §9): 3.9 only
     /// the first entry of a dump, older releases any entry. `Err` says why there is none.
     pub fn registered_plugin(
         &self,
@@ -248,7 +248,7 @@ impl Session {
     }
 }
 
-/// The phases before the upstream is called: a Lua error there answers 500 (spec §4.7).
+/// The phases before the upstream is called: a Lua error there answers 500 (docs/protocol.md §4.7).
 const REQUEST_PHASES: Phases = Phases::of(&[Phase::Certificate, Phase::Rewrite, Phase::Access]);
 
 /// What one event did to an emulated request, with Kong's rules for failures applied.
@@ -262,7 +262,7 @@ pub struct PlayedEvent {
     pub error: Option<String>,
 }
 
-/// Plays one phase of `req` through `runner` as Kong does (spec §4.7, §5.6, §6): the request
+/// Plays one phase of `req` through `runner` as Kong does (docs/protocol.md §4.7, §5.6, §6): the request
 /// moves to the phase ([`KongRequest::enter_phase`]), the event runs, and a failure ends the
 /// request the way Kong ends it: a PDK call that raises in `rewrite`/`access` answers 500; a
 /// failed ProtoBuf event (or an unknown method) answers 500 from Kong 3.8 on, and is only logged
@@ -286,17 +286,19 @@ pub async fn play_event(
         raised: None,
         error: None,
     };
-    match runner.run_event(entity, phase, req).await {
+    match runner.run_event_keeping(entity, phase, req).await {
         Ok(ev) => {
             match &ev.end {
                 EventEnd::Done | EventEnd::Exit { .. } => {}
                 EventEnd::Raised { method, error } => {
                     played.raised = Some((method.clone(), error.clone()));
-                    // Kong: a Lua error in rewrite/access answers 500 (spec §4.7).
+                    // Kong: a Lua error in rewrite/access answers 500 (docs/protocol.md §4.7).
                     if in_request && !req.exited {
                         req.fail(500);
                     }
                 }
+                // Only in a failed event's transcript (the Err arm below).
+                EventEnd::Failed { .. } => {}
                 EventEnd::MethodNotFound { method } => {
                     let e = format!("method \"{method}\" not found");
                     req.kong_log("err", format!("pluginserver error: {e}"));
@@ -308,10 +310,12 @@ pub async fn play_event(
             }
             played.event = Some(ev);
         }
-        Err(e) => {
-            let text = e.to_string();
+        Err(failed) => {
+            let text = failed.error.to_string();
             req.kong_log("err", format!("pluginserver error: {text}"));
             played.error = Some(text);
+            // The transcript keeps the calls made before the failure.
+            played.event = Some(failed.partial);
             if req.protocol == Protocol::ProtoBuf
                 && version.protobuf_errors_answer_500()
                 && !in_log

@@ -194,7 +194,7 @@ fn access_sink(target: &str) -> anyhow::Result<LineSink> {
 pub(crate) async fn run(a: ProxyArgs) -> Result<i32, Failure> {
     let o = &a.opts;
     let plugins = if a.plugins.is_empty() {
-        vec![o.server.plugin.clone()]
+        vec![o.server.plugin().to_owned()]
     } else {
         a.plugins.clone()
     };

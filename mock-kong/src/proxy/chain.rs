@@ -7,7 +7,7 @@ use crate::session::{Session, SessionError, SessionOptions};
 use crate::target::{self, Placement, TargetError, TargetSpec};
 use crate::Protocol;
 
-/// The phases an HTTP request can run, in Kong's order (spec §6; `certificate` needs TLS and
+/// The phases an HTTP request can run, in Kong's order (docs/protocol.md §6; `certificate` needs TLS and
 /// `preread` is the stream subsystem's, so neither runs here).
 pub const HTTP_PHASES: [Phase; 4] = [Phase::Rewrite, Phase::Access, Phase::Response, Phase::Log];
 

@@ -2,7 +2,7 @@
 //! port is in front of its external plugins.
 //!
 //! Every request runs the plugins' declared phases in Kong's order through the real plugin
-//! servers (spec §6), with the emulated PDK ([`KongRequest`]) answering from the real HTTP
+//! servers (docs/protocol.md §6), with the emulated PDK ([`KongRequest`]) answering from the real HTTP
 //! request and the real upstream response:
 //!
 //! 1. the client request is read (head and whole body) and becomes the emulated request;

@@ -1,12 +1,12 @@
-//! Plays a scenario through a session the way Kong runs one request (spec §6): the phases in
+//! Plays a scenario through a session the way Kong runs one request (docs/protocol.md §6): the phases in
 //! Kong's order; `rewrite`/`access` on the client request; the upstream answers (buffered when
 //! a `response` handler exists); an exit ends the request and only `log` still runs; `log`
 //! runs after the client response from the saved data.
 //!
 //! Failures are treated as Kong treats them: a PDK call that raises in `rewrite`/`access` makes
-//! Kong answer 500 (spec §4.7); a failed ProtoBuf event answers 500 from Kong 3.8 on (spec
+//! Kong answer 500 (docs/protocol.md §4.7); a failed ProtoBuf event answers 500 from Kong 3.8 on (spec
 //! §5.6), and is only logged before; a MsgPack host-side error is logged and the request
-//! continues without the plugin's effect (spec §4.7).
+//! continues without the plugin's effect (docs/protocol.md §4.7).
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,9 @@ pub struct RunOptions {
     /// The key `servers = [...]` is matched against (`reference`, a peer name, ...). `None`:
     /// every scenario applies.
     pub server_key: Option<String>,
+    /// Send every scenario's config as written (`--raw-config`), as `raw_config = true` does
+    /// for one scenario.
+    pub raw_config: bool,
 }
 
 /// How a scenario ended.
@@ -40,6 +43,9 @@ pub enum Outcome {
     Skipped,
     /// The scenario could not be played (bad phases, plugin not registered, no session).
     Error,
+    /// The scenario cannot be used as written: an unreadable or invalid file, a config the
+    /// plugin's schema rejects. A usage error: `mock-kong run` exits 2.
+    Invalid,
 }
 
 /// One PDK call as a flat transcript line.
@@ -139,13 +145,23 @@ impl ScenarioResult {
         self.outcome == Outcome::Passed
     }
 
-    /// Whether it counts as a failure (failed or could not run).
+    /// Whether it counts as a failure (failed, could not run, or invalid).
     pub fn failed(&self) -> bool {
-        matches!(self.outcome, Outcome::Failed | Outcome::Error)
+        matches!(
+            self.outcome,
+            Outcome::Failed | Outcome::Error | Outcome::Invalid
+        )
     }
 
-    /// A readable explanation: every mismatch (expected vs actual) and the PDK transcript.
+    /// A readable explanation: every mismatch (expected vs actual) and, for a failure, the PDK
+    /// transcript.
     pub fn explain(&self) -> String {
+        self.explain_with(self.failed())
+    }
+
+    /// [`ScenarioResult::explain`], with the PDK transcript when `transcript` (`run -v` shows
+    /// it for passing scenarios too).
+    pub fn explain_with(&self, transcript: bool) -> String {
         let mut out = String::new();
         if let Some(r) = &self.reason {
             out.push_str(&format!("  {r}\n"));
@@ -153,7 +169,7 @@ impl ScenarioResult {
         for m in &self.mismatches {
             out.push_str(&m.render());
         }
-        if self.failed() {
+        if transcript {
             if let Some(o) = &self.observed {
                 out.push_str("  PDK transcript:\n");
                 if o.calls.is_empty() {
@@ -168,6 +184,27 @@ impl ScenarioResult {
             }
         }
         out
+    }
+
+    /// A scenario file that cannot be used (it does not parse, a field is wrong).
+    pub fn invalid_file(
+        path: &std::path::Path,
+        reason: String,
+        version: KongVersion,
+    ) -> ScenarioResult {
+        let scenario = Scenario {
+            file: Some(path.to_owned()),
+            plugin: "?".into(),
+            ..Scenario::default()
+        };
+        ScenarioResult::not_run(
+            &scenario,
+            "-",
+            Protocol::MsgPack,
+            version,
+            Outcome::Invalid,
+            reason,
+        )
     }
 
     pub(crate) fn not_run(
@@ -356,7 +393,7 @@ pub async fn run(s: &Scenario, session: &Session, opts: &RunOptions) -> Scenario
     if let Some(reason) = not_applicable(s, opts.server_key.as_deref(), protocol) {
         return ScenarioResult::not_run(s, &server, protocol, version, Outcome::Skipped, reason);
     }
-    // Which plugin Kong registers from this dump (spec §2, §9).
+    // Which plugin Kong registers from this dump (docs/protocol.md §2, §9).
     let info = match session.registered_plugin(&s.plugin, version) {
         Ok(info) => info,
         Err(e) => return fail(e),
@@ -378,7 +415,25 @@ pub async fn run(s: &Scenario, session: &Session, opts: &RunOptions) -> Scenario
             .filter(|p| p != "preread")
             .collect(),
     };
-    let entity = PluginEntity::new(&s.plugin, s.config.clone());
+    // The config as Kong builds it from the plugin's schema (docs/protocol.md §4.3).
+    let config = if s.raw_config || opts.raw_config {
+        s.config.clone()
+    } else {
+        match crate::plugin_config::kong_config(&info.name, &info.schema, &s.config) {
+            Ok(c) => c,
+            Err(e) => {
+                return ScenarioResult::not_run(
+                    s,
+                    &server,
+                    protocol,
+                    version,
+                    Outcome::Invalid,
+                    e.to_string(),
+                )
+            }
+        }
+    };
+    let entity = PluginEntity::new(&s.plugin, config);
     let mut req = build_request(s, version, protocol);
     req.plugin_id = entity.id.clone();
     if phases.iter().any(|p| p == Phase::Response.as_str()) {
@@ -464,7 +519,8 @@ pub fn summary_json(results: &[ScenarioResult]) -> J {
     let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
     json!({
         "passed": count(Outcome::Passed),
-        "failed": count(Outcome::Failed) + count(Outcome::Error),
+        "failed": count(Outcome::Failed) + count(Outcome::Error) + count(Outcome::Invalid),
+        "invalid": count(Outcome::Invalid),
         "skipped": count(Outcome::Skipped),
         "scenarios": results,
     })

@@ -9,10 +9,15 @@
 //! * `peers`: the real Go / Python / JS plugin servers (installed by `scripts/install-peers.sh`).
 //! * `proxy`: `mock-kong proxy`: HTTP requests through the proxy with every real peer, bad input.
 //! * `scenarios`: `mock-kong run` and the scenario API over the reference server and the peers.
+//! * `docs`: every protocol citation points to a section of docs/protocol.md.
+//! * `newcomer`: a plugin the project has never seen, in Python and JavaScript, through every
+//!   command with nothing but its start and query commands; and every bad input a newcomer
+//!   makes (issue 13).
 
 mod agree;
 mod cli;
 mod conform;
+mod docs;
 mod faults;
 mod peers;
 mod proxy;

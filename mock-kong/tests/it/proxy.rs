@@ -515,7 +515,7 @@ async fn a_plugin_server_dying_mid_request_answers_500_and_the_proxy_keeps_servi
          else touch {d}/died; exec {d}/first/hello -kong-prefix {d}; fi'"
     );
     let spec = TargetSpec::Commands {
-        name: "hello".into(),
+        name: Some("hello".into()),
         start_cmd: Some(start),
         query_cmd: format!("{d}/then/hello -dump"),
     };
