@@ -1410,6 +1410,17 @@ fn print_sweep(r: &Results, out: Option<&std::path::Path>) {
             f.protocol, f.round_trips_per_s, f.rtt_us.p50, f.client_cpu_ns_per_round_trip
         );
     }
+    if let Some(h) = &r.http_floor {
+        println!(
+            "HTTP floor: plain hyper hello {:.0} req/s (p50 {:.1} µs), proxy with no phase {:.0} req/s (p50 {:.1} µs): {:.2} × hello, p50 overhead {:.1} µs",
+            h.hello_rps,
+            h.hello_latency_us.p50,
+            h.proxy_rps,
+            h.proxy_latency_us.p50,
+            h.proxy_share_of_hello,
+            h.proxy_p50_overhead_us
+        );
+    }
     for (proto, eff) in &r.references.harness_efficiency {
         let cpu = r
             .references

@@ -382,7 +382,11 @@ pub struct HttpFloor {
 }
 
 /// Measures the [`HttpFloor`]: `trials` trials of each side, alternating.
+///
+/// `exe` starts the reference server (`reference-server` subcommand; default: this
+/// executable).
 pub async fn http_floor(
+    exe: Option<std::path::PathBuf>,
     session_opts: &SessionOptions,
     warmup: Duration,
     duration: Duration,
@@ -390,7 +394,7 @@ pub async fn http_floor(
 ) -> Result<HttpFloor, String> {
     let spec = TargetSpec::Reference {
         protocol: Protocol::MsgPack,
-        exe: None,
+        exe,
         faults: Vec::new(),
     };
     let resolved = target::resolve(&spec, &Placement::default(), "idle")

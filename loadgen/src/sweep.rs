@@ -263,7 +263,13 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
         if plan.floor && plan.via == Via::Http && results.http_floor.is_none() {
             progress.point("HTTP floor: the proxy with no phase vs a plain hyper server");
             let w = plan.warmup.min(Duration::from_secs(1));
-            match crate::http::http_floor(&plan.session, w, plan.duration, plan.trials).await {
+            // The reference server of the sweep's own targets when it has one (its executable).
+            let exe = plan.targets.iter().find_map(|t| match &t.spec {
+                TargetSpec::Reference { exe, .. } => exe.clone(),
+                _ => None,
+            });
+            let floor = crate::http::http_floor(exe, &plan.session, w, plan.duration, plan.trials);
+            match floor.await {
                 Ok(f) => results.http_floor = Some(f),
                 Err(e) => progress.note(&format!("HTTP floor: {e}")),
             }
