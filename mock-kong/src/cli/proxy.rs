@@ -22,8 +22,18 @@ use crate::proxy::{
 /// [`crate::edge::REPORT_GRACE`] in all, the plugin servers' stop included).
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+const EXAMPLES: &str = "\
+Examples:
+  mock-kong proxy --peer go --plugin hello --access-log   # then: curl -i http://127.0.0.1:8000/
+  mock-kong proxy --peer python --plugin exit             # every request answered 403 by the plugin
+  mock-kong proxy --plugin hello --plugin exit --config 'hello={\"message\":\"hi\"}' --listen 127.0.0.1:0
+  mock-kong proxy --start-cmd ./my-plugin --query-cmd './my-plugin -dump' --plugin my-plugin \\
+      --upstream http://127.0.0.1:3000 --workers 2
+  mock-kong proxy --peer go --plugin bench --config '{\"calls\":10}' --pdk-calls-header   # for oha/wrk/k6";
+
 /// The options of `mock-kong proxy` (besides the repeatable `--plugin`, see [`ProxyArgs`]).
 #[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
 pub struct ProxyOpts {
     #[command(flatten)]
     pub server: ServerArgs,
