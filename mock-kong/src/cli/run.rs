@@ -249,7 +249,7 @@ pub(crate) async fn run(a: RunArgs) -> Result<i32, Failure> {
         let opened = async {
             let target = target::resolve(&group_spec, &placement, &plugin)?;
             for w in &target.warnings {
-                eprintln!("warning: {w}");
+                crate::errln!("warning: {w}");
             }
             Ok::<_, anyhow::Error>(Session::open(target, &opts).await?)
         }

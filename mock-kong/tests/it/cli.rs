@@ -528,3 +528,33 @@ fn an_interrupted_conform_run_writes_its_partial_report() {
     assert!(checks >= 1, "{v}");
     assert!(checks < mock_kong::conform::catalogue().len(), "{v}");
 }
+
+/// `mock-kong call ... 2>&1 | head -1`: when whoever reads stderr has gone, the command still
+/// ends with its own exit code (2 for a usage error, 1 for a server that never comes up), not
+/// a panic. Regression (issue 13, item 8): the error message's `eprintln!` panicked and the
+/// process exited 101.
+#[test]
+fn a_closed_stderr_keeps_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = exe();
+    let query = format!("{} reference-server --dump", exe.display());
+    let crash = format!("sh -c 'echo starting; exit 3' # {}", dir.path().display());
+    let cases: [(&[&str], i32); 2] = [
+        (&["call", "--config", "[1]"], 2),
+        (&["call", "--start-cmd", &crash, "--query-cmd", &query], 1),
+    ];
+    for (args, code) in cases {
+        let out = Command::new(&exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::from(closed_pipe()))
+            .output()
+            .expect("run mock-kong");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            text(&out.stdout)
+        );
+    }
+}
