@@ -558,3 +558,54 @@ fn a_closed_stderr_keeps_the_exit_code() {
         );
     }
 }
+
+/// SIGTERM during `run --junit FILE --json FILE`: exit 143, and both reports hold the
+/// scenarios finished before the signal (the JSON says the run was interrupted and how many
+/// were not run). Regression (issue 13, item 11): no report was written.
+#[test]
+fn an_interrupted_scenario_run_writes_its_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.toml"),
+        "plugin = \"bench\"\nconfig = { calls = 1 }\n",
+    )
+    .unwrap();
+    // The PDK answer of the second scenario comes after ten minutes: the run is stopped there.
+    std::fs::write(
+        dir.path().join("b.toml"),
+        "plugin = \"bench\"\nconfig = { calls = 1 }\n[[pdk]]\n\
+         method = \"kong.response.set_header\"\ndelay_ms = 600000\n",
+    )
+    .unwrap();
+    let child = Command::new(exe())
+        .args(["run", "--quiet-server", "--timeout", "1000"])
+        .args([
+            "--junit",
+            "report.xml",
+            "--json",
+            "report.json",
+            "a.toml",
+            "b.toml",
+        ])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Not a time limit: the signal comes after the run has begun (whatever it finished by then
+    // is what the reports must hold).
+    std::thread::sleep(Duration::from_secs(2));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(v["interrupted"], true, "{v}");
+    let passed = v["passed"].as_u64().unwrap();
+    assert_eq!(passed + v["not_run"].as_u64().unwrap(), 2, "{v}");
+    assert_eq!(v["failed"], 0, "{v}");
+    let xml = std::fs::read_to_string(dir.path().join("report.xml")).unwrap();
+    assert!(xml.contains(&format!("tests=\"{passed}\"")), "{xml}");
+    assert!(!xml.contains("name=\"b\""), "{xml}");
+}
