@@ -340,6 +340,36 @@ fn a_socket_name_left_out_is_diagnosed() {
     assert!(err.contains("`{socket}` and `{prefix}`"), "{err}");
     assert_no_process_left(&p, "no socket");
     assert!(!awaited.parent().unwrap().exists(), "private prefix left");
+
+    // A prefix of one's own is kept, and the misplaced socket is not left in it. Regression:
+    // `stamp.sock` stayed behind.
+    let prefix = p.dir.path().join("run");
+    std::fs::create_dir(&prefix).unwrap();
+    let out = mk(
+        &p,
+        &[
+            "call",
+            "--quiet-server",
+            "--prefix",
+            prefix.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "listens at {}",
+            prefix.join("stamp.sock").display()
+        )),
+        "{err}"
+    );
+    assert_no_process_left(&p, "no socket, own prefix");
+    assert_eq!(
+        std::fs::read_dir(&prefix).unwrap().count(),
+        0,
+        "left in the prefix"
+    );
 }
 
 /// A start command that exits at once is given up on after 3 exits, with its last output and
