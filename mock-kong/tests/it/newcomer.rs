@@ -473,3 +473,123 @@ fn a_bad_scenario_file_does_not_stop_the_others() {
         assert_no_process_left(&p, "bad scenario");
     }
 }
+
+// ------------------------------------------------------------------------------------------------
+// The same items on the reference server (no kit needed).
+
+fn reference_cmds(plugin: &str, faults: &str) -> (String, String) {
+    let exe = exe();
+    let exe = exe.display();
+    (
+        format!("'{exe}' reference-server --plugin {plugin}{faults} --socket {{socket}}"),
+        format!("'{exe}' reference-server --plugin {plugin} --dump"),
+    )
+}
+
+/// `conform` on a server that never listens where it is awaited: one clear error at once
+/// (exit 1), not every check waiting out its timeout. Regression (issue 13, item 3): about 4
+/// minutes.
+#[test]
+fn conform_stops_at_once_when_the_server_never_comes_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, query) = reference_cmds("hello", "");
+    let out = Command::new(exe())
+        .args(["conform", "--quiet-server", "--socket-timeout", "2"])
+        .args(["--start-cmd", "sleep 300", "--query-cmd", &query])
+        .arg("--prefix")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no check can run: the server does not come up on its socket"),
+        "{err}"
+    );
+    assert!(
+        !text(&out.stdout).contains("FAIL"),
+        "no check was run: {}",
+        text(&out.stdout)
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// A failing event's report shows the PDK calls made before the failure, with what they were
+/// answered. Regression (issue 13, item 9): "(no PDK calls)", then `-> null` for the call
+/// whose answer was sent before the server hung.
+#[test]
+fn a_failing_event_keeps_its_transcript() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("hangs.toml"),
+        "plugin = \"faults\"\nconfig = { mode = \"raise-after\" }\n",
+    )
+    .unwrap();
+    // raise-hangs: the server hangs where it should raise, after one get_header("host").
+    let (start, query) = reference_cmds("faults", " --fault raise-hangs");
+    let out = Command::new(exe())
+        .args(["run", "--quiet-server", "--timeout", "1"])
+        .args(["--start-cmd", &start, "--query-cmd", &query, "hangs.toml"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let s = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{s}{}", text(&out.stderr));
+    assert!(s.contains("FAIL  hangs"), "{s}");
+    assert!(
+        s.contains("access   kong.request.get_header(\"host\") -> \"example.com\""),
+        "{s}"
+    );
+    assert!(s.contains("access   FAILED: no answer after 1s"), "{s}");
+    assert!(!s.contains("(no PDK calls)"), "{s}");
+}
+
+/// `run --kong-conf` sends each scenario to the pluginserver whose dump lists its plugin, as
+/// Kong does. Regression (issue 13, item 6): every scenario went to the first server.
+#[test]
+fn run_routes_each_scenario_to_the_server_of_its_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conf = format!(
+        "prefix = {}\npluginserver_names = ref-hello, ref-bench\n",
+        dir.path().display()
+    );
+    for plugin in ["hello", "bench"] {
+        let (start, query) = reference_cmds(plugin, "");
+        let socket = dir.path().join(format!("ref-{plugin}.socket"));
+        let start = start.replace("{socket}", &socket.to_string_lossy());
+        conf += &format!("pluginserver_ref_{plugin}_start_cmd = {start}\n");
+        conf += &format!("pluginserver_ref_{plugin}_query_cmd = {query}\n");
+    }
+    std::fs::write(dir.path().join("kong.conf"), conf).unwrap();
+    std::fs::write(
+        dir.path().join("bench.toml"),
+        "name = \"bench\"\nplugin = \"bench\"\nconfig = { calls = 2 }\n\
+         [expect.headers]\nx-bench-calls = \"2\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("hello.toml"),
+        "name = \"hello\"\nplugin = \"hello\"\n[expect.headers]\nx-hello = \"hello example.com\"\n",
+    )
+    .unwrap();
+    let out = Command::new(exe())
+        .args(["run", "--quiet-server", "--kong-conf", "kong.conf"])
+        .args(["bench.toml", "hello.toml"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let s = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{s}{}", text(&out.stderr));
+    assert!(
+        s.contains("PASS  bench [bench; pluginserver ref-bench; Kong 3.9]"),
+        "{s}"
+    );
+    assert!(
+        s.contains("PASS  hello [hello; pluginserver ref-hello; Kong 3.9]"),
+        "{s}"
+    );
+    assert!(s.contains("2 passed, 0 failed"), "{s}");
+}
