@@ -68,7 +68,7 @@ impl Failure {
         Failure::new(
             128 + signal,
             anyhow!(
-                "interrupted by {}; every plugin server mock-kong started was stopped",
+                "interrupted by {}; every plugin server this command started was stopped",
                 signal_name(signal)
             ),
         )

@@ -593,3 +593,42 @@ fn run_routes_each_scenario_to_the_server_of_its_plugin() {
     );
     assert!(s.contains("2 passed, 0 failed"), "{s}");
 }
+
+/// A kong.conf whose prefix does not exist (Kong's default /usr/local/kong on a machine without
+/// Kong, or a typo): `kong start` would create it, mock-kong does not, and says so before the
+/// servers fail; nothing is created.
+#[test]
+fn a_missing_kong_conf_prefix_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("no-such-prefix");
+    let (start, query) = reference_cmds("hello", "");
+    // Like the kits, the server needs the prefix to exist (the reference server would create it).
+    let start = format!(
+        "sh -c \"cd {} && exec {}\"",
+        prefix.display(),
+        start.replace("{socket}", "ref.socket")
+    );
+    let conf = format!(
+        "prefix = {}\npluginserver_names = ref\npluginserver_ref_start_cmd = {start}\n\
+         pluginserver_ref_query_cmd = {query}\n",
+        prefix.display()
+    );
+    std::fs::write(dir.path().join("kong.conf"), conf).unwrap();
+    let out = Command::new(exe())
+        .args(["check", "--kong-conf", "kong.conf"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}{}", text(&out.stdout));
+    assert!(
+        err.contains(&format!(
+            "warning: the prefix {} does not exist: Kong creates it at `kong start`",
+            prefix.display()
+        )),
+        "{err}"
+    );
+    assert!(text(&out.stdout).contains("pluginserver ref: FAILED"));
+    assert!(!prefix.exists());
+}
