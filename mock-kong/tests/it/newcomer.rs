@@ -297,7 +297,7 @@ fn check_validates_both_kits_from_one_kong_conf() {
 /// The checks `conform` fails on `p`, which must all be failures its kit is known for
 /// (conformance/expected/<kit>.txt): the plugin adds none of its own.
 fn conform_failures_beyond_the_kits(p: &Stamp) -> Vec<String> {
-    let out = mk(&p, &["conform", "--quiet-server", "--json"], &[]);
+    let out = mk(p, &["conform", "--quiet-server", "--json"], &[]);
     let v = json(&out);
     let expected =
         std::fs::read_to_string(root().join(format!("conformance/expected/{}.txt", p.kit)))
