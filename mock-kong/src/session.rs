@@ -321,11 +321,13 @@ pub async fn play_event(
             played.error = Some(text);
             // The transcript keeps the calls made before the failure.
             played.event = Some(failed.partial);
-            if req.protocol == Protocol::ProtoBuf
+            // Kong raises a failed StartInstance in the handler (docs/protocol.md §4.6): a Lua
+            // error, 500 in rewrite/access like a raise (§4.7).
+            let raised_start = failed.starting_instance && in_request;
+            let pb_500 = req.protocol == Protocol::ProtoBuf
                 && version.protobuf_errors_answer_500()
-                && !in_log
-                && !req.exited
-            {
+                && !in_log;
+            if (raised_start || pb_500) && !req.exited {
                 req.fail(500);
             }
         }

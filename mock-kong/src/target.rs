@@ -191,6 +191,9 @@ pub fn default_registry() -> PathBuf {
     }
 }
 
+/// The plugin the reference server and the peers are asked for when none is named (`hello`).
+pub const DEFAULT_PLUGIN: &str = "hello";
+
 /// Resolves a target for `plugin` (used by the reference server and peer templates to pick
 /// which plugin the dump lists first).
 pub fn resolve(

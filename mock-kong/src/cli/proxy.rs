@@ -14,9 +14,10 @@ use clap::{ArgAction, ArgMatches, Args, FromArgMatches};
 use super::{session_failure, setup, Failure, ServerArgs};
 use crate::pdk::KongVersion;
 use crate::proxy::{
-    open_chain, ChainError, ChainPlugin, LineSink, PluginChain, Proxy, ProxyOptions,
+    open_chain, ChainError, ChainOptions, ChainPlugin, LineSink, PluginChain, Proxy, ProxyOptions,
     UpstreamTarget, UpstreamTimeouts, UpstreamUrl, DEFAULT_LISTEN,
 };
+use crate::target::TargetSpec;
 
 /// How long a stopping proxy waits for requests in flight (the edge gives the command
 /// [`crate::edge::REPORT_GRACE`] in all, the plugin servers' stop included).
@@ -38,8 +39,13 @@ pub struct ProxyOpts {
     #[command(flatten)]
     pub server: ServerArgs,
     /// A plugin's config record as JSON; with several --plugin, `NAME=JSON` (repeatable).
+    /// Schema defaults are filled in and the record is checked against the plugin's schema,
+    /// as Kong does.
     #[arg(long = "config", value_name = "[NAME=]JSON")]
     pub configs: Vec<String>,
+    /// Send every --config exactly as given: no schema defaults, no schema check.
+    #[arg(long)]
+    pub raw_config: bool,
     /// Address to listen on (Kong's proxy port by default; port 0: any free port, printed in
     /// the banner).
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN, help_heading = "Proxy")]
@@ -131,6 +137,9 @@ fn repeatable_plugin(cmd: clap::Command) -> clap::Command {
     })
 }
 
+/// How `--config` errors name the plugin a server's dump registers when no --plugin is given.
+const SERVED: &str = "(the plugin the server's dump registers)";
+
 /// `--config` values by plugin name (`None`: the one plugin).
 fn configs(
     raw: &[String],
@@ -203,12 +212,20 @@ fn access_sink(target: &str) -> anyhow::Result<LineSink> {
 
 pub(crate) async fn run(a: ProxyArgs) -> Result<i32, Failure> {
     let o = &a.opts;
-    let plugins = if a.plugins.is_empty() {
-        vec![o.server.plugin().to_owned()]
-    } else {
-        a.plugins.clone()
+    // Commands without --name are named after their dump (Kong's `<prefix>/<name>.socket`).
+    let spec = o.server.named_spec().await?;
+    // Without --plugin, a server of the user's own (commands or a kong.conf) serves the plugin
+    // its dump registers, as in `call`; the reference server and the peers serve `hello`.
+    let plugins: Vec<Option<String>> = match (&a.plugins[..], &spec) {
+        ([], TargetSpec::Commands { .. } | TargetSpec::KongConf { .. }) => vec![None],
+        ([], _) => vec![Some(o.server.plugin().to_owned())],
+        (named, _) => named.iter().cloned().map(Some).collect(),
     };
-    let mut configs = configs(&o.configs, &plugins).map_err(setup)?;
+    let config_keys: Vec<String> = plugins
+        .iter()
+        .map(|p| p.clone().unwrap_or_else(|| SERVED.to_owned()))
+        .collect();
+    let mut configs = configs(&o.configs, &config_keys).map_err(setup)?;
     let listen = listen_addr(&o.listen).map_err(setup)?;
     let upstream = match o.upstream.as_str() {
         "echo" => UpstreamTarget::Echo,
@@ -223,19 +240,25 @@ pub(crate) async fn run(a: ProxyArgs) -> Result<i32, Failure> {
     if o.workers == 0 {
         return Err(setup(anyhow!("--workers must be at least 1")));
     }
-    let spec = o.server.spec().map_err(setup)?;
     let placement = o.server.placement();
     let session_opts = o.server.session_options(false).map_err(setup)?;
     let plugins: Vec<_> = plugins
-        .iter()
-        .map(|p| (p.clone(), configs.remove(p).unwrap_or_default()))
+        .into_iter()
+        .zip(&config_keys)
+        .map(|(p, key)| (p, configs.remove(key).unwrap_or_default()))
         .collect();
-    let (sessions, chain) = open_chain(&spec, &placement, &plugins, &session_opts, o.kong_version)
+    let chain_opts = ChainOptions {
+        session: session_opts,
+        version: o.kong_version,
+        raw_config: o.raw_config,
+    };
+    let (sessions, chain) = open_chain(&spec, &placement, &plugins, &chain_opts)
         .await
         .map_err(|e| match e {
             ChainError::Target(e) => setup(e),
             ChainError::Session(e) => session_failure(e),
             e @ ChainError::Plugin { .. } => Failure::server(e),
+            e @ ChainError::Config(_) => Failure::usage(anyhow!(e)),
         })?;
     let served = serve(o, listen, upstream, chain).await;
     for s in sessions {

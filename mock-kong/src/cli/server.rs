@@ -100,8 +100,7 @@ pub struct ServerArgs {
 /// (with where it does listen, if anywhere).
 pub const DEFAULT_SOCKET_TIMEOUT: f64 = 8.0;
 
-/// The plugin used when `--plugin` is not given (the reference server's and peers' `hello`).
-pub const DEFAULT_PLUGIN: &str = "hello";
+pub use crate::target::DEFAULT_PLUGIN;
 
 impl ServerArgs {
     /// The plugin the reference server and peers are asked to list first.

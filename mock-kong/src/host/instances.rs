@@ -243,8 +243,10 @@ impl PluginRunner {
         let mut notes = Vec::new();
         loop {
             let mut report = EventReport::new(phase, 0);
+            let mut starting_instance = true;
             let attempt = async {
                 let id = self.instance_for(entity).await?;
+                starting_instance = false;
                 report.instance_id = id;
                 self.client
                     .handle_event_into(id, phase, pdk, &mut report)
@@ -270,7 +272,11 @@ impl PluginRunner {
                     retries += 1;
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(error) => return Err(FailedEvent::new(error, report)),
+                Err(error) => {
+                    let mut failed = FailedEvent::new(error, report);
+                    failed.starting_instance = starting_instance;
+                    return Err(failed);
+                }
             }
         }
     }

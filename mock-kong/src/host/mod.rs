@@ -338,6 +338,10 @@ pub struct FailedEvent {
     pub error: HostError,
     /// What the last attempt did before it failed (its PDK calls, connections, findings).
     pub partial: EventReport,
+    /// The instance could not be started (StartInstance failed, or connecting for it): Kong
+    /// raises that error in the phase handler instead of logging it and going on
+    /// (docs/protocol.md §4.6), so a request in rewrite or access answers 500.
+    pub starting_instance: bool,
 }
 
 impl FailedEvent {
@@ -346,7 +350,11 @@ impl FailedEvent {
         partial.end = EventEnd::Failed {
             error: error.to_string(),
         };
-        FailedEvent { error, partial }
+        FailedEvent {
+            error,
+            partial,
+            starting_instance: false,
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use crate::dump::PluginInfo;
 use crate::host::{HostOptions, PluginEntity};
 use crate::pdk::{KongVersion, Phase};
 use crate::session::{Session, SessionError, SessionOptions};
-use crate::target::{self, Placement, TargetError, TargetSpec};
+use crate::target::{self, Placement, TargetError, TargetSpec, DEFAULT_PLUGIN};
 use crate::Protocol;
 
 /// The phases an HTTP request can run, in Kong's order (docs/protocol.md §6; `certificate` needs TLS and
@@ -93,44 +93,69 @@ pub enum ChainError {
     Session(#[from] SessionError),
     #[error("plugin `{plugin}`: {reason}")]
     Plugin { plugin: String, reason: String },
+    #[error(transparent)]
+    Config(#[from] crate::plugin_config::ConfigRejected),
+}
+
+/// How [`open_chain`] opens the servers and builds the plugins' configs.
+#[derive(Debug, Clone)]
+pub struct ChainOptions {
+    pub session: SessionOptions,
+    /// The Kong version emulated (which plugins a dump registers, the PDK's behaviour).
+    pub version: KongVersion,
+    /// Send each config as given: no schema defaults, no schema check (`--raw-config`).
+    pub raw_config: bool,
 }
 
 /// Opens the server of each plugin named in `plugins` (`(name, config)`) as `spec` and
 /// `placement` say, one session per server (plugins whose targets have the same query command
-/// share it), and returns the sessions (the caller closes them) with the chain. On an error
-/// the sessions opened so far are closed.
+/// share it), and returns the sessions (the caller closes them) with the chain. A name of
+/// `None` is the plugin the server's dump registers (Kong 3.9: its first), for a server of the
+/// user's own, whose plugin the caller need not know; the reference server and the peers are
+/// asked for [`DEFAULT_PLUGIN`] then. On an error the sessions opened so far are closed.
 pub async fn open_chain(
     spec: &TargetSpec,
     placement: &Placement,
-    plugins: &[(String, serde_json::Map<String, serde_json::Value>)],
-    opts: &SessionOptions,
-    version: KongVersion,
+    plugins: &[(Option<String>, serde_json::Map<String, serde_json::Value>)],
+    opts: &ChainOptions,
 ) -> Result<(Vec<Session>, PluginChain), ChainError> {
+    let version = opts.version;
     let mut sessions: Vec<Session> = Vec::new();
     let mut chain = Vec::new();
     let mut failed = None;
     for (name, config) in plugins {
         let added = async {
-            let resolved = target::resolve(spec, placement, name)?;
+            let asked = name.as_deref().unwrap_or(DEFAULT_PLUGIN);
+            let resolved = target::resolve(spec, placement, asked)?;
             let i = match sessions
                 .iter()
                 .position(|s| s.target.query_cmd == resolved.query_cmd)
             {
                 Some(i) => i,
                 None => {
-                    sessions.push(Session::open(resolved, opts).await?);
+                    sessions.push(Session::open(resolved, &opts.session).await?);
                     sessions.len() - 1
                 }
             };
             let session = &sessions[i];
+            let name = match name {
+                Some(n) => n.clone(),
+                None => session.dump.plugin().name.clone(),
+            };
             let info = session
-                .registered_plugin(name, version)
+                .registered_plugin(&name, version)
                 .map_err(|reason| ChainError::Plugin {
                     plugin: name.clone(),
                     reason,
                 })?
                 .clone();
-            Ok::<_, ChainError>(ChainPlugin::new(session, info, config.clone()))
+            // The config as Kong builds it from the plugin's schema (docs/protocol.md §4.3).
+            let config = if opts.raw_config {
+                config.clone()
+            } else {
+                crate::plugin_config::kong_config(&info.name, &info.schema, config)?
+            };
+            Ok::<_, ChainError>(ChainPlugin::new(session, info, config))
         }
         .await;
         match added {

@@ -39,7 +39,7 @@ use tokio::sync::{watch, Notify};
 use crate::pdk::KongVersion;
 
 pub use access_log::{access_log_line, LineSink};
-pub use chain::{open_chain, ChainError, ChainPlugin, PluginChain};
+pub use chain::{open_chain, ChainError, ChainOptions, ChainPlugin, PluginChain};
 pub use echo::HttpServer;
 pub use upstream::{UpstreamError, UpstreamUrl};
 

@@ -1,6 +1,6 @@
 //! Issue 13, "your own plugin, first time": `stamp` (tests/it/stamp_plugin.rs), a plugin the
 //! project has never seen, in Python and in JavaScript on the real kits, taken through `dump`,
-//! `call`, `run`, `check` (and `conform`) with nothing but its start and query commands, as
+//! `call`, `run`, `check`, `proxy` (and `conform`) with nothing but its start and query commands, as
 //! docs/your-plugin.md walks a newcomer through it (loadgen's tests take it through
 //! `loadgen run`). Then the mistakes a newcomer makes: each gives its message and exit code,
 //! and leaves no process and no file behind.
@@ -234,6 +234,119 @@ fn a_plugin_of_your_own_through_dump_call_and_run() {
 
         assert_no_process_left(&p, "run");
         assert_eq!(files_of(&p), before, "{kit}: files left");
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection, the whole answer as text (head and body).
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).expect("connect to the proxy");
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nhost: shop.test\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// `mock-kong proxy --listen 127.0.0.1:0 --start-cmd S --query-cmd Q MORE...` for `p`, once
+/// its banner is out: the child, its stdout after the banner, the banner and the address.
+fn spawn_proxy(
+    p: &Stamp,
+    more: &[&str],
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+    String,
+    String,
+) {
+    use std::io::BufRead;
+    let kit = p.kit;
+    let mut child = Command::new(exe())
+        .args(["proxy", "--listen", "127.0.0.1:0", "--quiet-server"])
+        .args(["--start-cmd", &p.start_cmd, "--query-cmd", &p.query_cmd])
+        .args(more)
+        .current_dir(p.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mock-kong proxy");
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    while !banner.contains("Ctrl-C") {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("{kit}: the proxy ended before its banner: {banner}{err}");
+        }
+        banner.push_str(&line);
+    }
+    let addr = banner
+        .split("listening on http://")
+        .nth(1)
+        .and_then(|r| r.split([',', ' ', '\n']).next())
+        .unwrap_or_else(|| panic!("{kit}: no address in the banner: {banner}"))
+        .to_owned();
+    (child, out, banner, addr)
+}
+
+/// Ctrl-C: the proxy exits 130 and leaves no process and no file of the plugin's.
+fn interrupt_proxy(p: &Stamp, mut child: std::process::Child, before: &[String]) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{}", p.kit);
+    assert_no_process_left(p, "proxy");
+    assert_eq!(files_of(p), before, "{}: files left", p.kit);
+}
+
+/// proxy, with nothing but the start and query commands (no --plugin: the dump decides, as in
+/// `call`): a real HTTP request goes through both phases of the plugin, with its config built
+/// from the schema (config.tag's default); the echo upstream sees what `access` set, the client
+/// what `response` set; Ctrl-C stops the proxy and the server.
+#[test]
+fn a_plugin_of_your_own_behind_the_proxy() {
+    for p in kits() {
+        let kit = p.kit;
+        let before = files_of(&p);
+        let (child, _out, banner, addr) = spawn_proxy(&p, &[]);
+        assert!(
+            banner.contains("plugin    stamp 1.0.0, priority 900, phases [access, response]"),
+            "{kit}: {banner}"
+        );
+        let answer = http_get(&addr, "/orders?id=7");
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        assert!(head.starts_with("HTTP/1.1 200"), "{kit}: {answer}");
+        assert!(
+            head.lines()
+                .any(|l| l.eq_ignore_ascii_case("x-stamp: stamped 200")),
+            "{kit}: the response phase's header: {head}"
+        );
+        // The echo upstream answers with the request it saw: access's header is in it.
+        assert!(
+            body.contains("stamped GET /orders"),
+            "{kit}: the upstream did not see x-stamp: {body}"
+        );
+        interrupt_proxy(&p, child, &before);
+    }
+}
+
+/// Regression: a StartInstance the server refuses (the Python stamp given a raw config without
+/// its `tag`) was logged and the request proxied without the plugin (200). Kong raises that
+/// error in the handler: the client gets 500, as for any Lua error in access.
+#[test]
+fn a_failed_start_instance_answers_500_through_the_proxy() {
+    for p in kits().into_iter().filter(|p| p.kit == "python") {
+        let before = files_of(&p);
+        let (child, _out, _banner, addr) = spawn_proxy(&p, &["--raw-config", "--config", "{}"]);
+        let answer = http_get(&addr, "/");
+        assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+        assert!(answer.contains("An unexpected error occurred"), "{answer}");
+        interrupt_proxy(&p, child, &before);
     }
 }
 

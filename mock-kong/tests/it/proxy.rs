@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mock_kong::pdk::KongVersion;
 use mock_kong::proxy::{
-    open_chain, Proxy, ProxyOptions, UpstreamTarget, UpstreamTimeouts, UpstreamUrl,
+    open_chain, ChainOptions, Proxy, ProxyOptions, UpstreamTarget, UpstreamTimeouts, UpstreamUrl,
 };
 use mock_kong::session::Session;
 use mock_kong::target::{Placement, TargetSpec};
@@ -19,6 +19,15 @@ use tokio::net::TcpStream;
 
 use crate::util;
 
+/// How the tests open their plugin chains: the harness's session options, Kong 3.9, configs
+/// built from the schema as the CLI does.
+fn chain_opts() -> ChainOptions {
+    ChainOptions {
+        session: util::opts(),
+        version: KongVersion::DEFAULT,
+        raw_config: false,
+    }
+}
 /// A hang guard for waits whose subject is not time (a failure, never a measurement).
 const HANG: Duration = Duration::from_secs(120);
 
@@ -83,18 +92,12 @@ async fn serve_with(
             let serde_json::Value::Object(m) = c.clone() else {
                 panic!("config must be an object")
             };
-            ((*n).to_owned(), m)
+            (Some((*n).to_owned()), m)
         })
         .collect();
-    let (sessions, chain) = open_chain(
-        spec,
-        &Placement::default(),
-        &plugins,
-        &util::opts(),
-        KongVersion::DEFAULT,
-    )
-    .await
-    .expect("open the plugin servers");
+    let (sessions, chain) = open_chain(spec, &Placement::default(), &plugins, &chain_opts())
+        .await
+        .expect("open the plugin servers");
     let access = Arc::new(Mutex::new(Vec::new()));
     let errors = Arc::new(Mutex::new(Vec::new()));
     let mut opts = ProxyOptions::new("127.0.0.1:0".parse().unwrap());
@@ -526,11 +529,15 @@ async fn a_plugin_server_dying_mid_request_answers_500_and_the_proxy_keeps_servi
             prefix: None,
         },
         &[(
-            "hello".into(),
+            Some("hello".into()),
             serde_json::from_value(json!({"mode": "raise-after", "message": "back"})).unwrap(),
         )],
-        &util::opts(),
-        KongVersion::DEFAULT,
+        // One config for two plugins (faults' `mode`, hello's `message`): hello's schema, the
+        // one dumped, would reject `mode`.
+        &ChainOptions {
+            raw_config: true,
+            ..chain_opts()
+        },
     )
     .await
     .expect("open");
@@ -540,7 +547,18 @@ async fn a_plugin_server_dying_mid_request_answers_500_and_the_proxy_keeps_servi
     assert_eq!(a.status, 500, "{a:?}");
     assert!(String::from_utf8_lossy(&a.body).contains("An unexpected error occurred"));
     let process = sessions[0].process.as_ref().expect("managed");
-    let exit = process.last_exit().expect("the server died");
+    // The 500 can reach the client before the dead server is reaped.
+    let died = async {
+        loop {
+            if let Some(exit) = process.last_exit() {
+                break exit;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let exit = tokio::time::timeout(HANG, died)
+        .await
+        .expect("the server died");
     assert_eq!(process.spawn_count(), 1, "{exit:?}");
     // Kong respawns at most once a second; wait for the new server's socket.
     let respawned = async {
