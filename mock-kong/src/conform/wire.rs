@@ -24,9 +24,9 @@ use crate::protobuf::{encode_frame, FrameDecoder};
 use crate::{Protocol, Value};
 use mock_kong_codec::event::mp::{self, CallReader, Incoming, MpEvent};
 use mock_kong_codec::event::pb::{self, PbEvent};
-use mock_kong_codec::event::{self as driver, Budget};
+use mock_kong_codec::event::{self as driver, Budget, Quirks};
 
-pub use mock_kong_codec::event::{error_text, Callback, Reply};
+pub use mock_kong_codec::event::{error_text, Callback, Quirk, Reply};
 
 /// Seconds as a short human number (`2`, `0.5`), for check texts.
 pub fn secs(d: Duration) -> f64 {
@@ -41,6 +41,8 @@ pub struct Wire {
     opts: Arc<HostOptions>,
     /// Notifications met while waiting for MsgPack responses (`[2, label, args]`).
     pub notifications: Vec<(String, Value)>,
+    /// Legal but unusual choices noticed in the MsgPack envelopes read on this connection.
+    pub quirks: Quirks,
 }
 
 impl Wire {
@@ -53,6 +55,7 @@ impl Wire {
             pb: FrameDecoder::new(opts.max_frame),
             opts,
             notifications: Vec::new(),
+            quirks: Quirks::default(),
         })
     }
 
@@ -140,7 +143,9 @@ impl Wire {
         let what = format!("waiting for {}", reader.describe());
         let deadline = self.deadline();
         loop {
-            match reader.next(&mut self.mp)? {
+            let next = reader.next(&mut self.mp);
+            self.quirks.extend(reader.quirks());
+            match next? {
                 Some(Incoming::Notification { label, args }) => {
                     self.notifications.push((label, args))
                 }
@@ -272,6 +277,8 @@ impl From<driver::End> for End {
 pub struct EventRun {
     pub callbacks: Vec<Callback>,
     pub end: End,
+    /// Legal but unusual choices of the server in this event (MsgPack; see [`Quirk`]).
+    pub quirks: Quirks,
 }
 
 impl EventRun {
@@ -538,14 +545,19 @@ impl RawHost {
         let mut run = EventRun {
             callbacks: Vec::new(),
             end: End::Done,
+            quirks: Quirks::default(),
         };
         let mut budget = Budget::new(self.opts.max_event_bytes);
         let mut fresh: Option<Wire> = None;
+        w.quirks = Quirks::default();
         let mut answered = w
             .mp_answer_within(msgid, "plugin.HandleEvent", &mut budget)
-            .await?;
+            .await;
+        run.quirks.extend(std::mem::take(&mut w.quirks));
         loop {
-            let cb = match ev.on_answer(answered)? {
+            let next = ev.on_answer(answered?);
+            run.quirks.extend(ev.quirks());
+            let cb = match next? {
                 mp::Next::End(end) => {
                     run.end = end.into();
                     return Ok(run);
@@ -572,7 +584,8 @@ impl RawHost {
             conn.send(&out, call.method()).await?;
             answered = conn
                 .mp_answer_within(msgid, call.method(), &mut budget)
-                .await?;
+                .await;
+            run.quirks.extend(std::mem::take(&mut conn.quirks));
         }
     }
 
@@ -587,6 +600,7 @@ impl RawHost {
         let mut run = EventRun {
             callbacks: Vec::new(),
             end: End::Done,
+            quirks: Quirks::default(),
         };
         let mut budget = Budget::new(self.opts.max_event_bytes);
         let mut deadline = w.deadline();
