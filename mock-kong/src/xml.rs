@@ -120,13 +120,27 @@ pub enum Case<'a> {
 impl XmlWriter {
     /// A JUnit `<testcase>` with its outcome.
     pub fn testcase(&mut self, attrs: &[(&str, &str)], case: Case<'_>) {
+        self.testcase_with_output(attrs, case, "");
+    }
+
+    /// A JUnit `<testcase>` with its outcome and, unless `output` is empty, a
+    /// `<system-out>` (notes that are not failures).
+    pub fn testcase_with_output(&mut self, attrs: &[(&str, &str)], case: Case<'_>, output: &str) {
+        if matches!(case, Case::Passed) && output.is_empty() {
+            return self.empty("testcase", attrs);
+        }
+        self.open("testcase", attrs);
+        self.case_outcome(case);
+        if !output.is_empty() {
+            self.text("system-out", &[], output);
+        }
+        self.close();
+    }
+
+    fn case_outcome(&mut self, case: Case<'_>) {
         let (tag, message, kind, text) = match case {
-            Case::Passed => return self.empty("testcase", attrs),
-            Case::Skipped(reason) => {
-                self.open("testcase", attrs);
-                self.empty("skipped", &[("message", reason)]);
-                return self.close();
-            }
+            Case::Passed => return,
+            Case::Skipped(reason) => return self.empty("skipped", &[("message", reason)]),
             Case::Failed {
                 message,
                 kind,
@@ -138,7 +152,6 @@ impl XmlWriter {
                 text,
             } => ("error", message, kind, text),
         };
-        self.open("testcase", attrs);
         let mut a = vec![("message", message)];
         if let Some(k) = kind {
             a.push(("type", k));
@@ -148,7 +161,6 @@ impl XmlWriter {
         } else {
             self.text(tag, &a, text);
         }
-        self.close();
     }
 }
 

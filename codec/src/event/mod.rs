@@ -125,19 +125,25 @@ impl Quirk {
     pub fn reason(self) -> &'static str {
         match self {
             Quirk::ArgsNotArray => {
-                "a callback's Args is not an array: Kong unpacks a table by its integer keys and                  passes anything else as the single argument (a one-table argument sent bare                  would be unpacked, so kits send an array)"
+                "a callback's Args is not an array: Kong unpacks a table by its integer keys and \
+                 passes anything else as the single argument (a one-table argument sent bare \
+                 would be unpacked, so the kits send an array)"
             }
             Quirk::EventIdNotInteger => {
-                "the HandleEvent answer's EventId is not an integer (or is missing): Kong                  re-sends whatever it got on every Step"
+                "the HandleEvent answer's EventId is not an integer (or is missing): Kong \
+                 re-sends whatever it got on every Step"
             }
             Quirk::StepAnswerWithoutEventId => {
-                "a Step answer has no EventId: Kong reads the EventId of the HandleEvent answer                  only"
+                "a Step answer has no EventId: Kong reads the EventId of the HandleEvent answer \
+                 only"
             }
             Quirk::SilentEnd => {
-                "an answer with a nil or false result (or a false error) instead of Data                  \"ret\": Kong ends the event silently, as for \"ret\""
+                "an answer with a nil or false result (or a false error) instead of Data \
+                 \"ret\": Kong ends the event silently, as for \"ret\""
             }
             Quirk::EnvelopeShape => {
-                "a response is not a 4-element array (or a notification not a 3-element one):                  Kong reads elements 1 to 4 of any table and ignores the rest"
+                "a response is not a 4-element array (or a notification not a 3-element one): \
+                 Kong reads elements 1 to 4 of any table and ignores the rest"
             }
             Quirk::UnknownNotification => {
                 "a notification other than serverPid: Kong ignores labels it does not know"
@@ -146,7 +152,8 @@ impl Quirk {
                 "bin where the kits send str: Kong decodes both to the same Lua string"
             }
             Quirk::OddNumber => {
-                "a number where the kits send a string or an integer (a numeric method name, a                  float msgid): Lua has one number type and coerces numbers to strings"
+                "a number where the kits send a string or an integer (a numeric method name, a \
+                 float msgid): Lua has one number type and coerces numbers to strings"
             }
         }
     }

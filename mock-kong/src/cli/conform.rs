@@ -69,6 +69,9 @@ pub struct ConformArgs {
     /// Run the reference server with these --fault switches (to see a check fail).
     #[arg(long = "reference-fault", value_name = "NAME", hide = true)]
     pub reference_faults: Vec<String>,
+    /// Run the reference server with these legal --variation switches (the suite must pass).
+    #[arg(long = "reference-variation", value_name = "NAME", hide = true)]
+    pub reference_variations: Vec<String>,
     /// Build DIR/README.md (the server × group matrix) from DIR/*.json and exit.
     #[arg(long, value_name = "DIR", hide = true)]
     pub matrix: Option<PathBuf>,
@@ -99,12 +102,23 @@ pub(crate) async fn run(a: ConformArgs) -> Result<i32, Failure> {
         )));
     }
     let mut spec = a.server.spec().map_err(setup)?;
-    if !a.reference_faults.is_empty() {
+    if !a.reference_faults.is_empty() || !a.reference_variations.is_empty() {
+        for v in &a.reference_variations {
+            if crate::reference::Variation::from_name(v).is_none() {
+                return Err(setup(anyhow!(
+                    "unknown variation {v:?}; the reference server knows {}",
+                    crate::reference::Variation::names()
+                )));
+            }
+        }
         match &mut spec {
-            TargetSpec::Reference { faults, .. } => faults.clone_from(&a.reference_faults),
+            TargetSpec::Reference { faults, .. } => {
+                faults.clone_from(&a.reference_faults);
+                faults.extend(a.reference_variations.iter().cloned());
+            }
             _ => {
                 return Err(setup(anyhow!(
-                    "--reference-fault needs the reference server"
+                    "--reference-fault and --reference-variation need the reference server"
                 )))
             }
         }
@@ -201,13 +215,15 @@ fn list() -> String {
             out.push_str(&format!("\n{group}\n"));
         }
         out.push_str(&format!(
-            "  {:<36} {:<6} {:<4} {:<10} spec {}\n      {}\n",
+            "  {:<36} {:<6} {:<4} {:<10} spec {}\n      {}\n      why {}: {}\n",
             c.id,
             c.level.as_str(),
             c.tier.as_str(),
             c.applies.as_str(),
             c.spec,
-            c.requirement
+            c.requirement,
+            c.level.as_str(),
+            c.protects
         ));
     }
     out.push_str(&format!("\n{} checks\n", conform::catalogue().len()));

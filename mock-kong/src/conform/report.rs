@@ -33,6 +33,10 @@ pub struct CheckResult {
     pub expected: &'static str,
     /// Pass: a note; fail/xfail: what happened; skip: why.
     pub detail: String,
+    /// What breaks in Kong when the rule is broken ([`Check::protects`]).
+    pub protects: &'static str,
+    /// Info-level notes: legal but unusual choices of the server (never failures).
+    pub notes: Vec<String>,
     pub duration: Duration,
 }
 
@@ -53,8 +57,16 @@ impl CheckResult {
             requirement: check.requirement,
             expected: check.expected,
             detail,
+            protects: check.protects,
+            notes: Vec::new(),
             duration,
         }
+    }
+
+    /// The same result with these info-level notes.
+    pub fn with_notes(mut self, notes: Vec<String>) -> CheckResult {
+        self.notes = notes;
+        self
     }
 
     fn to_json(&self) -> serde_json::Value {
@@ -67,7 +79,9 @@ impl CheckResult {
             "spec": self.spec,
             "requirement": self.requirement,
             "expected": self.expected,
+            "protects": self.protects,
             "detail": self.detail,
+            "notes": self.notes,
             "duration_ms": self.duration.as_millis() as u64,
         })
     }
@@ -149,6 +163,10 @@ pub struct Counts {
     pub skipped: usize,
     pub xfailed: usize,
     pub must_failed: usize,
+    /// Failures of `should` checks (with `must_failed`: what `--strict` fails on).
+    pub should_failed: usize,
+    /// Info-level notes (legal but unusual choices), over all checks.
+    pub notes: usize,
 }
 
 impl Report {
@@ -170,12 +188,15 @@ impl Report {
     pub fn counts(&self) -> Counts {
         let mut c = Counts::default();
         for r in &self.results {
+            c.notes += r.notes.len();
             match r.status {
                 Status::Pass => c.passed += 1,
                 Status::Fail => {
                     c.failed += 1;
-                    if r.level == Level::Must {
-                        c.must_failed += 1;
+                    match r.level {
+                        Level::Must => c.must_failed += 1,
+                        Level::Should => c.should_failed += 1,
+                        Level::Info => {}
                     }
                 }
                 Status::Skip => c.skipped += 1,
@@ -217,13 +238,13 @@ impl Report {
     }
 
     /// Whether the run succeeded: with expectations, no difference from the list; otherwise no
-    /// `must` failure (no failure at all with `strict`).
+    /// `must` failure (no `must` or `should` failure with `strict`; `info` never fails a run).
     pub fn ok(&self, strict: bool) -> bool {
         let c = self.counts();
         if self.expectations.is_some() {
             self.unexpected_failures.is_empty() && self.unexpected_passes.is_empty()
         } else if strict {
-            c.failed == 0
+            c.must_failed + c.should_failed == 0
         } else {
             c.must_failed == 0
         }
@@ -238,6 +259,14 @@ impl Report {
         );
         if c.xfailed > 0 {
             let _ = write!(s, ", {} xfail", c.xfailed);
+        }
+        if c.notes > 0 {
+            let _ = write!(
+                s,
+                ", {} note{} (info)",
+                c.notes,
+                if c.notes == 1 { "" } else { "s" }
+            );
         }
         s
     }
@@ -261,6 +290,8 @@ impl Report {
                 "xfailed": c.xfailed,
                 "total": self.results.len(),
                 "must_failed": c.must_failed,
+                "should_failed": c.should_failed,
+                "notes": c.notes,
                 "duration_ms": self.duration.as_millis() as u64,
                 "unexpected_failures": self.unexpected_failures,
                 "unexpected_passes": self.unexpected_passes,
@@ -328,6 +359,7 @@ impl Report {
                 let _ = writeln!(out, "    requirement: {}", r.requirement);
                 let _ = writeln!(out, "    expected:    {}", r.expected);
                 let _ = writeln!(out, "    actual:      {}", r.detail);
+                let _ = writeln!(out, "    in Kong:     {}", r.protects);
             }
         }
         if !self.unexpected_failures.is_empty() || !self.unexpected_passes.is_empty() {
@@ -395,8 +427,8 @@ impl Report {
                     Status::Fail => {
                         message = format!("[{}] {}", r.level.as_str(), r.detail);
                         text = format!(
-                            "requirement: {}\nexpected: {}\nactual: {}",
-                            r.requirement, r.expected, r.detail
+                            "requirement: {}\nexpected: {}\nactual: {}\nin Kong: {}",
+                            r.requirement, r.expected, r.detail, r.protects
                         );
                         Case::Failed {
                             message: &message,
@@ -410,7 +442,8 @@ impl Report {
                         Case::Skipped(&message)
                     }
                 };
-                w.testcase(&attrs, case);
+                let notes = r.notes.join("\n");
+                w.testcase_with_output(&attrs, case, &notes);
             }
             w.close();
         }
@@ -447,12 +480,34 @@ impl Report {
                 md_cell(&r.detail)
             );
         }
+        let notes: Vec<(&str, &String)> = self
+            .results
+            .iter()
+            .flat_map(|r| r.notes.iter().map(move |n| (r.id, n)))
+            .collect();
+        if !notes.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nNotes (info: legal but unusual choices Kong accepts; never failures):\n"
+            );
+            for (id, n) in notes {
+                let _ = writeln!(out, "* `{id}`: {}", md_cell(n));
+            }
+        }
         out
     }
 }
 
 /// One line per result, as printed while the run goes on.
 pub fn progress_line(r: &CheckResult) -> String {
+    let mut line = status_line(r);
+    for n in &r.notes {
+        let _ = write!(line, "\n      note [info]: {n}");
+    }
+    line
+}
+
+fn status_line(r: &CheckResult) -> String {
     let tag = match r.status {
         Status::Pass => "PASS ",
         Status::Fail => "FAIL ",

@@ -13,7 +13,7 @@ use serde_json::{Map, Value as Json};
 
 use super::catalogue::{catalogue, Applies, Check, Needs, Plug};
 use super::report::{CheckResult, Report};
-use super::wire::{answer_from, End, EventRun, RawHost, StepConns};
+use super::wire::{answer_from, End, EventRun, Quirks, RawHost, StepConns};
 use super::{Outcome, TierSel};
 use crate::dump::{self, Dump, PluginInfo, RawQueryOutput};
 use crate::host::instances::uuid_from;
@@ -116,10 +116,20 @@ pub struct Ctx {
     pub query: Option<Result<RawQueryOutput, String>>,
     /// The whole dump.
     pub dump: Option<Dump>,
+    /// Info-level notes: legal but unusual choices the check noticed (never a failure).
+    pub notes: Vec<String>,
     next_entity: u64,
 }
 
 impl Ctx {
+    /// Notes a legal but unusual choice of the server (reported at `info` level, never failed).
+    pub fn note(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        if !self.notes.contains(&text) {
+            self.notes.push(text);
+        }
+    }
+
     /// A plugin entity for the driven plugin with its own UUID and `__seq__`.
     pub fn entity(&mut self, config: Json) -> PluginEntity {
         self.next_entity += 1;
@@ -313,11 +323,13 @@ pub async fn run(
     };
     let mut report = Report::new(&main_target.label, protocol, &main_plugin, opts.tier);
     drop(main_target);
+    // Each legal but unusual choice is noted once, with the first check that met it.
+    let mut noted = Quirks::default();
     for check in catalogue().iter().filter(|c| opts.selects(c)) {
         let t0 = Instant::now();
         // After SIGINT/SIGTERM (or once stdout is gone) the report holds the checks finished so
         // far: the running check is dropped, which stops any server it started.
-        let outcome = tokio::select! {
+        let (outcome, mut notes, quirks) = tokio::select! {
             biased;
             () = crate::edge::until_stopped() => {
                 report.interrupted = true;
@@ -325,7 +337,14 @@ pub async fn run(
             }
             o = run_one(server, check, opts, &mut cache) => o,
         };
-        let result = CheckResult::new(check, outcome, t0.elapsed());
+        for q in quirks.iter().filter(|q| !noted.contains(*q)) {
+            notes.push(format!(
+                "legal but unusual (Kong accepts it): {}",
+                q.reason()
+            ));
+        }
+        noted.extend(quirks);
+        let result = CheckResult::new(check, outcome, t0.elapsed()).with_notes(notes);
         progress(&result);
         report.results.push(result);
     }
@@ -341,9 +360,20 @@ async fn run_one(
     check: &Check,
     opts: &RunOptions,
     cache: &mut DumpCache,
-) -> Outcome {
+) -> (Outcome, Vec<String>, Quirks) {
     let mut prefix = None;
-    let outcome = run_one_inner(server, check, opts, cache, &mut prefix).await;
+    let mut notes = Vec::new();
+    let mut quirks = Quirks::default();
+    let outcome = run_one_inner(
+        server,
+        check,
+        opts,
+        cache,
+        &mut prefix,
+        &mut notes,
+        &mut quirks,
+    )
+    .await;
     let mut paths: Vec<(String, &str)> = Vec::new();
     if let Some(p) = prefix {
         paths.push((p, "<prefix>"));
@@ -365,11 +395,12 @@ async fn run_one(
         }
         m
     };
-    match outcome {
+    let outcome = match outcome {
         Outcome::Pass(m) => Outcome::Pass(scrub(m)),
         Outcome::Fail(m) => Outcome::Fail(scrub(m)),
         Outcome::Skip(m) => Outcome::Skip(scrub(m)),
-    }
+    };
+    (outcome, notes.into_iter().map(scrub).collect(), quirks)
 }
 
 async fn run_one_inner(
@@ -378,6 +409,8 @@ async fn run_one_inner(
     opts: &RunOptions,
     cache: &mut DumpCache,
     prefix: &mut Option<String>,
+    notes: &mut Vec<String>,
+    quirks: &mut Quirks,
 ) -> Outcome {
     let asked = match check.needs {
         Needs::Query | Needs::Server(Plug::Any) | Needs::Manual(Plug::Any) => opts.plugin.clone(),
@@ -467,6 +500,7 @@ async fn run_one_inner(
         opts: opts.clone(),
         query: ctx_query,
         dump,
+        notes: Vec::new(),
         next_entity: 0,
     };
     if matches!(check.needs, Needs::Server(_)) {
@@ -514,5 +548,7 @@ async fn run_one_inner(
     if let Some(p) = ctx.process.take() {
         let _ = p.stop().await;
     }
+    *notes = std::mem::take(&mut ctx.notes);
+    *quirks = ctx.host.quirks();
     outcome
 }

@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::host::conn::{self, Conn, Deadline, Probe};
@@ -24,9 +24,9 @@ use crate::protobuf::{encode_frame, FrameDecoder};
 use crate::{Protocol, Value};
 use mock_kong_codec::event::mp::{self, CallReader, Incoming, MpEvent};
 use mock_kong_codec::event::pb::{self, PbEvent};
-use mock_kong_codec::event::{self as driver, Budget, Quirks};
+use mock_kong_codec::event::{self as driver, Budget};
 
-pub use mock_kong_codec::event::{error_text, Callback, Quirk, Reply};
+pub use mock_kong_codec::event::{error_text, Callback, Quirk, Quirks, Reply};
 
 /// Seconds as a short human number (`2`, `0.5`), for check texts.
 pub fn secs(d: Duration) -> f64 {
@@ -43,11 +43,20 @@ pub struct Wire {
     pub notifications: Vec<(String, Value)>,
     /// Legal but unusual choices noticed in the MsgPack envelopes read on this connection.
     pub quirks: Quirks,
+    /// Where every quirk noticed is also recorded (the host's, for the whole check).
+    sink: Arc<Mutex<Quirks>>,
 }
 
 impl Wire {
     /// Connects within the connect timeout.
     pub async fn connect(opts: Arc<HostOptions>) -> Result<Wire, HostError> {
+        Wire::connect_noting(opts, Arc::default()).await
+    }
+
+    async fn connect_noting(
+        opts: Arc<HostOptions>,
+        sink: Arc<Mutex<Quirks>>,
+    ) -> Result<Wire, HostError> {
         let conn = conn::connect(&opts.socket, &opts.timeouts).await?;
         Ok(Wire {
             conn,
@@ -56,7 +65,16 @@ impl Wire {
             opts,
             notifications: Vec::new(),
             quirks: Quirks::default(),
+            sink,
         })
+    }
+
+    fn note(&mut self, q: Quirks) {
+        self.quirks.extend(q);
+        self.sink
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(q);
     }
 
     fn timeouts(&self) -> Timeouts {
@@ -144,7 +162,7 @@ impl Wire {
         let deadline = self.deadline();
         loop {
             let next = reader.next(&mut self.mp);
-            self.quirks.extend(reader.quirks());
+            self.note(reader.quirks());
             match next? {
                 Some(Incoming::Notification { label, args }) => {
                     self.notifications.push((label, args))
@@ -322,6 +340,8 @@ pub struct RawHost {
     opts: Arc<HostOptions>,
     msgid: Arc<AtomicU64>,
     sequence: Arc<AtomicI64>,
+    /// Every legal but unusual choice noticed on any connection of this host (and its clones).
+    quirks: Arc<Mutex<Quirks>>,
 }
 
 impl RawHost {
@@ -336,7 +356,14 @@ impl RawHost {
             msgid: Arc::new(AtomicU64::new(1)),
             // Kong's first ProtoBuf call carries sequence 2 (spec §5.2).
             sequence: Arc::new(AtomicI64::new(2)),
+            quirks: Arc::default(),
         }
+    }
+
+    /// The legal but unusual choices of the server noticed so far by this host and its clones
+    /// (Kong accepts them; the conformance suite notes them at `info` level).
+    pub fn quirks(&self) -> Quirks {
+        *self.quirks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The options every connection of this host uses.
@@ -346,7 +373,7 @@ impl RawHost {
 
     /// A new connection.
     pub async fn connect(&self) -> Result<Wire, HostError> {
-        Wire::connect(self.opts.clone()).await
+        Wire::connect_noting(self.opts.clone(), self.quirks.clone()).await
     }
 
     /// The next MsgPack msgid.
@@ -557,6 +584,7 @@ impl RawHost {
         loop {
             let next = ev.on_answer(answered?);
             run.quirks.extend(ev.quirks());
+            w.note(ev.quirks());
             let cb = match next? {
                 mp::Next::End(end) => {
                     run.end = end.into();

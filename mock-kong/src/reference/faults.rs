@@ -268,10 +268,12 @@ impl std::fmt::Display for Fault {
     }
 }
 
-/// A set of faults switched on (empty: the correct server).
+/// The server's switch board: the faults switched on (empty: the correct server), and the legal
+/// variations ([`super::variations`]) it shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Faults {
     set: BTreeSet<Fault>,
+    variations: super::Variations,
 }
 
 impl Faults {
@@ -288,14 +290,34 @@ impl Faults {
             })?;
             set.insert(f);
         }
-        Ok(Faults { set })
+        Ok(Faults {
+            set,
+            variations: super::Variations::default(),
+        })
     }
 
     /// A set holding exactly these faults.
     pub fn of(faults: &[Fault]) -> Faults {
         Faults {
             set: faults.iter().copied().collect(),
+            variations: super::Variations::default(),
         }
+    }
+
+    /// The same faults, with these legal variations.
+    pub fn with_variations(mut self, variations: super::Variations) -> Faults {
+        self.variations = variations;
+        self
+    }
+
+    /// Whether the legal variation `v` is switched on.
+    pub fn varies(&self, v: super::Variation) -> bool {
+        self.variations.has(v)
+    }
+
+    /// Whether any legal variation is switched on.
+    pub fn any_variation(&self) -> bool {
+        !self.variations.is_empty()
     }
 
     /// Whether `f` is switched on.

@@ -23,8 +23,10 @@ pub mod mp;
 pub mod pb;
 pub mod plugins;
 pub mod tour;
+pub mod variations;
 
 pub use faults::{Fault, Faults};
+pub use variations::{Variation, Variations};
 
 use std::future::Future;
 use std::io;
@@ -44,7 +46,8 @@ pub struct ReferenceOptions {
     pub socket: PathBuf,
     /// Plugin listed first in the dump (Kong 3.9 registers only the first).
     pub plugin: String,
-    /// Deliberate misbehaviour for conformance tests ([`faults`]); empty by default.
+    /// Deliberate misbehaviour for conformance tests ([`faults`]) and legal variations
+    /// ([`variations`]); empty by default.
     pub faults: Faults,
 }
 

@@ -27,6 +27,7 @@ use tokio::net::UnixStream;
 
 use super::faults::{self, Fault};
 use super::plugins::{self, Action, Event, Instance, Plugin};
+use super::Variation;
 use super::{lock, now_secs_f64, Faults, IdMap, MAX_FRAME, READ_CHUNK};
 use crate::msgpack::{
     encode, encode_array_header, encode_map_header, encode_response, encode_str, encode_uint,
@@ -129,6 +130,9 @@ impl MpServer {
 
     /// Handles one request and appends its response to `out`.
     fn handle_request(&self, msgid: u64, method: &str, params: Vec<Value>, out: &mut Vec<u8>) {
+        if self.faults.any_variation() {
+            return self.handle_request_varied(msgid, method, params, out);
+        }
         match self.dispatch(method, params) {
             Ok(Reply::Value(v)) => encode_response(msgid, &Value::Nil, &v, out),
             Ok(Reply::Event { id, action }) => {
@@ -137,6 +141,97 @@ impl MpServer {
             Ok(Reply::Silent) => {}
             Err(e) => encode_response(msgid, &Value::Str(e.into_bytes()), &Value::Nil, out),
         }
+    }
+
+    /// [`Self::handle_request`] with the legal variations switched on ([`super::variations`]):
+    /// the answer is built as a value, reshaped, and written with the variations' encodings.
+    fn handle_request_varied(
+        &self,
+        msgid: u64,
+        method: &str,
+        params: Vec<Value>,
+        out: &mut Vec<u8>,
+    ) {
+        let v = |x| self.faults.varies(x);
+        let is_step = method.starts_with("plugin.Step");
+        let (error, mut result) = match self.dispatch(method, params) {
+            Ok(Reply::Value(v)) => (Value::Nil, v),
+            Ok(Reply::Event { id, action }) => (Value::Nil, self.event_value(id, &action, is_step)),
+            Ok(Reply::Silent) => return,
+            Err(e) => (Value::str(e), Value::Nil),
+        };
+        if method == "plugin.StartInstance" && v(Variation::StartIdOnly) {
+            if let Some(id) = result.get("Id").cloned() {
+                result = Value::map([("Id", id)]);
+            }
+        }
+        if v(Variation::UnknownFields) {
+            if let Value::Map(m) = &mut result {
+                m.push((
+                    Value::str("Trace"),
+                    Value::map([("Server", Value::str("reference")), ("Seq", Value::Int(1))]),
+                ));
+            }
+        }
+        let style = Style {
+            wide: v(Variation::WideNumbers),
+            bin: v(Variation::BinStrings),
+        };
+        if v(Variation::ExtraNotifications) {
+            let pid = Value::Int(i64::from(std::process::id()));
+            for note in [
+                Value::Array(vec![Value::Int(2), Value::str("serverPid"), pid]),
+                Value::Array(vec![
+                    Value::Int(2),
+                    Value::str("log"),
+                    Value::str(format!("answering {method}")),
+                ]),
+            ] {
+                style.encode(&note, out);
+            }
+        }
+        let envelope = Value::Array(vec![Value::Int(1), Value::UInt(msgid), error, result]);
+        style.encode(&envelope, out);
+    }
+
+    /// `{Data: <"ret" | {Method, Args}>, EventId: id}` as a value, with the variations that
+    /// reshape it (no EventId in Step answers, bare one-argument Args, unknown fields).
+    fn event_value(&self, id: u64, action: &Action, is_step: bool) -> Value {
+        let v = |x| self.faults.varies(x);
+        let data = match action {
+            Action::Done | Action::Raise(_) => Value::str("ret"),
+            Action::Call { method, args } | Action::Exit { method, args } => {
+                let name = if self.faults.has(Fault::BadCallback) {
+                    faults::camel_case(method.as_str())
+                } else {
+                    method.as_str().to_owned()
+                };
+                let args: &[Value] = args;
+                let args = match args {
+                    [one]
+                        if v(Variation::ScalarArgs)
+                            && !one.is_nil()
+                            && !matches!(one, Value::Array(_) | Value::Map(_)) =>
+                    {
+                        one.clone()
+                    }
+                    all => Value::Array(all.to_vec()),
+                };
+                let mut m = vec![
+                    (Value::str("Method"), Value::str(name)),
+                    (Value::str("Args"), args),
+                ];
+                if v(Variation::UnknownFields) {
+                    m.push((Value::str("Caller"), Value::str("reference")));
+                }
+                Value::Map(m)
+            }
+        };
+        let mut m = vec![(Value::str("Data"), data)];
+        if !(is_step && v(Variation::NoStepEventId)) {
+            m.push((Value::str("EventId"), Value::UInt(id)));
+        }
+        Value::Map(m)
     }
 
     fn dispatch(&self, method: &str, params: Vec<Value>) -> Result<Reply, String> {
@@ -536,6 +631,47 @@ fn write_event_response(out: &mut Vec<u8>, msgid: u64, id: u64, action: &Action,
     }
     encode_str(b"EventId", out);
     encode_uint(id, out);
+}
+
+/// How the `wide-numbers` and `bin-strings` variations write a value: every integer as
+/// `int64`/`uint64`, every string as `bin`.
+struct Style {
+    wide: bool,
+    bin: bool,
+}
+
+impl Style {
+    fn encode(&self, v: &Value, out: &mut Vec<u8>) {
+        match v {
+            Value::Int(i) if self.wide => {
+                out.push(0xD3);
+                out.extend(i.to_be_bytes());
+            }
+            Value::UInt(u) if self.wide => {
+                out.push(0xCF);
+                out.extend(u.to_be_bytes());
+            }
+            Value::Str(b) if self.bin => encode(&Value::Bin(b.clone()), out),
+            Value::Array(items) => {
+                encode_array_header(items.len(), out);
+                for i in items {
+                    self.encode(i, out);
+                }
+            }
+            Value::Map(entries) => {
+                let live: Vec<_> = entries
+                    .iter()
+                    .filter(|(k, x)| !k.is_nil() && !x.is_nil())
+                    .collect();
+                encode_map_header(live.len(), out);
+                for (k, x) in live {
+                    self.encode(k, out);
+                    self.encode(x, out);
+                }
+            }
+            other => encode(other, out),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

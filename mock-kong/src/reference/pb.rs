@@ -29,6 +29,7 @@ use tokio::net::UnixStream;
 
 use super::faults::{self, Fault};
 use super::plugins::{self, Action, Instance, Plugin};
+use super::Variation;
 use super::{lock, Faults, IdMap, MAX_FRAME, READ_CHUNK};
 use crate::protobuf::messages::{
     rpc_call, rpc_return, InstanceStatus, PluginInfo, PluginNames, RpcCall, RpcReturn,
@@ -343,13 +344,31 @@ async fn serve(server: &PbServer, conn: &mut Conn) -> Result<(), Close> {
         } else {
             sequence
         };
-        encode_message_frame(
-            &RpcReturn {
-                sequence,
-                r#return: ret,
-            },
-            &mut conn.out,
-        );
+        let ret = match ret {
+            // The legal variation start-id-only: nothing but the id (Kong reads only that).
+            Some(rpc_return::Return::InstanceStatus(st))
+                if server.faults.varies(Variation::StartIdOnly) =>
+            {
+                Some(rpc_return::Return::InstanceStatus(InstanceStatus {
+                    instance_id: st.instance_id,
+                    ..InstanceStatus::default()
+                }))
+            }
+            other => other,
+        };
+        let reply = RpcReturn {
+            sequence,
+            r#return: ret,
+        };
+        if server.faults.varies(Variation::UnknownFields) {
+            // Fields 99 (varint) and 100 (bytes), which Kong's proto does not have.
+            let mut payload = reply.encode_to_vec();
+            payload.extend([0x98, 0x06, 0x01, 0xA2, 0x06, 0x03]);
+            payload.extend(b"ref");
+            encode_frame(&payload, &mut conn.out);
+        } else {
+            encode_message_frame(&reply, &mut conn.out);
+        }
         conn.flush().await?;
     }
     Ok(())

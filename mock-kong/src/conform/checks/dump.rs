@@ -9,7 +9,7 @@ use tokio::io::AsyncReadExt;
 use super::{verdict, Res};
 use crate::conform::runner::Ctx;
 use crate::conform::{CheckFuture, Outcome};
-use crate::dump::{self, KNOWN_PHASES};
+use crate::dump::{self, KNOWN_PHASES, NON_YIELDING_PHASES};
 
 /// The query output the runner read, or why there is none.
 fn stdout(c: &Ctx) -> Result<&[u8], String> {
@@ -125,8 +125,9 @@ pub fn protocol(c: &mut Ctx) -> CheckFuture<'_> {
     })
 }
 
-/// Errors of the first entry, split into schema errors and the others.
-fn entry_errors(c: &Ctx) -> Result<(Vec<String>, Vec<String>, String), String> {
+/// Errors of the first entry, split into schema errors and the others; phase names Kong runs
+/// but the kits never emit are noted on `c` (info).
+fn entry_errors(c: &mut Ctx) -> Result<(Vec<String>, Vec<String>, String), String> {
     let doc = document(c)?;
     let (entry, at) = first_entry(&doc)?;
     let (_, issues) = dump::check_plugin(&entry, at);
@@ -139,10 +140,17 @@ fn entry_errors(c: &Ctx) -> Result<(Vec<String>, Vec<String>, String), String> {
         for p in phases {
             match p.as_str() {
                 Some(name) if KNOWN_PHASES.contains(&name) => {}
-                _ => other.push(format!(
-                    "{at}.Phases: {p} is not one of the phases the PDKs emit ({})",
+                // Kong would call the server where cosockets are disabled: every request fails.
+                Some(name) if NON_YIELDING_PHASES.contains(&name) => other.push(format!(
+                    "{at}.Phases: {name} makes Kong call the plugin server from a context without \
+                     cosockets, which fails every request at runtime (use response instead)"
+                )),
+                Some(name) => c.note(format!(
+                    "{at}.Phases: {name:?} is not a phase the kits emit ({}): Kong creates a \
+                     handler for any name and simply never calls this one",
                     KNOWN_PHASES.join(", ")
                 )),
+                None => other.push(format!("{at}.Phases: {p} is not a phase name string")),
             }
         }
     }
@@ -240,7 +248,7 @@ pub fn standalone(c: &mut Ctx) -> CheckFuture<'_> {
 
 /// Runs the query command from an empty directory with stdin left open (Kong's `io.popen`
 /// gives it the worker's stdin); it must finish without reading stdin and leave no file behind.
-async fn standalone_inner(c: &Ctx) -> Res {
+async fn standalone_inner(c: &mut Ctx) -> Res {
     let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
     let mut child = tokio::process::Command::new("/bin/sh")
         .arg("-c")
@@ -291,8 +299,9 @@ async fn standalone_inner(c: &Ctx) -> Res {
         })
         .unwrap_or_default();
     if !left.is_empty() {
-        return Err(format!(
-            "the query command created {} in its working directory",
+        c.note(format!(
+            "the query command created {} in its working directory (Kong does not mind; it is \
+             left behind wherever Kong runs the command)",
             left.join(", ")
         ));
     }
