@@ -4,7 +4,7 @@
 For each selected peer and scenario this script runs the peer's query_cmd
 (prints the dump), starts the server with start_cmd in a fresh temporary
 prefix, plays the Kong host side of the protocol (MsgPack:1 or ProtoBuf:1,
-see kong-host-protocol.md sections 4 and 5) with canned PDK answers, prints
+see docs/protocol.md sections 4 and 5) with canned PDK answers, prints
 the wire transcript and checks the result.
 
 It is a developer tool, independent of mock-kong; run it with the peers'
@@ -349,7 +349,7 @@ def encode_value(value):
     return field_bytes(3, str(value))
 
 
-# PDK method -> (input decoder, output encoder) for the calls the test plugins make (spec 5.4).
+# PDK method -> (input decoder, output encoder) for the calls the test plugins make (docs/protocol.md §5.4).
 def _in_string(buf):
     return [first(parse_fields(buf), 1, b"").decode()]
 
@@ -553,7 +553,7 @@ class ProtoBufHost:
 # --------------------------------------------------------------------------- scenarios
 
 def config_for(plugin, seq, **values):
-    """A config like Kong's (spec 4.3): the plugin fields plus the __ keys."""
+    """A config like Kong's (docs/protocol.md §4.3): the plugin fields plus the __ keys."""
     config = dict(values)
     config.update({
         "__seq__": seq,

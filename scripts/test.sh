@@ -11,6 +11,9 @@ cd "$(dirname "$0")/.."
 
 stage() { printf '\n== %s\n' "$*"; }
 
+# One-shot builds gain nothing from incremental caches, which take gigabytes of disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 bash scripts/install-peers.sh
 # Exact system-call counts for loadgen's counters (tracefs; root only, else a note).
 bash scripts/enable-syscall-counting.sh

@@ -13,8 +13,8 @@
 //!   every PDK message, little-endian u32 framing, and the PDK method table that converts
 //!   between protobuf messages and [`Value`] arguments/results.
 //!
-//! The specification this crate follows is `shared/reference/kong-host-protocol.md`, kept beside
-//! the repository; the project's docs (`docs/`) describe the behaviour in their own words.
+//! The protocol this crate follows is described in the repository's `docs/protocol.md`, cited
+//! as "docs/protocol.md §N".
 
 pub mod event;
 pub mod lua;
@@ -24,7 +24,7 @@ pub mod value;
 
 pub use value::Value;
 
-/// The two wire protocols a dump may name (spec §2, §9: no other identifier was ever accepted).
+/// The two wire protocols a dump may name (docs/protocol.md §2, §9: no other identifier was ever accepted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Protocol {
     /// `"MsgPack:1"`, the default when a dump names no protocol.

@@ -5,7 +5,7 @@
 //! PDK all depend on them and must agree:
 //!
 //! * Kong decodes MessagePack `bin` and `str` to the same Lua string, and extension types to
-//!   `nil` (spec §4.2). So a [`Value::Ext`] is `nil` everywhere here: its [`lua_type`] is
+//!   `nil` (docs/protocol.md §4.2). So a [`Value::Ext`] is `nil` everywhere here: its [`lua_type`] is
 //!   `"nil"`, [`lua_tostring`] prints `nil`, and tables skip it like any nil.
 //! * A Lua table is a [`Value::Array`] (keys `1..n`) or a [`Value::Map`]; a map entry whose key
 //!   or value is nil does not exist in Lua.
@@ -239,7 +239,7 @@ pub fn take_index(t: &mut Value, i: i64) -> Value {
     }
 }
 
-/// A value as Kong writes it back after reading it (the Lua round trip, spec §4.2): `bin`
+/// A value as Kong writes it back after reading it (the Lua round trip, docs/protocol.md §4.2): `bin`
 /// becomes `str`, an extension value nil, a number an integer when integral and below 2^53 (a
 /// float otherwise), and a table an array when its keys are exactly `1..n` (an empty table
 /// included), else a map without its nil keys and values.
@@ -296,7 +296,7 @@ pub fn reencode(v: &Value) -> Value {
     }
 }
 
-/// The positional arguments Kong passes for a callback's `Args` (spec §4.4): a table is
+/// The positional arguments Kong passes for a callback's `Args` (docs/protocol.md §4.4): a table is
 /// unpacked (`unpack(args)`: `t[1] .. t[n]`, so an array as it is, a map by its integer keys),
 /// anything else is the single argument. `None` (no `Args` at all) is no argument.
 ///

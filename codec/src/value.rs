@@ -5,7 +5,7 @@
 //! distinctions a conformance tool needs to see (a `str` is not a `bin`, `2.0` sent as a float is
 //! not `2` sent as an integer). Both codecs and the emulated PDK speak `Value`.
 //!
-//! Lua semantics that matter on the wire (spec §4.2) are applied by the *encoders*, not here:
+//! Lua semantics that matter on the wire (docs/protocol.md §4.2) are applied by the *encoders*, not here:
 //! a `nil` value inside a map makes its key disappear, an integral float is sent as an integer.
 
 use std::fmt;
@@ -23,9 +23,9 @@ pub enum Value {
     UInt(u64),
     Float(f64),
     /// A MessagePack `str`: bytes that are usually, but not necessarily, UTF-8 (Kong sends
-    /// non-UTF-8 bytes as `str` too, spec §4.2).
+    /// non-UTF-8 bytes as `str` too, docs/protocol.md §4.2).
     Str(Vec<u8>),
-    /// A MessagePack `bin` (raw bodies, spec §4.2).
+    /// A MessagePack `bin` (raw bodies, docs/protocol.md §4.2).
     Bin(Vec<u8>),
     Array(Vec<Value>),
     /// A map in wire order. Keys are usually strings.

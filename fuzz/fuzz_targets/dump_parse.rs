@@ -1,4 +1,4 @@
-//! A query command's stdout (spec §2) from arbitrary bytes: parsed and validated, or refused with
+//! A query command's stdout (docs/protocol.md §2) from arbitrary bytes: parsed and validated, or refused with
 //! a `DumpError`, never a panic. Inputs that are JSON are also validated as a document.
 #![no_main]
 

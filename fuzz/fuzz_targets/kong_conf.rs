@@ -1,4 +1,4 @@
-//! kong.conf text (spec §1) from arbitrary bytes: parsed, then resolved into plugin-server
+//! kong.conf text (docs/protocol.md §1) from arbitrary bytes: parsed, then resolved into plugin-server
 //! definitions (with the same text's lines also offered as `KONG_*` variables), never a panic.
 #![no_main]
 

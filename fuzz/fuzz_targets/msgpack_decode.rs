@@ -1,7 +1,7 @@
-//! One MessagePack object from arbitrary bytes (spec §4.2): never a panic; a decoded object is
+//! One MessagePack object from arbitrary bytes (docs/protocol.md §4.2): never a panic; a decoded object is
 //! prefix-free (one byte less is `Incomplete`), Kong's encoding of it decodes again, and that
 //! encoding is a fixed point (except for subnormal floats, which Kong's encoder mangles on
-//! purpose, spec §4.2); the RPC envelope check accepts or refuses any value without panic.
+//! purpose, docs/protocol.md §4.2); the RPC envelope check accepts or refuses any value without panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

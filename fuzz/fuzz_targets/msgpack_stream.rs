@@ -1,4 +1,4 @@
-//! The MessagePack stream decoder (spec §4.1) against one-shot decoding: the same bytes fed in
+//! The MessagePack stream decoder (docs/protocol.md §4.1) against one-shot decoding: the same bytes fed in
 //! arbitrary pieces give the same objects and the same final error, and a small frame limit only
 //! ever cuts the sequence short with `TooLarge`.
 //!

@@ -1,4 +1,4 @@
-//! ProtoBuf framing (spec §5.1) from arbitrary bytes in arbitrary pieces: the frames match a
+//! ProtoBuf framing (docs/protocol.md §5.1) from arbitrary bytes in arbitrary pieces: the frames match a
 //! straightforward reading of `LE32(len) ++ payload`, and an oversized length is reported, never
 //! buffered for.
 //!

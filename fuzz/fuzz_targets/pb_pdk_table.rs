@@ -1,4 +1,4 @@
-//! Every PDK method's conversions (spec §5.4) on arbitrary bytes: the host unwrapping a server's
+//! Every PDK method's conversions (docs/protocol.md §5.4) on arbitrary bytes: the host unwrapping a server's
 //! arguments, the reference server decoding a host's result, and the envelopes `RpcCall` /
 //! `RpcReturn`: errors, never panics. What decodes is converted back without panicking too.
 #![no_main]

@@ -149,6 +149,8 @@ impl AbPlan {
             method: self.method.clone(),
             runtime_threads: self.runtime_threads,
             forks: Some(self.forks.clamp(1, self.pairs.max(1))),
+            plugin: None,
+            plugin_config: None,
         }
     }
 }
@@ -256,6 +258,7 @@ pub async fn run(plan: &AbPlan, progress: &dyn Progress) -> Result<AbRun, AbErro
                     mode,
                     warmup: plan.warmup,
                     duration: plan.duration,
+                    custom: None,
                 },
             )
         })

@@ -11,17 +11,18 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use mock_kong::cli::{JsonArg, ProtocolArg, ReferenceArgs};
+use mock_kong::cli::{CompletionsArgs, JsonArg, ProtocolArg, ReferenceArgs};
 use mock_kong::host::Timeouts;
 use mock_kong::process::LogSink;
 use mock_kong::session::SessionOptions;
-use mock_kong::target::{self, TargetSpec};
+use mock_kong::target::{self, Placement, TargetSpec};
 use mock_kong::Protocol;
 
-use crate::driver::Mode;
+use crate::driver::{CustomLoad, Mode};
 use crate::floor;
 use crate::results::Results;
 use crate::sweep::{self, ChaosPlan, Multicore, Progress, SweepPlan, TargetDef};
+use mock_kong::scenario::model::RequestSpec;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -37,9 +38,15 @@ Examples:
 
 Exit codes: 0 ok, 1 a plugin server failed (errors counted or points not measured), 2 usage or setup error.";
 
+/// The version line: which Kong releases' host side is driven.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (drives plugin servers as the host of Kong Gateway 3.9 does; mock-kong's host loop)"
+);
+
 /// RPS and latency of Kong external plugin servers against PDK calls per request.
 #[derive(Debug, Parser)]
-#[command(name = "loadgen", version, about, after_help = EXAMPLES)]
+#[command(name = "loadgen", version = VERSION, about, after_help = EXAMPLES)]
 pub struct Cli {
     /// Threads of loadgen's async runtime (1: a current-thread runtime, like one nginx worker).
     #[arg(long, global = true, default_value_t = 1, value_name = "N")]
@@ -67,6 +74,8 @@ pub enum Command {
     Gate(crate::gate::cli::GateArgs),
     /// Save a sweep's results as a named baseline (reports/baselines/NAME.json).
     Baseline(crate::gate::cli::BaselineArgs),
+    /// Print a shell completion script (bash, zsh, fish).
+    Completions(CompletionsArgs),
     /// The built-in Rust reference plugin server (started by loadgen itself).
     #[command(hide = true)]
     ReferenceServer(ReferenceArgs),
@@ -92,18 +101,30 @@ pub struct TargetArgs {
     /// The peers registry (default: peers.toml in this directory or a parent).
     #[arg(long, value_name = "FILE")]
     pub peers_file: Option<PathBuf>,
-    /// Command that starts a server of your own (run through /bin/sh with `exec`).
+    /// Command that starts a server of your own (run through /bin/sh with `exec`); `{socket}`,
+    /// `{prefix}` and `{name}` are replaced by the socket path loadgen waits for, its directory
+    /// and the pluginserver name.
     #[arg(long, value_name = "CMD", requires = "query_cmd")]
     pub start_cmd: Option<String>,
-    /// Command that prints its JSON dump (must list the `bench` plugin first).
+    /// Command that prints its JSON dump (its first plugin is measured: `bench`, or --plugin).
     #[arg(long, value_name = "CMD")]
     pub query_cmd: Option<String>,
-    /// Name of that server in the results.
-    #[arg(long, default_value = "custom")]
-    pub name: String,
+    /// The pluginserver name of that server, also its name in the results (default: the
+    /// dump's plugin name); the default socket is `<prefix>/<name>.socket`.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// That server's socket; a relative path lies in the prefix.
+    #[arg(long, value_name = "PATH", requires = "query_cmd")]
+    pub socket: Option<PathBuf>,
+    /// That server's prefix directory (default: a private temporary directory).
+    #[arg(long, value_name = "DIR", requires = "query_cmd")]
+    pub prefix: Option<PathBuf>,
     /// Timeout of every connect, read and write, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub timeout: f64,
+    /// How long a started server may take to listen on its socket, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = mock_kong::cli::DEFAULT_SOCKET_TIMEOUT)]
+    pub socket_timeout: f64,
     /// Show the servers' output lines (hidden by default: they would mix with the progress bar).
     #[arg(long)]
     pub server_log: bool,
@@ -124,15 +145,20 @@ impl TargetArgs {
                     name: p.clone(),
                     registry: registry.clone(),
                 },
+                placement: Placement::default(),
             });
         }
         if let Some(q) = &self.query_cmd {
             out.push(TargetDef {
-                label: self.name.clone(),
+                label: self.name.clone().unwrap_or_else(|| "custom".into()),
                 spec: TargetSpec::Commands {
                     name: self.name.clone(),
                     start_cmd: self.start_cmd.clone(),
                     query_cmd: q.clone(),
+                },
+                placement: Placement {
+                    socket: self.socket.clone(),
+                    prefix: self.prefix.clone(),
                 },
             });
         }
@@ -153,6 +179,24 @@ impl TargetArgs {
         out
     }
 
+    /// The targets, a server of your own named after its dump when `--name` is not given
+    /// (its query command runs once for that).
+    pub async fn named_targets(&self) -> Result<Vec<TargetDef>, (i32, anyhow::Error)> {
+        let mut out = self.targets();
+        for t in &mut out {
+            target::name_from_dump(&mut t.spec, &t.placement, Duration::from_secs(30))
+                .await
+                .map_err(|e| match e {
+                    target::TargetError::Dump(d) => (1, anyhow!(d)),
+                    other => (2, anyhow!(other)),
+                })?;
+            if let TargetSpec::Commands { name: Some(n), .. } = &t.spec {
+                t.label.clone_from(n);
+            }
+        }
+        Ok(out)
+    }
+
     /// Session options: Kong's respawn on, server output kept quiet unless asked.
     pub fn session_options(&self) -> anyhow::Result<SessionOptions> {
         if !(self.timeout > 0.0 && self.timeout.is_finite()) {
@@ -161,8 +205,15 @@ impl TargetArgs {
                 self.timeout
             );
         }
+        if !(self.socket_timeout > 0.0 && self.socket_timeout.is_finite()) {
+            bail!(
+                "--socket-timeout must be a positive number of seconds, got {}",
+                self.socket_timeout
+            );
+        }
         Ok(SessionOptions {
             timeouts: Timeouts::uniform(Duration::from_secs_f64(self.timeout)),
+            socket_timeout: Duration::from_secs_f64(self.socket_timeout),
             log: if self.server_log {
                 LogSink::Stderr
             } else {
@@ -172,6 +223,123 @@ impl TargetArgs {
             ..SessionOptions::default()
         })
     }
+}
+
+/// What each request does: the bench plugin (default), or a plugin of your own with its config
+/// and request.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Plugin and request")]
+pub struct WorkloadArgs {
+    /// The plugin to measure (default: bench, which makes exactly --calls PDK calls). Any other
+    /// plugin runs through every phase it declares, with the emulated Kong request `mock-kong
+    /// run` plays, and its PDK calls per request are read from its transcript.
+    #[arg(long, value_name = "NAME")]
+    pub plugin: Option<String>,
+    /// The plugin's config as JSON (schema defaults filled in, checked as Kong checks it).
+    #[arg(long, value_name = "JSON")]
+    pub config: Option<String>,
+    /// Send --config exactly as given: no schema defaults, no schema check.
+    #[arg(long)]
+    pub raw_config: bool,
+    /// The request's HTTP method (default GET).
+    #[arg(long, value_name = "METHOD")]
+    pub http_method: Option<String>,
+    /// The request's path (default /).
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<String>,
+    /// The request's query string (without `?`).
+    #[arg(long, value_name = "QUERY")]
+    pub query: Option<String>,
+    /// A request header NAME:VALUE (repeatable; host defaults to example.com).
+    #[arg(long = "header", value_name = "NAME:VALUE")]
+    pub headers: Vec<String>,
+    /// The request's body.
+    #[arg(long, value_name = "BODY")]
+    pub body: Option<String>,
+}
+
+impl WorkloadArgs {
+    /// `None`: the bench plugin's fast path; otherwise the plugin, its config and request.
+    pub fn custom(&self, plugin: &str) -> anyhow::Result<Option<CustomLoad>> {
+        let request_given = self.http_method.is_some()
+            || self.path.is_some()
+            || self.query.is_some()
+            || !self.headers.is_empty()
+            || self.body.is_some();
+        if plugin == sweep::PLUGIN && self.config.is_none() && !request_given {
+            return Ok(None);
+        }
+        let config = match &self.config {
+            None => serde_json::Map::new(),
+            Some(text) => match serde_json::from_str(text)
+                .with_context(|| format!("--config is not valid JSON: {text}"))?
+            {
+                serde_json::Value::Object(m) => m,
+                _ => bail!("--config must be a JSON object, got {text}"),
+            },
+        };
+        let mut headers = serde_json::Map::new();
+        for h in &self.headers {
+            let (k, v) = h
+                .split_once(':')
+                .filter(|(k, _)| !k.trim().is_empty())
+                .ok_or_else(|| anyhow!("--header expects NAME:VALUE, got {h:?}"))?;
+            headers.insert(
+                k.trim().to_ascii_lowercase(),
+                serde_json::Value::String(v.trim().to_owned()),
+            );
+        }
+        Ok(Some(CustomLoad {
+            config,
+            raw_config: self.raw_config,
+            request: RequestSpec {
+                method: self.http_method.clone(),
+                path: self.path.clone(),
+                query: self.query.clone(),
+                body: self.body.clone(),
+                headers,
+                ..RequestSpec::default()
+            },
+        }))
+    }
+}
+
+/// Before measuring a plugin of your own: its config must fit the schema of each target's
+/// dump (exit 2 naming the field, as `mock-kong call`), and the dump must serve the plugin.
+async fn check_custom(
+    targets: &[TargetDef],
+    plugin: &str,
+    custom: &CustomLoad,
+) -> Result<(), (i32, anyhow::Error)> {
+    for t in targets {
+        let Ok(resolved) = target::resolve(&t.spec, &t.placement, plugin) else {
+            // Reported as the target's failure by the sweep.
+            continue;
+        };
+        let Ok(out) = mock_kong::dump::query(&resolved.query_cmd, Duration::from_secs(30)).await
+        else {
+            continue;
+        };
+        let Some(info) = out.dump.plugins.iter().find(|p| p.name == plugin) else {
+            return Err((
+                2,
+                anyhow!(
+                    "{}: the server's dump does not list plugin `{plugin}` (it lists {}); name the plugin it serves with --plugin",
+                    t.label,
+                    out.dump
+                        .plugins
+                        .iter()
+                        .map(|p| format!("`{}`", p.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        };
+        custom
+            .kong_config(info)
+            .map_err(|e| (2, anyhow!("{}: {e}", t.label)))?;
+    }
+    Ok(())
 }
 
 /// How long each trial runs.
@@ -196,12 +364,15 @@ pub struct TimingArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = RUN_EXAMPLES)]
 pub struct RunArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
-    /// PDK calls per request.
-    #[arg(long, default_value_t = 10)]
-    pub calls: u32,
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    /// PDK calls per request of the bench plugin (default 10).
+    #[arg(long)]
+    pub calls: Option<u32>,
     /// Request loops (requests in flight at most).
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
@@ -218,12 +389,15 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = SWEEP_EXAMPLES)]
 pub struct SweepArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
-    /// PDK calls per request to measure.
-    #[arg(long, value_delimiter = ',', default_value = "0,1,2,3,5,8,10,15,20,30")]
-    pub calls: Vec<u32>,
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    /// PDK calls per request of the bench plugin to measure (default 0,1,2,3,5,8,10,15,20,30).
+    #[arg(long, value_delimiter = ',')]
+    pub calls: Option<Vec<u32>>,
     /// Concurrencies to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,4")]
     pub concurrency: Vec<usize>,
@@ -235,11 +409,17 @@ pub struct SweepArgs {
     pub open_only: bool,
     #[command(flatten)]
     pub timing: TimingArgs,
-    /// Multicore variant: this many Kong workers (0: off; default: the number of CPUs).
+    /// Multicore variant: also measure with this many Kong workers (off by default; the number
+    /// of CPUs is the usual choice).
     #[arg(long, value_name = "N")]
     pub multicore: Option<usize>,
     /// Call counts of the multicore variant (the docs show 30).
-    #[arg(long, value_delimiter = ',', default_value = "30")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "30",
+        requires = "multicore"
+    )]
     pub multicore_calls: Vec<u32>,
     /// Skip the raw ping-pong floor.
     #[arg(long)]
@@ -259,6 +439,31 @@ pub struct SweepArgs {
     #[command(flatten)]
     pub gate: crate::gate::cli::SweepGateArgs,
 }
+
+/// The bench plugin's call counts a sweep measures by default.
+const DEFAULT_SWEEP_CALLS: [u32; 10] = [0, 1, 2, 3, 5, 8, 10, 15, 20, 30];
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  loadgen run --reference --calls 10 --concurrency 4 --duration 5s
+  loadgen run --peer go --calls 30 --rate 2000 --hgrm        # open loop, full percentile spectrum
+  loadgen run --start-cmd 'python3 greet.py -p {prefix} --socket-name greet.socket' \\
+      --query-cmd 'python3 greet.py --dump' --plugin greet --config '{\"tag\":\"hi\"}' \\
+      --http-method POST --path /orders --header x-user:alice
+  loadgen run --peer python --json run.json
+
+Without a terminal (CI), each point is logged to stderr when it is done. Ctrl-C (or SIGTERM)
+ends the trial in progress and writes what was measured before (marked interrupted).";
+
+const SWEEP_EXAMPLES: &str = "\
+Examples:
+  loadgen sweep --peer go --peer python --calls 0,1,10,30 --concurrency 1,4 --out reports/sweep
+  loadgen sweep --reference --protocol msgpack,protobuf --multicore 2 --duration 1s --trials 1 --out out/
+  loadgen sweep --start-cmd './my-plugin -kong-prefix {prefix}' --query-cmd './my-plugin -dump' \\
+      --plugin my-plugin --concurrency 1,2,4,8 --out out/
+
+Ctrl-C (or SIGTERM) ends the trial in progress; --out and --json then hold what was measured
+before (results.json: \"interrupted\": true).";
 
 const AB_EXAMPLES: &str = "\
 Sides:
@@ -409,7 +614,18 @@ pub struct AbArgs {
     pub json: JsonArg,
 }
 
+const PLOT_EXAMPLES: &str = "\
+Examples:
+  loadgen plot reports/sweep/results.json                 # redraw next to the results
+  loadgen plot out/results.json --out /tmp/plots";
+
+const FLOOR_EXAMPLES: &str = "\
+Examples:
+  loadgen floor                                          # both protocols' message sizes, 3 s each
+  loadgen floor --protocol msgpack --duration 1s --json";
+
 #[derive(Debug, Args)]
+#[command(after_help = PLOT_EXAMPLES)]
 pub struct PlotArgs {
     /// A results.json written by `loadgen sweep --out`.
     pub results: PathBuf,
@@ -419,6 +635,7 @@ pub struct PlotArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = FLOOR_EXAMPLES)]
 pub struct FloorArgs {
     /// Protocols whose message sizes to use.
     #[arg(
@@ -510,6 +727,20 @@ impl Progress for Bar {
             self.0.println(line);
         }
     }
+    /// Without a terminal (CI logs, a pipe) there is no bar: each point says when it is done,
+    /// so a long run is not silent until the end.
+    fn point_done(&self, label: &str, p: &crate::results::PointRecord) {
+        if self.0.is_hidden() {
+            eprintln!(
+                "{label}: {:.0} req/s (spread {}), p50 {:.1} µs, p99 {:.1} µs, errors {}",
+                p.rps,
+                p.spread_text(),
+                p.latency_us.p50,
+                p.latency_us.p99,
+                p.errors
+            );
+        }
+    }
 }
 
 /// Parses the arguments, runs, and returns the process exit code.
@@ -537,9 +768,14 @@ pub fn main() -> i32 {
     };
     let threads = cli.threads.max(1);
     // The shared edge (mock_kong::edge): 128 + signal on SIGINT/SIGTERM, a closed stdout is a
-    // normal end; the reference server handles its signals itself.
+    // normal end; the reference server handles its signals itself. `run` and `sweep` end the
+    // trial in progress and write what they measured before (marked `interrupted`).
     let signals = !matches!(cli.command, Command::ReferenceServer(_));
-    mock_kong::edge::run(rt, signals, Duration::ZERO, async move {
+    let grace = match cli.command {
+        Command::Run(_) | Command::Sweep(_) => mock_kong::edge::REPORT_GRACE,
+        _ => Duration::ZERO,
+    };
+    mock_kong::edge::run(rt, signals, grace, async move {
         run(cli.command, threads)
             .await
             .map_err(|(code, e)| mock_kong::edge::Failure::new(code, e))
@@ -562,6 +798,8 @@ async fn run(command: Command, threads: usize) -> Outcome {
         Command::Ab(a) => ab_cmd(a, threads).await,
         Command::Gate(a) => crate::gate::cli::gate_cmd(&a).map_err(usage),
         Command::Baseline(a) => crate::gate::cli::baseline_cmd(&a).map_err(usage),
+        Command::Completions(a) => mock_kong::cli::completions::write::<Cli>(a.shell, "loadgen")
+            .map_err(|f| (f.code, f.error)),
     }
 }
 
@@ -651,11 +889,77 @@ fn check_common(t: &TimingArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a run measures: the plugin, the calls dimension and the workload.
+struct Workload {
+    plugin: String,
+    calls: Vec<u32>,
+    custom: Option<CustomLoad>,
+}
+
+/// The plugin (`--plugin`; for a server of your own alone, the plugin its dump serves; else
+/// bench), the bench plugin's call counts or one placeholder when another plugin makes the
+/// calls it makes (its config checked against its dump first).
+async fn workload(
+    w: &WorkloadArgs,
+    calls: Option<Vec<u32>>,
+    default_calls: &[u32],
+    targets: &[TargetDef],
+) -> Result<Workload, (i32, anyhow::Error)> {
+    let plugin = match &w.plugin {
+        Some(p) => p.clone(),
+        None => served_plugin(targets)
+            .await
+            .unwrap_or_else(|| sweep::PLUGIN.to_owned()),
+    };
+    let custom = w.custom(&plugin).map_err(usage)?;
+    let calls = match (&custom, calls) {
+        (None, calls) => calls.unwrap_or_else(|| default_calls.to_vec()),
+        (Some(_), Some(_)) => {
+            return Err(usage(anyhow!(
+                "--calls sets the bench plugin's PDK calls per request; plugin `{plugin}` makes the calls it makes (read from its transcript), so leave --calls out"
+            )))
+        }
+        (Some(c), None) => {
+            check_custom(targets, &plugin, c).await?;
+            vec![0]
+        }
+    };
+    Ok(Workload {
+        plugin,
+        calls,
+        custom,
+    })
+}
+
+/// When every target is a server of your own (`--start-cmd`), the plugin the first one's dump
+/// serves (Kong 3.9 registers the first plugin of a dump).
+async fn served_plugin(targets: &[TargetDef]) -> Option<String> {
+    if targets.is_empty()
+        || !targets
+            .iter()
+            .all(|t| matches!(t.spec, TargetSpec::Commands { .. }))
+    {
+        return None;
+    }
+    let t = &targets[0];
+    let resolved = target::resolve(&t.spec, &t.placement, sweep::PLUGIN).ok()?;
+    let out = mock_kong::dump::query(&resolved.query_cmd, Duration::from_secs(30))
+        .await
+        .ok()?;
+    Some(out.dump.plugin().name.clone())
+}
+
 async fn run_cmd(a: RunArgs, threads: usize) -> Outcome {
     check_common(&a.timing).map_err(usage)?;
     if a.concurrency == 0 {
         return Err(usage(anyhow!("--concurrency must be at least 1")));
     }
+    let targets = a.targets.named_targets().await?;
+    let Workload {
+        plugin,
+        calls,
+        custom,
+    } = workload(&a.workload, a.calls.map(|c| vec![c]), &[10], &targets).await?;
     let mode = match a.rate {
         Some(rate) if rate > 0.0 && rate.is_finite() => Mode::Open { rate },
         Some(rate) => {
@@ -666,8 +970,8 @@ async fn run_cmd(a: RunArgs, threads: usize) -> Outcome {
         None => Mode::Closed,
     };
     let plan = SweepPlan {
-        targets: a.targets.targets(),
-        calls: vec![a.calls],
+        targets,
+        calls,
         concurrency: vec![a.concurrency],
         modes: vec![mode],
         kong_workers: a.timing.kong_workers,
@@ -676,6 +980,8 @@ async fn run_cmd(a: RunArgs, threads: usize) -> Outcome {
         warmup: a.timing.warmup,
         trials: a.timing.trials,
         method: a.timing.method.clone(),
+        plugin,
+        custom,
         session: a.targets.session_options().map_err(usage)?,
         floor: false,
         chaos: None,
@@ -711,14 +1017,14 @@ fn print_points(r: &Results, hgrm: bool) {
             None => String::new(),
         };
         println!(
-            "{} {} {} c={} calls={}: {} req/s (±{:.1}%), latency p50 {:.1} µs p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.1}, errors {}{}",
+            "{} {} {} c={} calls={}: {} req/s (spread {}), latency p50 {:.1} µs p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.1}, errors {}{}",
             paint(&p.peer, "1"),
             p.protocol,
             p.mode,
             p.concurrency,
             p.calls,
             paint(&format!("{:.0}", p.rps), "1;32"),
-            p.rps_spread.spread_pct,
+            p.spread_text(),
             p.latency_us.p50,
             p.latency_us.p90,
             p.latency_us.p99,
@@ -779,7 +1085,13 @@ pub fn counters_line(c: &crate::results::CounterRecord) -> String {
 
 async fn sweep_cmd(a: SweepArgs, threads: usize) -> Outcome {
     check_common(&a.timing).map_err(usage)?;
-    if a.calls.is_empty() || a.concurrency.is_empty() || a.concurrency.contains(&0) {
+    let targets = a.targets.named_targets().await?;
+    let Workload {
+        plugin,
+        calls,
+        custom,
+    } = workload(&a.workload, a.calls.clone(), &DEFAULT_SWEEP_CALLS, &targets).await?;
+    if calls.is_empty() || a.concurrency.is_empty() || a.concurrency.contains(&0) {
         return Err(usage(anyhow!(
             "--calls and --concurrency need at least one value each, and concurrency ≥ 1"
         )));
@@ -796,16 +1108,21 @@ async fn sweep_cmd(a: SweepArgs, threads: usize) -> Outcome {
         }
         modes.push(Mode::Open { rate });
     }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let gate = crate::gate::cli::SweepGate::prepare(&a.gate).map_err(usage)?;
-    let mc = a.multicore.unwrap_or(cpus);
-    let multicore = (mc > 1 && !a.multicore_calls.is_empty()).then(|| Multicore {
-        workers: mc,
-        calls: a.multicore_calls.clone(),
-    });
+    let multicore = a
+        .multicore
+        .filter(|&mc| mc > 1 && !a.multicore_calls.is_empty())
+        .map(|mc| Multicore {
+            workers: mc,
+            calls: if custom.is_some() {
+                vec![0]
+            } else {
+                a.multicore_calls.clone()
+            },
+        });
     let plan = SweepPlan {
-        targets: a.targets.targets(),
-        calls: a.calls.clone(),
+        targets,
+        calls,
         concurrency: a.concurrency.clone(),
         modes,
         kong_workers: a.timing.kong_workers,
@@ -814,6 +1131,8 @@ async fn sweep_cmd(a: SweepArgs, threads: usize) -> Outcome {
         warmup: a.timing.warmup,
         trials: a.timing.trials,
         method: a.timing.method.clone(),
+        plugin,
+        custom,
         session: a.targets.session_options().map_err(usage)?,
         floor: !a.no_floor,
         chaos: a.chaos_kill_point.map(|point| ChaosPlan {
@@ -873,7 +1192,7 @@ fn ab_side(
             Ok(crate::ab::AbSide {
                 label: name.clone(),
                 spec: TargetSpec::Commands {
-                    name,
+                    name: Some(name),
                     start_cmd: start.cloned(),
                     query_cmd: q.clone(),
                 },
@@ -1107,9 +1426,9 @@ fn print_sweep(r: &Results, out: Option<&std::path::Path>) {
     println!("time per request = base + calls × per-call cost (closed loop, 10⁶/rps):");
     for f in &r.fits {
         println!(
-            "  {:<10} {:<10} c{:<3} {:<9} base {:>9.1} µs  per call {:>8.2} µs  ({:.2} of base)  R² {:.4}",
+            "  {:<10} {:<10} c{:<3} {:<9} base {:>9.1} µs  per call {:>8.2} µs  ({:.2} of base)  R² {}",
             f.peer, f.protocol, f.concurrency, if f.variant == "single" { "" } else { "multicore" },
-            f.fit.base_us, f.fit.per_call_us, f.per_call_share_of_base, f.fit.r2
+            f.fit.base_us, f.fit.per_call_us, f.per_call_share_of_base, f.r2_text()
         );
     }
     let errors: u64 = r.points.iter().map(|p| p.errors).sum();
@@ -1145,6 +1464,17 @@ mod tests {
         assert!(parse_duration("fast").is_err());
     }
 
+    /// Regression (issue 13): subcommands' --help had no examples.
+    #[test]
+    fn every_subcommand_help_has_examples() {
+        assert_eq!(
+            mock_kong::cli::subcommands_without_examples(&mut Cli::command()),
+            Vec::<String>::new()
+        );
+        let v = Cli::command().render_version().to_string();
+        assert!(v.contains("Kong Gateway 3.9"), "{v}");
+    }
+
     #[test]
     fn cli_definition_is_consistent_and_targets_resolve() {
         Cli::command().debug_assert();
@@ -1174,7 +1504,7 @@ mod tests {
             .map(|t| t.label.clone())
             .collect();
         assert_eq!(labels, ["go", "python", "js", "reference", "reference"]);
-        assert_eq!(a.calls, [0, 10]);
+        assert_eq!(a.calls, Some(vec![0, 10]));
         let cli = Cli::try_parse_from(["loadgen", "run"]).unwrap();
         let Command::Run(r) = cli.command else {
             panic!("run expected")

@@ -9,7 +9,7 @@
 //! cosocket pool and `plugin_servers` instance table. All loops of one worker share that
 //! worker's pool, as concurrent requests of one nginx worker do: with `MsgPack:1` every RPC call
 //! checks a connection out of the pool (so C loops keep up to C connections busy), with
-//! `ProtoBuf:1` each event holds one pooled connection for its whole conversation (spec §4.1,
+//! `ProtoBuf:1` each event holds one pooled connection for its whole conversation (docs/protocol.md §4.1,
 //! §5.1). The default is one Kong worker (Kong's `nginx_worker_processes = 1`); the sweep's
 //! multicore variant uses several.
 //!
@@ -41,8 +41,12 @@ use hdrhistogram::Histogram;
 use mock_kong::host::{
     io_totals, Client, EventEnd, HostError, IoTotals, PluginEntity, PluginRunner,
 };
-use mock_kong::pdk::SimpleRequest;
-use mock_kong::session::Session;
+use mock_kong::pdk::{KongRequest, KongVersion, SimpleRequest};
+use mock_kong::plugin_config::ConfigRejected;
+use mock_kong::scenario::model::RequestSpec;
+use mock_kong::scenario::runner::build_request;
+use mock_kong::scenario::Scenario;
+use mock_kong::session::{kong_order, Session};
 use tokio::time::Instant;
 
 use crate::procstat::{self, IoSample};
@@ -75,10 +79,38 @@ impl Mode {
     }
 }
 
+/// Any plugin, measured through the emulated Kong request (the one `mock-kong run` plays):
+/// every phase the plugin declares, its config as Kong builds it from the schema, the request
+/// the options describe. The PDK calls per request are what the plugin's transcript shows.
+#[derive(Debug, Clone, Default)]
+pub struct CustomLoad {
+    /// The plugin's config (`--config`).
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// Send the config as given (`--raw-config`): no schema defaults, no check.
+    pub raw_config: bool,
+    /// The client request (`--http-method`, `--path`, `--query`, `--header`, `--body`).
+    pub request: RequestSpec,
+}
+
+impl CustomLoad {
+    /// The config Kong would send for `plugin` on this server (defaults filled, checked).
+    pub fn kong_config(
+        &self,
+        plugin: &mock_kong::dump::PluginInfo,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, ConfigRejected> {
+        if self.raw_config {
+            Ok(self.config.clone())
+        } else {
+            mock_kong::plugin_config::kong_config(&plugin.name, &plugin.schema, &self.config)
+        }
+    }
+}
+
 /// What to measure at one point.
 #[derive(Debug, Clone)]
 pub struct PointSpec {
-    /// PDK calls per request (the `bench` plugin's `calls`).
+    /// PDK calls per request: the `bench` plugin's `calls`; for a [`CustomLoad`], what the
+    /// sample request's transcript shows (set by [`prepare`]).
     pub calls: u32,
     /// The repeated PDK method (`bench`'s `method`).
     pub method: String,
@@ -91,6 +123,9 @@ pub struct PointSpec {
     pub warmup: Duration,
     /// The measurement window.
     pub duration: Duration,
+    /// Any plugin instead of the bench plugin's fast path (`None`: `bench` with `calls` and
+    /// `method`, access phase only, the minimal request).
+    pub custom: Option<CustomLoad>,
 }
 
 /// Why a point could not be measured at all.
@@ -102,6 +137,33 @@ pub enum DriverError {
     SampleEnd { end: EventEnd },
     #[error("invalid point: {0}")]
     Invalid(String),
+    #[error(
+        "the plugin `{0}` is not in the server's dump (Kong 3.9 registers its first plugin, `{1}`)"
+    )]
+    NotServed(String, String),
+    #[error(transparent)]
+    Config(#[from] ConfigRejected),
+}
+
+/// What one request does: the bench plugin's minimal request in the access phase, or the
+/// emulated Kong request through every phase of the plugin.
+#[derive(Clone)]
+enum Requester {
+    Bench(SimpleRequest),
+    Kong {
+        template: Arc<KongRequest>,
+        phases: Arc<[String]>,
+    },
+}
+
+impl Requester {
+    /// Events per request (round trips beyond the PDK calls).
+    fn events(&self) -> u32 {
+        match self {
+            Requester::Bench(_) => 1,
+            Requester::Kong { phases, .. } => u32::try_from(phases.len()).unwrap_or(u32::MAX),
+        }
+    }
 }
 
 /// A point ready to run: the plugin entity and the Kong workers, instances started, call count
@@ -110,6 +172,7 @@ pub struct PreparedPoint {
     pub spec: PointSpec,
     entity: Arc<PluginEntity>,
     workers: Vec<Arc<PluginRunner>>,
+    requester: Requester,
     /// PDK calls counted in the sample request's transcript (the `bench` plugin should make
     /// exactly `spec.calls`; a mismatch is reported by [`PreparedPoint::call_count_warning`]
     /// and measured as it is: the counters then show the calls really made).
@@ -119,6 +182,9 @@ pub struct PreparedPoint {
 impl PreparedPoint {
     /// A warning when the sample request made another number of PDK calls than configured.
     pub fn call_count_warning(&self) -> Option<String> {
+        if self.spec.custom.is_some() {
+            return None;
+        }
         (self.verified_calls != self.spec.calls as usize).then(|| {
             format!(
                 "the bench plugin made {} PDK call(s) where {} were configured (transcript of the sample request); a bench plugin must make exactly `calls` calls (plugins/README.md). Measured as it is: the counters show the calls made",
@@ -165,35 +231,103 @@ pub async fn prepare(
             )));
         }
     }
-    let entity = Arc::new(PluginEntity::new(
-        plugin,
-        bench_config(spec.calls, &spec.method),
-    ));
+    let (config, requester) = match &spec.custom {
+        None => (
+            bench_config(spec.calls, &spec.method),
+            Requester::Bench(request_template()),
+        ),
+        Some(custom) => {
+            let info = session
+                .dump
+                .plugins
+                .iter()
+                .find(|p| p.name == plugin)
+                .ok_or_else(|| {
+                    DriverError::NotServed(plugin.to_owned(), session.dump.plugin().name.clone())
+                })?;
+            let config = custom.kong_config(info)?;
+            let scenario = Scenario {
+                plugin: plugin.to_owned(),
+                request: custom.request.clone(),
+                ..Scenario::default()
+            };
+            let template = build_request(&scenario, KongVersion::DEFAULT, session.protocol());
+            let phases: Vec<String> = kong_order(&info.phases)
+                .into_iter()
+                .filter(|p| p != "preread")
+                .collect();
+            (
+                config,
+                Requester::Kong {
+                    template: Arc::new(template),
+                    phases: phases.into(),
+                },
+            )
+        }
+    };
+    let entity = Arc::new(PluginEntity::new(plugin, config));
     let opts = session.client().options().clone();
     let mut workers = Vec::with_capacity(spec.kong_workers);
     let mut verified = 0;
     for _ in 0..spec.kong_workers {
         let runner = Arc::new(PluginRunner::new(Arc::new(Client::new(opts.clone()))));
-        let mut pdk = request_template();
-        let report = runner
-            .run_event(&entity, PHASE, &mut pdk)
-            .await
-            .map_err(|error| DriverError::Sample {
-                calls: spec.calls,
-                error,
-            })?;
-        if report.end != EventEnd::Done {
-            return Err(DriverError::SampleEnd { end: report.end });
-        }
-        verified = report.calls.len();
+        let mut req = requester.clone();
+        verified = sample(&runner, &entity, &mut req, spec.calls).await?;
         workers.push(runner);
+    }
+    let mut spec = spec;
+    if spec.custom.is_some() {
+        spec.calls = u32::try_from(verified).unwrap_or(u32::MAX);
     }
     Ok(PreparedPoint {
         spec,
         entity,
         workers,
+        requester,
         verified_calls: verified,
     })
+}
+
+/// The sample request of a point: it must complete (an exit counts for a plugin of the user's
+/// own, not for the bench plugin). Returns its PDK calls.
+async fn sample(
+    runner: &PluginRunner,
+    entity: &PluginEntity,
+    req: &mut Requester,
+    calls: u32,
+) -> Result<usize, DriverError> {
+    let sample_error = |error| DriverError::Sample { calls, error };
+    match req {
+        Requester::Bench(pdk) => {
+            let report = runner
+                .run_event(entity, PHASE, pdk)
+                .await
+                .map_err(sample_error)?;
+            if report.end != EventEnd::Done {
+                return Err(DriverError::SampleEnd { end: report.end });
+            }
+            Ok(report.calls.len())
+        }
+        Requester::Kong { template, phases } => {
+            let mut r = (**template).clone();
+            let mut made = 0;
+            for phase in phases.iter() {
+                if r.exited && phase != "log" {
+                    continue;
+                }
+                r.enter_phase(phase);
+                let report = runner
+                    .run_event(entity, phase, &mut r)
+                    .await
+                    .map_err(sample_error)?;
+                made += report.calls.len();
+                if !matches!(report.end, EventEnd::Done | EventEnd::Exit { .. }) {
+                    return Err(DriverError::SampleEnd { end: report.end });
+                }
+            }
+            Ok(made)
+        }
+    }
 }
 
 /// Server resource use over a trial's window.
@@ -363,6 +497,7 @@ fn end_kind(end: &EventEnd) -> Option<&'static str> {
         EventEnd::Exit { .. } => Some("plugin_exit"),
         EventEnd::Raised { .. } => Some("pdk_raised"),
         EventEnd::MethodNotFound { .. } => Some("method_not_found"),
+        EventEnd::Failed { .. } => Some("failed"),
     }
 }
 
@@ -370,15 +505,40 @@ fn end_kind(end: &EventEnd) -> Option<&'static str> {
 async fn one_request(
     runner: &PluginRunner,
     entity: &PluginEntity,
-    pdk: &mut SimpleRequest,
+    req: &mut Requester,
 ) -> Result<u64, &'static str> {
-    pdk.response_headers.clear();
-    match runner.run_event(entity, PHASE, pdk).await {
-        Ok(report) => match end_kind(&report.end) {
-            None => Ok(report.calls.len() as u64),
-            Some(k) => Err(k),
-        },
-        Err(e) => Err(error_kind(&e)),
+    match req {
+        Requester::Bench(pdk) => {
+            pdk.response_headers.clear();
+            match runner.run_event(entity, PHASE, pdk).await {
+                Ok(report) => match end_kind(&report.end) {
+                    None => Ok(report.calls.len() as u64),
+                    Some(k) => Err(k),
+                },
+                Err(e) => Err(error_kind(&e)),
+            }
+        }
+        Requester::Kong { template, phases } => {
+            let mut r = (**template).clone();
+            let mut calls = 0;
+            for phase in phases.iter() {
+                if r.exited && phase != "log" {
+                    continue;
+                }
+                r.enter_phase(phase);
+                let report = runner
+                    .run_event(entity, phase, &mut r)
+                    .await
+                    .map_err(|e| error_kind(&e))?;
+                calls += report.calls.len() as u64;
+                match report.end {
+                    // A plugin of the user's own may end the request (an auth plugin saying no).
+                    EventEnd::Done | EventEnd::Exit { .. } => {}
+                    ref other => return Err(end_kind(other).unwrap_or("failed")),
+                }
+            }
+            Ok(calls)
+        }
     }
 }
 
@@ -391,18 +551,19 @@ async fn closed_loop(
     runner: Arc<PluginRunner>,
     entity: Arc<PluginEntity>,
     w: Arc<Window>,
+    mut pdk: Requester,
 ) -> LoopOut {
     let mut out = LoopOut {
         latency: Some(stats::new_histogram()),
         ..Default::default()
     };
-    let mut pdk = request_template();
     let Some(hist) = out.latency.as_mut() else {
         return out;
     };
     loop {
         let start = Instant::now();
-        if start >= w.end {
+        // After SIGINT/SIGTERM the trial ends early; the sweep drops it.
+        if start >= w.end || mock_kong::edge::stopping() {
             break;
         }
         let res = one_request(&runner, &entity, &mut pdk).await;
@@ -455,19 +616,19 @@ async fn open_loop(
     t0: Instant,
     interval: Duration,
     next: Arc<AtomicU64>,
+    mut pdk: Requester,
 ) -> LoopOut {
     let mut latency = stats::new_histogram();
     let mut service = stats::new_histogram();
     let mut lag = stats::new_histogram();
     let mut out = LoopOut::default();
-    let mut pdk = request_template();
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         let Some(offset) = interval.checked_mul(u32::try_from(i).unwrap_or(u32::MAX)) else {
             break;
         };
         let intended = t0 + offset;
-        if intended >= w.end {
+        if intended >= w.end || mock_kong::edge::stopping() {
             break;
         }
         let now = Instant::now();
@@ -518,6 +679,15 @@ async fn open_loop(
     out
 }
 
+/// Sleeps until `t`, or until SIGINT/SIGTERM asks loadgen to stop (then the trial in progress
+/// ends early and the caller drops it).
+async fn until_or_stopped(t: Instant) {
+    tokio::select! {
+        () = tokio::time::sleep_until(t) => {}
+        () = mock_kong::edge::until_stopped() => {}
+    }
+}
+
 /// Runs one trial of `point` (warm-up, then the window), optionally killing the server in the
 /// middle of the window.
 pub async fn run_trial(
@@ -540,28 +710,36 @@ pub async fn run_trial(
         let w = window.clone();
         match spec.mode {
             Mode::Closed => {
-                set.spawn(closed_loop(runner, entity, w));
+                set.spawn(closed_loop(runner, entity, w, point.requester.clone()));
             }
             Mode::Open { rate } => {
                 let interval = Duration::from_secs_f64(1.0 / rate);
-                set.spawn(open_loop(runner, entity, w, t0, interval, next.clone()));
+                set.spawn(open_loop(
+                    runner,
+                    entity,
+                    w,
+                    t0,
+                    interval,
+                    next.clone(),
+                    point.requester.clone(),
+                ));
             }
         }
     }
     // Samples at the window edges; the exact counters are opened during the warm-up.
     let counting = Counting::attach(session.process.as_ref().and_then(|p| p.pid()));
-    tokio::time::sleep_until(window.start).await;
+    until_or_stopped(window.start).await;
     let server_pid = session.process.as_ref().and_then(|p| p.pid());
     let server_before = server_pid.and_then(procstat::sample);
     let harness_before = HarnessSnapshot::take(&counting);
     let cpu_before = procstat::self_cpu();
     if let Some(chaos) = chaos {
-        tokio::time::sleep_until(window.start + chaos.kill_after).await;
+        until_or_stopped(window.start + chaos.kill_after).await;
         if let Some(p) = &session.process {
             p.signal(libc::SIGKILL);
         }
     }
-    tokio::time::sleep_until(window.end).await;
+    until_or_stopped(window.end).await;
     let harness_after = HarnessSnapshot::take(&counting);
     let cpu_after = procstat::self_cpu();
     let server_after = session
@@ -698,7 +876,7 @@ pub async fn run_trial(
             (Some(b), Some(a)) => a.saturating_sub(b),
             _ => 0,
         },
-        round_trips_per_request: spec.calls + 1,
+        round_trips_per_request: spec.calls + point.requester.events(),
         counters,
     }
 }

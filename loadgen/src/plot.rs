@@ -253,9 +253,57 @@ fn normalised_chart(results: &Results) -> Chart {
     }
 }
 
+/// Width of the legend column beside the plot: the legend never covers data.
+const LEGEND_WIDTH: u32 = 330;
+
+/// Tick values of a log axis: 1, 2 and 5 times each power of ten in `lo..=hi` (every integer
+/// multiple when the range spans less than a decade), so the axis is readable between powers of
+/// ten.
+pub fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    if !(lo > 0.0 && hi > lo && lo.is_finite() && hi.is_finite()) {
+        return Vec::new();
+    }
+    let steps: &[f64] = if hi / lo < 10.0 {
+        &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+    } else {
+        &[1.0, 2.0, 5.0]
+    };
+    let mut out = Vec::new();
+    let mut decade = 10f64.powi(lo.log10().floor() as i32);
+    while decade <= hi {
+        for m in steps {
+            let v = decade * m;
+            if v >= lo && v <= hi {
+                out.push(v);
+            }
+        }
+        decade *= 10.0;
+    }
+    out
+}
+
+/// A tick label: no decimals from 10 up, a few below.
+fn tick_label(v: f64) -> String {
+    if v >= 10.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}").trim_end_matches(".0").to_owned()
+    } else {
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_owned()
+    }
+}
+
 fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &Chart) -> Result<(), String> {
     let e = |x: &dyn std::fmt::Debug| format!("{x:?}");
     root.fill(&WHITE).map_err(|x| e(&x))?;
+    let titled = root
+        .titled(&chart.title, ("sans-serif", 22))
+        .map_err(|x| e(&x))?;
+    let (width, _) = titled.dim_in_pixel();
+    let (plot, legend) = titled.split_horizontally(width.saturating_sub(LEGEND_WIDTH));
     let x_max = chart
         .lines
         .iter()
@@ -277,26 +325,31 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &Chart) -> Resu
             .filter(|v| *v > 0.0 && v.is_finite())
             .fold(f64::INFINITY, f64::min);
         let y_min = if y_min.is_finite() { y_min / 1.5 } else { 1.0 };
-        let mut c = ChartBuilder::on(&root)
-            .caption(&chart.title, ("sans-serif", 22))
+        let y_top = y_max * 1.3;
+        let mut c = ChartBuilder::on(&plot)
             .margin(16)
             .x_label_area_size(48)
             .y_label_area_size(80)
-            .build_cartesian_2d(0f64..x_max, (y_min..y_max * 1.3).log_scale())
+            .build_cartesian_2d(
+                0f64..x_max,
+                (y_min..y_top)
+                    .log_scale()
+                    .with_key_points(log_ticks(y_min, y_top)),
+            )
             .map_err(|x| e(&x))?;
         c.configure_mesh()
             .x_desc("PDK calls per request")
             .y_desc(chart.y_desc.as_str())
             .label_style(("sans-serif", 15))
             .axis_desc_style(("sans-serif", 17))
-            .y_label_formatter(&|v| format!("{v:.0}"))
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| tick_label(*v))
             .light_line_style(RGBColor(238, 238, 238))
             .draw()
             .map_err(|x| e(&x))?;
         draw_lines(&mut c, chart)?;
     } else {
-        let mut c = ChartBuilder::on(&root)
-            .caption(&chart.title, ("sans-serif", 22))
+        let mut c = ChartBuilder::on(&plot)
             .margin(16)
             .x_label_area_size(48)
             .y_label_area_size(80)
@@ -307,14 +360,24 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &Chart) -> Resu
             .y_desc(chart.y_desc.as_str())
             .label_style(("sans-serif", 15))
             .axis_desc_style(("sans-serif", 17))
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .y_label_formatter(&|v| format!("{v:.2}"))
             .light_line_style(RGBColor(238, 238, 238))
             .draw()
             .map_err(|x| e(&x))?;
         draw_lines(&mut c, chart)?;
     }
+    draw_legend(&legend, chart)?;
     root.present().map_err(|x| e(&x))?;
     Ok(())
+}
+
+fn style_of(l: &Line) -> ShapeStyle {
+    ShapeStyle {
+        color: l.color.to_rgba(),
+        filled: true,
+        stroke_width: 2,
+    }
 }
 
 fn draw_lines<'a, DB: DrawingBackend + 'a, Y: Ranged<ValueType = f64>>(
@@ -323,47 +386,68 @@ fn draw_lines<'a, DB: DrawingBackend + 'a, Y: Ranged<ValueType = f64>>(
 ) -> Result<(), String> {
     let e = |x: &dyn std::fmt::Debug| format!("{x:?}");
     for l in &chart.lines {
-        let style = ShapeStyle {
-            color: l.color.to_rgba(),
-            filled: true,
-            stroke_width: 2,
-        };
-        let anno = if l.markers_only {
+        let style = style_of(l);
+        if l.markers_only {
             c.draw_series(
                 l.points
                     .iter()
                     .map(move |&p| TriangleMarker::new(p, 7, style.filled())),
             )
-            .map_err(|x| e(&x))?
-        } else if l.dashed {
+            .map_err(|x| e(&x))?;
+            continue;
+        }
+        if l.dashed {
             c.draw_series(DashedLineSeries::new(l.points.clone(), 7, 5, style))
-                .map_err(|x| e(&x))?
+                .map_err(|x| e(&x))?;
         } else {
             c.draw_series(LineSeries::new(l.points.clone(), style))
-                .map_err(|x| e(&x))?
-        };
-        anno.label(l.name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], style));
-        if !l.markers_only {
-            c.draw_series(
-                l.points
-                    .iter()
-                    .map(move |&p| Circle::new(p, 3, style.filled())),
-            )
-            .map_err(|x| e(&x))?;
+                .map_err(|x| e(&x))?;
         }
-    }
-    c.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(("sans-serif", 14))
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(180, 180, 180))
-        .draw()
+        c.draw_series(
+            l.points
+                .iter()
+                .map(move |&p| Circle::new(p, 3, style.filled())),
+        )
         .map_err(|x| e(&x))?;
+    }
     Ok(())
 }
 
-const SIZE: (u32, u32) = (1100, 680);
+/// The legend, in its own column: each entry drawn as its series is (solid or dashed line with
+/// dot markers, or triangles), then its name.
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    chart: &Chart,
+) -> Result<(), String> {
+    let e = |x: &dyn std::fmt::Debug| format!("{x:?}");
+    let font = ("sans-serif", 14).into_font().color(&BLACK);
+    for (i, l) in chart.lines.iter().enumerate() {
+        let y = 30 + 22 * i32::try_from(i).unwrap_or(i32::MAX / 32);
+        let (x0, x1) = (10, 46);
+        let style = style_of(l);
+        if l.markers_only {
+            area.draw(&TriangleMarker::new((x0 + 18, y), 7, style.filled()))
+                .map_err(|x| e(&x))?;
+        } else {
+            if l.dashed {
+                for (a, b) in [(x0, x0 + 9), (x0 + 14, x0 + 23), (x0 + 28, x1)] {
+                    area.draw(&PathElement::new(vec![(a, y), (b, y)], style))
+                        .map_err(|x| e(&x))?;
+                }
+            } else {
+                area.draw(&PathElement::new(vec![(x0, y), (x1, y)], style))
+                    .map_err(|x| e(&x))?;
+            }
+            area.draw(&Circle::new((x0 + 18, y), 3, style.filled()))
+                .map_err(|x| e(&x))?;
+        }
+        area.draw(&Text::new(l.name.clone(), (x1 + 8, y - 8), font.clone()))
+            .map_err(|x| e(&x))?;
+    }
+    Ok(())
+}
+
+const SIZE: (u32, u32) = (1400, 680);
 
 /// Writes the three plots as SVG and PNG into `dir`; returns the files written.
 pub fn write_all(results: &Results, dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
@@ -392,4 +476,90 @@ pub fn write_all(results: &Results, dir: &Path) -> Result<Vec<PathBuf>, PlotErro
         written.push(png);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 13, item 12): log axes were labelled only at powers of ten.
+    #[test]
+    fn log_axes_are_labelled_between_powers_of_ten() {
+        assert_eq!(
+            log_ticks(30.0, 5000.0),
+            [50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]
+        );
+        // Less than a decade: every integer multiple.
+        assert_eq!(log_ticks(120.0, 480.0), [200.0, 300.0, 400.0]);
+        assert!(log_ticks(0.0, 10.0).is_empty());
+        assert_eq!(tick_label(2000.0), "2000");
+        assert_eq!(tick_label(2.0), "2");
+        assert_eq!(tick_label(0.5), "0.5");
+    }
+
+    /// Regression (issue 13, item 12): the legend sat on the data and showed every series as a
+    /// plain line. Now it has its own column right of the plot, and a dashed series' entry is
+    /// dashed, a multicore series' entry a triangle.
+    #[test]
+    fn the_legend_has_its_own_column_and_draws_each_series_as_it_is_drawn() {
+        let chart = Chart {
+            title: "t".into(),
+            y_desc: "y".into(),
+            log_y: true,
+            lines: vec![
+                Line {
+                    name: "solid-series".into(),
+                    points: vec![(0.0, 1000.0), (10.0, 100.0)],
+                    color: PALETTE[0],
+                    dashed: false,
+                    markers_only: false,
+                },
+                Line {
+                    name: "dashed-series".into(),
+                    points: vec![(0.0, 900.0), (10.0, 90.0)],
+                    color: PALETTE[1],
+                    dashed: true,
+                    markers_only: false,
+                },
+                Line {
+                    name: "triangle-series".into(),
+                    points: vec![(10.0, 50.0)],
+                    color: PALETTE[2],
+                    markers_only: true,
+                    dashed: false,
+                },
+            ],
+        };
+        register_font().unwrap();
+        let mut svg = String::new();
+        draw(
+            SVGBackend::with_string(&mut svg, SIZE).into_drawing_area(),
+            &chart,
+        )
+        .unwrap();
+        let plot_right = f64::from(SIZE.0 - LEGEND_WIDTH);
+        for name in ["solid-series", "dashed-series", "triangle-series"] {
+            let at = svg.find(&format!("\n{name}\n</text>")).expect(name);
+            let tag = &svg[svg[..at].rfind("<text").unwrap()..at];
+            let x: f64 = tag
+                .split("x=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{tag}"));
+            assert!(x > plot_right, "{name} legend at x={x}, inside the plot");
+        }
+        // Legend samples: three short dash segments for the dashed series (stroke of its
+        // colour), a triangle (polygon) for the markers-only one.
+        let red = "#D62728";
+        let dashes = svg
+            .match_indices("<polyline")
+            .filter(|(i, _)| {
+                let el = &svg[*i..*i + svg[*i..].find("/>").unwrap()];
+                el.contains(red) && el.matches(',').count() == 2
+            })
+            .count();
+        assert!(dashes >= 3, "dashed legend sample: {dashes} segments");
+        assert!(svg.contains("<polygon"), "a triangle marker");
+    }
 }

@@ -5,7 +5,6 @@
 //! window of a few seconds is good to about 1 %; loadgen's own time comes from `getrusage` in
 //! microseconds.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 /// CPU time used so far by a process tree, with the peak and current resident set size.
@@ -127,30 +126,7 @@ fn read_status_kib(pid: u32, key: &str) -> Option<u64> {
 
 /// The pids of `root` and all its live descendants.
 pub fn tree(root: u32) -> Vec<u32> {
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if let Some((ppid, _)) = read_stat(pid) {
-                children.entry(ppid).or_default().push(pid);
-            }
-        }
-    }
-    let mut out = vec![root];
-    let mut i = 0;
-    while i < out.len() {
-        if let Some(kids) = children.get(&out[i]) {
-            out.extend(kids.iter().copied());
-        }
-        i += 1;
-    }
-    out
+    mock_kong::procfs::tree(root)
 }
 
 /// Samples the process tree rooted at `pid`; `None` if the root is gone.

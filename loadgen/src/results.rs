@@ -330,6 +330,16 @@ pub struct PointRecord {
 }
 
 impl PointRecord {
+    /// The spread of the trials' rps in percent, or why there is none (one trial has no spread;
+    /// "0.0 %" would claim a perfectly steady measurement).
+    pub fn spread_text(&self) -> String {
+        if self.trials.len() < 2 {
+            "n/a (1 trial)".into()
+        } else {
+            format!("{:.1} %", self.rps_spread.spread_pct)
+        }
+    }
+
     /// Aggregates the trials of a point.
     #[allow(clippy::too_many_arguments)]
     pub fn from_trials(
@@ -504,6 +514,17 @@ pub struct FitRecord {
     pub per_call_share_of_base: f64,
 }
 
+impl FitRecord {
+    /// R², or why it says nothing: a line through two points always fits exactly.
+    pub fn r2_text(&self) -> String {
+        if self.fit.points <= 2 {
+            format!("n/a ({} points: any line fits)", self.fit.points)
+        } else {
+            format!("{:.4}", self.fit.r2)
+        }
+    }
+}
+
 /// A point that could not be measured.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FailureRecord {
@@ -548,6 +569,12 @@ pub struct Settings {
     /// fall into that many contiguous forks.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub forks: Option<usize>,
+    /// The plugin measured when it is not the bench plugin (`--plugin`), with the config as
+    /// given (`--config`); its PDK calls per request come from its transcript.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub plugin: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub plugin_config: Option<serde_json::Value>,
 }
 
 /// `results.json`.
@@ -571,6 +598,10 @@ pub struct Results {
     /// the counters then fall back to `/proc/<pid>/io` (`syscalls_source: "proc-io"`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub syscall_counting: Option<String>,
+    /// SIGINT/SIGTERM ended the run early: the points and trials finished before it are here,
+    /// the trial in progress was dropped.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub interrupted: bool,
 }
 
 impl Results {
@@ -590,6 +621,7 @@ impl Results {
             failures: Vec::new(),
             loadgen_peak_rss_kib: 0,
             syscall_counting: None,
+            interrupted: false,
         }
     }
 
@@ -807,7 +839,7 @@ impl Results {
             for f in &self.fits {
                 let _ = writeln!(
                     s,
-                    "| {} {} c{}{} | {:.1} | {:.2} | {:.2} | {:.4} |",
+                    "| {} {} c{}{} | {:.1} | {:.2} | {:.2} | {} |",
                     f.peer,
                     f.protocol,
                     f.concurrency,
@@ -819,22 +851,22 @@ impl Results {
                     f.fit.base_us,
                     f.fit.per_call_us,
                     f.per_call_share_of_base,
-                    f.fit.r2
+                    f.r2_text()
                 );
             }
             s.push('\n');
         }
         let _ = writeln!(s, "## Points\n");
-        let _ = writeln!(s, "| series | calls | rps (median) | spread % | norm. | p50 µs | p99 µs | max µs | errors | server CPU cores | loadgen CPU ÷ server |");
+        let _ = writeln!(s, "| series | calls | rps (median) | spread | norm. | p50 µs | p99 µs | max µs | errors | server CPU cores | loadgen CPU ÷ server |");
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
         for p in &self.points {
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.0} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {}{} | {} | {} |",
+                "| {} | {} | {:.0} | {} | {} | {:.1} | {:.1} | {:.1} | {}{} | {} | {} |",
                 p.series_key(),
                 p.calls,
                 p.rps,
-                p.rps_spread.spread_pct,
+                p.spread_text(),
                 p.rps_normalised
                     .map(|v| format!("{v:.2}"))
                     .unwrap_or_default(),
@@ -949,6 +981,8 @@ mod tests {
                 method: "kong.request.get_header".into(),
                 runtime_threads: 1,
                 forks: None,
+                plugin: None,
+                plugin_config: None,
             },
             floor: vec![FloorResult {
                 protocol: mock_kong::Protocol::MsgPack,
@@ -967,6 +1001,7 @@ mod tests {
             failures: Vec::new(),
             loadgen_peak_rss_kib: 10_000,
             syscall_counting: None,
+            interrupted: false,
         };
         r.finish();
         assert_eq!(r.fits.len(), 1);

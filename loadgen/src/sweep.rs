@@ -15,13 +15,13 @@ use mock_kong::session::{Session, SessionOptions};
 use mock_kong::target::{self, Placement, TargetSpec};
 use mock_kong::Protocol;
 
-use crate::driver::{self, Chaos, DriverError, Mode, PointSpec};
+use crate::driver::{self, Chaos, CustomLoad, DriverError, Mode, PointSpec};
 use crate::floor;
 use crate::procstat;
 use crate::results::{FailureRecord, PointRecord, Results, Settings};
 use crate::stats;
 
-/// The plugin every target must host.
+/// The plugin measured unless `--plugin` names another.
 pub const PLUGIN: &str = "bench";
 
 /// One server to measure.
@@ -30,6 +30,8 @@ pub struct TargetDef {
     /// The name in results: a peer name, `reference`, or the name of a command pair.
     pub label: String,
     pub spec: TargetSpec,
+    /// Where its socket lies (`--socket`, `--prefix`; default: a private directory).
+    pub placement: Placement,
 }
 
 impl TargetDef {
@@ -43,6 +45,7 @@ impl TargetDef {
                 exe,
                 faults: Vec::new(),
             },
+            placement: Placement::default(),
         }
     }
 }
@@ -78,6 +81,12 @@ pub struct SweepPlan {
     pub warmup: Duration,
     pub trials: usize,
     pub method: String,
+    /// The plugin measured ([`PLUGIN`] by default).
+    pub plugin: String,
+    /// Any plugin through the emulated Kong request instead of the bench plugin's fast path;
+    /// `calls` then holds one placeholder value, and each point's PDK calls come from the
+    /// plugin's transcript.
+    pub custom: Option<CustomLoad>,
     pub session: SessionOptions,
     /// Measure the raw ping-pong floor for each protocol met.
     pub floor: bool,
@@ -120,6 +129,8 @@ pub trait Progress {
     fn trial_done(&self);
     /// A line to show (warnings, failures).
     fn note(&self, line: &str);
+    /// A point was measured (its figures, for a progress log when there is no progress bar).
+    fn point_done(&self, _label: &str, _record: &PointRecord) {}
 }
 
 /// Progress that shows nothing.
@@ -193,13 +204,22 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
             method: plan.method.clone(),
             runtime_threads: plan.runtime_threads,
             forks: None,
+            plugin: plan.custom.as_ref().map(|_| plan.plugin.clone()),
+            plugin_config: plan
+                .custom
+                .as_ref()
+                .map(|c| serde_json::Value::Object(c.config.clone())),
         },
     );
     let plans = point_plans(plan);
     let mut point_index = 0usize;
     let mut floors_done: Vec<Protocol> = Vec::new();
     for target in &plan.targets {
-        let resolved = match target::resolve(&target.spec, &Placement::default(), PLUGIN) {
+        if mock_kong::edge::stopping() {
+            results.interrupted = true;
+            break;
+        }
+        let resolved = match target::resolve(&target.spec, &target.placement, &plan.plugin) {
             Ok(r) => r,
             Err(e) => {
                 fail_target(
@@ -239,13 +259,20 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
             }
         }
         for pp in &plans {
+            if mock_kong::edge::stopping() {
+                results.interrupted = true;
+                break;
+            }
             let label = format!(
-                "{} {} {} c={} calls={}{}",
+                "{} {} {} c={} {}{}",
                 target.label,
                 protocol,
                 pp.mode.name(),
                 pp.concurrency,
-                pp.calls,
+                match &plan.custom {
+                    None => format!("calls={}", pp.calls),
+                    Some(_) => format!("plugin {}", plan.plugin),
+                },
                 if pp.variant == "single" {
                     String::new()
                 } else {
@@ -261,8 +288,9 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
                 mode: pp.mode,
                 warmup: plan.warmup,
                 duration: plan.duration,
+                custom: plan.custom.clone(),
             };
-            let prepared = prepare_with_retry(&session, spec).await;
+            let prepared = prepare_with_retry(&session, &plan.plugin, spec).await;
             let prepared = match prepared {
                 Ok(p) => p,
                 Err(e) => {
@@ -291,14 +319,23 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
                     .map(|c| Chaos {
                         kill_after: c.after,
                     });
-                trials.push(driver::run_trial(&session, &prepared, chaos).await);
+                let trial = driver::run_trial(&session, &prepared, chaos).await;
+                if mock_kong::edge::stopping() {
+                    // Cut short by SIGINT/SIGTERM: not a measurement.
+                    results.interrupted = true;
+                    break;
+                }
+                trials.push(trial);
                 progress.trial_done();
+            }
+            if trials.is_empty() {
+                break;
             }
             note_counting(&mut results, &trials);
             let mut rec = PointRecord::from_trials(
                 &target.label,
                 protocol.as_str(),
-                pp.calls,
+                prepared.spec.calls,
                 pp.concurrency,
                 pp.kong_workers,
                 pp.mode,
@@ -319,6 +356,7 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
                     rec.errors, rec.error_kinds, rec.server.respawns
                 ));
             }
+            progress.point_done(&label, &rec);
             results.points.push(rec);
             point_index += 1;
             results.loadgen_peak_rss_kib =
@@ -336,11 +374,12 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
 /// respawned (Kong waits at least a second between spawns).
 async fn prepare_with_retry(
     session: &Session,
+    plugin: &str,
     spec: PointSpec,
 ) -> Result<driver::PreparedPoint, DriverError> {
     let mut attempt = 0;
     loop {
-        match driver::prepare(session, PLUGIN, spec.clone()).await {
+        match driver::prepare(session, plugin, spec.clone()).await {
             Ok(p) => return Ok(p),
             Err(e @ DriverError::Sample { .. }) if attempt < 6 => {
                 let _ = e;

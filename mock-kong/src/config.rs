@@ -1,5 +1,5 @@
 //! Plugin-server definitions: from a `kong.conf` (plus `KONG_*` environment overrides) exactly as
-//! Kong 3.9 resolves them (spec §1), or from command-line flags.
+//! Kong 3.9 resolves them (docs/protocol.md §1), or from command-line flags.
 //!
 //! # How Kong reads the file
 //!
@@ -27,7 +27,7 @@
 //!
 //! # How Kong resolves plugin servers
 //!
-//! [`resolve`] follows the "parse and validate pluginserver directives" block of Kong 3.9 (spec §1):
+//! [`resolve`] follows the "parse and validate pluginserver directives" block of Kong 3.9 (docs/protocol.md §1):
 //! every key is looked up as the environment variable `KONG_<KEY IN UPPER CASE>` first, then in the
 //! file; values are trimmed and an empty value counts as unset (Kong's `parse_value`). The
 //! `prefix` (default `/usr/local/kong/`) is made absolute and normalised like Penlight's
@@ -49,7 +49,7 @@ pub const DEFAULT_PLUGINSERVER_PATH: &str = "/usr/local/bin";
 /// Prefix of Kong's hints that are not Kong's own log lines.
 const HINT: &str = "mock-kong:";
 
-/// One entry of `conf.pluginservers` (spec §1).
+/// One entry of `conf.pluginservers` (docs/protocol.md §1).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ServerDef {
     /// The pluginserver name, lower-cased (dashes kept).
@@ -59,7 +59,7 @@ pub struct ServerDef {
     pub socket: PathBuf,
     /// `None`: "assuming external process management".
     pub start_cmd: Option<String>,
-    /// The command whose stdout is the JSON dump (spec §2).
+    /// The command whose stdout is the JSON dump (docs/protocol.md §2).
     pub query_cmd: String,
 }
 
@@ -244,7 +244,7 @@ impl<'a> Lookup<'a> {
 /// default binary directory (Kong's `DEFAULT_PLUGINSERVER_PATH`, injectable for tests).
 ///
 /// Per name in `pluginserver_names` (comma-separated; items trimmed, empty items dropped), Kong 3.9
-/// (spec §1):
+/// (docs/protocol.md §1):
 /// * lower-cases the name and reads the keys `pluginserver_<name with - as _>_{socket,start_cmd,query_cmd}`;
 /// * socket default: `<prefix>/<name>.socket` (dashes kept);
 /// * if `<default_bin_dir>/<name>` exists, start default `<dir>/<name>`, query default
@@ -509,7 +509,7 @@ mod tests {
         tempfile::tempdir().expect("tempdir")
     }
 
-    // ---- spec §8 items 1-4: Kong's own conf-loader spec cases ----------------------------------
+    // ---- docs/protocol.md §8 items 1-4: Kong's own conf-loader spec cases ----------------------------------
 
     #[test]
     fn kong_spec_1_no_query_command_and_no_default_binary_fails() {

@@ -1,4 +1,4 @@
-//! The query command and its JSON dump (spec §2).
+//! The query command and its JSON dump (docs/protocol.md §2).
 //!
 //! Kong 3.9 runs `query_cmd` with `io.popen`, reads **all of stdout**, ignores the exit status and
 //! does `cjson.decode` on the whole text, then `protocol = dump.Protocol or "MsgPack:1"` and
@@ -30,7 +30,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::Protocol;
 
-/// The phase names the PDKs emit (go-pdk `methodNames`, the JS and Python servers; spec §6).
+/// The phase names the PDKs emit (go-pdk `methodNames`, the JS and Python servers; docs/protocol.md §6).
 pub const KNOWN_PHASES: [&str; 6] = [
     "certificate",
     "rewrite",
@@ -40,7 +40,7 @@ pub const KNOWN_PHASES: [&str; 6] = [
     "log",
 ];
 
-/// Phases Kong would call from a context where cosockets are disabled (spec §6).
+/// Phases Kong would call from a context where cosockets are disabled (docs/protocol.md §6).
 pub const NON_YIELDING_PHASES: [&str; 2] = ["header_filter", "body_filter"];
 
 /// Kong's `Schema.valid_types` (`kong/db/schema/init.lua`).
@@ -49,7 +49,7 @@ pub const FIELD_TYPES: [&str; 11] = [
     "function",
 ];
 
-/// The keys Kong reads from a plugin entry, case-sensitive (spec §2, §10.15).
+/// The keys Kong reads from a plugin entry, case-sensitive (docs/protocol.md §2, §10.15).
 pub const PLUGIN_KEYS: [&str; 5] = ["Name", "Priority", "Version", "Schema", "Phases"];
 
 /// How much of a bad stdout is quoted in [`DumpError::NotJson`].
@@ -121,6 +121,30 @@ pub enum DumpError {
     Shape(String),
     #[error("invalid plugin info: {0}")]
     Invalid(String),
+    /// The query command failed (a non-zero exit status or a signal) and printed no usable
+    /// dump: its status and stderr say why, more than the dump's error does.
+    #[error("query command `{cmd}` {status} and printed no usable dump ({cause}); {stderr}")]
+    CommandFailed {
+        cmd: String,
+        /// `exited with status 1`, `was killed by a signal`.
+        status: String,
+        /// `its stderr ended with:\n...` or `it printed nothing on stderr`.
+        stderr: String,
+        cause: Box<DumpError>,
+    },
+}
+
+/// How many of the last stderr lines of a failed query command an error quotes.
+const STDERR_TAIL_LINES: usize = 20;
+
+/// A failed query command's stderr, for [`DumpError::CommandFailed`]: its last lines.
+fn stderr_tail(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return "it printed nothing on stderr".into();
+    }
+    let skip = lines.len().saturating_sub(STDERR_TAIL_LINES);
+    format!("its stderr ended with:\n{}", lines[skip..].join("\n"))
 }
 
 /// Errors and warnings found while checking part of a dump. Each message starts with the JSON
@@ -250,7 +274,7 @@ const ACCEPTED_SHAPES: &str = "Kong accepts a JSON array of plugin entries (`[{\
      JavaScript servers print) or an object with a `Plugins` array (`{\"Protocol\": \"ProtoBuf:1\", \"Plugins\": \
      [{\"Name\": ...}]}`, as Go servers print)";
 
-/// Validates an already-decoded dump document (spec §2).
+/// Validates an already-decoded dump document (docs/protocol.md §2).
 pub fn from_json(doc: &Value) -> Result<Dump, DumpError> {
     let mut issues = Issues::default();
     let (shape, entries, protocol, protocol_explicit, list_path) = match doc {
@@ -314,7 +338,7 @@ pub fn from_json(doc: &Value) -> Result<Dump, DumpError> {
     if entries.len() > 1 {
         issues.warnings.push(format!(
             "the dump lists {} plugins but Kong 3.9 registers only the first ({}) and ignores {} \
-             (spec §2, §10.5); serve each plugin from its own plugin server",
+             (docs/protocol.md §2, §10.5); serve each plugin from its own plugin server",
             entries.len(),
             entries.first().map(entry_label).unwrap_or_default(),
             ignored.join(", ")
@@ -364,7 +388,7 @@ fn object_without_plugins(map: &Map<String, Value>) -> String {
     {
         return format!(
             "a bare plugin object is not accepted: Kong takes `(dump.Plugins or dump)[1]`, which is nil for \
-             an object without `Plugins`, and crashes at start-up (spec §2). Wrap the entry: `[{{...}}]` or \
+             an object without `Plugins`, and crashes at start-up (docs/protocol.md §2). Wrap the entry: `[{{...}}]` or \
              `{{\"Plugins\": [{{...}}]}}`. {ACCEPTED_SHAPES}"
         );
     }
@@ -397,7 +421,7 @@ fn top_level_protocol(map: &Map<String, Value>, issues: &mut Issues) -> (Protoco
                 format!(
                     "expected \"MsgPack:1\" or \"ProtoBuf:1\" (exactly; or no `Protocol` for MsgPack:1), got {}; \
                      Kong 3.9 logs \"unknown protocol implementation\" but, because of a bug, still registers \
-                     the plugin without an RPC, so it fails on first use (spec §2)",
+                     the plugin without an RPC, so it fails on first use (docs/protocol.md §2)",
                     describe(other)
                 ),
             );
@@ -416,7 +440,7 @@ pub fn validate_plugin(v: &Value, at: &str) -> Result<(PluginInfo, Vec<String>),
     }
 }
 
-/// Checks one plugin entry with capitalised keys (spec §2). The plugin is returned only when there
+/// Checks one plugin entry with capitalised keys (docs/protocol.md §2). The plugin is returned only when there
 /// are no errors.
 pub fn check_plugin(v: &Value, at: &str) -> (Option<PluginInfo>, Issues) {
     let mut iss = Issues::default();
@@ -443,7 +467,7 @@ pub fn check_plugin(v: &Value, at: &str) -> (Option<PluginInfo>, Issues) {
                 &format!("{at}.{key}"),
                 format!(
                     "missing; found `{found}` instead, but keys are case-sensitive and Kong reads the capitalised \
-                     keys {} (older docs show lower-case keys; the code does not, spec §10.15)",
+                     keys {} (older docs show lower-case keys; the code does not, docs/protocol.md §10.15)",
                     PLUGIN_KEYS.join(", ")
                 ),
             ),
@@ -643,7 +667,7 @@ fn check_phases(v: &Value, at: &str, iss: &mut Issues) -> Option<Vec<String>> {
                 at,
                 format!(
                     "`{p}`: Kong would call the plugin server from a context where cosockets are disabled, \
-                     which fails at runtime (spec §6); use `response` instead"
+                     which fails at runtime (docs/protocol.md §6); use `response` instead"
                 ),
             );
         } else if !KNOWN_PHASES.contains(&p.as_str()) {
@@ -651,7 +675,7 @@ fn check_phases(v: &Value, at: &str, iss: &mut Issues) -> Option<Vec<String>> {
                 at,
                 format!(
                     "unknown phase `{p}`: Kong creates a handler for any name without checking it, but the \
-                     PDKs only know {} (spec §6)",
+                     PDKs only know {} (docs/protocol.md §6)",
                     KNOWN_PHASES.join(", ")
                 ),
             );
@@ -660,7 +684,7 @@ fn check_phases(v: &Value, at: &str, iss: &mut Issues) -> Option<Vec<String>> {
     if seen.contains("response") && NON_YIELDING_PHASES.iter().any(|p| seen.contains(p)) {
         iss.error(
             at,
-            "declares `response` together with `header_filter`/`body_filter`; Kong refuses to load such a plugin (spec §6)",
+            "declares `response` together with `header_filter`/`body_filter`; Kong refuses to load such a plugin (docs/protocol.md §6)",
         );
         return None;
     }
@@ -980,11 +1004,23 @@ pub struct QueryOutput {
 
 /// Runs `cmd` through `/bin/sh -c` (stdin closed), reads all of stdout within `timeout`, parses.
 ///
-/// The exit status is ignored, as Kong ignores it, but returned. See [`run_query`] for the
-/// process handling, and use it directly to see stderr when the dump does not parse.
+/// The exit status is ignored when the dump is good, as Kong ignores it (it is returned); when
+/// the dump is not, a failed command's status and stderr are the error
+/// ([`DumpError::CommandFailed`]). See [`run_query`] for the process handling.
 pub async fn query(cmd: &str, timeout: Duration) -> Result<QueryOutput, DumpError> {
     let raw = run_query(cmd, timeout).await?;
-    let dump = parse(&raw.stdout)?;
+    let dump = parse(&raw.stdout).map_err(|cause| match raw.exit_code {
+        Some(0) => cause,
+        code => DumpError::CommandFailed {
+            cmd: cmd.to_owned(),
+            status: match code {
+                Some(c) => format!("exited with status {c}"),
+                None => "was killed by a signal".into(),
+            },
+            stderr: stderr_tail(&raw.stderr),
+            cause: Box::new(cause),
+        },
+    })?;
     Ok(QueryOutput {
         dump,
         stderr: raw.stderr,
@@ -1133,11 +1169,11 @@ mod tests {
     const PY_DUMP: &str = "[{\"Name\": \"py-hello\", \"Phases\": [\"access\"], \"Priority\": 100, \"Version\": \"0.1.0\", \"Schema\": {\"name\": \"py-hello\", \"fields\": [{\"config\": {\"type\": \"record\", \"fields\": [{\"greeting\": {\"type\": \"string\", \"default\": \"hello\"}}]}}]}}]";
     /// JS `--dump-all-plugins`.
     const JS_DUMP: &str = "[{\"Name\":\"js-hello\",\"Version\":\"0.1.0\",\"Phases\":[\"access\"],\"Priority\":100,\"Schema\":{\"name\":\"js-hello\",\"fields\":[{\"config\":{\"type\":\"record\",\"fields\":[{\"greeting\":{\"type\":\"string\",\"default\":\"hello\"}}]}}]}}]\n";
-    /// spec §2 example: Kong's go-hello fixture (three phases).
+    /// docs/protocol.md §2 example: Kong's go-hello fixture (three phases).
     const SPEC_GO_DUMP: &str = r#"{"Protocol":"ProtoBuf:1","SocketPath":"/usr/local/kong/go-hello.socket",
  "Plugins":[{"Name":"go-hello","Phases":["access","response","log"],"Version":"0.1","Priority":1,
              "Schema":{"name":"go-hello","fields":[{"config":{"type":"record","fields":[{"message":{"type":"string"}}]}}]}}]}"#;
-    /// spec §2 example: Python dedicated server.
+    /// docs/protocol.md §2 example: Python dedicated server.
     const SPEC_PY_DUMP: &str = r#"[{"Name":"py-hello","Phases":["access"],"Priority":100,"Version":"0.1.0",
   "Schema":{"name":"py-hello","fields":[{"config":{"type":"record","fields":[{"message":{"type":"string"}}]}}]}}]"#;
 
@@ -1198,7 +1234,7 @@ mod tests {
         }
     }
 
-    /// spec §8 item 8: Kong's `load_external_plugins_info` expectations.
+    /// docs/protocol.md §8 item 8: Kong's `load_external_plugins_info` expectations.
     #[test]
     fn kong_spec_8_load_external_plugins_info() {
         let go = parse(SPEC_GO_DUMP.as_bytes()).expect("go-hello");
@@ -1742,6 +1778,27 @@ mod tests {
             DumpError::NotJson { head, .. } => assert!(head.starts_with("INFO starting"), "{head}"),
             other => panic!("expected NotJson, got {other:?}"),
         }
+    }
+
+    /// Regression (issue 13, item 10): a failing query command's exit status and stderr were
+    /// hidden behind "stdout is empty".
+    #[tokio::test]
+    async fn a_failing_query_command_is_reported_with_its_status_and_stderr() {
+        let cmd = "echo 'Traceback (most recent call last):' >&2; \
+                   echo 'ModuleNotFoundError: No module named kong_pdk' >&2; exit 1";
+        let err = query(cmd, T).await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, DumpError::CommandFailed { .. }), "{text}");
+        assert!(text.contains("exited with status 1"), "{text}");
+        assert!(
+            text.contains("its stderr ended with:\nTraceback (most recent call last):\nModuleNotFoundError: No module named kong_pdk"),
+            "{text}"
+        );
+        assert!(text.contains("stdout is empty"), "{text}");
+        // Nothing on stderr either.
+        let text = query("exit 2", T).await.unwrap_err().to_string();
+        assert!(text.contains("exited with status 2"), "{text}");
+        assert!(text.contains("it printed nothing on stderr"), "{text}");
     }
 
     #[tokio::test]

@@ -5,8 +5,8 @@
 //! process, and drives it over its real Unix socket in either wire protocol (`MsgPack:1` or
 //! `ProtoBuf:1`), answering every PDK callback from an emulated Kong request.
 //!
-//! The specification this crate follows is `shared/reference/kong-host-protocol.md` (cited as
-//! "spec §N" throughout).
+//! The protocol this crate follows is described in `docs/protocol.md` (cited as
+//! "docs/protocol.md §N" throughout).
 //!
 //! # Layout
 //!
@@ -37,7 +37,9 @@ pub mod dump;
 pub mod edge;
 pub mod host;
 pub mod pdk;
+pub mod plugin_config;
 pub mod process;
+pub mod procfs;
 pub mod reference;
 pub mod scenario;
 pub mod session;

@@ -1,8 +1,8 @@
-//! Plugin-server processes: spawn through the shell as Kong does (spec §3), log with a
+//! Plugin-server processes: spawn through the shell as Kong does (docs/protocol.md §3), log with a
 //! `[name:pid]` prefix, wait for the socket, respawn at most once a second, stop with SIGTERM then
 //! SIGKILL. Children run in their own process group and die with mock-kong.
 //!
-//! # What Kong does, and what this module copies (spec §3)
+//! # What Kong does, and what this module copies (docs/protocol.md §3)
 //!
 //! * The server is started as `exec <start_cmd>` through the shell, so the pid Kong reports is the
 //!   server's own pid. Here: `/bin/sh -c "exec <start_cmd>"`, stdin from `/dev/null`, stdout and
@@ -71,7 +71,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::{AbortHandle, JoinHandle};
 
-/// Minimum time between two spawns of the same server (Kong's `next_spawn = now + 1`, spec §3).
+/// Minimum time between two spawns of the same server (Kong's `next_spawn = now + 1`, docs/protocol.md §3).
 pub const RESPAWN_INTERVAL: Duration = Duration::from_secs(1);
 /// How many log lines [`ServerProcess::log_lines`] keeps.
 pub const LOG_RING_LINES: usize = 200;
@@ -79,6 +79,17 @@ pub const LOG_RING_LINES: usize = 200;
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// How many spawn and exit records are kept.
 pub const HISTORY_LEN: usize = 64;
+/// A server that exits this many times within [`CRASH_LOOP_WINDOW`] without ever having served
+/// (its socket never accepted a connection) is not respawned again: Kong respawns forever, a
+/// test harness must stop and say why ([`ProcessError::CrashLoop`]).
+pub const CRASH_LOOP_EXITS: usize = 3;
+/// See [`CRASH_LOOP_EXITS`].
+pub const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(10);
+/// How long a server may listen on other Unix sockets, and not on the awaited one, before
+/// [`ServerProcess::wait_socket`] gives up ([`ProcessError::SocketElsewhere`]).
+pub const ELSEWHERE_GRACE: Duration = Duration::from_secs(2);
+/// How often `wait_socket` reads `/proc` for the server's listening sockets.
+const PROC_POLL: Duration = Duration::from_millis(100);
 
 /// How long `stop` waits for the group to die after SIGKILL before giving up on it.
 const KILL_WAIT: Duration = Duration::from_secs(5);
@@ -90,6 +101,8 @@ const SPAWN_WAIT: Duration = Duration::from_secs(10);
 const ERROR_TAIL_LINES: usize = 40;
 /// Log lines quoted in an error message are cut to this many characters.
 const ERROR_LINE_CHARS: usize = 2000;
+/// Kong's notice before each spawn (followed by the server's name).
+const STARTING_NOTICE: &str = "[pluginserver] starting pluginserver process for ";
 
 /// Where a server's output lines go.
 #[derive(Clone, Debug, Default)]
@@ -135,9 +148,26 @@ pub enum ProcessError {
         status: String,
         output: String,
     },
+    /// [`CRASH_LOOP_EXITS`] exits within [`CRASH_LOOP_WINDOW`], none of them after serving.
+    #[error("server `{name}` exited {exits} times within {window:?} without ever creating its socket (last: {status}); mock-kong stopped respawning it (Kong would respawn it once a second forever). Check its start command `{cmd}` and its last output:\n{output}")]
+    CrashLoop {
+        name: String,
+        cmd: String,
+        exits: usize,
+        window: Duration,
+        status: String,
+        output: String,
+    },
+    /// The server listens on Unix sockets, none of them the awaited one.
+    #[error("server `{name}` listens at {listening} but mock-kong waits for its socket at {socket}. Make the server listen at exactly that path (in --start-cmd, `{{socket}}` and `{{prefix}}` are replaced by it and its directory), or tell mock-kong where the server listens (--socket PATH; in a kong.conf, pluginserver_<name>_socket); docs/your-plugin.md shows both")]
+    SocketElsewhere {
+        name: String,
+        socket: PathBuf,
+        listening: String,
+    },
 }
 
-/// How one server process ended, in Kong's words (`exit <code>` / `signal <number>`, spec §3).
+/// How one server process ended, in Kong's words (`exit <code>` / `signal <number>`, docs/protocol.md §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitReason {
     /// Exited with this status code.
@@ -200,6 +230,10 @@ struct State {
     /// The pid (= process group id) of the running child, until it has been reaped.
     current: Option<u32>,
     stopping: bool,
+    /// The socket accepted a connection at least once ([`ServerProcess::wait_socket`]).
+    served: bool,
+    /// The supervisor stopped respawning a crash-looping server: how many exits, and the last.
+    gave_up: Option<(usize, ExitReason)>,
     /// The supervisor task has ended (no child now, none will follow).
     finished: bool,
     spawn_count: u32,
@@ -238,12 +272,18 @@ impl Shared {
     }
 
     /// Records one log line and, with [`LogSink::Stderr`], prints it.
+    ///
+    /// A server's colour codes reach the terminal only when colour is wanted there (stderr is a
+    /// terminal and `NO_COLOR` is not set); the kept lines never have them.
     fn log(&self, line: String) {
+        let plain = strip_ansi(&line);
         if let LogSink::Stderr = self.sink {
             let mut err = io::stderr().lock();
+            let shown = if colour_on_stderr() { &line } else { &plain };
             // A closed stderr must not take mock-kong down.
-            let _ = writeln!(err, "{line}");
+            let _ = writeln!(err, "{shown}");
         }
+        let line = plain;
         let mut st = self.lock();
         if st.log.len() >= LOG_RING_LINES {
             st.log.pop_front();
@@ -260,12 +300,23 @@ impl Shared {
             .map(|e| e.reason)
     }
 
+    /// The last output lines, for an error message: those of the most recent spawn (earlier
+    /// spawns of a crash loop print the same), at most [`ERROR_TAIL_LINES`]. When the lines
+    /// went to stderr as they came, the message points there instead of printing them twice.
     fn tail_for_error(&self) -> String {
+        if let LogSink::Stderr = self.sink {
+            return "(the server's output is above, prefixed with its name and pid)".to_string();
+        }
         let st = self.lock();
-        let skip = st.log.len().saturating_sub(ERROR_TAIL_LINES);
-        let lines: Vec<String> = st
+        let start = st
             .log
             .iter()
+            .rposition(|l| l.starts_with(STARTING_NOTICE))
+            .unwrap_or(0);
+        let run: Vec<&String> = st.log.iter().skip(start).collect();
+        let skip = run.len().saturating_sub(ERROR_TAIL_LINES);
+        let lines: Vec<String> = run
+            .into_iter()
             .skip(skip)
             .map(|l| {
                 if l.chars().count() > ERROR_LINE_CHARS {
@@ -351,14 +402,22 @@ impl ServerProcess {
     /// Waits until the socket accepts a connection (the connection is closed right away).
     ///
     /// Polls every 5 ms, backing off to 25 ms. A socket file that refuses connections (stale,
-    /// from an earlier run) does not count. Fails with [`ProcessError::ExitedEarly`] as soon as
-    /// the server exits with respawn off, or exits with 127 ("command not found", which a
-    /// respawn will not fix), and with [`ProcessError::SocketTimeout`] after `timeout`.
+    /// from an earlier run) does not count. Fails
+    /// * with [`ProcessError::ExitedEarly`] as soon as the server exits with respawn off, or exits
+    ///   with 127 ("command not found", which a respawn will not fix);
+    /// * with [`ProcessError::CrashLoop`] once the supervisor gave up on a crash-looping server;
+    /// * with [`ProcessError::SocketElsewhere`] when, for [`ELSEWHERE_GRACE`], the awaited path
+    ///   does not exist while the server's processes listen on other Unix sockets (read from
+    ///   `/proc`; only when the server shares mock-kong's mount namespace, where paths compare);
+    /// * with [`ProcessError::SocketTimeout`] after `timeout`, naming the sockets the server's
+    ///   processes listen on, if any.
     pub async fn wait_socket(&self, timeout: Duration) -> Result<(), ProcessError> {
         let started = Instant::now();
         let deadline = started + timeout;
         let mut changes = self.shared.changed.subscribe();
         let mut delay = Duration::from_millis(5);
+        let mut elsewhere_since: Option<Instant> = None;
+        let mut next_proc_look = started;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             // A Unix connect normally answers at once; bound it anyway (a full backlog can block).
@@ -369,12 +428,32 @@ impl ServerProcess {
             )
             .await
             {
-                Ok(Ok(_stream)) => return Ok(()),
+                Ok(Ok(_stream)) => {
+                    self.shared.lock().served = true;
+                    return Ok(());
+                }
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => format!("connect did not complete within {connect_budget:?}"),
             };
             if let Some(err) = self.exited_early() {
                 return Err(err);
+            }
+            let now = Instant::now();
+            if now >= next_proc_look {
+                next_proc_look = now + PROC_POLL;
+                match self.listening_elsewhere() {
+                    Some(listening) => {
+                        let since = *elsewhere_since.get_or_insert(now);
+                        if now - since >= ELSEWHERE_GRACE {
+                            return Err(ProcessError::SocketElsewhere {
+                                name: self.shared.name.clone(),
+                                socket: self.shared.socket.clone(),
+                                listening,
+                            });
+                        }
+                    }
+                    None => elsewhere_since = None,
+                }
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -397,8 +476,47 @@ impl ServerProcess {
         }
     }
 
+    /// The paths the running server's processes listen at (none: `None`), when the awaited
+    /// path does not exist and the server shares mock-kong's mount namespace.
+    fn listening_elsewhere(&self) -> Option<String> {
+        let pid = self.pid()?;
+        if std::fs::symlink_metadata(&self.shared.socket).is_ok()
+            || crate::procfs::same_mount_namespace(pid) != Some(true)
+        {
+            return None;
+        }
+        let listening = self.listening_paths(pid);
+        (!listening.is_empty()).then(|| listening.join(", "))
+    }
+
+    /// The Unix socket paths the process tree of `pid` listens at (relative paths made
+    /// absolute against the server's working directory).
+    fn listening_paths(&self, pid: u32) -> Vec<String> {
+        let cwd = crate::procfs::cwd_of(pid);
+        crate::procfs::listening_unix_sockets(&crate::procfs::tree(pid))
+            .into_iter()
+            .map(|l| match &cwd {
+                Some(dir) if !l.path.starts_with('/') && !l.path.starts_with('@') => {
+                    dir.join(&l.path).to_string_lossy().into_owned()
+                }
+                _ => l.path,
+            })
+            .collect()
+    }
+
     fn exited_early(&self) -> Option<ProcessError> {
         let st = self.shared.lock();
+        if let Some((exits, reason)) = st.gave_up {
+            drop(st);
+            return Some(ProcessError::CrashLoop {
+                name: self.shared.name.clone(),
+                cmd: self.shared.start_cmd.clone(),
+                exits,
+                window: CRASH_LOOP_WINDOW,
+                status: reason.to_string(),
+                output: self.shared.tail_for_error(),
+            });
+        }
         let last = st.exits.back()?;
         let status = if last.reason.is_command_not_found() {
             format!(
@@ -432,6 +550,7 @@ impl ServerProcess {
                 file_kind(&meta.file_type())
             ),
         };
+        let running = self.pid();
         let process = {
             let st = self.shared.lock();
             match (st.current, st.exits.back()) {
@@ -443,9 +562,24 @@ impl ServerProcess {
                 (None, None) => "the server is not running".to_string(),
             }
         };
+        let listening = match running {
+            None => String::new(),
+            Some(pid) => {
+                let paths = self.listening_paths(pid);
+                let other_ns = crate::procfs::same_mount_namespace(pid) == Some(false);
+                match (paths.is_empty(), other_ns) {
+                    (true, _) => "; its processes listen on no Unix socket".to_string(),
+                    (false, false) => format!("; its processes listen at {}", paths.join(", ")),
+                    (false, true) => format!(
+                        "; its processes listen at {} (in their own mount namespace)",
+                        paths.join(", ")
+                    ),
+                }
+            }
+        };
         format!(
-            "; {socket}; {process}; check that the start command makes the server listen on exactly \
-             this path (socket names differ per PDK, spec §10); last output:\n{}",
+            "; {socket}; {process}{listening}; check that the start command makes the server listen \
+             on exactly this path (socket names differ per PDK, docs/protocol.md §10); last output:\n{}",
             self.shared.tail_for_error()
         )
     }
@@ -591,10 +725,7 @@ struct Running {
 /// Spawns one child, starts its output readers and registers it. If a stop was requested
 /// meanwhile, the new child is SIGKILLed at once (it is still returned, so it gets reaped).
 async fn spawn_once(shared: &Arc<Shared>, runtime: &Handle) -> io::Result<Running> {
-    shared.log(format!(
-        "[pluginserver] starting pluginserver process for {}",
-        shared.name
-    ));
+    shared.log(format!("{STARTING_NOTICE}{}", shared.name));
     let at = Instant::now();
     let mut child =
         spawn_on_spawner_thread(build_command(&shared.start_cmd, &shared.env), runtime).await?;
@@ -634,7 +765,7 @@ async fn spawn_once(shared: &Arc<Shared>, runtime: &Handle) -> io::Result<Runnin
     })
 }
 
-/// Kong's outer loop (spec §3): wait for the child, log its end, respawn no sooner than
+/// Kong's outer loop (docs/protocol.md §3): wait for the child, log its end, respawn no sooner than
 /// [`RESPAWN_INTERVAL`] after the previous spawn, until stopped (or at once without `respawn`).
 async fn supervise(shared: Arc<Shared>, runtime: Handle, first: Running) {
     let mut running = Some(first);
@@ -643,6 +774,15 @@ async fn supervise(shared: Arc<Shared>, runtime: Handle, first: Running) {
             wait_and_record(&shared, run).await;
         }
         if !shared.respawn || shared.lock().stopping {
+            break;
+        }
+        if let Some((exits, reason)) = crash_loop(&shared) {
+            shared.log(format!(
+                "[pluginserver] mock-kong: pluginserver '{}' exited {exits} times within {CRASH_LOOP_WINDOW:?} \
+                 without serving (last: {reason}); not respawned again",
+                shared.name
+            ));
+            shared.lock().gave_up = Some((exits, reason));
             break;
         }
         let next_spawn = shared
@@ -687,6 +827,23 @@ async fn supervise(shared: Arc<Shared>, runtime: Handle, first: Running) {
     }
     shared.lock().finished = true;
     shared.bump();
+}
+
+/// Whether the server crash-loops: [`CRASH_LOOP_EXITS`] exits within [`CRASH_LOOP_WINDOW`] and
+/// it never served. Returns the number of exits and the last one.
+fn crash_loop(shared: &Shared) -> Option<(usize, ExitReason)> {
+    let st = shared.lock();
+    if st.served {
+        return None;
+    }
+    let last = st.exits.back()?;
+    let recent = st
+        .exits
+        .iter()
+        .rev()
+        .take_while(|e| !e.during_stop && last.at.duration_since(e.at) <= CRASH_LOOP_WINDOW)
+        .count();
+    (recent >= CRASH_LOOP_EXITS).then_some((recent, last.reason))
 }
 
 /// Waits for the child to exit, lets its output drain briefly, then records and logs the exit.
@@ -814,7 +971,7 @@ async fn read_lines<R: AsyncRead + Unpin>(stream: R, shared: Arc<Shared>, pid: u
     }
 }
 
-/// The command Kong runs (spec §3), plus the group and parent-death settings.
+/// The command Kong runs (docs/protocol.md §3), plus the group and parent-death settings.
 fn build_command(start_cmd: &str, env: &[(String, String)]) -> tokio::process::Command {
     let mut cmd = std::process::Command::new("/bin/sh");
     cmd.arg("-c")
@@ -951,6 +1108,57 @@ fn kill_group(pgid: u32, signal: i32) -> bool {
     }
     // SAFETY: plain syscall.
     unsafe { libc::kill(-pgid, signal) == 0 }
+}
+
+/// Whether colour may be written to stderr: it is a terminal and `NO_COLOR` is unset or empty
+/// (<https://no-color.org>).
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty()) && io::stderr().is_terminal()
+}
+
+/// `text` without terminal escape sequences: CSI (`ESC [ ... final`, colours and cursor
+/// moves), OSC (`ESC ] ... BEL` or `ESC \\`) and the other escapes (`ESC ( B`, `ESC c`).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('[') => {
+                // Parameters and intermediates, then one final byte in 0x40..=0x7e.
+                for c in chars.by_ref() {
+                    if ('\u{40}'..='\u{7e}').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            Some(']') => {
+                while let Some(c) = chars.next() {
+                    if c == '\u{7}' {
+                        break;
+                    }
+                    if c == '\u{1b}' && chars.peek() == Some(&'\\') {
+                        chars.next();
+                        break;
+                    }
+                }
+            }
+            // Intermediate bytes, then a final byte (`ESC ( B`).
+            Some(c) if ('\u{20}'..='\u{2f}').contains(&c) => {
+                for c in chars.by_ref() {
+                    if ('\u{30}'..='\u{7e}').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Removes `path` only if it is a socket (never a regular file, directory or symlink).
@@ -1309,12 +1517,133 @@ mod tests {
         for pair in spawns.windows(2) {
             assert!(pair[1].at - pair[0].at >= RESPAWN_INTERVAL, "{spawns:?}");
         }
-        // A normal exit with respawn on is not "exited early": the wait goes on.
+        server.stop().await;
+    }
+
+    /// Regression (issue 13, item 1): a start command that exits at once was respawned once a
+    /// second until mock-kong was killed from outside. After three exits within 10 s without
+    /// ever serving, the supervisor stops and the wait says why, with the last output.
+    #[tokio::test]
+    async fn a_server_that_keeps_exiting_without_serving_is_given_up_after_three_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("t.sock");
+        let mut o = opts("crasher", "sh -c 'echo boom >&2; exit 3'", &sock);
+        o.respawn = true;
+        let server = ServerProcess::start(o).await.unwrap();
+        // A generous timeout: the crash loop, not the timeout, must end the wait.
         let err = server
-            .wait_socket(Duration::from_millis(100))
+            .wait_socket(Duration::from_secs(120))
             .await
             .unwrap_err();
-        assert!(matches!(err, ProcessError::SocketTimeout { .. }), "{err}");
+        match &err {
+            ProcessError::CrashLoop {
+                exits,
+                status,
+                output,
+                ..
+            } => {
+                assert_eq!(*exits, CRASH_LOOP_EXITS);
+                assert_eq!(status, "exit 3");
+                assert!(output.contains("] boom"), "{output}");
+            }
+            other => panic!("expected CrashLoop, got {other:?}"),
+        }
+        let text = err.to_string();
+        assert!(text.contains("exited 3 times within 10s"), "{text}");
+        assert!(text.contains("sh -c 'echo boom >&2; exit 3'"), "{text}");
+        assert_eq!(server.spawn_count(), 3, "no fourth spawn");
+        assert_eq!(server.pid(), None);
+        assert_eq!(server.stop().await, None, "nothing was running");
+    }
+
+    /// A server that served once is respawned as Kong does, however often it exits afterwards
+    /// (loadgen's chaos test kills a serving server on purpose).
+    #[tokio::test]
+    async fn a_server_that_served_is_respawned_after_any_number_of_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("t.sock");
+        // Every respawn fails to bind (the killed server's socket file is still there) and
+        // exits at once: a crash loop, but after serving.
+        let mut o = opts("phoenix", &python_server(&sock), &sock);
+        o.respawn = true;
+        let server = ServerProcess::start(o).await.unwrap();
+        server.wait_socket(Duration::from_secs(20)).await.unwrap();
+        assert!(server.signal(libc::SIGKILL));
+        assert!(
+            eventually(Duration::from_secs(20), || server.exit_history().len()
+                > CRASH_LOOP_EXITS
+                && server.spawn_count() as usize > CRASH_LOOP_EXITS + 1)
+            .await,
+            "{:?}",
+            server.exit_history()
+        );
+        assert!(server.shared.lock().gave_up.is_none());
+        server.stop().await;
+    }
+
+    /// Regression (issue 13, items 2 and 3): a server listening elsewhere was waited for until
+    /// the timeout, and the error did not say where it listened. Now the wait ends with the
+    /// paths the server's processes listen at (from /proc).
+    #[tokio::test]
+    async fn a_server_listening_elsewhere_is_named_with_its_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let awaited = dir.path().join("awaited.socket");
+        let actual = dir.path().join("actual.sock");
+        let server = ServerProcess::start(opts("astray", &python_server(&actual), &awaited))
+            .await
+            .unwrap();
+        let err = server
+            .wait_socket(Duration::from_secs(120))
+            .await
+            .unwrap_err();
+        match &err {
+            ProcessError::SocketElsewhere {
+                socket, listening, ..
+            } => {
+                assert_eq!(socket, &awaited);
+                assert_eq!(listening, &actual.to_string_lossy());
+            }
+            other => panic!("expected SocketElsewhere, got {other:?}"),
+        }
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("listens at {}", actual.display())),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("waits for its socket at {}", awaited.display())),
+            "{text}"
+        );
+        assert!(text.contains("docs/your-plugin.md"), "{text}");
+        server.stop().await;
+    }
+
+    /// A timeout shorter than the grace still names the sockets the server listens at.
+    #[tokio::test]
+    async fn a_socket_timeout_names_the_servers_listening_sockets() {
+        let dir = tempfile::tempdir().unwrap();
+        let awaited = dir.path().join("awaited.socket");
+        let actual = dir.path().join("actual.sock");
+        let server = ServerProcess::start(opts("slowpoke", &python_server(&actual), &awaited))
+            .await
+            .unwrap();
+        assert!(
+            eventually(Duration::from_secs(20), || server
+                .log_lines()
+                .iter()
+                .any(|l| l.ends_with("] listening")))
+            .await
+        );
+        let err = server
+            .wait_socket(Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ProcessError::SocketTimeout { .. }), "{text}");
+        assert!(
+            text.contains(&format!("its processes listen at {}", actual.display())),
+            "{text}"
+        );
         server.stop().await;
     }
 
@@ -1363,7 +1692,7 @@ mod tests {
             "{:?}",
             server.log_lines()
         );
-        // Kong keeps respawning even after 127 (spec §10 item 14).
+        // Kong keeps respawning even after 127 (docs/protocol.md §10 item 14).
         assert!(eventually(Duration::from_secs(5), || server.spawn_count() >= 2).await);
         server.stop().await;
     }
@@ -1609,6 +1938,30 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Regression (issue 13, item 12): a server's colour codes were passed through with
+    /// NO_COLOR=1 (and into error messages and reports).
+    #[test]
+    fn colour_codes_are_stripped_from_kept_lines() {
+        assert_eq!(
+            strip_ansi("\u{1b}[1;31mERROR\u{1b}[0m boom \u{1b}]0;title\u{7}x\u{1b}(B"),
+            "ERROR boom x"
+        );
+        assert_eq!(strip_ansi("plain [1m] text"), "plain [1m] text");
+        let sh = Shared {
+            name: "c".into(),
+            start_cmd: String::new(),
+            socket: PathBuf::new(),
+            respawn: false,
+            sink: LogSink::Quiet,
+            env: Vec::new(),
+            state: Mutex::new(State::default()),
+            changed: watch::channel(0).0,
+            stop_notify: Notify::new(),
+        };
+        sh.log("[c:1] \u{1b}[32mready\u{1b}[0m".into());
+        assert_eq!(sh.lock().log.back().unwrap(), "[c:1] ready");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Property tests of the text parsers that read what a user or a plugin server supplies: the
-//! query command's JSON dump (spec §2) and kong.conf (spec §1). Any input gives a result or an
+//! query command's JSON dump (docs/protocol.md §2) and kong.conf (docs/protocol.md §1). Any input gives a result or an
 //! error, never a panic.
 
 use std::path::Path;

@@ -15,7 +15,7 @@ use crate::process::{LogSink, ProcessError, ServerProcess, SpawnOptions};
 use crate::target::ResolvedTarget;
 use crate::Protocol;
 
-// Kong's order of the phases of one request (spec §6) lives with the phases.
+// Kong's order of the phases of one request (docs/protocol.md §6) lives with the phases.
 pub use crate::pdk::phase::kong_order;
 
 /// Knobs of a session.
@@ -46,7 +46,7 @@ impl Default for SessionOptions {
         SessionOptions {
             timeouts: Timeouts::default(),
             dump_timeout: Duration::from_secs(30),
-            socket_timeout: Duration::from_secs(30),
+            socket_timeout: Duration::from_secs(8),
             grace: Duration::from_secs(2),
             log: LogSink::Stderr,
             trace: false,

@@ -1,6 +1,18 @@
 //! Which plugin server to drive: the built-in reference server, a `kong.conf` entry, explicit
 //! commands, or a named peer from `peers.toml`. Resolves to the three things Kong needs (query
-//! command, start command, socket path, spec §1) and owns the private socket directory.
+//! command, start command, socket path, docs/protocol.md §1) and owns the private socket
+//! directory.
+//!
+//! # Where the socket is (no guesswork)
+//!
+//! * `--socket PATH`: that path; a relative one lies in the prefix.
+//! * otherwise Kong 3.9's default, `<prefix>/<name>.socket` (`name`: the pluginserver name; for
+//!   commands without `--name`, the dump's first plugin, see [`name_from_dump`]).
+//! * the prefix: `--prefix DIR`, else the directory of an absolute `--socket`, else (kong.conf)
+//!   the conf's `prefix`, else a private (mode 0700) temporary directory removed afterwards.
+//! * `{socket}`, `{prefix}` and `{name}` in `--start-cmd`/`--query-cmd` (and `{socket}`,
+//!   `{prefix}`, `{plugin}`, `{root}` in peers.toml) become those paths, shell-quoted, so the
+//!   server can be told where to listen. A kong.conf is taken as Kong takes it: verbatim.
 
 use std::path::{Path, PathBuf};
 
@@ -24,9 +36,11 @@ pub enum TargetSpec {
         path: Option<PathBuf>,
         name: Option<String>,
     },
-    /// `--start-cmd` / `--query-cmd`.
+    /// `--start-cmd` / `--query-cmd`. `name`: the pluginserver name (`--name`); `None` until
+    /// [`name_from_dump`] names it after the dump's first plugin (a fallback taken from the
+    /// command's first word is used if nobody does).
     Commands {
-        name: String,
+        name: Option<String>,
         start_cmd: Option<String>,
         query_cmd: String,
     },
@@ -49,12 +63,14 @@ pub struct ResolvedTarget {
     /// The pluginserver name (used in `[name:pid]` log prefixes).
     pub name: String,
     pub query_cmd: String,
-    /// `None`: the server is managed externally; mock-kong only connects (spec §1).
+    /// `None`: the server is managed externally; mock-kong only connects (docs/protocol.md §1).
     pub start_cmd: Option<String>,
     pub socket: PathBuf,
     pub prefix: PathBuf,
     /// The protocol the registry or flags promise, checked against the dump.
     pub expected_protocol: Option<Protocol>,
+    /// Kong's warnings about the configuration and mock-kong's hints (kong.conf targets).
+    pub warnings: Vec<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -82,6 +98,11 @@ pub enum TargetError {
         path: PathBuf,
         hosted: String,
     },
+    /// `{name}`/`{socket}` in a query command whose server is named after its own dump.
+    #[error("the query command `{cmd}` uses `{placeholder}`, which depends on the pluginserver name, and the name is taken from the query command's dump: give the name with --name, or leave `{placeholder}` out of the query command")]
+    NameCycle { cmd: String, placeholder: String },
+    #[error(transparent)]
+    Dump(#[from] crate::dump::DumpError),
 }
 
 /// Quotes `s` for `/bin/sh`.
@@ -178,22 +199,30 @@ pub fn resolve(
     placement: &Placement,
     plugin: &str,
 ) -> Result<ResolvedTarget, TargetError> {
-    // A socket named explicitly decides the prefix; otherwise a prefix named explicitly; otherwise
-    // a private temporary directory.
+    // A prefix named explicitly; otherwise the directory of an absolute socket named explicitly;
+    // otherwise a private temporary directory. A relative socket lies in the prefix.
     let mut dir = None;
-    let prefix = match (&placement.prefix, &placement.socket) {
-        (Some(p), _) => p.clone(),
-        (None, Some(s)) => s
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(".")),
-        (None, None) => {
+    let explicit_prefix = placement.prefix.clone().or_else(|| {
+        placement
+            .socket
+            .as_ref()
+            .filter(|s| s.is_absolute())
+            .map(|s| {
+                s.parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| "/".into())
+            })
+    });
+    let prefix = match explicit_prefix {
+        Some(p) => p,
+        None => {
             let d = private_dir()?;
             let p = d.path().to_path_buf();
             dir = Some(d);
             p
         }
     };
+    let socket_in = |prefix: &Path| placement.socket.as_ref().map(|s| prefix.join(s));
     let mut target = match spec {
         TargetSpec::Reference {
             protocol,
@@ -209,10 +238,7 @@ pub fn resolve(
                 Protocol::MsgPack => "msgpack",
                 Protocol::ProtoBuf => "protobuf",
             };
-            let socket = placement
-                .socket
-                .clone()
-                .unwrap_or_else(|| prefix.join("reference.socket"));
+            let socket = socket_in(&prefix).unwrap_or_else(|| prefix.join("reference.socket"));
             // A legal variation's name goes to --variation, anything else to --fault.
             let fault_args: String = faults
                 .iter()
@@ -250,13 +276,22 @@ pub fn resolve(
                 socket,
                 prefix: prefix.clone(),
                 expected_protocol: Some(*protocol),
+                warnings: Vec::new(),
                 _dir: None,
             }
         }
         TargetSpec::KongConf { path, name } => {
             let conf = config::load(path.as_deref())?;
             let def = config::select(&conf, name.as_deref())?.clone();
-            let socket = placement.socket.clone().unwrap_or(def.socket);
+            // A relative --socket lies in the conf's prefix unless --prefix names another.
+            let base = placement.prefix.clone().unwrap_or(conf.prefix.clone());
+            let socket = socket_in(&base).unwrap_or(def.socket);
+            let warnings = conf
+                .warnings
+                .iter()
+                .filter(|w| !w.contains("pluginserver ") || w.contains(&def.name))
+                .cloned()
+                .collect();
             ResolvedTarget {
                 label: format!("pluginserver {}", def.name),
                 name: def.name,
@@ -265,6 +300,7 @@ pub fn resolve(
                 socket,
                 prefix: conf.prefix,
                 expected_protocol: None,
+                warnings,
                 _dir: None,
             }
         }
@@ -273,15 +309,17 @@ pub fn resolve(
             start_cmd,
             query_cmd,
         } => {
-            let socket = placement
-                .socket
-                .clone()
-                .unwrap_or_else(|| prefix.join(format!("{name}.socket")));
-            // `{socket}` and `{prefix}` in the commands become the (shell-quoted) paths, so a
-            // server can be told where to listen without guessing the private directory.
+            let name = name.clone().unwrap_or_else(|| name_of_command(query_cmd));
+            // Kong 3.9's default socket: <prefix>/<name>.socket.
+            let socket =
+                socket_in(&prefix).unwrap_or_else(|| prefix.join(format!("{name}.socket")));
+            // `{socket}`, `{prefix}` and `{name}` in the commands become the (shell-quoted)
+            // paths and name, so a server can be told where to listen without guessing the
+            // private directory.
             let expand = |c: &str| {
                 c.replace("{socket}", &shell_quote(&socket.to_string_lossy()))
                     .replace("{prefix}", &shell_quote(&prefix.to_string_lossy()))
+                    .replace("{name}", &shell_quote(&name))
             };
             ResolvedTarget {
                 label: format!("pluginserver {name}"),
@@ -291,6 +329,7 @@ pub fn resolve(
                 socket,
                 prefix: prefix.clone(),
                 expected_protocol: None,
+                warnings: Vec::new(),
                 _dir: None,
             }
         }
@@ -338,9 +377,7 @@ pub fn resolve(
                 }
                 s
             };
-            let socket = placement
-                .socket
-                .clone()
+            let socket = socket_in(&prefix)
                 .unwrap_or_else(|| PathBuf::from(expand(&entry.socket, false, None)));
             ResolvedTarget {
                 label: format!("peer {name}"),
@@ -350,12 +387,58 @@ pub fn resolve(
                 socket,
                 prefix: prefix.clone(),
                 expected_protocol: Protocol::from_dump(&entry.protocol),
+                warnings: Vec::new(),
                 _dir: None,
             }
         }
     };
     target._dir = dir;
     Ok(target)
+}
+
+/// A pluginserver name from a command line, when nothing better is known: the file name of its
+/// first word.
+fn name_of_command(cmd: &str) -> String {
+    let first = cmd.split_whitespace().next().unwrap_or("custom");
+    match first.rsplit('/').next() {
+        Some(base) if !base.is_empty() && !base.contains('{') => base.to_owned(),
+        _ => "custom".into(),
+    }
+}
+
+/// Names a [`TargetSpec::Commands`] without a name after its dump's first plugin (the name a
+/// user gives the pluginserver in kong.conf, and so Kong's default socket
+/// `<prefix>/<plugin>.socket`), by running its query command once. Other specs are left alone.
+pub async fn name_from_dump(
+    spec: &mut TargetSpec,
+    placement: &Placement,
+    timeout: std::time::Duration,
+) -> Result<(), TargetError> {
+    let TargetSpec::Commands {
+        name: name @ None,
+        query_cmd,
+        ..
+    } = spec
+    else {
+        return Ok(());
+    };
+    for placeholder in ["{name}", "{socket}"] {
+        if query_cmd.contains(placeholder) {
+            return Err(TargetError::NameCycle {
+                cmd: query_cmd.clone(),
+                placeholder: placeholder.into(),
+            });
+        }
+    }
+    let probe = TargetSpec::Commands {
+        name: Some("unnamed".into()),
+        start_cmd: None,
+        query_cmd: query_cmd.clone(),
+    };
+    let resolved = resolve(&probe, placement, "")?;
+    let out = crate::dump::query(&resolved.query_cmd, timeout).await?;
+    *name = Some(out.dump.plugin().name.clone());
+    Ok(())
 }
 
 #[cfg(test)]
@@ -365,7 +448,7 @@ mod tests {
     #[test]
     fn socket_and_prefix_placeholders_expand_in_commands() {
         let spec = TargetSpec::Commands {
-            name: "my plugin".into(),
+            name: Some("my plugin".into()),
             start_cmd: Some("./server --socket {socket} --kong-prefix {prefix}".into()),
             query_cmd: "./server --dump --kong-prefix {prefix}".into(),
         };
@@ -392,6 +475,98 @@ mod tests {
             .start_cmd
             .unwrap()
             .contains("--socket /run/k/s.sock --kong-prefix /run/k"));
+    }
+
+    /// A relative --socket lies in the prefix (the private directory, --prefix, or a kong.conf's
+    /// prefix); `{name}` is the pluginserver name.
+    #[test]
+    fn a_relative_socket_lies_in_the_prefix_and_name_expands() {
+        let spec = TargetSpec::Commands {
+            name: Some("greet".into()),
+            start_cmd: Some("srv -p {prefix} --socket-name {name}.sock".into()),
+            query_cmd: "srv --dump".into(),
+        };
+        let placement = Placement {
+            socket: Some(PathBuf::from("greet.sock")),
+            prefix: None,
+        };
+        let t = resolve(&spec, &placement, "").expect("resolve");
+        assert_eq!(t.socket, t.prefix.join("greet.sock"));
+        assert!(t.prefix.starts_with(std::env::temp_dir()), "{:?}", t.prefix);
+        assert_eq!(
+            t.start_cmd.as_deref(),
+            Some(
+                format!(
+                    "srv -p {} --socket-name greet.sock",
+                    shell_quote(&t.prefix.to_string_lossy())
+                )
+                .as_str()
+            )
+        );
+        let placement = Placement {
+            socket: Some(PathBuf::from("sub/g.sock")),
+            prefix: Some(PathBuf::from("/run/kong")),
+        };
+        let t = resolve(&spec, &placement, "").expect("resolve");
+        assert_eq!(t.socket, PathBuf::from("/run/kong/sub/g.sock"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("kong.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "prefix = {}\npluginserver_names = a\npluginserver_a_query_cmd = a -dump\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let spec = TargetSpec::KongConf {
+            path: Some(conf),
+            name: None,
+        };
+        let placement = Placement {
+            socket: Some(PathBuf::from("x.sock")),
+            prefix: None,
+        };
+        let t = resolve(&spec, &placement, "").expect("resolve");
+        assert_eq!(t.socket, dir.path().join("x.sock"));
+        // Kong's warning about the missing start command reaches the target.
+        assert!(
+            t.warnings
+                .iter()
+                .any(|w| w.starts_with("start_command undefined for pluginserver a")),
+            "{:?}",
+            t.warnings
+        );
+    }
+
+    /// Commands without --name are named after the dump's first plugin, so Kong's default
+    /// socket is `<prefix>/<plugin>.socket`; a query command that needs the name cannot be
+    /// run to find it.
+    #[tokio::test]
+    async fn commands_without_a_name_are_named_after_their_dump() {
+        let dump = r#"[{"Name":"greet","Phases":["access"],"Priority":1,"Version":"1.0.0","Schema":{"name":"greet","fields":[{"config":{"type":"record","fields":[]}}]}}]"#;
+        let mut spec = TargetSpec::Commands {
+            name: None,
+            start_cmd: Some("srv {socket}".into()),
+            query_cmd: format!("echo '{dump}'"),
+        };
+        let timeout = std::time::Duration::from_secs(20);
+        name_from_dump(&mut spec, &Placement::default(), timeout)
+            .await
+            .expect("named");
+        let t = resolve(&spec, &Placement::default(), "").unwrap();
+        assert_eq!(t.name, "greet");
+        assert!(t.socket.ends_with("greet.socket"), "{:?}", t.socket);
+        let mut spec = TargetSpec::Commands {
+            name: None,
+            start_cmd: None,
+            query_cmd: "srv --dump --socket {socket}".into(),
+        };
+        let e = name_from_dump(&mut spec, &Placement::default(), timeout)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("give the name with --name"), "{e}");
     }
 
     /// A peer whose kit cannot express every fixture lists what it hosts (peers.toml

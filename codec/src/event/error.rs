@@ -112,7 +112,7 @@ impl HostError {
         }
     }
 
-    /// Whether Kong would reset its instances and retry the event (spec §4.6, §5.2): a MsgPack
+    /// Whether Kong would reset its instances and retry the event (docs/protocol.md §4.6, §5.2): a MsgPack
     /// error containing "no plugin instance", or (ProtoBuf) "closed".
     pub fn triggers_reset(&self, protocol: Protocol) -> bool {
         match self {

@@ -13,7 +13,7 @@
 //! * [`pb`]: `ProtoBuf:1`: [`pb::PbEvent`] (the frame loop on one connection: method name,
 //!   arguments, reply; an empty frame and the `RpcReturn` end it).
 //!
-//! What the drivers accept is what Kong's host accepts (spec §4.4, §5.3): a Step answer's
+//! What the drivers accept is what Kong's host accepts (docs/protocol.md §4.4, §5.3): a Step answer's
 //! `EventId` is not read (Kong takes it from the HandleEvent answer), a callback's `Args` that is
 //! not a table is its single argument, and so on. Where mock-kong goes beyond Kong it is to stay
 //! bounded ([`Limits`]): Kong leaves notifications, callbacks and bytes per event unbounded.
@@ -213,7 +213,7 @@ pub enum Reply {
     /// Step without `Data`. ProtoBuf: the driver only asks about methods of Kong's table, so
     /// this means the emulated PDK lacks one Kong has: the event is raised.
     NotFound,
-    /// `kong.response.exit` and friends: nothing is sent, the event is over (spec §4.4).
+    /// `kong.response.exit` and friends: nothing is sent, the event is over (docs/protocol.md §4.4).
     Terminal,
     /// The PDK function raised a Lua error: nothing is sent, Kong aborts the handler.
     Raise(String),

@@ -1,8 +1,8 @@
-//! `MsgPack:1` (spec §4): one RPC call's answer ([`CallReader`]) and one event's conversation
+//! `MsgPack:1` (docs/protocol.md §4): one RPC call's answer ([`CallReader`]) and one event's conversation
 //! ([`MpEvent`]), without I/O.
 //!
 //! Each RPC call of Kong's takes a pooled connection, sends one request, reads until the matching
-//! response and hands the connection back (spec §4.1). An event is a HandleEvent call, then one
+//! response and hands the connection back (docs/protocol.md §4.1). An event is a HandleEvent call, then one
 //! Step call per callback, each of which may travel on another connection; so the event driver
 //! deals in calls (`method`, parameters) and their results, and the call reader in bytes.
 
@@ -11,7 +11,7 @@ use crate::lua;
 use crate::msgpack::{self, StreamDecoder};
 use crate::Value;
 
-/// The Step method Kong uses to answer a PDK method (spec §4.4 table).
+/// The Step method Kong uses to answer a PDK method (docs/protocol.md §4.4 table).
 pub fn step_method(pdk_method: &str) -> &'static str {
     match pdk_method {
         "kong.client.get_credential" | "kong.client.authenticate" => "plugin.StepCredential",
@@ -24,7 +24,7 @@ pub fn step_method(pdk_method: &str) -> &'static str {
     }
 }
 
-/// The four PDK methods whose results Kong passes through `fix_mmap` (spec §4.4).
+/// The four PDK methods whose results Kong passes through `fix_mmap` (docs/protocol.md §4.4).
 pub fn is_multimap(m: &str) -> bool {
     matches!(
         m,
@@ -35,7 +35,7 @@ pub fn is_multimap(m: &str) -> bool {
     )
 }
 
-/// Kong's `fix_mmap` (spec §4.4): every value becomes an array of strings (`true` → `[]`), and an
+/// Kong's `fix_mmap` (docs/protocol.md §4.4): every value becomes an array of strings (`true` → `[]`), and an
 /// empty result becomes an empty *map*.
 pub fn fix_multimap(v: Value) -> Value {
     match v {
@@ -59,7 +59,7 @@ pub fn fix_multimap(v: Value) -> Value {
     }
 }
 
-/// `plugin.StartInstance`'s parameters: `[{Name, Config}]` (spec §4.3).
+/// `plugin.StartInstance`'s parameters: `[{Name, Config}]` (docs/protocol.md §4.3).
 pub fn start_instance_params(name: &str, config_json: &str) -> Vec<Value> {
     vec![Value::map([
         ("Name", Value::str(name)),
@@ -67,7 +67,7 @@ pub fn start_instance_params(name: &str, config_json: &str) -> Vec<Value> {
     ])]
 }
 
-/// `plugin.CloseInstance`'s parameters: a bare instance id (spec §4.3, §10.9).
+/// `plugin.CloseInstance`'s parameters: a bare instance id (docs/protocol.md §4.3, §10.9).
 pub fn close_instance_params(id: i64) -> Vec<Value> {
     vec![Value::Int(id)]
 }
@@ -116,7 +116,7 @@ pub enum Incoming {
 
 /// The receiving half of one RPC call: fed the connection's decoder, it yields notifications
 /// (bounded by `max_notifications`) and then the response, checking its msgid. Kong uses a fresh
-/// unpacker per call (spec §4.1); the decoder is borrowed so a raw client can keep one per
+/// unpacker per call (docs/protocol.md §4.1); the decoder is borrowed so a raw client can keep one per
 /// connection and read two pipelined answers.
 #[derive(Debug)]
 pub struct CallReader<'a> {
@@ -181,7 +181,7 @@ impl<'a> CallReader<'a> {
         self.classify(value, trailing).map(Some)
     }
 
-    /// What Kong's `Rpc:call` makes of one message (spec §4.1): it indexes elements 1 to 4 of
+    /// What Kong's `Rpc:call` makes of one message (docs/protocol.md §4.1): it indexes elements 1 to 4 of
     /// any table and compares numbers as Lua does, so a float type or msgid, a 3- or 5-element
     /// array (or a map with integer keys) are read like the 4-element array the kits send (and
     /// noted as [`Quirk`]s); anything that is not a table raises.
@@ -292,8 +292,8 @@ impl<'a> CallReader<'a> {
 pub enum Call<'a> {
     /// `plugin.HandleEvent` with [`handle_event_params`].
     HandleEvent { instance_id: i64, phase: &'a str },
-    /// A Step: `[{EventId, Data}]`, each absent when nil (spec §4.3). `event_id` is what the
-    /// HandleEvent answer carried, as Kong writes it back ([`lua::reencode`]).
+    /// A Step: `[{EventId, Data}]`, each absent when nil (docs/protocol.md §4.3). `event_id` is what
+    /// the HandleEvent answer carried, as Kong writes it back ([`lua::reencode`]).
     Step {
         method: &'static str,
         event_id: Value,
@@ -388,7 +388,7 @@ pub enum Replied {
     End(End),
 }
 
-/// One `MsgPack:1` event, from HandleEvent to its end (spec §4.4, Kong's `bridge_loop`).
+/// One `MsgPack:1` event, from HandleEvent to its end (docs/protocol.md §4.4, Kong's `bridge_loop`).
 ///
 /// ```text
 /// MpEvent::new → start() → Call::HandleEvent
@@ -614,7 +614,7 @@ impl<'a> MpEvent<'a> {
             Reply::Value(v) if is_multimap(method) => (step, fix_multimap(v), None),
             Reply::Value(v) => (step, v, None),
             Reply::Variant(s, v) => (s, v, None),
-            // Kong 2.x: `nil, err` goes out as StepError with the message (spec §4.4).
+            // Kong 2.x: `nil, err` goes out as StepError with the message (docs/protocol.md §4.4).
             Reply::SoftError(e) if self.step_error => {
                 let note = format!("soft error: {e}");
                 ("plugin.StepError", Value::str(e), Some(note))

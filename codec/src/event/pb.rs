@@ -1,4 +1,4 @@
-//! `ProtoBuf:1` (spec §5): one event's conversation on one connection ([`PbEvent`]) and the
+//! `ProtoBuf:1` (docs/protocol.md §5): one event's conversation on one connection ([`PbEvent`]) and the
 //! calls around it, without I/O.
 //!
 //! ```text
@@ -64,7 +64,7 @@ pub fn encode_call(call: &RpcCall, out: &mut Vec<u8>) {
 }
 
 /// Decodes the `RpcReturn` of the call `name` and checks that it echoes `sequence` (Kong asserts
-/// they are equal, spec §5.2).
+/// they are equal, docs/protocol.md §5.2).
 pub fn decode_return(frame: &[u8], name: &str, sequence: i64) -> Result<RpcReturn, HostError> {
     let ret = RpcReturn::decode(frame).map_err(|e| HostError::Decode {
         what: format!("RpcReturn of {name} (sequence {sequence})"),
@@ -114,7 +114,7 @@ enum State {
 }
 
 /// One `ProtoBuf:1` event on one connection, from the `cmd_handle_event` call to its
-/// `RpcReturn` (spec §5.3, Kong's `pb_rpc.lua`).
+/// `RpcReturn` (docs/protocol.md §5.3, Kong's `pb_rpc.lua`).
 ///
 /// Rules, as Kong's host: a callback is a method-name frame and an arguments frame; a name Kong's
 /// PDK table lacks ends the event ([`End::MethodNotFound`]); the reply is the result wrapped for
@@ -229,7 +229,7 @@ impl<'a> PbEvent<'a> {
                 // The name as text (no copy when it is UTF-8, as every PDK name is).
                 let method = String::from_utf8(name)
                     .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-                // Kong: `method "<x>" not found` → the event fails (HTTP 500 from 3.8, spec §5.3).
+                // Kong: `method "<x>" not found` → the event fails (HTTP 500 from 3.8, docs/protocol.md §5.3).
                 let Some(spec) = pdk_table::lookup(&method) else {
                     return Ok(Next::End(End::MethodNotFound(method)));
                 };
@@ -292,7 +292,7 @@ impl<'a> PbEvent<'a> {
         };
         let answer = match reply {
             Reply::Value(v) | Reply::Variant(_, v) => v,
-            // No soft-error channel over ProtoBuf (spec §5.3): the plugin sees nil.
+            // No soft-error channel over ProtoBuf (docs/protocol.md §5.3): the plugin sees nil.
             Reply::SoftError(_) => Value::Nil,
             Reply::NotFound => {
                 return Replied::End(End::Raised {
@@ -321,7 +321,7 @@ impl<'a> PbEvent<'a> {
                     },
                 )
             }
-            // pb.encode raised in Kong (e.g. the pre-3.7 set_upstream bug, spec §5.3).
+            // pb.encode raised in Kong (e.g. the pre-3.7 set_upstream bug, docs/protocol.md §5.3).
             Err(e) => Replied::End(End::Raised {
                 method: method(),
                 error: e.to_string(),

@@ -2,7 +2,7 @@
 //!
 //! Unlike the encoder, which writes only what Kong writes, the decoder accepts every valid
 //! MessagePack encoding (`str8`, `float32`, `uint16` for small values, `ext`, ...), because
-//! plugin servers use many different libraries (spec §4.2, §10). Widths are not preserved: `0` as
+//! plugin servers use many different libraries (docs/protocol.md §4.2, §10). Widths are not preserved: `0` as
 //! `00` and `0` as `cf 00 .. 00` both decode to `Value::Int(0)`.
 //!
 //! Input comes from a plugin server, so nothing here trusts a declared length: lengths are checked

@@ -1,4 +1,4 @@
-//! The MessagePack encoder, byte-exact with Kong's Lua side (spec §4.2).
+//! The MessagePack encoder, byte-exact with Kong's Lua side (docs/protocol.md §4.2).
 //!
 //! Kong packs with lua-MessagePack 0.5.x under LuaJIT with the library defaults
 //! (`string_compat`, `unsigned`, `double`, `without_hole`). The rules that follow from that:
@@ -16,7 +16,7 @@
 //!
 //! Whether a Lua table becomes an array or a map is decided by whoever builds the [`Value`]:
 //! an empty `Value::Map` stays a map (`80`), which is what Kong's `fix_mmap` sends for an empty
-//! multi-map (spec §4.4).
+//! multi-map (docs/protocol.md §4.4).
 
 use crate::Value;
 
@@ -24,7 +24,7 @@ use crate::Value;
 /// an integer only when `-MAX_INTEGRAL < n < MAX_INTEGRAL` (`maxinteger = 2^53 - 1`, strict).
 const MAX_INTEGRAL: f64 = 9_007_199_254_740_991.0;
 
-/// Appends `value` to `out` exactly as Kong encodes it (spec §4.2).
+/// Appends `value` to `out` exactly as Kong encodes it (docs/protocol.md §4.2).
 ///
 /// # Panics
 ///

@@ -1,9 +1,9 @@
-//! The `MsgPack:1` codec (spec §4). Pure: no I/O in this module.
+//! The `MsgPack:1` codec (docs/protocol.md §4). Pure: no I/O in this module.
 //!
-//! * [`encode`]: a [`Value`] as Kong's Lua encoder (lua-MessagePack 0.5.x, spec §4.2) writes it.
+//! * [`encode`]: a [`Value`] as Kong's Lua encoder (lua-MessagePack 0.5.x, docs/protocol.md §4.2) writes it.
 //! * [`decode`]: one MessagePack object from a buffer, accepting every valid width.
 //! * [`StreamDecoder`]: frames split at any byte, several frames in one read.
-//! * [`RpcMessage`]: the MessagePack-RPC request/response/notification arrays (spec §4.1);
+//! * [`RpcMessage`]: the MessagePack-RPC request/response/notification arrays (docs/protocol.md §4.1);
 //!   [`encode_request`] writes a request without building the envelope as a [`Value`].
 //!
 //! [`Value`]: crate::Value

@@ -1,6 +1,6 @@
 //! Property tests of the MessagePack codec: whatever bytes a plugin server sends, decoding
 //! returns a value or an error, never panics; the stream decoder agrees with one-shot decoding
-//! however the bytes are split; and Kong's encoding round-trips with Lua's semantics (spec §4.2).
+//! however the bytes are split; and Kong's encoding round-trips with Lua's semantics (docs/protocol.md §4.2).
 //! Plus the regressions found by `cargo fuzz` (see `fuzz/README.md`).
 
 use proptest::prelude::*;

@@ -1,4 +1,4 @@
-//! MessagePack-RPC messages as Kong exchanges them (spec §4.1).
+//! MessagePack-RPC messages as Kong exchanges them (docs/protocol.md §4.1).
 //!
 //! * request `[0, msgid, method, params]` (host → server; `params` is always an array),
 //! * response `[1, msgid, error, result]` (server → host; `error` is nil on success),
@@ -10,7 +10,7 @@
 use super::encode::{encode_array_header, encode_map_header, encode_str, encode_uint};
 use crate::Value;
 
-/// A MessagePack-RPC message (spec §4.1).
+/// A MessagePack-RPC message (docs/protocol.md §4.1).
 #[derive(Debug, Clone, PartialEq)]
 pub enum RpcMessage {
     /// `[0, msgid, method, params]` (host → server); `params` is always an array.
@@ -83,7 +83,7 @@ impl RpcMessage {
         }
     }
 
-    /// Appends the Kong-exact encoding of the message (spec §4.2), without building a [`Value`]
+    /// Appends the Kong-exact encoding of the message (docs/protocol.md §4.2), without building a [`Value`]
     /// for the envelope.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
@@ -133,7 +133,7 @@ impl RpcMessage {
             return Err(ShapeError::new("an array [type, ...]", "an empty array"));
         };
         // Kong compares with Lua's `==`, where `1.0 == 1`: an integral float type or msgid is
-        // accepted as the integer (spec §4.1).
+        // accepted as the integer (docs/protocol.md §4.1).
         let kind = match *kind {
             Value::Float(f) if f.fract() == 0.0 && (0.0..=2.0).contains(&f) => Value::Int(f as i64),
             ref other => other.clone(),
@@ -233,7 +233,7 @@ pub fn encode_request(msgid: u64, method: &str, params: &[Value], out: &mut Vec<
 
 /// Writes a Step request `[0, msgid, method, [{EventId: event_id, Data: data}]]` without
 /// building the params map (the host's hot path). A nil `EventId` or `Data` is left out, as Kong's
-/// encoder drops nil map values (spec §4.2, Appendix A "Step with nil"): `event_id` is whatever
+/// encoder drops nil map values (docs/protocol.md §4.2, Appendix A "Step with nil"): `event_id` is whatever
 /// the HandleEvent answer carried, as Kong writes it back.
 pub fn encode_step_request(
     msgid: u64,

@@ -1,4 +1,4 @@
-//! Reassembling MessagePack objects from a byte stream (spec §4.1: no length prefix, objects
+//! Reassembling MessagePack objects from a byte stream (docs/protocol.md §4.1: no length prefix, objects
 //! back to back, split anywhere by the transport).
 //!
 //! [`StreamDecoder`] finds where the next object ends with a resumable *scan* that walks the

@@ -391,7 +391,7 @@ impl<'a> Table<'a> {
 /// lua-protobuf 0.4.0 – 0.5.2 (Kong 3.3 – 3.9) skips proto3 defaults when encoding, **except
 /// `false`**: an explicit `false` is written (`tag 00`); this was fixed upstream after 0.5.2.
 /// prost never writes it, so the host appends those fields after the prost encoding
-/// ([`Encoded::into_bytes`]); field order is unspecified in Kong's encoder anyway (spec §5.2).
+/// ([`Encoded::into_bytes`]); field order is unspecified in Kong's encoder anyway (docs/protocol.md §5.2).
 pub(crate) struct Encoded<M> {
     pub msg: M,
     pub false_bools: Vec<u32>,
@@ -536,7 +536,7 @@ pub(crate) fn memory_stats_from_table(v: &Value, what: &str) -> Result<MemorySta
 
 /// `{unnamed = {...}, named = {...}}` → `UriCapturesResult`. `unnamed` is read like any
 /// lua-protobuf repeated field, `t[1], t[2], …` up to the first nil, so a regex capture table's
-/// index 0 (the whole match, spec §4.5) is **not** sent. `named` needs string keys.
+/// index 0 (the whole match, docs/protocol.md §4.5) is **not** sent. `named` needs string keys.
 pub(crate) fn uri_captures_from_table(v: &Value, what: &str) -> Result<UriCapturesResult, String> {
     let t = Table::new("UriCapturesResult", v, what)?;
     let unnamed = t.strings("unnamed")?;

@@ -1,9 +1,9 @@
-//! `ProtoBuf:1` framing (spec §5.1): every message is `LE32(len) ++ payload`.
+//! `ProtoBuf:1` framing (docs/protocol.md §5.1): every message is `LE32(len) ++ payload`.
 //!
 //! Kong writes the length with lua_pack `"I"` (native `unsigned int`, little-endian on every
 //! platform Kong ships for) and reads exactly 4 bytes, then exactly `len` bytes. A zero-length
 //! frame is legal and meaningful: from the server it ends a handler's callback loop, from the
-//! host it is the reply to a PDK call whose result encoded to nothing (spec §5.3).
+//! host it is the reply to a PDK call whose result encoded to nothing (docs/protocol.md §5.3).
 
 /// A frame stream that cannot be decoded.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -18,7 +18,7 @@ pub enum FrameError {
     TooLarge { len: u64, limit: usize },
 }
 
-/// Appends `LE32(len) ++ payload` to `out` (spec §5.1).
+/// Appends `LE32(len) ++ payload` to `out` (docs/protocol.md §5.1).
 ///
 /// Payloads longer than `u32::MAX` cannot be framed; callers never produce them (PDK results
 /// are bounded far below that), and a debug assertion guards the invariant.
@@ -134,13 +134,13 @@ mod tests {
     fn encode_is_le32_prefix() {
         let mut out = Vec::new();
         encode_frame(b"\x08\x03", &mut out);
-        assert_eq!(out, [0x02, 0x00, 0x00, 0x00, 0x08, 0x03]); // spec §5.5 RpcReturn
+        assert_eq!(out, [0x02, 0x00, 0x00, 0x00, 0x08, 0x03]); // docs/protocol.md §5.5 RpcReturn
         out.clear();
         encode_frame(&[0u8; 0x0102], &mut out);
         assert_eq!(&out[..4], &[0x02, 0x01, 0x00, 0x00]);
         out.clear();
         encode_frame(b"", &mut out);
-        assert_eq!(out, [0, 0, 0, 0]); // spec §5.5 "Server done"
+        assert_eq!(out, [0, 0, 0, 0]); // docs/protocol.md §5.5 "Server done"
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Prost message types for `ProtoBuf:1`, written by hand from the field tables of spec §5.2
-//! (the `RpcCall`/`RpcReturn` envelope) and spec §5.4 (the PDK messages).
+//! Prost message types for `ProtoBuf:1`, written by hand from the field tables of docs/protocol.md §5.2
+//! (the `RpcCall`/`RpcReturn` envelope) and docs/protocol.md §5.4 (the PDK messages).
 //!
 //! There is no build script and no `.proto` file: every type derives [`prost::Message`] with
 //! explicit field numbers. `google.protobuf.Value`, `Struct` and `ListValue` come from
@@ -24,13 +24,13 @@ use std::collections::BTreeMap;
 pub use prost_types::{value::Kind as PbKind, ListValue, Struct, Value as PbValue};
 
 // ------------------------------------------------------------------------------------------------
-// Envelope (spec §5.2)
+// Envelope (docs/protocol.md §5.2)
 // ------------------------------------------------------------------------------------------------
 
 /// A top-level call from the host: `RpcCall { int64 sequence = 1; oneof call { 31..36 } }`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RpcCall {
-    /// Kong starts at 2 and the server must echo it (spec §5.2).
+    /// Kong starts at 2 and the server must echo it (docs/protocol.md §5.2).
     #[prost(int64, tag = "1")]
     pub sequence: i64,
     #[prost(oneof = "rpc_call::Call", tags = "31, 32, 33, 34, 35, 36")]
@@ -40,7 +40,7 @@ pub struct RpcCall {
 /// The `call` oneof of [`RpcCall`].
 pub mod rpc_call {
     /// Which command an [`RpcCall`](super::RpcCall) carries. Kong only ever sends
-    /// `CmdStartInstance`, `CmdCloseInstance` and `CmdHandleEvent` (spec §5.2).
+    /// `CmdStartInstance`, `CmdCloseInstance` and `CmdHandleEvent` (docs/protocol.md §5.2).
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Call {
         /// Never sent by Kong.
@@ -106,7 +106,7 @@ pub struct CmdHandleEvent {
 }
 
 /// A server's reply: `RpcReturn { int64 sequence = 1; oneof return { 31..33 } }`. There is no
-/// error field: servers signal errors by closing the connection (spec §5.2).
+/// error field: servers signal errors by closing the connection (docs/protocol.md §5.2).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RpcReturn {
     #[prost(int64, tag = "1")]
@@ -118,7 +118,7 @@ pub struct RpcReturn {
 /// The `return` oneof of [`RpcReturn`].
 pub mod rpc_return {
     /// What an [`RpcReturn`](super::RpcReturn) carries. A StartInstance reply must carry
-    /// `InstanceStatus` (spec §5.2).
+    /// `InstanceStatus` (docs/protocol.md §5.2).
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Return {
         #[prost(message, tag = "31")]
@@ -172,7 +172,7 @@ pub struct PluginNames {
 }
 
 // ------------------------------------------------------------------------------------------------
-// PDK messages (spec §5.4). `string` fields are `Vec<u8>`, see the module docs.
+// PDK messages (docs/protocol.md §5.4). `string` fields are `Vec<u8>`, see the module docs.
 // ------------------------------------------------------------------------------------------------
 
 /// `google.protobuf.Empty`.
@@ -224,7 +224,7 @@ pub struct Kv {
 }
 
 /// `ExitArgs { int32 status = 1; bytes body = 2; google.protobuf.Struct headers = 3; }`
-/// (`body` is `bytes` since Kong 3.1, spec §9).
+/// (`body` is `bytes` since Kong 3.1, docs/protocol.md §9).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ExitArgs {
     #[prost(int32, tag = "1")]
@@ -332,7 +332,7 @@ pub struct CertificateKey {
     pub id: Vec<u8>,
 }
 
-/// `Route` (spec §5.4: fields 1 – 18).
+/// `Route` (docs/protocol.md §5.4: fields 1 – 18).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Route {
     #[prost(bytes = "vec", tag = "1")]
@@ -373,7 +373,7 @@ pub struct Route {
     pub service: Option<ServiceKey>,
 }
 
-/// `Service` (spec §5.4: fields 1 – 14).
+/// `Service` (docs/protocol.md §5.4: fields 1 – 14).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Service {
     #[prost(bytes = "vec", tag = "1")]
@@ -456,7 +456,7 @@ mod tests {
 
     #[test]
     fn oneof_tags_encode_as_two_byte_keys() {
-        // spec §5.2: f33 LEN = 8A 02, f35 LEN = 9A 02, f36 LEN = A2 02.
+        // docs/protocol.md §5.2: f33 LEN = 8A 02, f35 LEN = 9A 02, f36 LEN = A2 02.
         let start = RpcCall {
             sequence: 0,
             call: Some(rpc_call::Call::CmdStartInstance(CmdStartInstance::default())),

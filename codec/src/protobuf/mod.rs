@@ -1,8 +1,8 @@
-//! The `ProtoBuf:1` codec (spec §5). Pure: no I/O in this module.
+//! The `ProtoBuf:1` codec (docs/protocol.md §5). Pure: no I/O in this module.
 //!
-//! * [`messages`]: prost types written by hand from the field tables of spec §5.2 and §5.4.
-//! * [`frame`]: little-endian u32 length framing (spec §5.1), including the meaningful empty frame.
-//! * [`pdk_table`]: the PDK service table (spec §5.4): wire name → input/output message, and the
+//! * [`messages`]: prost types written by hand from the field tables of docs/protocol.md §5.2 and §5.4.
+//! * [`frame`]: little-endian u32 length framing (docs/protocol.md §5.1), including the meaningful empty frame.
+//! * [`pdk_table`]: the PDK service table (docs/protocol.md §5.4): wire name → input/output message, and the
 //!   conversions between those messages and [`crate::Value`] positional arguments / results, in
 //!   both directions (host side "unwrap"/"wrap", server side "encode args"/"decode result").
 
@@ -22,7 +22,7 @@ mod proptests;
 
 #[cfg(test)]
 mod tests {
-    //! The byte examples of spec §5.5, reproduced with the prost types, the PDK table and the
+    //! The byte examples of docs/protocol.md §5.5, reproduced with the prost types, the PDK table and the
     //! framing.
     use super::messages::{
         rpc_call::Call, rpc_return::Return, CmdHandleEvent, CmdStartInstance, InstanceStatus,

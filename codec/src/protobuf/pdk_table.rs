@@ -1,4 +1,4 @@
-//! The `ProtoBuf:1` PDK service table (spec §5.4) and the conversions between PDK messages and
+//! The `ProtoBuf:1` PDK service table (docs/protocol.md §5.4) and the conversions between PDK messages and
 //! [`Value`]s, in both directions.
 //!
 //! Host side (what Kong's `pb_rpc.lua` does, reproduced with lua-protobuf 0.5.2 semantics as
@@ -23,7 +23,7 @@
 //!
 //! # Deviations of Kong 3.9 from a plain proto3 encoder (all reproduced by [`wrap_result`])
 //!
-//! * nil as `google.protobuf.Value` is `null_value = 1`: bytes `08 01` (spec §5.3).
+//! * nil as `google.protobuf.Value` is `null_value = 1`: bytes `08 01` (docs/protocol.md §5.3).
 //! * `google.protobuf.Value` members are a oneof, and lua-protobuf writes oneof members even when
 //!   they hold a default: `false` → `20 00`, `""` → `1A 00`, `0` → `11 00 … 00`. (Spec §5.3
 //!   says `false` gives an empty Value; lua-protobuf 0.5.2's `lpb_encode_onefield` only skips
@@ -33,7 +33,7 @@
 //!   Kong ≤ 3.2 (lua-protobuf 0.3.x) did skip it.
 //! * A `String`/`Int`/`Number`/`ByteString` result of nil, `""` or `0` is an empty message, so an
 //!   empty reply frame; [`decode_result`] then yields the proto3 default (`""`, `0`, …), which a
-//!   server cannot tell apart from nil (spec §10.10).
+//!   server cannot tell apart from nil (docs/protocol.md §10.10).
 
 use prost::Message;
 
@@ -41,7 +41,7 @@ use super::convert::{self as cv, View};
 use super::messages as pb;
 use crate::Value;
 
-/// The message type of a PDK method's input or output (spec §5.4).
+/// The message type of a PDK method's input or output (docs/protocol.md §5.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
     /// `google.protobuf.Empty`.
@@ -109,7 +109,7 @@ const fn m(name: &'static str, input: Shape, output: Shape) -> MethodSpec {
 
 use Shape as S;
 
-/// Kong 3.9's `service Kong` (spec §5.4), in the proto's order. The wire name is derived from the
+/// Kong 3.9's `service Kong` (docs/protocol.md §5.4), in the proto's order. The wire name is derived from the
 /// rpc name (`Client_GetIp` → `kong.client.get_ip`) or given by the `MethodName` option
 /// (`kong.ctx.shared.*`). `kong.service.set_upstream` returns `Bool` since 3.7.0 (before: `Empty`).
 static METHODS: [MethodSpec; 74] = [
@@ -201,7 +201,7 @@ static METHODS: [MethodSpec; 74] = [
     ),
 ];
 
-/// Looks a wire method name up (exact, lower-case; spec §5.3). `None` is Kong's
+/// Looks a wire method name up (exact, lower-case; docs/protocol.md §5.3). `None` is Kong's
 /// `method "<x>" not found`.
 pub fn lookup(name: &str) -> Option<&'static MethodSpec> {
     METHODS.iter().find(|m| m.name == name)
@@ -211,7 +211,7 @@ pub fn lookup(name: &str) -> Option<&'static MethodSpec> {
 /// itself when it is printable ASCII, otherwise its bytes escaped, with a note when they decode
 /// as an `RpcReturn`. A server that ends its handler with the `RpcReturn` but without the empty
 /// frame first (kong_rs 0.2.0 does) makes Kong read the `RpcReturn` as a method name and then
-/// wait for its arguments until the socket timeout (spec §5.3).
+/// wait for its arguments until the socket timeout (docs/protocol.md §5.3).
 /// Long frames are cut (120 characters of a name, 48 bytes otherwise).
 pub fn method_label(frame: &[u8]) -> String {
     let cut = |max: usize| {
@@ -255,7 +255,7 @@ fn decode<M: Message + Default>(
         method: spec.name.to_owned(),
         shape,
         reason: format!(
-            "{e}; the {} bytes are not a valid {shape:?} message (spec §5.4 gives each method's \
+            "{e}; the {} bytes are not a valid {shape:?} message (docs/protocol.md §5.4 gives each method's \
              message types)",
             bytes.len()
         ),
@@ -290,7 +290,7 @@ fn s(b: Vec<u8>) -> Value {
 // Host side
 // ------------------------------------------------------------------------------------------------
 
-/// Host side: the args frame → Lua positional args ("unwrap", spec §5.3/§5.4).
+/// Host side: the args frame → Lua positional args ("unwrap", docs/protocol.md §5.3/§5.4).
 ///
 /// The message is decoded with proto3 defaults filled in (Kong's `auto_default_values`), then
 /// unwrapped like `pb_rpc.lua` does: wrappers give `[v]` (`Int` without `v` gives `0`), `KV`
@@ -641,7 +641,7 @@ pub fn encode_args(spec: &MethodSpec, args: &[Value]) -> Result<Vec<u8>, PbError
 /// Server side: a reply frame payload → a value, as a proto3 server sees it.
 ///
 /// Wrappers give their `v` with the proto3 default when the frame is empty (`String` → `""`,
-/// `Int` → `0`, `Bool` → `false`): **indistinguishable from a nil result** (spec §5.3, §10.10).
+/// `Int` → `0`, `Bool` → `false`): **indistinguishable from a nil result** (docs/protocol.md §5.3, §10.10).
 /// `ByteString` gives [`Value::Bin`]. `google.protobuf.Value` gives nil for no kind and for any
 /// `null_value` (Kong's `08 01` included), floats for numbers. `Empty` gives nil.
 /// `RawBodyResult` gives `{content = bin}`, `{body_filepath = str}` or `{error = str}`, and nil
@@ -782,7 +782,7 @@ mod tests {
         );
     }
 
-    /// The rpc names of Kong's `service Kong` (spec §5.4) and the `MethodName` overrides.
+    /// The rpc names of Kong's `service Kong` (docs/protocol.md §5.4) and the `MethodName` overrides.
     const RPC_NAMES: [&str; 74] = [
         "Client_GetIp",
         "Client_GetForwardedIp",
@@ -860,7 +860,7 @@ mod tests {
         "Service_Response_GetRawBody",
     ];
 
-    /// Kong's derivation (spec §5.4): `Kong.<Rpc>`, `_` → `.`, `_` before an upper-case letter
+    /// Kong's derivation (docs/protocol.md §5.4): `Kong.<Rpc>`, `_` → `.`, `_` before an upper-case letter
     /// that follows a lower-case letter (and optional digits), lower-cased.
     fn derive_wire_name(rpc: &str) -> String {
         if let Some(explicit) = rpc.strip_prefix('=') {
@@ -1164,7 +1164,7 @@ mod tests {
     #[test]
     fn value_output_quirks() {
         let get = spec("kong.ctx.shared.get");
-        // nil → null_value = 1 (spec §5.3), read back as nil.
+        // nil → null_value = 1 (docs/protocol.md §5.3), read back as nil.
         assert_eq!(wrap_result(get, &Value::Nil).unwrap(), [0x08, 0x01]);
         assert_eq!(decode_result(get, &[0x08, 0x01]).unwrap(), Value::Nil);
         assert_eq!(decode_result(get, &[0x08, 0x00]).unwrap(), Value::Nil);
@@ -1286,7 +1286,7 @@ mod tests {
             unwrap_args(exit, &encode_args(exit, &[Value::Int(200)]).unwrap()).unwrap(),
             [Value::Int(200), st(""), Value::Nil]
         );
-        // Int without v → 0 (and Kong's get_headers(0) then raises, spec §5.3).
+        // Int without v → 0 (and Kong's get_headers(0) then raises, docs/protocol.md §5.3).
         assert_eq!(
             unwrap_args(spec("kong.request.get_headers"), &[]).unwrap(),
             [Value::Int(0)]

@@ -1,6 +1,6 @@
 //! Property tests of the ProtoBuf codec: the frame decoder agrees with a plain reading of
-//! `LE32(len) ++ payload` (spec §5.1) at any split and never buffers for an oversized frame;
-//! every PDK method's conversions (spec §5.4) and the `RpcCall`/`RpcReturn` envelopes return
+//! `LE32(len) ++ payload` (docs/protocol.md §5.1) at any split and never buffers for an oversized frame;
+//! every PDK method's conversions (docs/protocol.md §5.4) and the `RpcCall`/`RpcReturn` envelopes return
 //! errors, never panic, on arbitrary bytes.
 
 use proptest::prelude::*;

@@ -103,8 +103,22 @@ impl GateOptions {
     }
 }
 
+const GATE_EXAMPLES: &str = "\
+Examples:
+  loadgen gate --baseline reports/baselines/reference-debug.json --current out/ --counters-only
+  loadgen gate --baseline base/results.json --current head/results.json --markdown perf.md
+
+Exit codes: 0 no regression, 1 a regression, 2 cannot judge (a time verdict across machines, a
+missing point, bad files). docs/ci-gates.md explains the rules.";
+
+const BASELINE_EXAMPLES: &str = "\
+Examples:
+  loadgen baseline save out/ --name mine --note 'release build, commit abc123'
+  loadgen baseline merge run1/ run2/ run3/ --out merged.json";
+
 /// `loadgen gate`.
 #[derive(Debug, Args)]
+#[command(after_help = GATE_EXAMPLES)]
 pub struct GateArgs {
     /// The baseline: a baseline file, a results.json, or a `sweep --out` directory.
     #[arg(long, value_name = "FILE")]
@@ -128,6 +142,7 @@ pub struct SweepGateArgs {
 
 /// `loadgen baseline`.
 #[derive(Debug, Args)]
+#[command(after_help = BASELINE_EXAMPLES)]
 pub struct BaselineArgs {
     #[command(subcommand)]
     pub action: BaselineAction,
@@ -143,6 +158,7 @@ pub enum BaselineAction {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = BASELINE_EXAMPLES)]
 pub struct MergeArgs {
     /// results.json files or `sweep --out` directories.
     #[arg(required = true, num_args = 1..)]
@@ -153,6 +169,7 @@ pub struct MergeArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = BASELINE_EXAMPLES)]
 pub struct SaveArgs {
     /// A results.json or a `sweep --out` directory (use 3 or more trials per point).
     pub results: PathBuf,

@@ -952,6 +952,8 @@ pub(crate) mod tests {
                 method: "kong.request.get_header".into(),
                 runtime_threads: 1,
                 forks: None,
+                plugin: None,
+                plugin_config: None,
             },
             floor: vec![FloorResult {
                 protocol: mock_kong::Protocol::MsgPack,
@@ -973,6 +975,7 @@ pub(crate) mod tests {
             failures: Vec::new(),
             loadgen_peak_rss_kib: 0,
             syscall_counting: None,
+            interrupted: false,
         }
     }
 

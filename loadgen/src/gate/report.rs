@@ -316,6 +316,28 @@ fn describe(key: &str, basis: Basis, m: &MetricComparison) -> String {
     )
 }
 
+/// A JUnit document of one suite named `name` holding `cases` (each a `<testcase>` line).
+fn junit_document(
+    name: &str,
+    cases: &[String],
+    failures: usize,
+    errors: usize,
+    skipped: Option<usize>,
+) -> String {
+    let skipped = skipped.map_or(String::new(), |k| format!(" skipped=\"{k}\""));
+    let counts = format!(
+        "name=\"{name}\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\"{skipped}",
+        cases.len()
+    );
+    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(s, "<testsuites {counts}>\n  <testsuite {counts}>");
+    for c in cases {
+        let _ = writeln!(s, "{c}");
+    }
+    s.push_str("  </testsuite>\n</testsuites>\n");
+    s
+}
+
 /// JUnit XML: a test case per point and metric (classname: the series); regressions are
 /// failures, missing and incomparable points errors, new points skipped.
 pub fn junit(r: &GateReport) -> String {
@@ -389,17 +411,7 @@ pub fn junit(r: &GateReport) -> String {
             }
         }
     }
-    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(
-        s,
-        "<testsuites name=\"loadgen gate\" tests=\"{n}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\">\n  <testsuite name=\"loadgen gate\" tests=\"{n}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\">",
-        n = cases.len()
-    );
-    for c in cases {
-        let _ = writeln!(s, "{c}");
-    }
-    s.push_str("  </testsuite>\n</testsuites>\n");
-    s
+    junit_document("loadgen gate", &cases, failures, errors, Some(skipped))
 }
 
 /// Bencher Metric Format of a run: per point (named by its key), `throughput` (requests/s),
@@ -592,17 +604,7 @@ pub fn ab_junit(r: &AbReport) -> String {
             xml_escape(m)
         ));
     }
-    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(
-        s,
-        "<testsuites name=\"loadgen ab\" tests=\"{n}\" failures=\"{failures}\" errors=\"{errors}\">\n  <testsuite name=\"loadgen ab\" tests=\"{n}\" failures=\"{failures}\" errors=\"{errors}\">",
-        n = cases.len()
-    );
-    for c in cases {
-        let _ = writeln!(s, "{c}");
-    }
-    s.push_str("  </testsuite>\n</testsuites>\n");
-    s
+    junit_document("loadgen ab", &cases, failures, errors, None)
 }
 
 /// GitHub Actions workflow commands for `loadgen ab`: an `::error` per regressed point (with its

@@ -69,8 +69,17 @@ fn a_sweep_records_the_counters_one_request_costs() {
         "--json",
     ]);
     assert_eq!(code, 0, "{out}");
+    // stdout's JSON document, then stderr's progress lines (one per point: no terminal here).
     let json = &out[out.find('{').expect("JSON")..];
-    let r: Results = serde_json::from_str(json.trim_end()).expect("results");
+    let r: Results = serde_json::Deserializer::from_str(json)
+        .into_iter()
+        .next()
+        .expect("a JSON document")
+        .expect("results");
+    assert!(
+        out.contains("c=1 calls=4: "),
+        "a progress line per point: {out}"
+    );
     assert_eq!(r.points.len(), 4);
     for pt in &r.points {
         let c = pt

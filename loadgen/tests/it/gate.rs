@@ -30,6 +30,7 @@ fn reference(faults: &[&str]) -> TargetDef {
             exe: Some(exe()),
             faults: faults.iter().map(|f| f.to_string()).collect(),
         },
+        placement: Default::default(),
     }
 }
 

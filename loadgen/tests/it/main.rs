@@ -48,6 +48,8 @@ fn plan(protocols: &[Protocol], calls: &[u32], concurrency: &[usize]) -> SweepPl
         warmup: Duration::from_millis(100),
         trials: 2,
         method: "kong.request.get_header".into(),
+        plugin: "bench".into(),
+        custom: None,
         session: SessionOptions {
             log: LogSink::Quiet,
             ..SessionOptions::default()

@@ -12,7 +12,9 @@ use clap::{Args, ValueEnum};
 
 use super::{setup, Failure, JsonArg, ServerArgs};
 use crate::conform::report::{self, progress_line, Expectations};
-use crate::conform::{self, RunOptions, Server, TierSel};
+use crate::conform::runner::RunOptions;
+use crate::conform::{self, Server, TierSel};
+use crate::process::{LogSink, ServerProcess, SpawnOptions};
 use crate::target::TargetSpec;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -22,7 +24,20 @@ pub enum TierArg {
     All,
 }
 
+const EXAMPLES: &str = "\
+Examples:
+  mock-kong conform --peer python                          # fast tier, human report
+  mock-kong conform --start-cmd 'python3 greet.py -p {prefix} --socket-name greet.socket' \\
+      --query-cmd 'python3 greet.py --dump'
+  mock-kong conform --kong-conf kong.conf --json report.json --junit report.xml
+  mock-kong conform --peer js --expect-failures conformance/expected/js.txt   # the CI gate
+  mock-kong conform --list | grep event/
+
+Exit codes: 0 ok, 1 a must check failed (any with --strict) or the results differ from
+--expect-failures, or the server does not come up at all; 2 usage or setup error.";
+
 #[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
 pub struct ConformArgs {
     #[command(flatten)]
     pub server: ServerArgs,
@@ -101,7 +116,7 @@ pub(crate) async fn run(a: ConformArgs) -> Result<i32, Failure> {
              --skip (the filtered-out checks would be dropped from the file)"
         )));
     }
-    let mut spec = a.server.spec().map_err(setup)?;
+    let mut spec = a.server.named_spec().await?;
     if !a.reference_faults.is_empty() || !a.reference_variations.is_empty() {
         for v in &a.reference_variations {
             if crate::reference::Variation::from_name(v).is_none() {
@@ -131,8 +146,9 @@ pub(crate) async fn run(a: ConformArgs) -> Result<i32, Failure> {
         },
         only: a.only.clone(),
         skip: a.skip.clone(),
-        plugin: a.server.plugin.clone(),
+        plugin: a.server.plugin().to_owned(),
         io_timeout: secs("--io-timeout", a.io_timeout)?,
+        socket_timeout: secs("--socket-timeout", a.server.socket_timeout)?,
         idle: secs("--idle-secs", a.idle_secs)?,
         resource_events: a.resource_events.max(1),
         ..RunOptions::default()
@@ -149,6 +165,7 @@ pub(crate) async fn run(a: ConformArgs) -> Result<i32, Failure> {
         spec,
         placement: a.server.placement(),
     };
+    preflight(&server, &opts).await?;
     let human = !a.json.to_stdout();
     let mut group = "";
     if human {
@@ -205,6 +222,39 @@ pub(crate) async fn run(a: ConformArgs) -> Result<i32, Failure> {
     Ok(if ok { 0 } else { 1 })
 }
 
+/// Before the checks: a server mock-kong starts must come up on its socket, or every check
+/// that needs it would wait out its timeout (minutes in all) to report the same setup mistake.
+/// Fails at once with why (the process exited, crash-looped, listens elsewhere, or never
+/// listened), exit 1.
+async fn preflight(server: &Server, opts: &RunOptions) -> Result<(), Failure> {
+    let target = crate::target::resolve(&server.spec, &server.placement, &opts.plugin)
+        .map_err(super::server::target_failure)?;
+    for w in &target.warnings {
+        eprintln!("warning: {w}");
+    }
+    let Some(cmd) = target.start_cmd.clone() else {
+        return Ok(());
+    };
+    let process = ServerProcess::start(SpawnOptions {
+        name: target.name.clone(),
+        start_cmd: cmd,
+        socket: target.socket.clone(),
+        respawn: false,
+        grace: opts.grace,
+        log: LogSink::Quiet,
+        env: Vec::new(),
+    })
+    .await
+    .map_err(|e| Failure::usage(anyhow!(e)))?;
+    let waited = process.wait_socket(opts.socket_timeout).await;
+    process.stop().await;
+    waited.map_err(|e| {
+        Failure::server(anyhow!(
+            "no check can run: the server does not come up on its socket: {e}"
+        ))
+    })
+}
+
 /// `--list`.
 fn list() -> String {
     let mut out = String::new();
@@ -215,7 +265,7 @@ fn list() -> String {
             out.push_str(&format!("\n{group}\n"));
         }
         out.push_str(&format!(
-            "  {:<36} {:<6} {:<4} {:<10} spec {}\n      {}\n      why {}: {}\n",
+            "  {:<36} {:<6} {:<4} {:<10} docs/protocol.md {}\n      {}\n      why {}: {}\n",
             c.id,
             c.level.as_str(),
             c.tier.as_str(),

@@ -3,9 +3,15 @@
 use clap::Args;
 
 use super::{session_failure, setup, Failure, JsonArg, ServerArgs};
-use crate::target;
+
+const EXAMPLES: &str = "\
+Examples:
+  mock-kong dump                                         # the reference server's dump
+  mock-kong dump --query-cmd 'python3 greet.py --dump'   # your plugin's dump, validated as Kong 3.9 would
+  mock-kong dump --kong-conf kong.conf --name greet --json";
 
 #[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
 pub struct DumpArgs {
     #[command(flatten)]
     pub server: ServerArgs,
@@ -14,14 +20,13 @@ pub struct DumpArgs {
 }
 
 pub(crate) async fn run(a: DumpArgs) -> Result<i32, Failure> {
-    let spec = a.server.spec().map_err(setup)?;
-    let placement = a.server.placement();
-    let target = target::resolve(&spec, &placement, &a.server.plugin).map_err(setup)?;
     let opts = a.server.session_options(false).map_err(setup)?;
+    let (spec, target) = a.server.target().await?;
     let out = crate::dump::query(&target.query_cmd, opts.dump_timeout)
         .await
         .map_err(|e| session_failure(e.into()))?;
     let dump = &out.dump;
+    a.server.check_plugin(&spec, dump)?;
     let json = serde_json::json!({
         "server": { "label": target.label, "query_cmd": target.query_cmd },
         "protocol": dump.protocol,

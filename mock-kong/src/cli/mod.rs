@@ -9,6 +9,8 @@
 //! options every subcommand shares, and the `--json [FILE]` convention), one file per subcommand.
 
 mod call;
+mod check;
+pub mod completions;
 mod conform;
 mod dump;
 mod reference;
@@ -22,11 +24,13 @@ use clap::{Parser, Subcommand};
 use crate::session::SessionError;
 
 pub use call::CallArgs;
+pub use check::CheckArgs;
+pub use completions::{CompletionShell, CompletionsArgs};
 pub use conform::ConformArgs;
 pub use dump::DumpArgs;
 pub use reference::ReferenceArgs;
 pub use run::RunArgs;
-pub use server::{JsonArg, ProtocolArg, ServerArgs};
+pub use server::{JsonArg, ProtocolArg, ServerArgs, DEFAULT_SOCKET_TIMEOUT};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -37,12 +41,21 @@ Examples:
   mock-kong call --start-cmd ./go-hello --query-cmd './go-hello -dump' --socket /usr/local/kong/go-hello.socket
   mock-kong call --peer python --plugin hello -v   # a peer from peers.toml, every frame shown
   mock-kong run scenarios/ --peer go --junit report.xml
+  mock-kong check --kong-conf /etc/kong/kong.conf     # every pluginserver: dump, start, one request
 
-Exit codes: 0 ok, 1 the plugin server misbehaved, 2 usage or setup error.";
+Your own plugin, step by step: docs/your-plugin.md. Each subcommand's --help has examples.
+Exit codes: 0 ok, 1 the plugin server misbehaved, 2 usage or setup error, 128 + signal when
+interrupted.";
+
+/// The version line: which Kong releases' host side is emulated.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (emulates the plugin-server host of Kong Gateway 3.9 by default; --kong-version 2.3 to 3.9)"
+);
 
 /// A faithful stand-in for Kong Gateway's host side, for testing external plugin servers.
 #[derive(Debug, Parser)]
-#[command(name = "mock-kong", version, about, after_help = EXAMPLES)]
+#[command(name = "mock-kong", version = VERSION, about, after_help = EXAMPLES)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -58,6 +71,10 @@ pub enum Command {
     Run(RunArgs),
     /// Run the conformance suite: named checks of everything Kong expects from a plugin server.
     Conform(ConformArgs),
+    /// Check every pluginserver of a kong.conf: dump, start, one request each.
+    Check(CheckArgs),
+    /// Print a shell completion script (bash, zsh, fish).
+    Completions(CompletionsArgs),
     /// Run the built-in Rust reference plugin server (what mock-kong starts by default).
     #[command(hide = true)]
     ReferenceServer(ReferenceArgs),
@@ -122,6 +139,53 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Call(a) => call::run(a).await,
         Command::Run(a) => run::run(a).await,
         Command::Conform(a) => conform::run(a).await,
+        Command::Check(a) => check::run(a).await,
+        Command::Completions(a) => completions::run(a),
         Command::ReferenceServer(a) => reference::run(a).await,
+    }
+}
+
+/// Every visible subcommand (and theirs) shows examples in its `--help`.
+pub fn subcommands_without_examples(cmd: &mut clap::Command) -> Vec<String> {
+    let mut missing = Vec::new();
+    cmd.build();
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            let name = format!("{path} {}", sub.get_name());
+            let help = sub.clone().render_long_help().to_string();
+            if !help.contains("Examples:") {
+                missing.push(name.clone());
+            }
+            walk(sub, &name, missing);
+        }
+    }
+    walk(cmd, cmd.get_name(), &mut missing);
+    missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Regression (issue 13): subcommands' --help had no examples.
+    #[test]
+    fn every_subcommand_help_has_examples() {
+        Cli::command().debug_assert();
+        assert_eq!(
+            subcommands_without_examples(&mut Cli::command()),
+            Vec::<String>::new()
+        );
+    }
+
+    /// Regression (issue 13): --version did not say which Kong it emulates.
+    #[test]
+    fn the_version_names_the_kong_versions_emulated() {
+        let v = Cli::command().render_version().to_string();
+        assert!(v.contains("Kong Gateway 3.9"), "{v}");
+        assert!(v.contains("2.3 to 3.9"), "{v}");
     }
 }

@@ -2,11 +2,16 @@
 //!
 //! Scenarios are grouped by plugin; each group gets its own session (its own server process
 //! for single-plugin servers such as go-pdk binaries), opened with that plugin listed first.
+//! With a kong.conf of several pluginservers and no `--name`, each scenario goes to the server
+//! whose dump registers its plugin, as Kong routes a plugin to its server.
+//!
+//! Exit codes: 0 every scenario passed (or was skipped); 1 a scenario failed or could not run;
+//! 2 a scenario file or config could not be used (the others still ran), or bad flags.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{anyhow, Context};
 use clap::Args;
 
 use super::{setup, Failure, JsonArg, ServerArgs};
@@ -16,7 +21,19 @@ use crate::scenario::{self, report, RunOptions, Scenario, ScenarioResult};
 use crate::session::Session;
 use crate::target::{self, TargetSpec};
 
+const EXAMPLES: &str = "\
+Examples:
+  mock-kong run scenarios/kong-tests/ --peer go
+  mock-kong run tests/ --start-cmd 'python3 greet.py -p {prefix} --socket-name greet.socket' \\
+      --query-cmd 'python3 greet.py --dump'
+  mock-kong run tests/ --kong-conf kong.conf -k 'header and not slow' -x -v
+  mock-kong run tests/ --peer js --junit report.xml --json report.json
+
+Exit codes: 0 all passed, 1 a scenario failed, 2 a scenario file or config is unusable (the others
+still run) or bad flags, 130/143 interrupted (the reports hold what finished).";
+
 #[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
 pub struct RunArgs {
     #[command(flatten)]
     pub server: ServerArgs,
@@ -24,6 +41,19 @@ pub struct RunArgs {
     /// ProtoBuf event errors answering 500 from 3.8, ...
     #[arg(long, value_name = "X.Y", default_value = "3.9")]
     pub kong_version: KongVersion,
+    /// Run only scenarios whose name, file or plugin matches EXPR: words matched as
+    /// case-insensitive substrings, combined with `and`, `or`, `not` (as pytest's -k).
+    #[arg(short = 'k', value_name = "EXPR")]
+    pub keyword: Option<String>,
+    /// Stop at the first scenario that does not pass.
+    #[arg(short = 'x', long)]
+    pub fail_fast: bool,
+    /// Show the PDK transcript of passing scenarios too.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Send every scenario's config exactly as written: no schema defaults, no schema check.
+    #[arg(long)]
+    pub raw_config: bool,
     /// Write a JUnit XML report to FILE.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
@@ -35,46 +65,173 @@ pub struct RunArgs {
 }
 
 /// The key `servers = [...]` in a scenario is matched against.
-fn server_key(spec: &TargetSpec, name: Option<&str>) -> String {
+fn server_key(spec: &TargetSpec) -> String {
     match spec {
         TargetSpec::Reference { .. } => "reference".into(),
         TargetSpec::Peer { name, .. } => name.clone(),
         TargetSpec::KongConf { name: n, .. } => n.clone().unwrap_or_else(|| "kong-conf".into()),
-        TargetSpec::Commands { name: n, .. } => name.map(str::to_owned).unwrap_or(n.clone()),
+        TargetSpec::Commands { name: n, .. } => n.clone().unwrap_or_else(|| "custom".into()),
     }
 }
 
+/// `-k EXPR`: `and`/`or`/`not` over case-insensitive substrings (`or` binds loosest).
+pub fn keyword_matches(expr: &str, haystack: &str) -> bool {
+    let hay = haystack.to_lowercase();
+    let words: Vec<String> = expr.split_whitespace().map(str::to_lowercase).collect();
+    words.split(|w| w == "or").any(|alternative| {
+        let mut negate = false;
+        let mut all = true;
+        let mut any_term = false;
+        for w in alternative {
+            match w.as_str() {
+                "and" => {}
+                "not" => negate = !negate,
+                term => {
+                    any_term = true;
+                    all &= hay.contains(term) != negate;
+                    negate = false;
+                }
+            }
+        }
+        any_term && all
+    })
+}
+
+/// The pluginserver of a kong.conf serving each plugin (Kong 3.9: the first plugin of each
+/// server's dump), and what was found, for messages.
+async fn kong_conf_routes(
+    path: Option<&std::path::Path>,
+    opts: &crate::session::SessionOptions,
+) -> anyhow::Result<(BTreeMap<String, String>, Vec<String>)> {
+    let conf = crate::config::load(path)?;
+    let mut routes = BTreeMap::new();
+    let mut found = Vec::new();
+    for def in &conf.servers {
+        match crate::dump::query(&def.query_cmd, opts.dump_timeout).await {
+            Ok(out) => {
+                let plugin = out.dump.plugin().name.clone();
+                found.push(format!("{} serves `{plugin}`", def.name));
+                routes.entry(plugin).or_insert_with(|| def.name.clone());
+            }
+            Err(e) => found.push(format!("{}: {e}", def.name)),
+        }
+    }
+    Ok((routes, found))
+}
+
 pub(crate) async fn run(a: RunArgs) -> Result<i32, Failure> {
-    let scenarios = scenario::load(&a.paths).map_err(setup)?;
-    let spec = a.server.spec().map_err(setup)?;
-    let placement = a.server.placement();
+    if a.server.plugin.is_some() {
+        return Err(setup(anyhow!(
+            "--plugin is not used by `run`: each scenario names its plugin (`plugin = \"...\"`); \
+             to run some scenarios only, use -k"
+        )));
+    }
+    let loaded = scenario::load_each(&a.paths).map_err(setup)?;
     let opts = a.server.session_options(false).map_err(setup)?;
-    let key = server_key(&spec, a.server.name.as_deref());
-    let run_opts = RunOptions {
-        kong_version: a.kong_version,
-        server_key: Some(key.clone()),
-    };
+    let spec = a.server.named_spec().await?;
+    let placement = a.server.placement();
+    let mut results: Vec<Option<ScenarioResult>> = Vec::new();
+    let mut scenarios: Vec<(usize, Scenario)> = Vec::new();
+    for item in loaded {
+        match item {
+            Ok(s) => {
+                let hay = format!(
+                    "{} {} {}",
+                    s.display_name(),
+                    s.file
+                        .as_ref()
+                        .map(|f| f.display().to_string())
+                        .unwrap_or_default(),
+                    s.plugin
+                );
+                if a.keyword
+                    .as_deref()
+                    .is_some_and(|k| !keyword_matches(k, &hay))
+                {
+                    continue;
+                }
+                scenarios.push((results.len(), s));
+                results.push(None);
+            }
+            Err(e) => {
+                let path = e.path().map(PathBuf::from).unwrap_or_default();
+                results.push(Some(ScenarioResult::invalid_file(
+                    &path,
+                    e.to_string(),
+                    a.kong_version,
+                )));
+            }
+        }
+    }
+    if results.is_empty() {
+        return Err(setup(anyhow!(
+            "no scenario matches -k {:?}",
+            a.keyword.as_deref().unwrap_or("")
+        )));
+    }
     let expected_protocol = match &spec {
         TargetSpec::Reference { protocol, .. } => Some(*protocol),
         _ => None,
     };
+    // A kong.conf without --name: each plugin to the server that registers it.
+    let routes = match &spec {
+        TargetSpec::KongConf { path, name: None } => Some(
+            kong_conf_routes(path.as_deref(), &opts)
+                .await
+                .map_err(setup)?,
+        ),
+        _ => None,
+    };
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (i, s) in scenarios.iter().enumerate() {
+    for (i, (_, s)) in scenarios.iter().enumerate() {
         groups.entry(s.plugin.clone()).or_default().push(i);
     }
-    let mut results: Vec<Option<ScenarioResult>> = vec![None; scenarios.len()];
+    let invalid_before_run = results.iter().flatten().any(|r| r.failed());
+    let mut stop = a.fail_fast && invalid_before_run;
     for (plugin, idx) in groups {
-        if crate::edge::stopping() {
+        if crate::edge::stopping() || stop {
             break;
         }
+        let mut group_spec = spec.clone();
+        if let (Some((routes, found)), TargetSpec::KongConf { name, .. }) =
+            (&routes, &mut group_spec)
+        {
+            match routes.get(&plugin) {
+                Some(server) => *name = Some(server.clone()),
+                None => {
+                    let why = format!(
+                        "no pluginserver of the kong.conf serves plugin `{plugin}` ({})",
+                        found.join("; ")
+                    );
+                    for i in idx {
+                        let (slot, s) = &scenarios[i];
+                        results[*slot] = Some(ScenarioResult::not_run(
+                            s,
+                            "kong-conf",
+                            crate::Protocol::MsgPack,
+                            a.kong_version,
+                            Outcome::Error,
+                            why.clone(),
+                        ));
+                    }
+                    stop = a.fail_fast;
+                    continue;
+                }
+            }
+        }
+        let key = server_key(&group_spec);
+        let run_opts = RunOptions {
+            kong_version: a.kong_version,
+            server_key: Some(key.clone()),
+            raw_config: a.raw_config,
+        };
         // Skip without starting a server when `servers` rules every scenario out.
         let mut pending = Vec::new();
         for i in idx {
-            let s = &scenarios[i];
-            let skip = not_for_server(s, &key);
-            match skip {
+            let (slot, s) = &scenarios[i];
+            match not_for_server(s, &key) {
                 Some(reason) => {
-                    results[i] = Some(ScenarioResult::not_run(
+                    results[*slot] = Some(ScenarioResult::not_run(
                         s,
                         &key,
                         expected_protocol.unwrap_or(crate::Protocol::MsgPack),
@@ -90,7 +247,10 @@ pub(crate) async fn run(a: RunArgs) -> Result<i32, Failure> {
             continue;
         }
         let opened = async {
-            let target = target::resolve(&spec, &placement, &plugin)?;
+            let target = target::resolve(&group_spec, &placement, &plugin)?;
+            for w in &target.warnings {
+                eprintln!("warning: {w}");
+            }
             Ok::<_, anyhow::Error>(Session::open(target, &opts).await?)
         }
         .await
@@ -98,11 +258,18 @@ pub(crate) async fn run(a: RunArgs) -> Result<i32, Failure> {
         match opened {
             Ok(session) => {
                 for i in pending {
+                    let (slot, s) = &scenarios[i];
                     // After SIGINT/SIGTERM the reports hold the scenarios finished so far.
-                    tokio::select! {
+                    let r = tokio::select! {
                         biased;
                         () = crate::edge::until_stopped() => break,
-                        r = scenarios[i].run(&session, &run_opts) => results[i] = Some(r),
+                        r = s.run(&session, &run_opts) => r,
+                    };
+                    let failed = r.failed();
+                    results[*slot] = Some(r);
+                    if failed && a.fail_fast {
+                        stop = true;
+                        break;
                     }
                 }
                 session.close().await;
@@ -114,11 +281,21 @@ pub(crate) async fn run(a: RunArgs) -> Result<i32, Failure> {
                     _ => Outcome::Error,
                 };
                 for i in pending {
-                    results[i] = Some(not_opened(&scenarios[i], &key, a.kong_version, &e, outcome));
+                    let (slot, s) = &scenarios[i];
+                    results[*slot] = Some(ScenarioResult::not_run(
+                        s,
+                        &key,
+                        crate::Protocol::MsgPack,
+                        a.kong_version,
+                        outcome,
+                        format!("{e:#}"),
+                    ));
                 }
+                stop = a.fail_fast && outcome == Outcome::Error;
             }
         }
     }
+    let not_run = results.iter().filter(|r| r.is_none()).count();
     let results: Vec<ScenarioResult> = results.into_iter().flatten().collect();
     if let Some(path) = &a.junit {
         std::fs::write(path, report::junit(&results))
@@ -126,26 +303,43 @@ pub(crate) async fn run(a: RunArgs) -> Result<i32, Failure> {
             .map_err(setup)?;
     }
     if !a.json.to_stdout() {
-        crate::out!("{}", report::human(&results))?;
+        let mut text = String::new();
+        for r in &results {
+            text.push_str(&report::human_line(r, a.verbose));
+        }
+        if stop && not_run > 0 {
+            text.push_str(&format!(
+                "stopped at the first failure (--fail-fast): {not_run} scenario(s) not run\n"
+            ));
+        }
+        text.push_str(&report::summary(&results));
+        crate::out!("{text}")?;
     }
     a.json.emit(&report::json(&results)).map_err(setup)?;
     let (_, failed, _) = report::counts(&results);
-    Ok(if failed > 0 { 1 } else { 0 })
+    Ok(if results.iter().any(|r| r.outcome == Outcome::Invalid) {
+        2
+    } else if failed > 0 {
+        1
+    } else {
+        0
+    })
 }
 
-fn not_opened(
-    s: &Scenario,
-    key: &str,
-    v: KongVersion,
-    e: &anyhow::Error,
-    outcome: Outcome,
-) -> ScenarioResult {
-    ScenarioResult::not_run(
-        s,
-        key,
-        crate::Protocol::MsgPack,
-        v,
-        outcome,
-        format!("{e:#}"),
-    )
+#[cfg(test)]
+mod tests {
+    use super::keyword_matches;
+
+    #[test]
+    fn keyword_expressions_read_like_pytests() {
+        let hay = "hello: header from config scenarios/hello.toml hello";
+        assert!(keyword_matches("hello", hay));
+        assert!(keyword_matches("HEADER", hay));
+        assert!(!keyword_matches("exit", hay));
+        assert!(keyword_matches("exit or header", hay));
+        assert!(keyword_matches("header and not slow", hay));
+        assert!(!keyword_matches("header and not config", hay));
+        assert!(keyword_matches("not exit", hay));
+        assert!(!keyword_matches("", hay));
+    }
 }

@@ -7,10 +7,12 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use clap::{Args, ValueEnum};
 
+use super::{session_failure, Failure};
+use crate::dump::Dump;
 use crate::host::{PoolPolicy, Timeouts};
 use crate::process::LogSink;
 use crate::session::SessionOptions;
-use crate::target::{self, Placement, TargetSpec};
+use crate::target::{self, Placement, ResolvedTarget, TargetError, TargetSpec};
 use crate::Protocol;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -41,13 +43,16 @@ pub struct ServerArgs {
     /// Read pluginserver_* settings from this kong.conf (KONG_* environment variables apply).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["start_cmd", "query_cmd", "peer"])]
     pub kong_conf: Option<PathBuf>,
-    /// With --kong-conf: which pluginserver; with --start-cmd: the pluginserver's name.
+    /// With --kong-conf: which pluginserver; with --start-cmd: the pluginserver's name (default:
+    /// the dump's plugin name), which makes the default socket `<prefix>/<name>.socket`.
     #[arg(long)]
     pub name: Option<String>,
     /// Command that starts the server (run through /bin/sh with `exec`, as Kong does).
+    /// `{socket}`, `{prefix}` and `{name}` are replaced by the socket path mock-kong waits
+    /// for, its directory and the pluginserver name (shell-quoted).
     #[arg(long, value_name = "CMD", requires = "query_cmd")]
     pub start_cmd: Option<String>,
-    /// Command that prints the server's JSON dump.
+    /// Command that prints the server's JSON dump (`{prefix}` is replaced as in --start-cmd).
     #[arg(long, value_name = "CMD")]
     pub query_cmd: Option<String>,
     /// A peer from the peers registry (see peers.toml).
@@ -56,18 +61,25 @@ pub struct ServerArgs {
     /// The peers registry (default: peers.toml in this directory or a parent).
     #[arg(long, value_name = "FILE")]
     pub peers_file: Option<PathBuf>,
-    /// Socket path (default: Kong's `<prefix>/<name>.socket`, prefix a private temp directory).
+    /// Socket path; a relative path lies in the prefix (default: Kong's `<prefix>/<name>.socket`).
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// Prefix directory for sockets.
+    /// Prefix directory for sockets (default: the kong.conf's prefix, else a private temporary
+    /// directory, removed afterwards).
     #[arg(long, value_name = "DIR")]
     pub prefix: Option<PathBuf>,
-    /// Plugin to use (the reference server and peers list it first in their dump).
-    #[arg(long, default_value = "hello")]
-    pub plugin: String,
+    /// Plugin to use: the reference server and peers list it first in their dump (default
+    /// hello); with --kong-conf or --start-cmd the server's dump decides, and --plugin only
+    /// checks that it serves this plugin.
+    #[arg(long)]
+    pub plugin: Option<String>,
     /// Timeout of every connect, read and write, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub timeout: f64,
+    /// How long the started server may take to listen on its socket, in seconds (a server
+    /// that exits 3 times within 10 s without listening is given up on sooner).
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_SOCKET_TIMEOUT)]
+    pub socket_timeout: f64,
     /// Overall deadline of one exchange (a response, a PDK message), in seconds, however slowly
     /// the bytes trickle in (default: six times --timeout).
     #[arg(long, value_name = "SECS")]
@@ -79,17 +91,30 @@ pub struct ServerArgs {
     #[arg(long)]
     pub quiet_server: bool,
     /// MsgPack connection reuse: `lifo` as ngx_lua (most recently pooled first), or `rotate`,
-    /// which moves consecutive calls of one event to different connections (spec §10.1).
+    /// which moves consecutive calls of one event to different connections (docs/protocol.md §10.1).
     #[arg(long, value_enum, default_value = "lifo")]
     pub pool: PoolPolicy,
 }
 
+/// The default of `--socket-timeout`: a server that has not listened after this long is reported
+/// (with where it does listen, if anywhere).
+pub const DEFAULT_SOCKET_TIMEOUT: f64 = 8.0;
+
+/// The plugin used when `--plugin` is not given (the reference server's and peers' `hello`).
+pub const DEFAULT_PLUGIN: &str = "hello";
+
 impl ServerArgs {
+    /// The plugin the reference server and peers are asked to list first.
+    pub fn plugin(&self) -> &str {
+        self.plugin.as_deref().unwrap_or(DEFAULT_PLUGIN)
+    }
+
+    /// The target as the flags name it. Commands without `--name` are named by
+    /// [`ServerArgs::target`] after their dump.
     pub fn spec(&self) -> anyhow::Result<TargetSpec> {
         if let Some(q) = &self.query_cmd {
-            let name = self.name.clone().unwrap_or_else(|| guess_name(q));
             return Ok(TargetSpec::Commands {
-                name,
+                name: self.name.clone(),
                 start_cmd: self.start_cmd.clone(),
                 query_cmd: q.clone(),
             });
@@ -117,11 +142,59 @@ impl ServerArgs {
         })
     }
 
+    /// The spec, with commands named after their dump (which runs the query command once):
+    /// exit 1 when the query command or its dump fails, 2 for a setup error.
+    pub async fn named_spec(&self) -> Result<TargetSpec, Failure> {
+        let mut spec = self.spec().map_err(Failure::usage)?;
+        target::name_from_dump(&mut spec, &self.placement(), DUMP_TIMEOUT)
+            .await
+            .map_err(target_failure)?;
+        Ok(spec)
+    }
+
+    /// Resolves the target for the plugin asked for (see [`ServerArgs::plugin`]), printing a
+    /// kong.conf's warnings (Kong's own and mock-kong's hints) to stderr.
+    pub async fn target(&self) -> Result<(TargetSpec, ResolvedTarget), Failure> {
+        let spec = self.named_spec().await?;
+        let target =
+            target::resolve(&spec, &self.placement(), self.plugin()).map_err(target_failure)?;
+        for w in &target.warnings {
+            eprintln!("warning: {w}");
+        }
+        Ok((spec, target))
+    }
+
+    /// With a kong.conf or commands, `--plugin` names what the user expects the server to
+    /// serve: a usage error when the dump's first plugin (the one Kong 3.9 registers) is
+    /// another.
+    pub fn check_plugin(&self, spec: &TargetSpec, dump: &Dump) -> Result<(), Failure> {
+        let (Some(asked), TargetSpec::KongConf { .. } | TargetSpec::Commands { .. }) =
+            (&self.plugin, spec)
+        else {
+            return Ok(());
+        };
+        let served = &dump.plugin().name;
+        if served == asked {
+            return Ok(());
+        }
+        let listed: Vec<&str> = dump.plugins.iter().map(|p| p.name.as_str()).collect();
+        Err(Failure::usage(anyhow!(
+            "--plugin {asked}: this server's dump lists [{}], and Kong 3.9 registers only its first plugin, `{served}`; drop --plugin (the dump decides which plugin a pluginserver serves) or point mock-kong at the server of `{asked}`",
+            listed.join(", ")
+        )))
+    }
+
     pub fn session_options(&self, trace: bool) -> anyhow::Result<SessionOptions> {
         if !(self.timeout > 0.0 && self.timeout.is_finite()) {
             return Err(anyhow!(
                 "--timeout must be a positive number of seconds, got {}",
                 self.timeout
+            ));
+        }
+        if !(self.socket_timeout > 0.0 && self.socket_timeout.is_finite()) {
+            return Err(anyhow!(
+                "--socket-timeout must be a positive number of seconds, got {}",
+                self.socket_timeout
             ));
         }
         let call_deadline = match self.call_deadline {
@@ -144,19 +217,21 @@ impl ServerArgs {
             },
             trace,
             pool_policy: self.pool,
+            socket_timeout: Duration::from_secs_f64(self.socket_timeout),
             ..SessionOptions::default()
         })
     }
 }
 
-/// A pluginserver name from a command line: the file name of its first word.
-fn guess_name(cmd: &str) -> String {
-    let first = cmd.split_whitespace().next().unwrap_or("custom");
-    let base = first.rsplit('/').next().unwrap_or(first);
-    if base.is_empty() {
-        "custom".into()
-    } else {
-        base.to_owned()
+/// How long a query command may run (as [`SessionOptions::dump_timeout`]).
+const DUMP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A target that cannot be resolved: the server's fault (exit 1) when its query command failed
+/// or printed a bad dump, else a setup error (exit 2).
+pub(crate) fn target_failure(e: TargetError) -> Failure {
+    match e {
+        TargetError::Dump(d) => session_failure(d.into()),
+        other => Failure::usage(other),
     }
 }
 

@@ -55,7 +55,7 @@ pub struct Check {
     pub tier: Tier,
     pub applies: Applies,
     pub needs: Needs,
-    /// Section of `kong-host-protocol.md` (or `plugin-servers.md`).
+    /// Section of `docs/protocol.md` (or `plugin-servers.md`: the kits' measured behaviour).
     pub spec: &'static str,
     /// The rule, as Kong needs it.
     pub requirement: &'static str,

@@ -2,7 +2,7 @@
 //!
 //! Point it at any plugin server (the reference server, a peer from `peers.toml`, a `kong.conf`
 //! entry or explicit commands) and it runs a catalogue of named checks, each verifying one rule
-//! of `kong-host-protocol.md` that Kong relies on. Modelled on h2spec (ids, requirement /
+//! of `docs/protocol.md` that Kong relies on. Modelled on h2spec (ids, requirement /
 //! expected / actual, fresh connection and timeout per check, JUnit), Autobahn (octet-wise
 //! chopping, garbage, a verdict per case) and the protobuf conformance suite (failure lists that
 //! cannot go stale, `--fix-expectations`).

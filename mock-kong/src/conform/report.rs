@@ -346,7 +346,7 @@ impl Report {
             for r in failed {
                 let _ = writeln!(
                     out,
-                    "\n  {} [{}{}, spec {}]",
+                    "\n  {} [{}{}, docs/protocol.md {}]",
                     r.id,
                     r.level.as_str(),
                     if r.status == Status::Xfail {

@@ -226,7 +226,7 @@ impl Ctx {
     }
 
     /// The config Kong would send for the plugin: every schema field with its default, `null`
-    /// for fields without one (spec §4.3).
+    /// for fields without one (docs/protocol.md §4.3).
     pub fn kong_defaults(&self) -> Map<String, Json> {
         let mut m = Map::new();
         if let Some(fields) = self.plugin.schema["fields"][0]["config"]["fields"].as_array() {

@@ -311,7 +311,7 @@ impl EventRun {
 pub enum StepConns {
     /// Every Step on the connection of the HandleEvent.
     Same,
-    /// Every Step on a new connection (what Kong's pool may do, spec §4.1).
+    /// Every Step on a new connection (what Kong's pool may do, docs/protocol.md §4.1).
     Fresh,
 }
 
@@ -354,7 +354,7 @@ impl RawHost {
             protocol,
             opts: Arc::new(opts),
             msgid: Arc::new(AtomicU64::new(1)),
-            // Kong's first ProtoBuf call carries sequence 2 (spec §5.2).
+            // Kong's first ProtoBuf call carries sequence 2 (docs/protocol.md §5.2).
             sequence: Arc::new(AtomicI64::new(2)),
             quirks: Arc::default(),
         }
@@ -431,7 +431,7 @@ impl RawHost {
                         what: "RpcReturn of cmd_start_instance".into(),
                         detail: format!(
                             "expected instance_status, got {other:?} (Kong indexes \
-                             instance_status.instance_id, spec §5.2)"
+                             instance_status.instance_id, docs/protocol.md §5.2)"
                         ),
                     })),
                 }
@@ -681,7 +681,7 @@ impl RawHost {
     }
 }
 
-/// A ProtoBuf reply read: a close without reply is how a server refuses (spec §5.2).
+/// A ProtoBuf reply read: a close without reply is how a server refuses (docs/protocol.md §5.2).
 fn pb_or_closed(r: Result<RpcReturn, HostError>) -> Result<RpcReturn, Refusal> {
     match r {
         Ok(x) => Ok(x),

@@ -1,4 +1,4 @@
-//! Timed socket operations: every connect, read and write has a deadline (spec §7: Kong's are
+//! Timed socket operations: every connect, read and write has a deadline (docs/protocol.md §7: Kong's are
 //! per operation, not per event; so are these).
 //!
 //! Per-operation timeouts alone do not bound a wait: a server that trickles one byte just before
@@ -218,7 +218,7 @@ impl Conn {
     }
 
     /// Whether the peer has closed or sent unexpected bytes while the connection sat idle
-    /// (nginx drops such pooled connections, spec §4.1).
+    /// (nginx drops such pooled connections, docs/protocol.md §4.1).
     pub fn is_stale(&self) -> bool {
         let mut probe = [0u8; 1];
         !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)

@@ -1,4 +1,4 @@
-//! Kong's plugin-instance cache and the config JSON it sends (spec §4.3, §4.6).
+//! Kong's plugin-instance cache and the config JSON it sends (docs/protocol.md §4.3, §4.6).
 //!
 //! Kong keys instances by the plugin entity's UUID and reuses one while `__seq__` and
 //! `__plugin_id` are unchanged. Otherwise it sends `StartInstance(new)` and, after it succeeds,
@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{Client, EventReport, HostError};
+use super::{Client, EventReport, FailedEvent, HostError};
 use crate::pdk::{Pdk, DEFAULT_WS_ID};
 
 /// A configured plugin, as Kong's plugins iterator sees it.
@@ -27,12 +27,12 @@ pub struct PluginEntity {
     pub consumer_id: Option<String>,
     pub instance_name: Option<String>,
     pub ws_id: String,
-    /// `__seq__`: regenerated whenever Kong rebuilds its plugins iterator (spec §4.3). Since
+    /// `__seq__`: regenerated whenever Kong rebuilds its plugins iterator (docs/protocol.md §4.3). Since
     /// Kong 3.6 it comes from a counter shared by all workers; go-pdk uses it as the instance id.
     pub seq: i64,
 }
 
-/// Kong's shared `__seq__` counter (spec §4.3: unique across workers, starts at 1).
+/// Kong's shared `__seq__` counter (docs/protocol.md §4.3: unique across workers, starts at 1).
 static NEXT_SEQ: AtomicI64 = AtomicI64::new(1);
 
 fn next_seq() -> i64 {
@@ -56,7 +56,7 @@ impl PluginEntity {
     }
 
     /// What a config change (any plugins-iterator rebuild) does: a fresh `__seq__`, so the next
-    /// event starts a new instance and closes the old one (spec §4.6).
+    /// event starts a new instance and closes the old one (docs/protocol.md §4.6).
     pub fn rebuild(&mut self) {
         self.seq = next_seq();
     }
@@ -75,7 +75,7 @@ impl PluginEntity {
     }
 
     /// The `Config` string Kong sends in StartInstance: `cjson.encode(conf)` of the config
-    /// record plus the keys `get_plugin_config` adds (spec §4.3). lua-cjson escapes `/` as `\/`.
+    /// record plus the keys `get_plugin_config` adds (docs/protocol.md §4.3). lua-cjson escapes `/` as `\/`.
     pub fn kong_config_json(&self) -> String {
         use serde_json::Value as J;
         let mut conf = self.config.clone();
@@ -166,7 +166,7 @@ impl PluginRunner {
             .map(|e| e.id)
     }
 
-    /// MsgPack: a `serverPid` notification with a new pid drops the cached instances (spec §4.6).
+    /// MsgPack: a `serverPid` notification with a new pid drops the cached instances (docs/protocol.md §4.6).
     fn check_server_pid(&self) {
         if let Client::MsgPack(c) = &*self.client {
             let now = c.pid_changes();
@@ -224,35 +224,53 @@ impl PluginRunner {
         phase: &str,
         pdk: &mut dyn Pdk,
     ) -> Result<EventReport, HostError> {
+        self.run_event_keeping(entity, phase, pdk)
+            .await
+            .map_err(|f| f.error)
+    }
+
+    /// [`PluginRunner::run_event`], keeping the transcript of a failed event: the PDK calls
+    /// its last attempt answered before the failure.
+    pub async fn run_event_keeping(
+        &self,
+        entity: &PluginEntity,
+        phase: &str,
+        pdk: &mut dyn Pdk,
+    ) -> Result<EventReport, FailedEvent> {
         let protocol = self.client.protocol();
         let max = self.client.options().max_retries;
         let mut retries = 0;
         let mut notes = Vec::new();
         loop {
+            let mut report = EventReport::new(phase, 0);
             let attempt = async {
                 let id = self.instance_for(entity).await?;
-                self.client.handle_event(id, phase, pdk).await
+                report.instance_id = id;
+                self.client
+                    .handle_event_into(id, phase, pdk, &mut report)
+                    .await
             }
             .await;
+            report.retries = retries;
+            report.findings.splice(0..0, notes.iter().cloned());
             match attempt {
-                Ok(mut report) => {
-                    report.retries = retries;
-                    report.findings.splice(0..0, notes);
-                    return Ok(report);
-                }
+                Ok(()) => return Ok(report),
                 Err(e) if e.triggers_reset(protocol) => {
                     self.reset(&entity.name);
                     if retries >= max {
-                        return Err(HostError::RetriesExhausted {
-                            retries,
-                            last: Box::new(e),
-                        });
+                        return Err(FailedEvent::new(
+                            HostError::RetriesExhausted {
+                                retries,
+                                last: Box::new(e),
+                            },
+                            report,
+                        ));
                     }
                     notes.push(format!("instance reset and event retried after: {e}"));
                     retries += 1;
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => return Err(e),
+                Err(error) => return Err(FailedEvent::new(error, report)),
             }
         }
     }

@@ -1,4 +1,4 @@
-//! Kong's host loop (spec §4.3 – §4.7, §5.3, §5.6).
+//! Kong's host loop (docs/protocol.md §4.3 – §4.7, §5.3, §5.6).
 //!
 //! The host is always the client: it connects, sends one request, reads until the matching answer.
 //! This module is protocol machinery only; PDK callbacks are answered by a [`Pdk`] implementation.
@@ -40,7 +40,7 @@ pub use mock_kong_codec::event::{
     DEFAULT_MAX_NOTIFICATIONS,
 };
 
-/// Per-operation timeouts. Kong uses nginx's 60 s defaults for each (spec §7); mock-kong defaults
+/// Per-operation timeouts. Kong uses nginx's 60 s defaults for each (docs/protocol.md §7); mock-kong defaults
 /// to 10 s so a stuck server fails a test run quickly.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -65,7 +65,7 @@ impl Default for Timeouts {
     }
 }
 
-/// How MsgPack calls pick a pooled connection (spec §4.1, §10.1).
+/// How MsgPack calls pick a pooled connection (docs/protocol.md §4.1, §10.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum PoolPolicy {
@@ -79,7 +79,7 @@ pub enum PoolPolicy {
 }
 
 /// The default of [`HostOptions::call_deadline`]: this many read timeouts (60 s with the default
-/// 10 s read timeout, the per-operation value Kong itself uses, spec §7).
+/// 10 s read timeout, the per-operation value Kong itself uses, docs/protocol.md §7).
 pub const CALL_DEADLINE_READS: u32 = 6;
 
 /// Everything the host needs to talk to one plugin server.
@@ -101,11 +101,11 @@ pub struct HostOptions {
     /// Record every frame sent and received (for `-v`).
     pub trace: bool,
     /// How many times an event is retried after "no plugin instance" / a closed connection
-    /// (Kong: unbounded, spec §4.6; here bounded and reported).
+    /// (Kong: unbounded, docs/protocol.md §4.6; here bounded and reported).
     pub max_retries: u32,
     /// The overall time one exchange may take: a MsgPack call from request to response, a
     /// ProtoBuf message (a method name with its arguments, an `RpcReturn`) from the moment the
-    /// host waits for it. Kong has per-operation timeouts only (spec §7), which a server
+    /// host waits for it. Kong has per-operation timeouts only (docs/protocol.md §7), which a server
     /// trickling one byte per read timeout defeats; this bounds that too.
     /// `None`: [`CALL_DEADLINE_READS`] × `timeouts.read`.
     pub call_deadline: Option<Duration>,
@@ -280,6 +280,10 @@ pub enum EventEnd {
     Raised { method: String, error: String },
     /// ProtoBuf: the server called a method that is not in the PDK table (Kong: 500).
     MethodNotFound { method: String },
+    /// The host could not complete the event (a [`HostError`]: timeout, protocol error, closed
+    /// connection); only in the transcript of a [`FailedEvent`], which holds the calls made
+    /// before.
+    Failed { error: String },
 }
 
 fn ser_opt_body<S: serde::Serializer>(b: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
@@ -301,7 +305,7 @@ pub struct EventReport {
     pub end: EventEnd,
     /// Connections used by this event, in order of first use.
     pub connections: Vec<u64>,
-    /// How often the event was retried after an instance reset (spec §4.6).
+    /// How often the event was retried after an instance reset (docs/protocol.md §4.6).
     pub retries: u32,
     /// Notes about server behaviour Kong tolerates but a user should see.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -325,6 +329,24 @@ impl EventReport {
         if !self.connections.contains(&conn) {
             self.connections.push(conn);
         }
+    }
+}
+
+/// An event the host could not complete, with its transcript up to the failure.
+#[derive(Debug)]
+pub struct FailedEvent {
+    pub error: HostError,
+    /// What the last attempt did before it failed (its PDK calls, connections, findings).
+    pub partial: EventReport,
+}
+
+impl FailedEvent {
+    /// The error, and the transcript ended with [`EventEnd::Failed`].
+    pub fn new(error: HostError, mut partial: EventReport) -> FailedEvent {
+        partial.end = EventEnd::Failed {
+            error: error.to_string(),
+        };
+        FailedEvent { error, partial }
     }
 }
 
@@ -360,12 +382,12 @@ impl EventReport {
     /// any) in the transcript, and the end. An error response (MsgPack) is the call's
     /// [`HostError::Server`], which the runner may answer with an instance reset.
     pub(crate) fn finish(
-        mut self,
+        &mut self,
         end: End,
         cb: Option<Callback>,
         conn: u64,
         exit: Option<EventEnd>,
-    ) -> Result<EventReport, HostError> {
+    ) -> Result<(), HostError> {
         let record = |cb: Option<Callback>, kind: &str, note: String| {
             cb.map(|cb| CallRecord {
                 method: cb.method,
@@ -414,7 +436,7 @@ impl EventReport {
         };
         self.calls.extend(call);
         self.end = end;
-        Ok(self)
+        Ok(())
     }
 
     /// Records a callback that was answered.
@@ -495,9 +517,24 @@ impl Client {
         phase: &str,
         pdk: &mut dyn Pdk,
     ) -> Result<EventReport, HostError> {
+        let mut report = EventReport::new(phase, instance_id);
+        self.handle_event_into(instance_id, phase, pdk, &mut report)
+            .await
+            .map(|()| report)
+    }
+
+    /// [`Client::handle_event`] into `report`, which keeps the transcript of what happened
+    /// before a failure (the PDK calls answered, the connections used).
+    pub async fn handle_event_into(
+        &self,
+        instance_id: i64,
+        phase: &str,
+        pdk: &mut dyn Pdk,
+        report: &mut EventReport,
+    ) -> Result<(), HostError> {
         match self {
-            Client::MsgPack(c) => c.handle_event(instance_id, phase, pdk).await,
-            Client::ProtoBuf(c) => c.handle_event(instance_id, phase, pdk).await,
+            Client::MsgPack(c) => c.handle_event(instance_id, phase, pdk, report).await,
+            Client::ProtoBuf(c) => c.handle_event(instance_id, phase, pdk, report).await,
         }
     }
 

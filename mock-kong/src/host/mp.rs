@@ -1,9 +1,9 @@
-//! The `MsgPack:1` host client (spec §4).
+//! The `MsgPack:1` host client (docs/protocol.md §4).
 //!
 //! Every RPC call checks a connection out of the pool (or opens one), sends one request, reads
 //! until the matching response (dispatching notifications met on the way), and checks the
 //! connection back in. The Steps of one event can therefore travel on different connections,
-//! exactly as in Kong (spec §4.1).
+//! exactly as in Kong (docs/protocol.md §4.1).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -59,7 +59,7 @@ impl MpClient {
     }
 
     /// How many times a `serverPid` notification announced a different pid than the one before
-    /// (Kong drops this client's instances each time, spec §4.6).
+    /// (Kong drops this client's instances each time, docs/protocol.md §4.6).
     pub fn pid_changes(&self) -> u64 {
         self.pid_changes.load(Ordering::Relaxed)
     }
@@ -153,7 +153,7 @@ impl MpClient {
         conn.wbuf = out;
         written?;
 
-        // Kong uses a fresh unpacker for every call (spec §4.1).
+        // Kong uses a fresh unpacker for every call (docs/protocol.md §4.1).
         let mut dec = StreamDecoder::new(self.opts.max_frame);
         let mut reader = CallReader::new(msgid, method, self.opts.max_notifications)
             .traced(self.trace.enabled());
@@ -257,7 +257,7 @@ impl MpClient {
 
     pub async fn close_instance(&self, id: i64) -> Result<(), HostError> {
         let mut findings = Vec::new();
-        // CloseInstance takes a bare integer (spec §4.3, §10.9); Kong ignores the answer.
+        // CloseInstance takes a bare integer (docs/protocol.md §4.3, §10.9); Kong ignores the answer.
         let params = driver::close_instance_params(id);
         self.call("plugin.CloseInstance", params, &mut findings)
             .await
@@ -266,13 +266,14 @@ impl MpClient {
 
     /// Runs one event through the [`MpEvent`] driver: each call on a pooled connection, each
     /// callback answered by `pdk`.
+    /// `report` holds the transcript so far also when the event fails.
     pub async fn handle_event(
         &self,
         instance_id: i64,
         phase: &str,
         pdk: &mut dyn Pdk,
-    ) -> Result<EventReport, HostError> {
-        let mut report = EventReport::new(phase, instance_id);
+        report: &mut EventReport,
+    ) -> Result<(), HostError> {
         let mut budget = Budget::new(self.opts.max_event_bytes);
         let mut ev = MpEvent::new(
             instance_id,

@@ -1,8 +1,8 @@
-//! The `ProtoBuf:1` host client (spec §5).
+//! The `ProtoBuf:1` host client (docs/protocol.md §5).
 //!
 //! Each top-level call takes a pooled connection (or opens one); a HandleEvent conversation runs
 //! entirely on that connection and the connection goes back to the pool only after the final
-//! `RpcReturn` (spec §5.1). The sequence number starts at 2 and must be echoed (spec §5.2).
+//! `RpcReturn` (docs/protocol.md §5.1). The sequence number starts at 2 and must be echoed (docs/protocol.md §5.2).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
@@ -215,13 +215,14 @@ impl PbClient {
 
     /// Runs one event through the [`PbEvent`] driver on one pooled connection, each callback
     /// answered by `pdk`.
+    /// `report` holds the transcript so far also when the event fails.
     pub async fn handle_event(
         &self,
         instance_id: i64,
         phase: &str,
         pdk: &mut dyn Pdk,
-    ) -> Result<EventReport, HostError> {
-        let mut report = EventReport::new(phase, instance_id);
+        report: &mut EventReport,
+    ) -> Result<(), HostError> {
         let mut budget = Budget::new(self.opts.max_event_bytes);
         let mut c = self.checkout().await?;
         let conn_id = c.conn.id;

@@ -1,5 +1,5 @@
 //! `kong.ctx.shared`: the table plugins share within a request (the saved table in the log
-//! timer, spec §4.5).
+//! timer, docs/protocol.md §4.5).
 
 use crate::pdk::args::*;
 use crate::pdk::kong::{CtxTable, KongRequest};

@@ -455,7 +455,7 @@ pub struct UpstreamRequest {
     pub upstream: Option<String>,
     /// `kong.service.set_target`.
     pub target: Option<(String, i64)>,
-    /// `kong.service.request.enable_buffering` (or a `response` handler, spec §6).
+    /// `kong.service.request.enable_buffering` (or a `response` handler, docs/protocol.md §6).
     pub buffering: bool,
     pub retries: Option<i64>,
     pub timeouts: Option<(i64, i64, i64)>,

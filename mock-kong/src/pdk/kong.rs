@@ -2,8 +2,8 @@
 //! call the way Kong 3.9's Lua PDK does, and records every effect.
 //!
 //! What it covers (the full table, per protocol, is `docs/pdk-surface.md`):
-//! * every method of the ProtoBuf PDK service table (spec §5.4), with the Lua result Kong's wrap
-//!   step expects, and the MsgPack surface the dynamic kits reach by dotted name (spec §4.4):
+//! * every method of the ProtoBuf PDK service table (docs/protocol.md §5.4), with the Lua result Kong's wrap
+//!   step expects, and the MsgPack surface the dynamic kits reach by dotted name (docs/protocol.md §4.4):
 //!   `kong.client`, `kong.ctx.shared`, `kong.ip`, `kong.log`, `kong.nginx`, `kong.node`,
 //!   `kong.plugin`, `kong.request`, `kong.response`, `kong.router`, `kong.service`,
 //!   `kong.service.request`, `kong.service.response`;
@@ -13,9 +13,9 @@
 //!   between 100 and 599`, ...);
 //! * the request flow: `rewrite`/`access` see the client request, the upstream request is built
 //!   from it and modified by `kong.service.*`; [`KongRequest::proxy`] answers with the scripted
-//!   upstream response, which the `response` phase sees buffered (spec §6); `exit` ends the
+//!   upstream response, which the `response` phase sees buffered (docs/protocol.md §6); `exit` ends the
 //!   request; the `log` phase runs after the client response, in a timer: only the data Kong
-//!   saves (spec §4.5, §6) is there, other request-bound calls raise `no request found`;
+//!   saves (docs/protocol.md §4.5, §6) is there, other request-bound calls raise `no request found`;
 //! * scripted overrides ([`Override`]): a method (and optionally its arguments and phase) that
 //!   returns a value, a soft error, raises, or answers after a delay.
 //!
@@ -36,7 +36,7 @@ use super::{KongVersion, Pdk, PdkOutcome};
 use crate::lua::loose_eq;
 use crate::{Protocol, Value};
 
-/// The data Kong captures when the log phase starts (spec §6).
+/// The data Kong captures when the log phase starts (docs/protocol.md §6).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Saved {
     /// `cjson.encode(kong.log.serialize())`.
@@ -78,7 +78,7 @@ pub enum Stage {
 pub struct KongRequest {
     // ---- configuration -------------------------------------------------------------------
     pub version: KongVersion,
-    /// The protocol of the server being driven (a few answers differ, spec §5.3).
+    /// The protocol of the server being driven (a few answers differ, docs/protocol.md §5.3).
     pub protocol: Protocol,
     pub client: ClientRequest,
     /// The matched route (a Kong route entity as a table), if any.
@@ -308,7 +308,7 @@ impl KongRequest {
     }
 
     /// Ends the request with Kong's generic error (a handler failed in a request phase,
-    /// spec §4.7, §5.6): `kong.response.error(status)`.
+    /// docs/protocol.md §4.7, §5.6): `kong.response.error(status)`.
     pub fn fail(&mut self, status: i64) {
         let ct = response_type(self.client.headers.get("accept"));
         let body = error_body(ct, &http_error_message(status), &self.client.id);
@@ -329,7 +329,7 @@ impl KongRequest {
         });
     }
 
-    /// The log-phase snapshot (spec §6).
+    /// The log-phase snapshot (docs/protocol.md §6).
     pub fn save(&mut self) {
         if self.saved.is_some() {
             return;
@@ -541,7 +541,7 @@ impl KongRequest {
     }
 
     /// Runs the emulated PDK function (no overrides): the log timer's saved data first (Kong's
-    /// `exposed_api` overrides, spec §4.5), then the function of the PDK module the name
+    /// `exposed_api` overrides, docs/protocol.md §4.5), then the function of the PDK module the name
     /// belongs to.
     fn dispatch(&mut self, method: &str, args: &[Value]) -> Result<Value, PdkOutcome> {
         if let Some(v) = self.saved_answer(method, args) {

@@ -6,8 +6,8 @@
 //!
 //! * [`SimpleRequest`]: a minimal request (headers, `ctx.shared`, log lines) for quick calls.
 //! * [`KongRequest`] (`kong.rs`): the full emulated Kong request: every method of the ProtoBuf
-//!   PDK table (spec §5.4) and the MsgPack surface of the dynamic kits (spec §4.4), Kong's phase
-//!   checks, the saved log-phase data (spec §4.5, §6) and a record of every effect. Its PDK
+//!   PDK table (docs/protocol.md §5.4) and the MsgPack surface of the dynamic kits (docs/protocol.md §4.4), Kong's phase
+//!   checks, the saved log-phase data (docs/protocol.md §4.5, §6) and a record of every effect. Its PDK
 //!   functions live in one file per PDK module: `client`, `ctx`, `ip`, `log`, `nginx`, `node`,
 //!   `plugin`, `request`, `response`, `router`, `service` (with `service::request` and
 //!   `service::response`).
@@ -15,7 +15,7 @@
 //! * [`http`]: headers, query strings, error bodies and the request/response model.
 //! * [`script`]: scripted answers ([`Override`]).
 //! * [`serialize`]: `kong.log.serialize` shaped like Kong's basic serializer.
-//! * [`version::KongVersion`]: the Kong release whose behaviour is emulated (spec §9).
+//! * [`version::KongVersion`]: the Kong release whose behaviour is emulated (docs/protocol.md §9).
 //!
 //! How a Lua value behaves (type names, `tostring`, tables, cjson) is [`crate::lua`], shared with
 //! the host and the codecs.
@@ -64,10 +64,10 @@ pub enum PdkOutcome {
     Return(Value),
     /// The PDK function returned `nil, err` (a "soft" error). Kong 3.x sends only the first
     /// return value, so the plugin sees nil (MsgPack: a Step without `Data`); Kong 2.x sent
-    /// `plugin.StepError` with the message over MsgPack (spec §4.4, §10.4). Which one the host
+    /// `plugin.StepError` with the message over MsgPack (docs/protocol.md §4.4, §10.4). Which one the host
     /// does is [`Pdk::sends_step_error`]. ProtoBuf has no soft-error channel: always nil.
     SoftError(String),
-    /// `kong.response.exit` / `kong.response.error`: terminal, Kong never replies (spec §4.4).
+    /// `kong.response.exit` / `kong.response.error`: terminal, Kong never replies (docs/protocol.md §4.4).
     Exit {
         status: i64,
         body: Option<Vec<u8>>,
@@ -75,7 +75,7 @@ pub enum PdkOutcome {
     },
     /// The PDK function raised a Lua error (wrong phase, bad argument): the event is aborted.
     Raise(String),
-    /// No such PDK function (spec §4.4: MsgPack answers nil and logs; ProtoBuf fails the event).
+    /// No such PDK function (docs/protocol.md §4.4: MsgPack answers nil and logs; ProtoBuf fails the event).
     NotFound,
     /// The answer (`then`) is given only after `after` (a scripted slow PDK call). The host
     /// waits without blocking, see [`PdkOutcome::settle`].

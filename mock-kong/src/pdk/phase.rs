@@ -47,7 +47,7 @@ impl Phase {
     ];
 
     /// The phases an external plugin can handle, in the order Kong runs them for one request
-    /// (spec §6): `certificate` first, `log` last.
+    /// (docs/protocol.md §6): `certificate` first, `log` last.
     pub const EVENT_ORDER: [Phase; 6] = [
         Phase::Certificate,
         Phase::Rewrite,

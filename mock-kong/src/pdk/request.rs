@@ -122,7 +122,7 @@ impl KongRequest {
                 }
                 let unnamed = Value::Array(c.unnamed_captures.iter().map(Value::str).collect());
                 let named = if c.named_captures.is_empty() {
-                    // An empty Lua table packs as an empty array (spec §4.5).
+                    // An empty Lua table packs as an empty array (docs/protocol.md §4.5).
                     Value::Array(Vec::new())
                 } else {
                     Value::Map(

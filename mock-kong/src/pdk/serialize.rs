@@ -1,6 +1,6 @@
 //! `kong.log.serialize`, shaped like Kong's basic serializer (`kong/pdk/log.lua`, http
 //! subsystem). Over the plugin-server bridge it reaches plugins as a JSON **string**:
-//! `cjson.encode(saved.serialize_data)` (spec §4.5), with lua-cjson's `\/` escaping.
+//! `cjson.encode(saved.serialize_data)` (docs/protocol.md §4.5), with lua-cjson's `\/` escaping.
 //!
 //! Fields, as Kong 3.9 builds them: `request {id, uri, url, querystring, method, headers, size,
 //! tls}`, `upstream_uri`, `upstream_status`, `response {status, headers, size}`, `latencies

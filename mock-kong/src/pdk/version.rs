@@ -1,4 +1,4 @@
-//! The Kong release whose host behaviour is emulated (`--kong-version`, spec §9).
+//! The Kong release whose host behaviour is emulated (`--kong-version`, docs/protocol.md §9).
 //!
 //! mock-kong follows Kong 3.9 by default. Older releases differ in a few places a plugin can
 //! observe; each is a method here so the rest of the code asks a question, not a version number.
@@ -17,7 +17,7 @@ pub struct KongVersion {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unsupported Kong version {given:?}: expected MAJOR.MINOR between 2.3 and 3.9 \
-     (external plugin servers as configured today exist since 2.3, spec §9), e.g. 3.9 or 2.8"
+     (external plugin servers as configured today exist since 2.3, docs/protocol.md §9), e.g. 3.9 or 2.8"
 )]
 pub struct VersionError {
     pub given: String,
@@ -35,45 +35,45 @@ impl KongVersion {
         self >= KongVersion::new(major, minor)
     }
 
-    /// 3.9+: only the first plugin of a dump is registered (spec §2, §10.5). Before, every
+    /// 3.9+: only the first plugin of a dump is registered (docs/protocol.md §2, §10.5). Before, every
     /// entry of a multi-plugin dump was.
     pub fn first_dump_entry_only(self) -> bool {
         self.at_least(3, 9)
     }
 
-    /// 2.x: a PDK `nil, err` result goes out as MsgPack `plugin.StepError` (spec §4.4, §10.4).
+    /// 2.x: a PDK `nil, err` result goes out as MsgPack `plugin.StepError` (docs/protocol.md §4.4, §10.4).
     pub fn sends_step_error(self) -> bool {
         !self.at_least(3, 0)
     }
 
     /// 3.8+: a failed ProtoBuf event (read timeout, unknown method) answers HTTP 500
-    /// (`kong.response.error(500)`); before, it was only logged (spec §5.6).
+    /// (`kong.response.error(500)`); before, it was only logged (docs/protocol.md §5.6).
     pub fn protobuf_errors_answer_500(self) -> bool {
         self.at_least(3, 8)
     }
 
-    /// 3.0+: raw bodies travel as MsgPack `bin` (before: `str`, spec §9).
+    /// 3.0+: raw bodies travel as MsgPack `bin` (before: `str`, docs/protocol.md §9).
     pub fn raw_body_as_bin(self) -> bool {
         self.at_least(3, 0)
     }
 
     /// 3.7+: `kong.service.set_upstream` replies `Bool` over ProtoBuf; before, its output type
-    /// was `Empty` and encoding `true` raised (spec §5.3).
+    /// was `Empty` and encoding `true` raised (docs/protocol.md §5.3).
     pub fn set_upstream_returns_bool(self) -> bool {
         self.at_least(3, 7)
     }
 
-    /// 3.1+: `kong.request.get_uri_captures` exists in Kong's exposed API (spec §9).
+    /// 3.1+: `kong.request.get_uri_captures` exists in Kong's exposed API (docs/protocol.md §9).
     pub fn has_uri_captures(self) -> bool {
         self.at_least(3, 1)
     }
 
-    /// 2.7+: the log phase sees the saved request headers (spec §9).
+    /// 2.7+: the log phase sees the saved request headers (docs/protocol.md §9).
     pub fn saves_request_headers(self) -> bool {
         self.at_least(2, 7)
     }
 
-    /// 2.5+: the log phase sees the saved response status and headers (spec §9).
+    /// 2.5+: the log phase sees the saved response status and headers (docs/protocol.md §9).
     pub fn saves_response(self) -> bool {
         self.at_least(2, 5)
     }

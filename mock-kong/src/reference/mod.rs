@@ -4,10 +4,10 @@
 //! and behaves
 //! on the wire like the official servers:
 //!
-//! * `MsgPack:1` ([`mp`]) like the Python and JS PDK servers (spec §4; `plugin-servers.md`,
+//! * `MsgPack:1` ([`mp`]) like the Python and JS PDK servers (docs/protocol.md §4; `plugin-servers.md`,
 //!   "Methods the MsgPack servers serve"): events are global to the process and keyed by
 //!   `EventId`, so the Steps of one event may arrive on any connection;
-//! * `ProtoBuf:1` ([`pb`]) like go-pdk's `pbserver.go` (spec §5): the whole event conversation
+//! * `ProtoBuf:1` ([`pb`]) like go-pdk's `pbserver.go` (docs/protocol.md §5): the whole event conversation
 //!   runs on the connection of its `cmd_handle_event`, and every error closes the connection
 //!   without a reply.
 //!
@@ -58,7 +58,7 @@ pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Bytes read from a socket at a time.
 pub(crate) const READ_CHUNK: usize = 16 * 1024;
 
-/// The dump the reference server prints for `--dump` (spec §2).
+/// The dump the reference server prints for `--dump` (docs/protocol.md §2).
 ///
 /// * MsgPack: a bare JSON array, like the Python and JS servers (no `Protocol`, so Kong assumes
 ///   `MsgPack:1`).

@@ -1,21 +1,21 @@
-//! The `MsgPack:1` server (spec §4), behaving on the wire like the Python and JS PDK servers.
+//! The `MsgPack:1` server (docs/protocol.md §4), behaving on the wire like the Python and JS PDK servers.
 //!
 //! * One task per connection; the requests of one connection are answered in order, each with
-//!   one `[1, msgid, error, result]` response (spec §4.1). An error response leaves the
+//!   one `[1, msgid, error, result]` response (docs/protocol.md §4.1). An error response leaves the
 //!   connection usable.
 //! * Instances and events are global to the process. Instance ids and event ids count up from 0.
 //!   Events are keyed by `EventId` only, never by connection: Kong sends the Steps of one event
-//!   on whichever pooled connection it gets (spec §4.1, §10.1).
+//!   on whichever pooled connection it gets (docs/protocol.md §4.1, §10.1).
 //! * After `kong.response.exit` the server forgets the event: Kong never sends a Step for it
-//!   (spec §4.4).
+//!   (docs/protocol.md §4.4).
 //! * Bytes that are not MessagePack, or a MessagePack object that is not an RPC request, drop
 //!   that connection only.
 //!
 //! Error texts follow the official servers: `no plugin instance #<id>` (Kong resets and retries
-//! on "no plugin instance", spec §4.6), `event id <n> not found`, `<name> not initialized`
+//! on "no plugin instance", docs/protocol.md §4.6), `event id <n> not found`, `<name> not initialized`
 //! (Python spells it "initizlied"; we do not copy the typo).
 //!
-//! `plugin.StepError` (never sent by Kong 3.x, spec §4.4) reaches the plugin as a `nil` result,
+//! `plugin.StepError` (never sent by Kong 3.x, docs/protocol.md §4.4) reaches the plugin as a `nil` result,
 //! which is what a Lua-style PDK call returns as its first value on error; our plugins then
 //! carry on as they do for any `nil`.
 
@@ -480,7 +480,7 @@ impl MpServer {
         }
     }
 
-    /// The error for an unknown instance id (spec §4.6: Kong looks for "no plugin instance").
+    /// The error for an unknown instance id (docs/protocol.md §4.6: Kong looks for "no plugin instance").
     fn no_instance(&self, id: &Value) -> String {
         if self.faults.has(Fault::WrongErrorText) {
             format!("instance {} does not exist", plugins::text(id))
@@ -595,7 +595,7 @@ fn no_instance(id: &Value) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Response writing: the codec's writers (Kong-compatible widths: fixstr / str16 / str32, never
-// str8, spec §4.2), with the envelope and the fixed keys written directly.
+// str8, docs/protocol.md §4.2), with the envelope and the fixed keys written directly.
 
 /// `[1, msgid, ` (the caller writes error and result).
 fn response_head(out: &mut Vec<u8>, msgid: u64) {
@@ -953,7 +953,7 @@ mod tests {
         ]);
         assert_eq!(raw, expected);
 
-        // Data absent = nil (spec §4.4).
+        // Data absent = nil (docs/protocol.md §4.4).
         let raw = call_raw(
             &mut c,
             &request(
@@ -974,7 +974,7 @@ mod tests {
         srv.stop().await;
     }
 
-    /// Kong sends the Steps of one event on whichever pooled connection it gets (spec §4.1).
+    /// Kong sends the Steps of one event on whichever pooled connection it gets (docs/protocol.md §4.1).
     #[tokio::test]
     async fn steps_of_one_event_on_other_connections() {
         let srv = TestServer::start(Protocol::MsgPack).await;

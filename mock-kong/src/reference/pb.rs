@@ -1,12 +1,12 @@
-//! The `ProtoBuf:1` server (spec §5), behaving on the wire like go-pdk's `server/pbserver.go`.
+//! The `ProtoBuf:1` server (docs/protocol.md §5), behaving on the wire like go-pdk's `server/pbserver.go`.
 //!
-//! * One task per connection, reading length-prefixed frames (spec §5.1). Each `RpcCall` is
-//!   answered by one `RpcReturn` carrying the same `sequence` (spec §5.2).
+//! * One task per connection, reading length-prefixed frames (docs/protocol.md §5.1). Each `RpcCall` is
+//!   answered by one `RpcReturn` carrying the same `sequence` (docs/protocol.md §5.2).
 //! * `cmd_start_instance`: the instance id is the config's `__seq__` when it is a non-zero
 //!   integer (go-pdk ≥ 0.10), otherwise the next value of a counter starting at 0. The reply's
 //!   `instance_status` carries `name`, `instance_id` and `started_at` (Unix seconds); like
 //!   go-pdk it omits `config`.
-//! * `cmd_handle_event` runs the whole event on this connection (spec §5.3): for each PDK call
+//! * `cmd_handle_event` runs the whole event on this connection (docs/protocol.md §5.3): for each PDK call
 //!   the method name frame and the argument frame (one write), then one reply frame is read and
 //!   decoded with the method's output type; when the handler returns, an empty frame and the
 //!   `RpcReturn{sequence}` (one write).
@@ -15,7 +15,7 @@
 //! * Every error (undecodable frame, unknown instance, unknown phase, bad config, unknown plugin,
 //!   a PDK method missing from the ProtoBuf table, an undecodable reply) closes the connection
 //!   without a reply. There is no error field in `RpcReturn`; Kong turns "closed" into an
-//!   instance reset and retry (spec §5.2, §5.6).
+//!   instance reset and retry (docs/protocol.md §5.2, §5.6).
 //! * `cmd_close_instance` and `cmd_get_instance_status` answer `instance_status` (an unknown id
 //!   closes the connection); `cmd_get_plugin_names` / `cmd_get_plugin_info`, never sent by Kong,
 //!   are answered properly (go-pdk sends an empty frame for them).
@@ -374,7 +374,7 @@ async fn serve(server: &PbServer, conn: &mut Conn) -> Result<(), Close> {
     Ok(())
 }
 
-/// The HandleEvent conversation (spec §5.3). On success the final empty frame has been
+/// The HandleEvent conversation (docs/protocol.md §5.3). On success the final empty frame has been
 /// appended to `conn.out` (the caller adds the `RpcReturn` and writes both at once).
 async fn handle_event(
     server: &PbServer,
@@ -495,7 +495,7 @@ fn put_call(
     let spec = pdk_table::lookup(method).ok_or_else(|| {
         Close::Error(format!(
             "PDK method {method:?} does not exist over {} (only the methods of Kong's \
-             pluginsocket.proto can be called, spec §5.4)",
+             pluginsocket.proto can be called, docs/protocol.md §5.4)",
             Protocol::ProtoBuf
         ))
     })?;

@@ -1,7 +1,7 @@
 //! The reference plugins, written as explicit state machines.
 //!
 //! A plugin never owns a task or a thread. Starting an instance parses its config once
-//! ([`Plugin::start`]); each event (one phase of one request, spec §4.4 / §5.3) is a small
+//! ([`Plugin::start`]); each event (one phase of one request, docs/protocol.md §4.4 / §5.3) is a small
 //! [`Event`] object. The server drives it: the first [`Event::step`] gets `None`, every later one
 //! gets the PDK's reply to the previous [`Action::Call`]. The same machines serve both protocols,
 //! so the two servers differ only in how they put an [`Action`] on the wire.
@@ -63,7 +63,7 @@ impl std::ops::Deref for Args {
 pub enum Action {
     /// Call a PDK method and wait for its first return value.
     Call { method: Method, args: Args },
-    /// Call a terminal PDK method (`kong.response.exit`): Kong never answers it (spec §4.4,
+    /// Call a terminal PDK method (`kong.response.exit`): Kong never answers it (docs/protocol.md §4.4,
     /// §5.3), so the event ends here and the server forgets it.
     Exit { method: Method, args: Args },
     /// The handler returned.
@@ -99,7 +99,7 @@ pub trait Instance: Send + Sync {
 pub trait Plugin: Send + Sync + 'static {
     /// The plugin name (the key Kong registers it under).
     fn name(&self) -> &'static str;
-    /// The phases it handles, as the dump lists them (spec §6).
+    /// The phases it handles, as the dump lists them (docs/protocol.md §6).
     fn phases(&self) -> &'static [&'static str];
     /// The dump's `Version`.
     fn version(&self) -> &'static str {
@@ -111,12 +111,12 @@ pub trait Plugin: Send + Sync + 'static {
     }
     /// The `fields` of the config record: `[{"<name>": {"type": ..., "default": ...}}, ...]`.
     fn config_fields(&self) -> Json;
-    /// Parses a config (the JSON object Kong sends in StartInstance, spec §4.3) into an instance.
+    /// Parses a config (the JSON object Kong sends in StartInstance, docs/protocol.md §4.3) into an instance.
     /// Unknown keys (Kong's `__seq__`, `route_id`, ...) are ignored; a missing or `null` field
     /// takes its default.
     fn start(&self, config: &Json) -> Result<Box<dyn Instance>, String>;
 
-    /// The dump's `Schema`: Kong's envelope around [`Plugin::config_fields`] (spec §2).
+    /// The dump's `Schema`: Kong's envelope around [`Plugin::config_fields`] (docs/protocol.md §2).
     fn schema_json(&self) -> Json {
         json!({
             "name": self.name(),
@@ -525,7 +525,7 @@ impl Event for ExitEvent {
 // ---------------------------------------------------------------------------------------------
 // multiphase
 
-/// `multiphase`: modelled on Kong's own go-hello test fixture (spec §8 items 11-12).
+/// `multiphase`: modelled on Kong's own go-hello test fixture (docs/protocol.md §8 items 11-12).
 ///
 /// * access: `get_header("host")` → `set_header("x-multi-access", host)` →
 ///   `kong.ctx.shared.set("shared_msg", message)`.

@@ -83,7 +83,9 @@ impl Plugin for Tour {
         &PHASES
     }
     fn config_fields(&self) -> Json {
-        json!([{"calls": {"type": "map", "keys": {"type": "string"}, "values": {"type": "array", "elements": {"type": "array", "elements": {"type": "string"}}}}}])
+        // Per phase, a list of calls `[method, args...]`; the arguments are any JSON (strings,
+        // numbers, tables), which Kong's schema types express only as `json`.
+        json!([{"calls": {"type": "map", "keys": {"type": "string"}, "values": {"type": "array", "elements": {"type": "json", "json_schema": {"inline": {"type": "array"}}}}}}])
     }
     fn start(&self, config: &Json) -> Result<Box<dyn Instance>, String> {
         Ok(Box::new(TourInstance {

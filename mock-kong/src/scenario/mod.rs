@@ -101,7 +101,14 @@ impl Scenario {
 }
 
 /// Every scenario named by `paths`: files as given, directories recursively (`*.toml`, sorted).
+/// Fails at the first file that cannot be used; [`load_each`] keeps going.
 pub fn load(paths: &[PathBuf]) -> Result<Vec<Scenario>, ScenarioError> {
+    load_each(paths)?.into_iter().collect()
+}
+
+/// Every scenario file named by `paths`, each read on its own: one bad file does not keep the
+/// others from running. Fails only when a path given does not exist or names no scenario file.
+pub fn load_each(paths: &[PathBuf]) -> Result<Vec<Result<Scenario, ScenarioError>>, ScenarioError> {
     let mut files = Vec::new();
     for p in paths {
         collect(p, &mut files)?;
@@ -110,7 +117,19 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Scenario>, ScenarioError> {
         let named: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         return Err(ScenarioError::Empty(named.join(", ")));
     }
-    files.iter().map(|f| Scenario::from_file(f)).collect()
+    Ok(files.iter().map(|f| Scenario::from_file(f)).collect())
+}
+
+impl ScenarioError {
+    /// The file the error is about, if any.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            ScenarioError::Read { path, .. }
+            | ScenarioError::Parse { path, .. }
+            | ScenarioError::NotScenario { path } => Some(path),
+            ScenarioError::Empty(_) => None,
+        }
+    }
 }
 
 fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), ScenarioError> {

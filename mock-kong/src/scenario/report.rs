@@ -25,31 +25,49 @@ pub fn counts(results: &[ScenarioResult]) -> (usize, usize, usize) {
 pub fn human(results: &[ScenarioResult]) -> String {
     let mut out = String::new();
     for r in results {
-        let tag = match r.outcome {
-            Outcome::Passed => "PASS ",
-            Outcome::Failed => "FAIL ",
-            Outcome::Skipped => "SKIP ",
-            Outcome::Error => "ERROR",
-        };
-        let _ = writeln!(
-            out,
-            "{tag} {} [{}; {}; Kong {}]{}",
-            r.name,
-            r.plugin,
-            r.server,
-            r.kong_version,
-            match r.outcome {
-                Outcome::Skipped => format!(": {}", r.reason.as_deref().unwrap_or("")),
-                _ => format!(" {} ms", r.duration_ms),
-            }
-        );
-        if r.failed() {
-            if let Some(f) = &r.file {
-                let _ = writeln!(out, "  file: {f}");
-            }
-            out.push_str(&r.explain());
-        }
+        out.push_str(&human_line(r, false));
     }
+    out.push_str(&summary(results));
+    out
+}
+
+/// One scenario's line, and its explanation when it failed (with `verbose`, the transcript of a
+/// passing scenario too).
+pub fn human_line(r: &ScenarioResult, verbose: bool) -> String {
+    let mut out = String::new();
+    let tag = match r.outcome {
+        Outcome::Passed => "PASS ",
+        Outcome::Failed => "FAIL ",
+        Outcome::Skipped => "SKIP ",
+        Outcome::Error => "ERROR",
+        Outcome::Invalid => "INVALID",
+    };
+    let _ = writeln!(
+        out,
+        "{tag} {} [{}; {}; Kong {}]{}",
+        r.name,
+        r.plugin,
+        r.server,
+        r.kong_version,
+        match r.outcome {
+            Outcome::Skipped => format!(": {}", r.reason.as_deref().unwrap_or("")),
+            _ => format!(" {} ms", r.duration_ms),
+        }
+    );
+    if r.failed() {
+        if let Some(f) = &r.file {
+            let _ = writeln!(out, "  file: {f}");
+        }
+        out.push_str(&r.explain());
+    } else if verbose && r.outcome == Outcome::Passed {
+        out.push_str(&r.explain_with(true));
+    }
+    out
+}
+
+/// The closing lines: skipped count, then exactly `N passed, N failed`.
+pub fn summary(results: &[ScenarioResult]) -> String {
+    let mut out = String::new();
     let (passed, failed, skipped) = counts(results);
     if skipped > 0 {
         let _ = writeln!(out, "{skipped} skipped");
@@ -94,7 +112,13 @@ pub fn junit(results: &[ScenarioResult]) -> String {
                 ("name", server),
                 ("tests", &rs.len().to_string()),
                 ("failures", &count(Outcome::Failed)),
-                ("errors", &count(Outcome::Error)),
+                (
+                    "errors",
+                    &(rs.iter()
+                        .filter(|r| matches!(r.outcome, Outcome::Error | Outcome::Invalid))
+                        .count()
+                        .to_string()),
+                ),
                 ("skipped", &count(Outcome::Skipped)),
                 ("time", &format!("{time:.3}")),
             ],
@@ -121,7 +145,7 @@ pub fn junit(results: &[ScenarioResult]) -> String {
                     kind: None,
                     text: &text,
                 },
-                Outcome::Error => Case::Error {
+                Outcome::Error | Outcome::Invalid => Case::Error {
                     message: &message,
                     kind: None,
                     text: &text,

@@ -1,12 +1,12 @@
-//! Plays a scenario through a session the way Kong runs one request (spec §6): the phases in
+//! Plays a scenario through a session the way Kong runs one request (docs/protocol.md §6): the phases in
 //! Kong's order; `rewrite`/`access` on the client request; the upstream answers (buffered when
 //! a `response` handler exists); an exit ends the request and only `log` still runs; `log`
 //! runs after the client response from the saved data.
 //!
 //! Failures are treated as Kong treats them: a PDK call that raises in `rewrite`/`access` makes
-//! Kong answer 500 (spec §4.7); a failed ProtoBuf event answers 500 from Kong 3.8 on (spec
+//! Kong answer 500 (docs/protocol.md §4.7); a failed ProtoBuf event answers 500 from Kong 3.8 on (spec
 //! §5.6), and is only logged before; a MsgPack host-side error is logged and the request
-//! continues without the plugin's effect (spec §4.7).
+//! continues without the plugin's effect (docs/protocol.md §4.7).
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,9 @@ pub struct RunOptions {
     /// The key `servers = [...]` is matched against (`reference`, a peer name, ...). `None`:
     /// every scenario applies.
     pub server_key: Option<String>,
+    /// Send every scenario's config as written (`--raw-config`), as `raw_config = true` does
+    /// for one scenario.
+    pub raw_config: bool,
 }
 
 /// How a scenario ended.
@@ -40,6 +43,9 @@ pub enum Outcome {
     Skipped,
     /// The scenario could not be played (bad phases, plugin not registered, no session).
     Error,
+    /// The scenario cannot be used as written: an unreadable or invalid file, a config the
+    /// plugin's schema rejects. A usage error: `mock-kong run` exits 2.
+    Invalid,
 }
 
 /// One PDK call as a flat transcript line.
@@ -139,13 +145,23 @@ impl ScenarioResult {
         self.outcome == Outcome::Passed
     }
 
-    /// Whether it counts as a failure (failed or could not run).
+    /// Whether it counts as a failure (failed, could not run, or invalid).
     pub fn failed(&self) -> bool {
-        matches!(self.outcome, Outcome::Failed | Outcome::Error)
+        matches!(
+            self.outcome,
+            Outcome::Failed | Outcome::Error | Outcome::Invalid
+        )
     }
 
-    /// A readable explanation: every mismatch (expected vs actual) and the PDK transcript.
+    /// A readable explanation: every mismatch (expected vs actual) and, for a failure, the PDK
+    /// transcript.
     pub fn explain(&self) -> String {
+        self.explain_with(self.failed())
+    }
+
+    /// [`ScenarioResult::explain`], with the PDK transcript when `transcript` (`run -v` shows
+    /// it for passing scenarios too).
+    pub fn explain_with(&self, transcript: bool) -> String {
         let mut out = String::new();
         if let Some(r) = &self.reason {
             out.push_str(&format!("  {r}\n"));
@@ -153,7 +169,7 @@ impl ScenarioResult {
         for m in &self.mismatches {
             out.push_str(&m.render());
         }
-        if self.failed() {
+        if transcript {
             if let Some(o) = &self.observed {
                 out.push_str("  PDK transcript:\n");
                 if o.calls.is_empty() {
@@ -168,6 +184,27 @@ impl ScenarioResult {
             }
         }
         out
+    }
+
+    /// A scenario file that cannot be used (it does not parse, a field is wrong).
+    pub fn invalid_file(
+        path: &std::path::Path,
+        reason: String,
+        version: KongVersion,
+    ) -> ScenarioResult {
+        let scenario = Scenario {
+            file: Some(path.to_owned()),
+            plugin: "?".into(),
+            ..Scenario::default()
+        };
+        ScenarioResult::not_run(
+            &scenario,
+            "-",
+            Protocol::MsgPack,
+            version,
+            Outcome::Invalid,
+            reason,
+        )
     }
 
     pub(crate) fn not_run(
@@ -331,7 +368,7 @@ pub fn build_request(s: &Scenario, version: KongVersion, protocol: Protocol) -> 
     req
 }
 
-/// The phases before the upstream is called: a Lua error there answers 500 (spec §4.7).
+/// The phases before the upstream is called: a Lua error there answers 500 (docs/protocol.md §4.7).
 const REQUEST_PHASES: Phases = Phases::of(&[Phase::Certificate, Phase::Rewrite, Phase::Access]);
 
 /// Plays `s` over `session`.
@@ -359,7 +396,7 @@ pub async fn run(s: &Scenario, session: &Session, opts: &RunOptions) -> Scenario
     if let Some(reason) = not_applicable(s, opts.server_key.as_deref(), protocol) {
         return ScenarioResult::not_run(s, &server, protocol, version, Outcome::Skipped, reason);
     }
-    // Which plugin Kong registers from this dump (spec §2, §9).
+    // Which plugin Kong registers from this dump (docs/protocol.md §2, §9).
     let first = session.dump.plugin();
     let info = if version.first_dump_entry_only() {
         if first.name != s.plugin {
@@ -400,7 +437,25 @@ pub async fn run(s: &Scenario, session: &Session, opts: &RunOptions) -> Scenario
             .filter(|p| p != "preread")
             .collect(),
     };
-    let entity = PluginEntity::new(&s.plugin, s.config.clone());
+    // The config as Kong builds it from the plugin's schema (docs/protocol.md §4.3).
+    let config = if s.raw_config || opts.raw_config {
+        s.config.clone()
+    } else {
+        match crate::plugin_config::kong_config(&info.name, &info.schema, &s.config) {
+            Ok(c) => c,
+            Err(e) => {
+                return ScenarioResult::not_run(
+                    s,
+                    &server,
+                    protocol,
+                    version,
+                    Outcome::Invalid,
+                    e.to_string(),
+                )
+            }
+        }
+    };
+    let entity = PluginEntity::new(&s.plugin, config);
     let mut req = build_request(s, version, protocol);
     req.plugin_id = entity.id.clone();
     if phases.iter().any(|p| p == Phase::Response.as_str()) {
@@ -420,17 +475,23 @@ pub async fn run(s: &Scenario, session: &Session, opts: &RunOptions) -> Scenario
         }
         req.enter_phase(phase);
         let in_request = REQUEST_PHASES.contains(known);
-        match session.runner.run_event(&entity, phase, &mut req).await {
+        match session
+            .runner
+            .run_event_keeping(&entity, phase, &mut req)
+            .await
+        {
             Ok(ev) => {
                 match &ev.end {
                     EventEnd::Done | EventEnd::Exit { .. } => {}
                     EventEnd::Raised { method, error } => {
                         raised.push((phase.clone(), method.clone(), error.clone()));
-                        // Kong: a Lua error in rewrite/access answers 500 (spec §4.7).
+                        // Kong: a Lua error in rewrite/access answers 500 (docs/protocol.md §4.7).
                         if in_request && !req.exited {
                             req.fail(500);
                         }
                     }
+                    // Only in a failed event's transcript (the Err arm below).
+                    EventEnd::Failed { .. } => {}
                     EventEnd::MethodNotFound { method } => {
                         let e = format!("method \"{method}\" not found");
                         req.kong_log("err", format!("pluginserver error: {e}"));
@@ -442,8 +503,10 @@ pub async fn run(s: &Scenario, session: &Session, opts: &RunOptions) -> Scenario
                 }
                 events.push(ev);
             }
-            Err(e) => {
-                let text = e.to_string();
+            Err(failed) => {
+                let text = failed.error.to_string();
+                // The transcript keeps the calls made before the failure.
+                events.push(failed.partial);
                 req.kong_log("err", format!("pluginserver error: {text}"));
                 errors.push((phase.clone(), text));
                 if protocol == Protocol::ProtoBuf
@@ -517,7 +580,8 @@ pub fn summary_json(results: &[ScenarioResult]) -> J {
     let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
     json!({
         "passed": count(Outcome::Passed),
-        "failed": count(Outcome::Failed) + count(Outcome::Error),
+        "failed": count(Outcome::Failed) + count(Outcome::Error) + count(Outcome::Invalid),
+        "invalid": count(Outcome::Invalid),
         "skipped": count(Outcome::Skipped),
         "scenarios": results,
     })

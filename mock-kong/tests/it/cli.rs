@@ -148,7 +148,7 @@ fn kong_conf_pluginserver_settings_are_honoured() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["server"]["protocol"], "ProtoBuf:1");
-    // Kong's default socket: <prefix>/<name>.socket, dashes kept (spec §1).
+    // Kong's default socket: <prefix>/<name>.socket, dashes kept (docs/protocol.md §1).
     assert_eq!(v["server"]["socket"], socket.to_str().unwrap());
     assert_eq!(v["server"]["label"], "pluginserver ref-server");
     assert!(!socket.exists(), "socket file left behind");

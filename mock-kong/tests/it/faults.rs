@@ -1,5 +1,5 @@
 //! The host against hand-made misbehaving servers: every wait is bounded and every error names
-//! what was expected (spec §4.7, §5.6, §7).
+//! what was expected (docs/protocol.md §4.7, §5.6, §7).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

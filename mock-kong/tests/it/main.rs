@@ -8,10 +8,15 @@
 //! * `cli`: the `mock-kong` binary: output, JSON, exit codes, signals and orphans.
 //! * `peers`: the real Go / Python / JS plugin servers (installed by `scripts/install-peers.sh`).
 //! * `scenarios`: `mock-kong run` and the scenario API over the reference server and the peers.
+//! * `docs`: every protocol citation points to a section of docs/protocol.md.
+//! * `newcomer`: a plugin the project has never seen, in Python and JavaScript, through every
+//!   command with nothing but its start and query commands; and every bad input a newcomer
+//!   makes (issue 13).
 
 mod agree;
 mod cli;
 mod conform;
+mod docs;
 mod faults;
 mod peers;
 mod reference;

@@ -41,7 +41,7 @@ fn entity(name: &str, config: serde_json::Value) -> PluginEntity {
 }
 
 /// Spec §2 and §8 item 8: each real server's dump is accepted, with the protocol Kong picks.
-/// Then the hello plugin runs end to end (spec §8 item 9: the header the plugin sets).
+/// Then the hello plugin runs end to end (docs/protocol.md §8 item 9: the header the plugin sets).
 #[tokio::test(flavor = "current_thread")]
 async fn real_peers_dump_and_run_hello() {
     for (peer, protocol) in PEERS {
@@ -84,7 +84,7 @@ async fn real_peers_dump_and_run_hello() {
 }
 
 /// The bench plugin makes exactly N calls on every peer, and MsgPack peers accept Steps on
-/// other connections than the HandleEvent (spec §4.1, §10.1).
+/// other connections than the HandleEvent (docs/protocol.md §4.1, §10.1).
 #[tokio::test(flavor = "current_thread")]
 async fn real_peers_bench_with_steps_on_rotating_connections() {
     for (peer, protocol) in PEERS {
@@ -139,7 +139,7 @@ async fn real_peers_exit_is_terminal() {
 }
 
 /// kong_rs 0.2.0 ends every event with its RpcReturn but without the empty frame Kong reads
-/// first (spec §5.3): Kong, and mock-kong, take the RpcReturn for the next method name and wait
+/// first (docs/protocol.md §5.3): Kong, and mock-kong, take the RpcReturn for the next method name and wait
 /// for its arguments. The handler did run (the header is set); the event never completes.
 #[tokio::test(flavor = "current_thread")]
 async fn rust_peer_ends_events_without_the_empty_frame() {

@@ -1,5 +1,5 @@
 //! The host loop against the Rust reference server, both protocols, over real Unix sockets.
-//! Each test cites the part of the spec (shared/reference/kong-host-protocol.md) it exercises.
+//! Each test cites the section of docs/protocol.md it exercises.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -101,7 +101,7 @@ async fn exit_is_terminal_and_the_server_keeps_serving() {
             r.events[0].calls[0].answer.is_none(),
             "exit must not be answered"
         );
-        // Later phases are skipped (except log, spec §6).
+        // Later phases are skipped (except log, docs/protocol.md §6).
         assert_eq!(r.skipped, ["response"]);
         let h = entity("hello", serde_json::json!({}));
         let mut pdk = SimpleRequest::new("after-exit");

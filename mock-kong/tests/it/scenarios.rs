@@ -1,4 +1,4 @@
-//! `mock-kong run` and the scenario API: the shipped scenarios (spec §8 items 9, 11, 12 and one
+//! `mock-kong run` and the scenario API: the shipped scenarios (docs/protocol.md §8 items 9, 11, 12 and one
 //! per PDK module) against the reference server in both protocols and against each installed
 //! peer; a failing scenario's diff; the JSON and JUnit reports.
 
@@ -308,24 +308,42 @@ fn failing_scenario_exits_1_and_reports_the_failure() {
     ), "{}", r.junit);
 }
 
-/// Setup errors (a bad scenario file) exit 2 and name the problem.
+/// Setup errors (a bad scenario file) exit 2 and name the problem; regression (issue 13): one
+/// bad file stopped the whole run, now it is reported and the others still run.
 #[test]
-fn bad_scenario_file_is_a_usage_error() {
+fn bad_scenario_file_is_a_usage_error_and_the_others_still_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("bad.toml");
     std::fs::write(&file, "plugin = \"hello\"\n[expect]\nstatuss = 200\n").unwrap();
+    std::fs::write(
+        dir.path().join("good.toml"),
+        "plugin = \"hello\"\n[expect.headers]\nx-hello = \"hello example.com\"\n",
+    )
+    .unwrap();
     let out = Command::new(util::exe())
         .args(["run", "--quiet-server"])
-        .arg(&file)
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("INVALID bad"), "{said}");
+    assert!(said.contains("unknown field `statuss`"), "{said}");
+    assert!(said.contains("PASS  good"), "{said}");
+    assert!(said.ends_with("1 passed, 1 failed\n"), "{said}");
+    // A path that does not exist is a usage error before anything runs.
+    let out = Command::new(util::exe())
+        .args(["run", "--quiet-server"])
+        .arg(dir.path().join("nowhere.toml"))
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown field `statuss`"), "{err}");
+    assert!(err.contains("nowhere.toml"), "{err}");
 }
 
 /// Kong 3.9 registers only the first plugin of a dump; `--kong-version 3.8` uses any entry
-/// (spec §2, §9). The reference server lists the requested plugin first, so a scenario for
+/// (docs/protocol.md §2, §9). The reference server lists the requested plugin first, so a scenario for
 /// another plugin on the same session shows the difference.
 #[tokio::test(flavor = "current_thread")]
 async fn kong_version_switches_multi_plugin_dumps() {
@@ -346,7 +364,7 @@ async fn kong_version_switches_multi_plugin_dumps() {
     );
     let opts = RunOptions {
         kong_version: "3.8".parse().unwrap(),
-        server_key: None,
+        ..RunOptions::default()
     };
     let r38 = s.run(&session, &opts).await;
     assert!(r38.passed(), "{}", r38.explain());

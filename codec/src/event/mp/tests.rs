@@ -1,5 +1,5 @@
 //! The `MsgPack:1` event rules, tested once with bytes: what goes out is compared byte for byte
-//! with the spec's examples, what comes in is written as the server's bytes.
+//! with the examples of docs/protocol.md, what comes in is written as the server's bytes.
 
 use super::*;
 use crate::event::{Limits, Reply};
@@ -79,7 +79,7 @@ fn event() -> MpEvent<'static> {
     MpEvent::new(0, "access", Limits::default().max_callbacks, false)
 }
 
-/// The spec's exchange (§4.4, Appendix A), byte for byte in both directions.
+/// The exchange of docs/protocol.md §4.4 and Appendix A, byte for byte in both directions.
 #[test]
 fn the_hello_exchange_byte_for_byte() {
     let mut ev = event();
@@ -195,7 +195,7 @@ fn handle_event_bytes_equal_the_params_encoding() {
     }
 }
 
-/// Kong takes the EventId from the HandleEvent answer and never reads it again (spec §4.4): a
+/// Kong takes the EventId from the HandleEvent answer and never reads it again (docs/protocol.md §4.4): a
 /// Step answer without EventId (or with another one) is accepted, and Steps keep the first id.
 #[test]
 fn step_answers_need_no_event_id() {
@@ -244,7 +244,7 @@ fn step_answers_need_no_event_id() {
 }
 
 /// Kong re-sends whatever EventId the HandleEvent answer carried, as its Lua writes it back
-/// (`step_in.EventId`, spec §4.4): none at all (the Step then has no EventId), a string, a float.
+/// (`step_in.EventId`, docs/protocol.md §4.4): none at all (the Step then has no EventId), a string, a float.
 #[test]
 fn handle_event_answer_event_id_is_resent_as_kong_writes_it() {
     let mut ev = event();
@@ -380,7 +380,7 @@ fn method_names_as_bin_or_number() {
 }
 
 /// `Args` as Kong's `bridge_loop` reads it: a table is unpacked, anything else is the single
-/// argument (spec §4.4); the shape is reported for the conformance suite to judge.
+/// argument (docs/protocol.md §4.4); the shape is reported for the conformance suite to judge.
 #[test]
 fn args_are_unpacked_as_kong_does() {
     let cases = [

@@ -1,4 +1,4 @@
-//! `dump/*`: the query command and its JSON dump (spec §2).
+//! `dump/*`: the query command and its JSON dump (docs/protocol.md §2).
 
 use std::process::Stdio;
 use std::time::Instant;

@@ -1,4 +1,4 @@
-//! `event/*`: HandleEvent and the callback loop (spec §4.4, §5.3).
+//! `event/*`: HandleEvent and the callback loop (docs/protocol.md §4.4, §5.3).
 
 use serde_json::json;
 
@@ -111,7 +111,7 @@ pub fn callbacks_well_formed(c: &mut Ctx) -> CheckFuture<'_> {
     })
 }
 
-/// Every Step method Kong 3.x may send (spec §4.3, §4.4).
+/// Every Step method Kong 3.x may send (docs/protocol.md §4.3, §4.4).
 const STEP_VARIANTS: [&str; 7] = [
     "plugin.Step",
     "plugin.StepMultiMap",
@@ -346,7 +346,7 @@ pub fn pb_sequence(c: &mut Ctx) -> CheckFuture<'_> {
                 .start_instance(&mut w, &e.name, &e.kong_config_json())
                 .await
                 .map_err(|r| format!("StartInstance with sequence 2: {r}"))?;
-            // Kong's counter is an int64 that keeps growing (spec §5.2).
+            // Kong's counter is an int64 that keeps growing (docs/protocol.md §5.2).
             let big = (1i64 << 40) + 3;
             c.host.set_sequence(big);
             let mut pdk = SimpleRequest::new("example.com");

@@ -1,4 +1,4 @@
-//! `lifecycle/*`: plugin instances as Kong creates, replaces and closes them (spec §4.3, §4.6,
+//! `lifecycle/*`: plugin instances as Kong creates, replaces and closes them (docs/protocol.md §4.3, §4.6,
 //! §5.2).
 
 use std::time::Duration;
@@ -49,7 +49,7 @@ pub fn start_instance(c: &mut Ctx) -> CheckFuture<'_> {
         verdict(
             async {
                 // What Kong really sends: schema defaults, nulls for unset fields, scoping ids, the
-                // instance name and the internal keys, with every `/` escaped (spec §4.3).
+                // instance name and the internal keys, with every `/` escaped (docs/protocol.md §4.3).
                 let mut e = c.entity(json!({}));
                 e.config = c.kong_defaults();
                 e.route_id = Some("6b1c3e2a-1d4f-4c2b-9a55-2a2e0d1c0f01".into());
@@ -96,7 +96,7 @@ pub fn config_change(c: &mut Ctx) -> CheckFuture<'_> {
                 let old = c.start(&e).await?;
                 run_and_expect(c, old, Some("alpha"), "before the change").await?;
                 // A plugins-iterator rebuild: new __seq__, StartInstance(new), then CloseInstance(old)
-                // (spec §4.6, §10.8).
+                // (docs/protocol.md §4.6, §10.8).
                 e.rebuild();
                 e.config = match config(c, "gamma") {
                     serde_json::Value::Object(m) => m,
@@ -156,7 +156,7 @@ async fn unknown_instance_inner(c: &mut Ctx) -> Res {
             other => {
                 return Err(format!(
                     "the event on an unknown instance {other}; Kong needs the connection closed \
-                     to re-create its instances (spec §5.2)"
+                     to re-create its instances (docs/protocol.md §5.2)"
                 ))
             }
         },

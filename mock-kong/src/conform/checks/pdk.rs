@@ -21,7 +21,7 @@ pub fn raise_after(c: &mut Ctx) -> CheckFuture<'_> {
 }
 
 /// A handler that raises: the event must end promptly, not as a success, and the server must
-/// keep serving (spec §4.7: Kong logs an error response; §5.6: a closed connection).
+/// keep serving (docs/protocol.md §4.7: Kong logs an error response; §5.6: a closed connection).
 async fn raise(c: &mut Ctx, mode: &str) -> Res {
     let e = c.entity(json!({ "mode": mode }));
     let id = c.start(&e).await?;

@@ -1,4 +1,4 @@
-//! `process/*`: the server process as Kong manages it (spec §3): socket creation, a stale socket
+//! `process/*`: the server process as Kong manages it (docs/protocol.md §3): socket creation, a stale socket
 //! file, SIGTERM, and a restart after a crash.
 
 use std::sync::Arc;
@@ -156,7 +156,7 @@ async fn restart_inner(c: &mut Ctx) -> Res {
             format!(
                 "after the restart, Kong's event with the old instance id did not recover: {e} \
              (Kong re-creates instances only on \"no plugin instance\" (MsgPack) or a closed \
-             connection (ProtoBuf), spec §4.6)"
+             connection (ProtoBuf), docs/protocol.md §4.6)"
             )
         })?;
     let methods =

@@ -1,4 +1,4 @@
-//! `transport/*`: the byte stream under the RPC (spec §4.1, §5.1, §7): partial and coalesced
+//! `transport/*`: the byte stream under the RPC (docs/protocol.md §4.1, §5.1, §7): partial and coalesced
 //! reads, large frames, bad input, vanishing clients, Kong's pool of 256 connections and idle
 //! pooled connections.
 
@@ -327,7 +327,7 @@ pub fn vanishing_client(c: &mut Ctx) -> CheckFuture<'_> {
     })
 }
 
-/// Kong's `lua_socket_pool_size` (spec §4.1, §7).
+/// Kong's `lua_socket_pool_size` (docs/protocol.md §4.1, §7).
 const POOL: usize = 256;
 
 pub fn many_connections(c: &mut Ctx) -> CheckFuture<'_> {

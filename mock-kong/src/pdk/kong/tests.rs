@@ -1,6 +1,6 @@
-//! Unit tests of the emulated request: the whole ProtoBuf table (spec §5.4), the MsgPack surface
-//! (spec §4.4), Kong's phase checks and argument errors, the request flow and the log timer
-//! (spec §4.5, §6).
+//! Unit tests of the emulated request: the whole ProtoBuf table (docs/protocol.md §5.4), the MsgPack surface
+//! (docs/protocol.md §4.4), Kong's phase checks and argument errors, the request flow and the log timer
+//! (docs/protocol.md §4.5, §6).
 
 use super::*;
 use crate::protobuf::pdk_table::{self, Shape};
@@ -118,7 +118,7 @@ fn plan(name: &str, input: Shape) -> (&'static str, Vec<Value>) {
     (phase, args)
 }
 
-/// Whether `v` is what Kong's wrap step expects for `shape` (spec §5.4).
+/// Whether `v` is what Kong's wrap step expects for `shape` (docs/protocol.md §5.4).
 fn fits(shape: Shape, v: &Value) -> bool {
     match shape {
         Shape::Empty => v.is_nil(),
@@ -229,7 +229,7 @@ fn answers_the_msgpack_surface() {
 }
 
 /// kong.request: first value of a multi-valued header, case-insensitive names, multimaps, raw
-/// body as bin (spec §4.4, §8 item 5), URI captures (spec §4.5).
+/// body as bin (docs/protocol.md §4.4, §8 item 5), URI captures (docs/protocol.md §4.5).
 #[test]
 fn request_module() {
     let mut req = request();
@@ -249,7 +249,7 @@ fn request_module() {
         Some(&Value::Array(vec![s("first"), s("second")]))
     );
     assert_eq!(headers.get("host"), Some(&s("example.com")));
-    // StepMultiMap fix-up: every value an array (spec §4.4).
+    // StepMultiMap fix-up: every value an array (docs/protocol.md §4.4).
     assert_eq!(
         step_method("kong.request.get_headers"),
         "plugin.StepMultiMap"
@@ -573,7 +573,7 @@ fn service_and_service_response() {
     );
 }
 
-/// The log timer (spec §4.5, §6): saved data only, other request-bound calls raise.
+/// The log timer (docs/protocol.md §4.5, §6): saved data only, other request-bound calls raise.
 #[test]
 fn log_phase_sees_saved_data_only() {
     let mut req = request();

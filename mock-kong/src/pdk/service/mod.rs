@@ -29,7 +29,7 @@ impl KongRequest {
                 self.upstream_request.upstream = Some(host);
                 if self.protocol == Protocol::ProtoBuf && !self.version.set_upstream_returns_bool()
                 {
-                    // The pre-3.7 output type was Empty: pb.encode raised (spec §5.3).
+                    // The pre-3.7 output type was Empty: pb.encode raised (docs/protocol.md §5.3).
                     return Err(raise(
                         "bad argument #2 to 'encode' (table expected, got boolean)".into(),
                     ));
