@@ -78,9 +78,12 @@ pub struct ConformArgs {
     /// lifecycle/idle-instances: seconds instances sit idle (Kong's keepalive is 60 s).
     #[arg(long, value_name = "SECS", default_value_t = 65.0, hide = true)]
     pub idle_secs: f64,
-    /// resources/*: events per measurement.
-    #[arg(long, value_name = "N", default_value_t = 3000, hide = true)]
+    /// resources/*: events per kind (the memory slope is fitted over them).
+    #[arg(long, value_name = "N", default_value_t = 20_000, hide = true)]
     pub resource_events: usize,
+    /// The Kong release whose PDK (event/known-methods) and dump rules apply (2.3 – 3.9).
+    #[arg(long, value_name = "X.Y", default_value = "3.9")]
+    pub kong_version: crate::pdk::KongVersion,
     /// Run the reference server with these --fault switches (to see a check fail).
     #[arg(long = "reference-fault", value_name = "NAME", hide = true)]
     pub reference_faults: Vec<String>,
@@ -151,6 +154,7 @@ pub(crate) async fn run(a: ConformArgs) -> Result<i32, Failure> {
         socket_timeout: secs("--socket-timeout", a.server.socket_timeout)?,
         idle: secs("--idle-secs", a.idle_secs)?,
         resource_events: a.resource_events.max(1),
+        kong_version: a.kong_version,
         ..RunOptions::default()
     };
     let expectations = match &a.expect_failures {

@@ -554,9 +554,115 @@ impl RawHost {
     ) -> Result<EventRun, HostError> {
         match started {
             Started::MsgPack { msgid, event } => {
-                self.mp_event(w, msgid, event, steps, answer).await
+                self.mp_event(w, msgid, event, steps, answer, None).await
             }
-            Started::ProtoBuf(event) => self.pb_event(w, event, answer).await,
+            Started::ProtoBuf(event) => self.pb_event(w, event, answer, None).await,
+        }
+    }
+
+    /// [`RawHost::drive`] with a slow PDK answer: the first callback is answered only `pause`
+    /// after it arrived (`paused` is set when the pause starts), as a Kong whose PDK call
+    /// takes that long.
+    pub async fn drive_paused(
+        &self,
+        w: &mut Wire,
+        instance: i64,
+        phase: &str,
+        pause: Duration,
+        paused: &std::sync::atomic::AtomicBool,
+        answer: &mut dyn FnMut(&str, &[Value]) -> Reply,
+    ) -> Result<EventRun, HostError> {
+        let slow = Some((pause, paused));
+        match self.send_handle_event(w, instance, phase).await? {
+            Started::MsgPack { msgid, event } => {
+                self.mp_event(w, msgid, event, StepConns::Same, answer, slow)
+                    .await
+            }
+            Started::ProtoBuf(event) => self.pb_event(w, event, answer, slow).await,
+        }
+    }
+
+    /// Whether the server's status lists instance `id` of plugin `name` (MsgPack
+    /// `plugin.GetStatus`, ProtoBuf `cmd_get_instance_status`): `Ok(Ok(how))` listed,
+    /// `Ok(Err(what))` not listed or refused, `Err` a transport failure.
+    pub async fn instance_listed(
+        &self,
+        id: i64,
+        name: &str,
+    ) -> Result<Result<String, String>, String> {
+        let mut w = self.connect().await.map_err(|e| e.to_string())?;
+        match self.protocol {
+            Protocol::MsgPack => {
+                let msgid = self.next_msgid();
+                let status = match w
+                    .mp_call(msgid, "plugin.GetStatus", Vec::new())
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    Ok(v) => v,
+                    Err(e) => return Ok(Err(format!("GetStatus answered {:?}", error_text(&e)))),
+                };
+                let instances = crate::lua::field(&status, "Plugins")
+                    .and_then(|p| crate::lua::field(p, name))
+                    .and_then(|p| crate::lua::field(p, "Instances"));
+                let listed = instances
+                    .and_then(crate::lua::pairs)
+                    .is_some_and(|entries| {
+                        entries.iter().any(|(_, x)| {
+                            crate::lua::field(x, "Id").and_then(Value::as_i64) == Some(id)
+                        })
+                    });
+                Ok(if listed {
+                    Ok(format!(
+                        "GetStatus lists instance {id} under Plugins.{name}.Instances"
+                    ))
+                } else {
+                    Err(format!(
+                        "GetStatus does not list instance {id}: Plugins.{name}.Instances is {}",
+                        instances.map_or("missing".into(), driver::short)
+                    ))
+                })
+            }
+            Protocol::ProtoBuf => {
+                let seq = self.next_sequence();
+                let call = crate::protobuf::messages::RpcCall {
+                    sequence: seq,
+                    call: Some(
+                        crate::protobuf::messages::rpc_call::Call::CmdGetInstanceStatus(
+                            crate::protobuf::messages::CmdGetInstanceStatus {
+                                instance_id: id as i32,
+                            },
+                        ),
+                    ),
+                };
+                let mut out = Vec::new();
+                pb::encode_call(&call, &mut out);
+                w.send(&out, "cmd_get_instance_status")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let ret = match pb_or_closed(w.pb_return(seq, "cmd_get_instance_status").await) {
+                    Ok(r) => r,
+                    Err(Refusal::Rejected(m)) => {
+                        return Ok(Err(format!("cmd_get_instance_status({id}): {m}")))
+                    }
+                    Err(Refusal::Wire(e)) => return Err(e.to_string()),
+                };
+                Ok(match ret.r#return {
+                    Some(rpc_return::Return::InstanceStatus(st))
+                        if i64::from(st.instance_id) == id =>
+                    {
+                        Ok(format!(
+                            "cmd_get_instance_status({id}) answers instance_status {{name: {:?}, \
+                             instance_id: {id}}}",
+                            st.name
+                        ))
+                    }
+                    other => Err(format!(
+                        "cmd_get_instance_status({id}) answered {}",
+                        driver::short(&other)
+                    )),
+                })
+            }
         }
     }
 
@@ -568,6 +674,7 @@ impl RawHost {
         mut ev: MpEvent<'_>,
         steps: StepConns,
         answer: &mut dyn FnMut(&str, &[Value]) -> Reply,
+        mut slow: Option<(Duration, &std::sync::atomic::AtomicBool)>,
     ) -> Result<EventRun, HostError> {
         let mut run = EventRun {
             callbacks: Vec::new(),
@@ -593,6 +700,7 @@ impl RawHost {
                 mp::Next::Callback(cb) => cb,
             };
             let reply = answer(&cb.method, &cb.args);
+            pause(&mut slow).await;
             let replied = ev.reply(&cb.method, reply);
             run.callbacks.push(cb);
             let call = match replied {
@@ -624,6 +732,7 @@ impl RawHost {
         w: &mut Wire,
         mut ev: PbEvent<'_>,
         answer: &mut dyn FnMut(&str, &[Value]) -> Reply,
+        mut slow: Option<(Duration, &std::sync::atomic::AtomicBool)>,
     ) -> Result<EventRun, HostError> {
         let mut run = EventRun {
             callbacks: Vec::new(),
@@ -662,6 +771,7 @@ impl RawHost {
                 pb::Next::Callback(cb) => cb,
             };
             let reply = answer(&cb.method, &cb.args);
+            pause(&mut slow).await;
             let what = format!("the reply to {}", cb.method);
             run.callbacks.push(cb);
             let mut out = Vec::new();
@@ -689,5 +799,13 @@ fn pb_or_closed(r: Result<RpcReturn, HostError>) -> Result<RpcReturn, Refusal> {
             "the connection was closed without a reply".into(),
         )),
         Err(e) => Err(Refusal::Wire(e)),
+    }
+}
+
+/// The pause of a slow PDK answer, taken once (the first callback): flags it, then sleeps.
+async fn pause(slow: &mut Option<(Duration, &std::sync::atomic::AtomicBool)>) {
+    if let Some((d, flag)) = slow.take() {
+        flag.store(true, Ordering::SeqCst);
+        tokio::time::sleep(d).await;
     }
 }

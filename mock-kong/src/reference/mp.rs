@@ -61,6 +61,8 @@ fn current_conn() -> u64 {
 struct Instances {
     map: IdMap<i64, MpInstance>,
     next_id: i64,
+    /// The first id of this process ([`faults::first_instance_id`]).
+    first_id: i64,
     /// Per plugin (index into [`plugins::all`]): last StartInstance / CloseInstance time.
     stats: Vec<(f64, f64)>,
 }
@@ -71,6 +73,8 @@ struct MpInstance {
     /// The decoded config, as StartInstance returned it.
     config: Value,
     start_time: f64,
+    /// When it was started (the `expire-on-close` fault's clock).
+    created: std::time::Instant,
     inner: Box<dyn Instance>,
 }
 
@@ -102,12 +106,14 @@ enum Reply {
 impl MpServer {
     /// A server with no instances and no events.
     pub fn new(faults: Arc<Faults>) -> MpServer {
+        let first_id = faults::first_instance_id(&faults);
         MpServer {
             faults,
             loaded_at: now_secs_f64(),
             instances: Mutex::new(Instances {
                 map: IdMap::default(),
-                next_id: 0,
+                next_id: first_id,
+                first_id,
                 stats: vec![(0.0, 0.0); plugins::all().len()],
             }),
             events: Mutex::new(IdMap::default()),
@@ -136,7 +142,7 @@ impl MpServer {
         match self.dispatch(method, params) {
             Ok(Reply::Value(v)) => encode_response(msgid, &Value::Nil, &v, out),
             Ok(Reply::Event { id, action }) => {
-                write_event_response(out, msgid, id, &action, self.faults.has(Fault::BadCallback))
+                write_event_response(out, msgid, id, &action, &self.faults)
             }
             Ok(Reply::Silent) => {}
             Err(e) => encode_response(msgid, &Value::Str(e.into_bytes()), &Value::Nil, out),
@@ -201,11 +207,7 @@ impl MpServer {
         let data = match action {
             Action::Done | Action::Raise(_) => Value::str("ret"),
             Action::Call { method, args } | Action::Exit { method, args } => {
-                let name = if self.faults.has(Fault::BadCallback) {
-                    faults::camel_case(method.as_str())
-                } else {
-                    method.as_str().to_owned()
-                };
+                let name = faults::method_name(method.as_str(), &self.faults).into_owned();
                 let args: &[Value] = args;
                 let args = match args {
                     [one]
@@ -311,11 +313,12 @@ impl MpServer {
             plugin_index,
             config,
             start_time,
+            created: std::time::Instant::now(),
             inner,
         };
         let mut inst = lock(&self.instances);
         let id = if self.faults.has(Fault::OneInstance) {
-            0
+            inst.first_id
         } else {
             inst.next_id
         };
@@ -333,6 +336,10 @@ impl MpServer {
         let id = bare_id("plugin.CloseInstance", &arg)?;
         let mut inst = lock(&self.instances);
         let instance = inst.map.remove(&id).ok_or_else(|| self.no_instance(&arg))?;
+        if self.faults.has(Fault::ExpireOnClose) {
+            inst.map
+                .retain(|_, x| x.created.elapsed() <= faults::EXPIRE_AFTER);
+        }
         if self.faults.has(Fault::CloseAll) {
             let index = instance.plugin_index;
             inst.map.retain(|_, x| x.plugin_index != index);
@@ -362,6 +369,7 @@ impl MpServer {
             .map(|(i, p)| {
                 let instances = ids
                     .iter()
+                    .filter(|_| !self.faults.has(Fault::StatusEmpty))
                     .filter_map(|id| inst.map.get(id).map(|x| (**id, x)))
                     .filter(|(_, x)| x.plugin_index == i)
                     .map(|(id, x)| x.status(id, true))
@@ -421,7 +429,7 @@ impl MpServer {
         if self.faults.has(Fault::LeakPerEvent) {
             faults::leak();
         }
-        let mut event = {
+        let event = {
             let inst = lock(&self.instances);
             let instance = inst
                 .map
@@ -433,10 +441,19 @@ impl MpServer {
                     instance.plugin.name(),
                     instance.plugin.phases().join(", ")
                 )
-            })?
+            })
+        };
+        let mut event = match event {
+            Ok(e) => e,
+            Err(_) if self.faults.has(Fault::UndeclaredPhaseHangs) => return Ok(Reply::Silent),
+            Err(e) => return Err(e),
         };
         let id = self.next_event.fetch_add(1, Ordering::Relaxed);
         let action = event.step(None);
+        if self.faults.has(Fault::LeakEntry) && matches!(action, Action::Done | Action::Exit { .. })
+        {
+            faults::leak_entry();
+        }
         if matches!(action, Action::Call { .. }) {
             if self.faults.has(Fault::LeakAbandoned) {
                 faults::hold(id);
@@ -458,6 +475,8 @@ impl MpServer {
             lock(&self.event_conn).remove(&id);
         }
         match action {
+            // The event's end is never sent: the host waits for it forever.
+            Action::Done if self.faults.has(Fault::NoEndFrame) => Ok(Reply::Silent),
             Action::Raise(_) if self.faults.has(Fault::RaiseIsSuccess) => Ok(Reply::Event {
                 id,
                 action: Action::Done,
@@ -543,6 +562,9 @@ impl MpServer {
             }
             action
         };
+        if self.faults.has(Fault::LeakEntry) && matches!(action, Action::Exit { .. }) {
+            faults::leak_entry();
+        }
         self.finish(id, action)
     }
 }
@@ -606,7 +628,7 @@ fn response_head(out: &mut Vec<u8>, msgid: u64) {
 
 /// `[1, msgid, nil, {Data: <"ret" | {Method, Args}>, EventId: id}]`, keys in the Python
 /// server's order.
-fn write_event_response(out: &mut Vec<u8>, msgid: u64, id: u64, action: &Action, camel: bool) {
+fn write_event_response(out: &mut Vec<u8>, msgid: u64, id: u64, action: &Action, faults: &Faults) {
     response_head(out, msgid);
     encode(&Value::Nil, out);
     encode_map_header(2, out);
@@ -617,11 +639,7 @@ fn write_event_response(out: &mut Vec<u8>, msgid: u64, id: u64, action: &Action,
         Action::Call { method, args } | Action::Exit { method, args } => {
             encode_map_header(2, out);
             encode_str(b"Method", out);
-            if camel {
-                encode_str(faults::camel_case(method.as_str()).as_bytes(), out);
-            } else {
-                encode_str(method.as_str().as_bytes(), out);
-            }
+            encode_str(faults::method_name(method.as_str(), faults).as_bytes(), out);
             encode_str(b"Args", out);
             encode_array_header(args.len(), out);
             for a in args.iter() {
@@ -712,6 +730,12 @@ async fn serve_connection_inner(server: Arc<MpServer>, mut stream: UnixStream, c
                         decoded += 1;
                         if decoded > 1 && f.has(Fault::CrashOnCoalesced) {
                             faults::crash(Fault::CrashOnCoalesced, "two requests in one read");
+                        }
+                        if f.has(Fault::SerialEvents) && !method.starts_with("plugin.Step") {
+                            // One event at a time: wait until no event waits for a Step.
+                            while server.open_events() > 0 {
+                                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                            }
                         }
                         server.handle_request(msgid, &method, params, &mut out);
                     }
@@ -870,7 +894,7 @@ mod tests {
     /// plugin name, the header asked for and StartTime.
     #[tokio::test]
     async fn hello_exchange_byte_for_byte() {
-        let srv = TestServer::start(Protocol::MsgPack).await;
+        let srv = TestServer::start_with(Protocol::MsgPack, &["ids-from-zero"]).await;
         let mut c = srv.connect().await;
 
         let raw = call_raw(
@@ -1208,7 +1232,7 @@ mod tests {
     /// Requests split at every byte boundary and several in one write.
     #[tokio::test]
     async fn split_and_pipelined_requests() {
-        let srv = TestServer::start(Protocol::MsgPack).await;
+        let srv = TestServer::start_with(Protocol::MsgPack, &["ids-from-zero"]).await;
         let mut c = srv.connect().await;
         let req = request(
             1,

@@ -201,6 +201,8 @@ fn host_class(protocol: Protocol, r: Result<mock_kong::host::EventReport, HostEr
             EventEnd::Exit { .. } => Class::Exit,
             EventEnd::MethodNotFound { .. } => Class::MethodNotFound,
             EventEnd::Raised { .. } => Class::Rejected,
+            // Only in a failed event's transcript, never in a finished report.
+            EventEnd::Failed { .. } => Class::Rejected,
         },
         Err(HostError::Server { message, .. }) => Class::ServerError(message),
         Err(HostError::Closed { .. }) => closed(protocol),
@@ -858,9 +860,12 @@ fn answer() -> impl Strategy<Value = MpAnswer> {
         })
 }
 
-/// Kong's reading of the script (`Rpc:call` and `bridge_loop` of `mp_rpc.lua`, the
-/// specification's §4.1 and §4.4), with the test PDK answering.
-fn kong_mp(script: &[MpAnswer]) -> (Class, Vec<(String, Vec<Lua>)>, Vec<Value>) {
+/// The PDK calls of an event: each method with its arguments as Lua values.
+type LuaCalls = Vec<(String, Vec<Lua>)>;
+
+/// Kong's reading of the script (`Rpc:call` and `bridge_loop` of `mp_rpc.lua`,
+/// docs/protocol.md §4.1 and §4.4), with the test PDK answering.
+fn kong_mp(script: &[MpAnswer]) -> (Class, LuaCalls, Vec<Value>) {
     let mut calls = Vec::new();
     let mut step_ids = Vec::new();
     let mut event_id = None;
