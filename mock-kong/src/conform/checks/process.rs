@@ -328,7 +328,7 @@ async fn orphan_inner(c: &mut Ctx) -> Res {
             after.as_secs_f64()
         ))),
         None => Err(format!(
-            "the server (pid {server}) still ran {} s after its parent died with its pipes \
+            "the server still ran {} s after its parent died with its pipes \
              closed: after a crash of Kong it keeps running forever, holding memory and the \
              socket path (Kong's respawned server then finds it in the way)",
             ORPHAN_GRACE.as_secs()
