@@ -269,12 +269,12 @@ fn list() -> String {
             out.push_str(&format!("\n{group}\n"));
         }
         out.push_str(&format!(
-            "  {:<36} {:<6} {:<4} {:<10} docs/protocol.md {}\n      {}\n      why {}: {}\n",
+            "  {:<36} {:<6} {:<4} {:<10} {}\n      {}\n      why {}: {}\n",
             c.id,
             c.level.as_str(),
             c.tier.as_str(),
             c.applies.as_str(),
-            c.spec,
+            conform::catalogue::cite(c.spec),
             c.requirement,
             c.level.as_str(),
             c.protects

@@ -55,7 +55,7 @@ pub struct Check {
     pub tier: Tier,
     pub applies: Applies,
     pub needs: Needs,
-    /// Section of `docs/protocol.md` (or `plugin-servers.md`: the kits' measured behaviour).
+    /// Sections of `docs/protocol.md` (`§N`), or another document of `docs/` ([`cite`]).
     pub spec: &'static str,
     /// The rule, as Kong needs it.
     pub requirement: &'static str,
@@ -75,6 +75,15 @@ pub struct Check {
     /// Time limit in seconds (fast checks).
     pub limit_secs: u64,
     pub run: for<'a> fn(&'a mut Ctx) -> CheckFuture<'a>,
+}
+
+/// Where a check's rule is written: `docs/protocol.md §N` for sections, else the document named.
+pub fn cite(spec: &str) -> String {
+    if spec.starts_with('§') {
+        format!("docs/protocol.md {spec}")
+    } else {
+        spec.to_owned()
+    }
 }
 
 impl Check {
@@ -404,22 +413,22 @@ static CATALOGUE: [Check; 55] = [
         "kong.response.exit sends the status, body and headers the plugin gave: a kit that mangles them sends the client another response.",
         [Fault::MangleStrings], 15, pdk::exit_args, after ["lifecycle/first-event"]),
     // --------------------------------------------------------------------------------- resources
-    check!("resources/plain", Must, Slow, Both, Server(Fixture("hello")), "plugin-servers.md",
+    check!("resources/plain", Must, Slow, Both, Server(Fixture("hello")), "docs/conformance.md",
         "Memory, descriptors and threads stay bounded over 20 000 ordinary events (memory as a slope with a confidence interval).",
         "an RSS slope whose 95% interval reaches below 1 MiB per 10k events; at most 16 more descriptors and threads",
         "Kong's servers run for months: memory that grows with ordinary events ends in the server being killed, with every plugin it hosts.",
         [Fault::LeakPerEvent], 60, resources::plain, after ["lifecycle/first-event"]),
-    check!("resources/zero-call", Must, Slow, Both, Server(Fixture("bench")), "plugin-servers.md",
+    check!("resources/zero-call", Must, Slow, Both, Server(Fixture("bench")), "docs/conformance.md",
         "Memory, descriptors and threads stay bounded over 20 000 events without PDK calls (memory as a slope with a confidence interval).",
         "an RSS slope whose 95% interval reaches below 1 MiB per 10k events; at most 16 more descriptors and threads",
         "As resources/plain, for events without PDK calls (the cheapest and most frequent).",
         [Fault::LeakPerEvent, Fault::LeakEntry], 60, resources::zero_call, after ["lifecycle/first-event"]),
-    check!("resources/exit-first", Must, Slow, Both, Server(Fixture("exit")), "§4.4, plugin-servers.md",
+    check!("resources/exit-first", Must, Slow, Both, Server(Fixture("exit")), "§4.4",
         "Memory, descriptors and threads stay bounded over 20 000 events that end with kong.response.exit, never answered (memory as a slope with a confidence interval).",
         "an RSS slope whose 95% interval reaches below 1 MiB per 10k events; at most 16 more descriptors and threads",
         "As resources/plain, for events ended by kong.response.exit, which Kong never answers.",
         [Fault::LeakExit, Fault::LeakEntry], 60, resources::exit_first, after ["lifecycle/first-event"]),
-    check!("resources/abandoned", Must, Slow, Both, Server(Fixture("hello")), "§4.7, plugin-servers.md",
+    check!("resources/abandoned", Must, Slow, Both, Server(Fixture("hello")), "§4.7",
         "Memory, descriptors and threads stay bounded over 20 000 events abandoned mid-way by their client (memory as a slope with a confidence interval).",
         "an RSS slope whose 95% interval reaches below 1 MiB per 10k events; at most 16 more descriptors and threads",
         "As resources/plain, for events whose client went away mid-way (Kong's exits over ProtoBuf, timeouts).",

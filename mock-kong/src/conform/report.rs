@@ -375,7 +375,7 @@ impl Report {
             for r in failed {
                 let _ = writeln!(
                     out,
-                    "\n  {} [{}{}, docs/protocol.md {}]",
+                    "\n  {} [{}{}, {}]",
                     r.id,
                     r.level.as_str(),
                     if r.status == Status::Xfail {
@@ -383,7 +383,7 @@ impl Report {
                     } else {
                         ""
                     },
-                    r.spec
+                    catalogue::cite(r.spec)
                 );
                 let _ = writeln!(out, "    requirement: {}", r.requirement);
                 let _ = writeln!(out, "    expected:    {}", r.expected);

@@ -258,6 +258,8 @@ pub fn orphan(c: &mut Ctx) -> CheckFuture<'_> {
 
 /// How long a server may take to notice that its parent died.
 const ORPHAN_GRACE: Duration = Duration::from_secs(5);
+/// How long the server runs under its stand-in parent after its socket accepts.
+const ORPHAN_SETTLE: Duration = Duration::from_millis(1000);
 
 /// Starts the server under a shell that stands in for Kong's process (stdin, stdout and stderr
 /// pipes, as `ngx.pipe.spawn` gives them), kills that shell with SIGKILL and closes the pipes,
@@ -301,6 +303,9 @@ async fn orphan_inner(c: &mut Ctx) -> Res {
         cleanup();
         return Err("the server did not create its socket under the stand-in parent".into());
     };
+    // Start-up output is written while the pipes are open: a server that dies only because a
+    // late start-up line hits the closed pipe (SIGPIPE) would pass or fail by timing.
+    tokio::time::sleep(ORPHAN_SETTLE).await;
     // Kong's process dies: SIGKILL, and its ends of the pipes close.
     // SAFETY: kill(2) on the stand-in's pid.
     unsafe {
