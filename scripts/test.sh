@@ -28,6 +28,12 @@ if cargo tree -p mock-kong-codec -e normal --prefix none --locked | grep -q '^to
   exit 1
 fi
 
+# The fuzz crate has its own lock file; a dependency added to mock-kong must be locked there too.
+if ! cargo metadata --manifest-path fuzz/Cargo.toml --locked --format-version 1 >/dev/null 2>&1; then
+  echo "fuzz/Cargo.lock does not match mock-kong's dependencies: run 'cargo update --manifest-path fuzz/Cargo.toml --workspace' and commit it" >&2
+  exit 1
+fi
+
 stage "builds: benches, fuzz targets"
 cargo bench --workspace --no-run --locked
 # The fuzz targets live outside the workspace (fuzz/README.md). With nightly and cargo-fuzz
