@@ -51,7 +51,7 @@ done
 if [[ $slow == 1 ]]; then
   mkdir -p "$out/slow"
   for s in "reference-msgpack --protocol msgpack" "reference-protobuf --protocol protobuf" \
-           "go --peer go" "python --peer python" "js --peer js"; do
+           "go --peer go" "python --peer python" "js --peer js" "rust --peer rust"; do
     set -- $s; name=$1; shift
     echo "== $name (slow tier)"
     "$bin" conform "$@" --tier slow --quiet-server \
