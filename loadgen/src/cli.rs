@@ -722,7 +722,7 @@ impl Progress for Bar {
     }
     fn note(&self, line: &str) {
         if self.0.is_hidden() {
-            eprintln!("{line}");
+            mock_kong::errln!("{line}");
         } else {
             self.0.println(line);
         }
@@ -731,7 +731,7 @@ impl Progress for Bar {
     /// so a long run is not silent until the end.
     fn point_done(&self, label: &str, p: &crate::results::PointRecord) {
         if self.0.is_hidden() {
-            eprintln!(
+            mock_kong::errln!(
                 "{label}: {:.0} req/s (spread {}), p50 {:.1} µs, p99 {:.1} µs, errors {}",
                 p.rps,
                 p.spread_text(),
@@ -1360,7 +1360,7 @@ async fn ab_cmd(a: AbArgs, threads: usize) -> Outcome {
     let to_stdout = a.json.to_stdout();
     let say = |line: &str| {
         if to_stdout {
-            eprintln!("{line}");
+            mock_kong::errln!("{line}");
         } else {
             println!("{line}");
         }

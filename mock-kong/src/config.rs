@@ -467,7 +467,19 @@ pub fn load(path: Option<&Path>) -> Result<KongConf, ConfigError> {
         None => BTreeMap::new(),
     };
     let env: Vec<(String, String)> = std::env::vars().collect();
-    resolve(&conf, &env, Path::new(DEFAULT_PLUGINSERVER_PATH))
+    let mut conf = resolve(&conf, &env, Path::new(DEFAULT_PLUGINSERVER_PATH))?;
+    // `kong start` creates the prefix; mock-kong does not. Without it, servers told to listen
+    // there fail in ways that do not name it (the kits: "path ... doesn't exist", EACCES).
+    let started_here = conf.servers.iter().any(|s| s.start_cmd.is_some());
+    if started_here && !conf.prefix.is_dir() {
+        conf.warnings.push(format!(
+            "the prefix {p} does not exist: Kong creates it at `kong start`, mock-kong does not, \
+             and servers told to listen there will fail; create it (mkdir -p {p}) or set \
+             `prefix` in the kong.conf (KONG_PREFIX)",
+            p = conf.prefix.display()
+        ));
+    }
+    Ok(conf)
 }
 
 #[cfg(test)]

@@ -68,7 +68,7 @@ impl Failure {
         Failure::new(
             128 + signal,
             anyhow!(
-                "interrupted by {}; every plugin server mock-kong started was stopped",
+                "interrupted by {}; every plugin server this command started was stopped",
                 signal_name(signal)
             ),
         )
@@ -97,13 +97,13 @@ impl Failure {
     /// Prints the error (unless quiet) and returns the exit code.
     pub fn report(self) -> i32 {
         if !self.quiet {
-            eprintln!("error: {:#}", self.error);
+            write_err(format_args!("error: {:#}\n", self.error));
         }
         self.code
     }
 }
 
-fn signal_name(signal: i32) -> String {
+pub(crate) fn signal_name(signal: i32) -> String {
     match signal {
         libc::SIGINT => "SIGINT".into(),
         libc::SIGTERM => "SIGTERM".into(),
@@ -207,6 +207,21 @@ pub fn write_out(args: std::fmt::Arguments<'_>) -> Result<(), Failure> {
     out.write_fmt(args)
         .and_then(|()| out.flush())
         .map_err(Failure::output)
+}
+
+/// Writes to stderr. A closed stderr (`mock-kong ... 2>&1 | head -1`) is not an error: nobody
+/// reads the message, and the exit code still says how the command ended.
+pub fn write_err(args: std::fmt::Arguments<'_>) {
+    let mut err = io::stderr().lock();
+    let _ = err.write_fmt(args).and_then(|()| err.flush());
+}
+
+/// `eprintln!` that never panics: a closed stderr is ignored ([`write_err`]).
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::edge::write_err(format_args!("{}\n", format_args!($($arg)*)))
+    };
 }
 
 /// `println!` that returns `Result<(), Failure>` instead of panicking on a closed stdout.

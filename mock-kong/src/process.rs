@@ -242,6 +242,10 @@ struct State {
     log: VecDeque<String>,
     /// Output readers that may still run (e.g. a grandchild holds the pipe); aborted on stop.
     readers: Vec<AbortHandle>,
+    /// Sockets the server was found listening at instead of the awaited path
+    /// ([`ProcessError::SocketElsewhere`]): removed with it on stop, so a misplaced socket is
+    /// not left behind either.
+    strays: Vec<PathBuf>,
 }
 
 struct Shared {
@@ -445,10 +449,12 @@ impl ServerProcess {
                     Some(listening) => {
                         let since = *elsewhere_since.get_or_insert(now);
                         if now - since >= ELSEWHERE_GRACE {
+                            self.shared.lock().strays =
+                                listening.iter().map(PathBuf::from).collect();
                             return Err(ProcessError::SocketElsewhere {
                                 name: self.shared.name.clone(),
                                 socket: self.shared.socket.clone(),
-                                listening,
+                                listening: listening.join(", "),
                             });
                         }
                     }
@@ -478,7 +484,7 @@ impl ServerProcess {
 
     /// The paths the running server's processes listen at (none: `None`), when the awaited
     /// path does not exist and the server shares mock-kong's mount namespace.
-    fn listening_elsewhere(&self) -> Option<String> {
+    fn listening_elsewhere(&self) -> Option<Vec<String>> {
         let pid = self.pid()?;
         if std::fs::symlink_metadata(&self.shared.socket).is_ok()
             || crate::procfs::same_mount_namespace(pid) != Some(true)
@@ -486,7 +492,7 @@ impl ServerProcess {
             return None;
         }
         let listening = self.listening_paths(pid);
-        (!listening.is_empty()).then(|| listening.join(", "))
+        (!listening.is_empty()).then_some(listening)
     }
 
     /// The Unix socket paths the process tree of `pid` listens at (relative paths made
@@ -692,6 +698,10 @@ impl ServerProcess {
         }
         self.shared.abort_readers();
         remove_socket_if_socket(&self.shared.socket);
+        let strays = std::mem::take(&mut self.shared.lock().strays);
+        for stray in strays {
+            remove_socket_if_socket(&stray);
+        }
         outcome
     }
 }

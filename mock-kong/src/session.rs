@@ -143,7 +143,12 @@ impl Session {
                     env: Vec::new(),
                 })
                 .await?;
-                p.wait_socket(opts.socket_timeout).await?;
+                if let Err(e) = p.wait_socket(opts.socket_timeout).await {
+                    // Stopped as at a normal end, so its sockets (also one at a wrong path) are
+                    // removed, not only killed when dropped.
+                    let _ = p.stop().await;
+                    return Err(e.into());
+                }
                 Some(p)
             }
             None => None,

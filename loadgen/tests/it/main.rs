@@ -1,7 +1,8 @@
 //! loadgen integration tests: real measurement runs against the reference server (started from
 //! this package's `loadgen` binary, hidden `reference-server` subcommand), open-loop
 //! saturation, chaos (a server killed in the middle of a sweep), the results schema, the
-//! files a sweep writes, and the regression gate (`gate`: A/A, A/B, the gate commands).
+//! files a sweep writes, the regression gate (`gate`: A/A, A/B, the gate commands), and a
+//! plugin of the tests' own measured with only its start and query commands (`newcomer`).
 //!
 //! Tiers: the ordinary tests are deterministic (counters, files, exit codes, schema). Tests
 //! that compare measured timings are the **statistical tier**: `#[ignore]`d so `cargo test`
@@ -11,7 +12,12 @@
 
 mod ab;
 mod gate;
+mod newcomer;
 mod schema;
+// Shared with mock-kong's tests, which use all of it.
+#[allow(dead_code)]
+#[path = "../../../mock-kong/tests/it/stamp_plugin.rs"]
+mod stamp_plugin;
 
 use std::path::PathBuf;
 use std::time::Duration;

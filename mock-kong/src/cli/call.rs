@@ -185,7 +185,7 @@ pub(crate) async fn run(a: CallArgs) -> Result<i32, Failure> {
         std::fs::write(path, text)
             .with_context(|| format!("writing {}", path.display()))
             .map_err(setup)?;
-        eprintln!(
+        crate::errln!(
             "wrote {} (check it with: mock-kong run {} and the same server options)",
             path.display(),
             path.display()

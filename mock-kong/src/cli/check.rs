@@ -90,7 +90,7 @@ pub(crate) async fn run(a: CheckArgs) -> Result<i32, Failure> {
     };
     let conf = crate::config::load(a.kong_conf.as_deref()).map_err(setup)?;
     for w in &conf.warnings {
-        eprintln!("warning: {w}");
+        crate::errln!("warning: {w}");
     }
     let mut names: Vec<String> = conf.servers.iter().map(|s| s.name.clone()).collect();
     if !a.names.is_empty() {

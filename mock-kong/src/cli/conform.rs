@@ -195,7 +195,7 @@ pub(crate) async fn run(a: ConformArgs) -> Result<i32, Failure> {
             std::fs::write(path, Expectations::render(&report))
                 .with_context(|| format!("writing {}", path.display()))
                 .map_err(setup)?;
-            eprintln!("wrote {}", path.display());
+            crate::errln!("wrote {}", path.display());
         }
     }
     let ok = a.fix_expectations || report.ok(a.strict);
@@ -234,7 +234,7 @@ async fn preflight(server: &Server, opts: &RunOptions) -> Result<(), Failure> {
     let target = crate::target::resolve(&server.spec, &server.placement, &opts.plugin)
         .map_err(super::server::target_failure)?;
     for w in &target.warnings {
-        eprintln!("warning: {w}");
+        crate::errln!("warning: {w}");
     }
     let Some(cmd) = target.start_cmd.clone() else {
         return Ok(());

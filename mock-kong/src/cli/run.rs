@@ -249,7 +249,7 @@ pub(crate) async fn run(a: RunArgs) -> Result<i32, Failure> {
         let opened = async {
             let target = target::resolve(&group_spec, &placement, &plugin)?;
             for w in &target.warnings {
-                eprintln!("warning: {w}");
+                crate::errln!("warning: {w}");
             }
             Ok::<_, anyhow::Error>(Session::open(target, &opts).await?)
         }
@@ -307,7 +307,12 @@ pub(crate) async fn run(a: RunArgs) -> Result<i32, Failure> {
         for r in &results {
             text.push_str(&report::human_line(r, a.verbose));
         }
-        if stop && not_run > 0 {
+        if let Some(signal) = crate::edge::interrupted() {
+            text.push_str(&format!(
+                "interrupted by {}: {not_run} scenario(s) not run\n",
+                crate::edge::signal_name(signal)
+            ));
+        } else if stop && not_run > 0 {
             text.push_str(&format!(
                 "stopped at the first failure (--fail-fast): {not_run} scenario(s) not run\n"
             ));
@@ -315,7 +320,11 @@ pub(crate) async fn run(a: RunArgs) -> Result<i32, Failure> {
         text.push_str(&report::summary(&results));
         crate::out!("{text}")?;
     }
-    a.json.emit(&report::json(&results)).map_err(setup)?;
+    // What an interrupted run finished, marked as such (as `conform --json` and loadgen do).
+    let mut json = report::json(&results);
+    json["interrupted"] = crate::edge::interrupted().is_some().into();
+    json["not_run"] = not_run.into();
+    a.json.emit(&json).map_err(setup)?;
     let (_, failed, _) = report::counts(&results);
     Ok(if results.iter().any(|r| r.outcome == Outcome::Invalid) {
         2

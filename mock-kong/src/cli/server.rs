@@ -159,7 +159,7 @@ impl ServerArgs {
         let target =
             target::resolve(&spec, &self.placement(), self.plugin()).map_err(target_failure)?;
         for w in &target.warnings {
-            eprintln!("warning: {w}");
+            crate::errln!("warning: {w}");
         }
         Ok((spec, target))
     }

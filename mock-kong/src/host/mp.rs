@@ -284,7 +284,7 @@ impl MpClient {
         let mut call = ev.start();
         let mut quirks = Quirks::default();
         loop {
-            let (answer, conn) = self
+            let sent = self
                 .call_within(
                     call.method(),
                     |msgid, out| call.encode(msgid, out),
@@ -293,8 +293,20 @@ impl MpClient {
                     &mut budget,
                     &mut quirks,
                 )
-                .await
-                .map_err(|e| e.in_context(&ev.context()))?;
+                .await;
+            let (answer, conn) = match sent {
+                Ok(got) => got,
+                Err(e) => {
+                    // The Step carried its answer: the transcript of the failed event shows
+                    // what was answered, not nil.
+                    if let Call::Step { data, .. } = call {
+                        if let Some(last) = report.calls.last_mut() {
+                            last.answer = Some(data);
+                        }
+                    }
+                    return Err(e.in_context(&ev.context()));
+                }
+            };
             report.used(conn);
             if let Call::Step { data, .. } = call {
                 if let Some(last) = report.calls.last_mut() {

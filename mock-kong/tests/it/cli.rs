@@ -528,3 +528,84 @@ fn an_interrupted_conform_run_writes_its_partial_report() {
     assert!(checks >= 1, "{v}");
     assert!(checks < mock_kong::conform::catalogue().len(), "{v}");
 }
+
+/// `mock-kong call ... 2>&1 | head -1`: when whoever reads stderr has gone, the command still
+/// ends with its own exit code (2 for a usage error, 1 for a server that never comes up), not
+/// a panic. Regression (issue 13, item 8): the error message's `eprintln!` panicked and the
+/// process exited 101.
+#[test]
+fn a_closed_stderr_keeps_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = exe();
+    let query = format!("{} reference-server --dump", exe.display());
+    let crash = format!("sh -c 'echo starting; exit 3' # {}", dir.path().display());
+    let cases: [(&[&str], i32); 2] = [
+        (&["call", "--config", "[1]"], 2),
+        (&["call", "--start-cmd", &crash, "--query-cmd", &query], 1),
+    ];
+    for (args, code) in cases {
+        let out = Command::new(&exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::from(closed_pipe()))
+            .output()
+            .expect("run mock-kong");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            text(&out.stdout)
+        );
+    }
+}
+
+/// SIGTERM during `run --junit FILE --json FILE`: exit 143, and both reports hold the
+/// scenarios finished before the signal (the JSON says the run was interrupted and how many
+/// were not run). Regression (issue 13, item 11): no report was written.
+#[test]
+fn an_interrupted_scenario_run_writes_its_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.toml"),
+        "plugin = \"bench\"\nconfig = { calls = 1 }\n",
+    )
+    .unwrap();
+    // The PDK answer of the second scenario comes after ten minutes: the run is stopped there.
+    std::fs::write(
+        dir.path().join("b.toml"),
+        "plugin = \"bench\"\nconfig = { calls = 1 }\n[[pdk]]\n\
+         method = \"kong.response.set_header\"\ndelay_ms = 600000\n",
+    )
+    .unwrap();
+    let child = Command::new(exe())
+        .args(["run", "--quiet-server", "--timeout", "1000"])
+        .args([
+            "--junit",
+            "report.xml",
+            "--json",
+            "report.json",
+            "a.toml",
+            "b.toml",
+        ])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Not a time limit: the signal comes after the run has begun (whatever it finished by then
+    // is what the reports must hold).
+    std::thread::sleep(Duration::from_secs(2));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(v["interrupted"], true, "{v}");
+    let passed = v["passed"].as_u64().unwrap();
+    assert_eq!(passed + v["not_run"].as_u64().unwrap(), 2, "{v}");
+    assert_eq!(v["failed"], 0, "{v}");
+    let xml = std::fs::read_to_string(dir.path().join("report.xml")).unwrap();
+    assert!(xml.contains(&format!("tests=\"{passed}\"")), "{xml}");
+    assert!(!xml.contains("name=\"b\""), "{xml}");
+}

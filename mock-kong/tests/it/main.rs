@@ -11,14 +11,16 @@
 //! * `docs`: every protocol citation points to a section of docs/protocol.md.
 //! * `newcomer`: a plugin the project has never seen, in Python and JavaScript, through every
 //!   command with nothing but its start and query commands; and every bad input a newcomer
-//!   makes (issue 13).
+//!   makes (issue 13); `stamp_plugin` holds that plugin's sources (loadgen's tests share it).
 
 mod agree;
 mod cli;
 mod conform;
 mod docs;
 mod faults;
+mod newcomer;
 mod peers;
 mod reference;
 mod scenarios;
+mod stamp_plugin;
 mod util;
