@@ -361,6 +361,11 @@ pub struct TimingArgs {
     /// The PDK method the bench plugin repeats.
     #[arg(long, default_value = "kong.request.get_header")]
     pub method: String,
+    /// How requests reach the server: `ipc`, one event each through mock-kong's host loop; or
+    /// `http`, real HTTP requests through `mock-kong proxy` (in loadgen's process, its own
+    /// threads, echo upstream) on keep-alive connections, one per loop.
+    #[arg(long, value_enum, default_value = "ipc")]
+    pub via: crate::driver::Via,
 }
 
 #[derive(Debug, Args)]
@@ -988,6 +993,7 @@ async fn run_cmd(a: RunArgs, threads: usize) -> Outcome {
         keep_hgrm: a.hgrm,
         command: command_line(),
         runtime_threads: threads,
+        via: a.timing.via,
     };
     let bar = Bar::new(plan.total_trials());
     let results = sweep::run(&plan, &bar).await;
@@ -1142,6 +1148,7 @@ async fn sweep_cmd(a: SweepArgs, threads: usize) -> Outcome {
         keep_hgrm: false,
         command: command_line(),
         runtime_threads: threads,
+        via: a.timing.via,
     };
     if let Some(dir) = &a.out {
         std::fs::create_dir_all(dir)
@@ -1401,6 +1408,17 @@ fn print_sweep(r: &Results, out: Option<&std::path::Path>) {
         println!(
             "floor {}: {:.0} round trips/s (RTT p50 {:.1} µs), client CPU {:.0} ns/rt",
             f.protocol, f.round_trips_per_s, f.rtt_us.p50, f.client_cpu_ns_per_round_trip
+        );
+    }
+    if let Some(h) = &r.http_floor {
+        println!(
+            "HTTP floor: plain hyper hello {:.0} req/s (p50 {:.1} µs), proxy with no phase {:.0} req/s (p50 {:.1} µs): {:.2} × hello, p50 overhead {:.1} µs",
+            h.hello_rps,
+            h.hello_latency_us.p50,
+            h.proxy_rps,
+            h.proxy_latency_us.p50,
+            h.proxy_share_of_hello,
+            h.proxy_p50_overhead_us
         );
     }
     for (proto, eff) in &r.references.harness_efficiency {

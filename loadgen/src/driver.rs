@@ -43,6 +43,7 @@ use mock_kong::host::{
 };
 use mock_kong::pdk::{KongRequest, KongVersion, SimpleRequest};
 use mock_kong::plugin_config::ConfigRejected;
+use mock_kong::process::ServerProcess;
 use mock_kong::scenario::model::RequestSpec;
 use mock_kong::scenario::runner::build_request;
 use mock_kong::scenario::Scenario;
@@ -75,6 +76,27 @@ impl Mode {
         match self {
             Mode::Closed => "closed",
             Mode::Open { .. } => "open",
+        }
+    }
+}
+
+/// How requests reach the plugin server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Via {
+    /// One event per request through mock-kong's host loop (the plugin server alone).
+    #[default]
+    Ipc,
+    /// Real HTTP requests through `mock-kong proxy` (client → proxy → plugin server and echo
+    /// upstream → client), as Kong's users measure Kong.
+    Http,
+}
+
+impl Via {
+    /// `"ipc"` or `"http"`, as results record it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Via::Ipc => "ipc",
+            Via::Http => "http",
         }
     }
 }
@@ -137,6 +159,14 @@ pub enum DriverError {
     SampleEnd { end: EventEnd },
     #[error("invalid point: {0}")]
     Invalid(String),
+    #[error("the sample request through the proxy (calls = {calls}) failed: {kind}{}. Check the server with `mock-kong proxy --plugin bench` and curl", if detail.is_empty() { String::new() } else { format!(" (proxy error log: {detail})") })]
+    HttpSample {
+        calls: u32,
+        kind: &'static str,
+        detail: String,
+    },
+    #[error("the proxy could not be set up: {0}")]
+    Proxy(String),
     #[error(
         "the plugin `{0}` is not in the server's dump (Kong 3.9 registers its first plugin, `{1}`)"
     )]
@@ -145,10 +175,10 @@ pub enum DriverError {
     Config(#[from] ConfigRejected),
 }
 
-/// What one request does: the bench plugin's minimal request in the access phase, or the
+/// What one IPC request does: the bench plugin's minimal request in the access phase, or the
 /// emulated Kong request through every phase of the plugin.
 #[derive(Clone)]
-enum Requester {
+pub enum IpcRequest {
     Bench(SimpleRequest),
     Kong {
         template: Arc<KongRequest>,
@@ -156,23 +186,33 @@ enum Requester {
     },
 }
 
-impl Requester {
+impl IpcRequest {
     /// Events per request (round trips beyond the PDK calls).
     fn events(&self) -> u32 {
         match self {
-            Requester::Bench(_) => 1,
-            Requester::Kong { phases, .. } => u32::try_from(phases.len()).unwrap_or(u32::MAX),
+            IpcRequest::Bench(_) => 1,
+            IpcRequest::Kong { phases, .. } => u32::try_from(phases.len()).unwrap_or(u32::MAX),
         }
     }
 }
 
-/// A point ready to run: the plugin entity and the Kong workers, instances started, call count
-/// verified.
+/// How a point's requests reach the plugin server.
+pub enum Transport {
+    /// Through the host loop: one event per request (the plugin entity and the Kong workers,
+    /// instances started).
+    Ipc {
+        entity: Arc<PluginEntity>,
+        workers: Vec<Arc<PluginRunner>>,
+        request: IpcRequest,
+    },
+    /// Over HTTP through `mock-kong proxy` ([`crate::http`]).
+    Http(crate::http::HttpPoint),
+}
+
+/// A point ready to run: the transport, call count verified.
 pub struct PreparedPoint {
     pub spec: PointSpec,
-    entity: Arc<PluginEntity>,
-    workers: Vec<Arc<PluginRunner>>,
-    requester: Requester,
+    pub transport: Transport,
     /// PDK calls counted in the sample request's transcript (the `bench` plugin should make
     /// exactly `spec.calls`; a mismatch is reported by [`PreparedPoint::call_count_warning`]
     /// and measured as it is: the counters then show the calls really made).
@@ -180,6 +220,29 @@ pub struct PreparedPoint {
 }
 
 impl PreparedPoint {
+    /// `"ipc"` or `"http"`.
+    pub fn via(&self) -> &'static str {
+        match self.transport {
+            Transport::Ipc { .. } => "ipc",
+            Transport::Http(_) => "http",
+        }
+    }
+
+    /// Plugin-server events per request (round trips beyond the PDK calls).
+    pub fn events_per_request(&self) -> u32 {
+        match &self.transport {
+            Transport::Ipc { request, .. } => request.events(),
+            Transport::Http(h) => h.events(),
+        }
+    }
+
+    /// Stops what the point started (the proxy of an HTTP point).
+    pub async fn finish(self) {
+        if let Transport::Http(h) = self.transport {
+            h.stop().await;
+        }
+    }
+
     /// A warning when the sample request made another number of PDK calls than configured.
     pub fn call_count_warning(&self) -> Option<String> {
         if self.spec.custom.is_some() {
@@ -219,22 +282,11 @@ pub async fn prepare(
     plugin: &str,
     spec: PointSpec,
 ) -> Result<PreparedPoint, DriverError> {
-    if spec.concurrency == 0 || spec.kong_workers == 0 {
-        return Err(DriverError::Invalid(
-            "concurrency and kong workers must be at least 1".into(),
-        ));
-    }
-    if let Mode::Open { rate } = spec.mode {
-        if !(rate > 0.0 && rate.is_finite()) {
-            return Err(DriverError::Invalid(format!(
-                "an open-loop rate must be a positive number of requests per second, got {rate}"
-            )));
-        }
-    }
+    check(&spec)?;
     let (config, requester) = match &spec.custom {
         None => (
             bench_config(spec.calls, &spec.method),
-            Requester::Bench(request_template()),
+            IpcRequest::Bench(request_template()),
         ),
         Some(custom) => {
             let info = session
@@ -258,7 +310,7 @@ pub async fn prepare(
                 .collect();
             (
                 config,
-                Requester::Kong {
+                IpcRequest::Kong {
                     template: Arc::new(template),
                     phases: phases.into(),
                 },
@@ -281,11 +333,30 @@ pub async fn prepare(
     }
     Ok(PreparedPoint {
         spec,
-        entity,
-        workers,
-        requester,
+        transport: Transport::Ipc {
+            entity,
+            workers,
+            request: requester,
+        },
         verified_calls: verified,
     })
+}
+
+/// Whether a point can be measured at all.
+pub(crate) fn check(spec: &PointSpec) -> Result<(), DriverError> {
+    if spec.concurrency == 0 || spec.kong_workers == 0 {
+        return Err(DriverError::Invalid(
+            "concurrency and kong workers must be at least 1".into(),
+        ));
+    }
+    if let Mode::Open { rate } = spec.mode {
+        if !(rate > 0.0 && rate.is_finite()) {
+            return Err(DriverError::Invalid(format!(
+                "an open-loop rate must be a positive number of requests per second, got {rate}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The sample request of a point: it must complete (an exit counts for a plugin of the user's
@@ -293,12 +364,12 @@ pub async fn prepare(
 async fn sample(
     runner: &PluginRunner,
     entity: &PluginEntity,
-    req: &mut Requester,
+    req: &mut IpcRequest,
     calls: u32,
 ) -> Result<usize, DriverError> {
     let sample_error = |error| DriverError::Sample { calls, error };
     match req {
-        Requester::Bench(pdk) => {
+        IpcRequest::Bench(pdk) => {
             let report = runner
                 .run_event(entity, PHASE, pdk)
                 .await
@@ -308,7 +379,7 @@ async fn sample(
             }
             Ok(report.calls.len())
         }
-        Requester::Kong { template, phases } => {
+        IpcRequest::Kong { template, phases } => {
             let mut r = (**template).clone();
             let mut made = 0;
             for phase in phases.iter() {
@@ -501,14 +572,34 @@ fn end_kind(end: &EventEnd) -> Option<&'static str> {
     }
 }
 
+/// What a request loop sends, one request at a time: an event through the host loop, or an
+/// HTTP request through the proxy.
+pub trait Requester: Send + 'static {
+    /// Runs one request: the PDK calls it made, or the kind of its failure.
+    fn request(&mut self) -> impl std::future::Future<Output = Result<u64, &'static str>> + Send;
+}
+
+/// One event per request through a Kong worker's host loop.
+struct IpcRequester {
+    runner: Arc<PluginRunner>,
+    entity: Arc<PluginEntity>,
+    request: IpcRequest,
+}
+
+impl Requester for IpcRequester {
+    async fn request(&mut self) -> Result<u64, &'static str> {
+        one_request(&self.runner, &self.entity, &mut self.request).await
+    }
+}
+
 /// Runs one request; its PDK calls, or `Err(kind)` on failure.
 async fn one_request(
     runner: &PluginRunner,
     entity: &PluginEntity,
-    req: &mut Requester,
+    req: &mut IpcRequest,
 ) -> Result<u64, &'static str> {
     match req {
-        Requester::Bench(pdk) => {
+        IpcRequest::Bench(pdk) => {
             pdk.response_headers.clear();
             match runner.run_event(entity, PHASE, pdk).await {
                 Ok(report) => match end_kind(&report.end) {
@@ -518,7 +609,7 @@ async fn one_request(
                 Err(e) => Err(error_kind(&e)),
             }
         }
-        Requester::Kong { template, phases } => {
+        IpcRequest::Kong { template, phases } => {
             let mut r = (**template).clone();
             let mut calls = 0;
             for phase in phases.iter() {
@@ -547,12 +638,7 @@ struct Window {
     end: Instant,
 }
 
-async fn closed_loop(
-    runner: Arc<PluginRunner>,
-    entity: Arc<PluginEntity>,
-    w: Arc<Window>,
-    mut pdk: Requester,
-) -> LoopOut {
+async fn closed_loop<R: Requester>(mut requester: R, w: Arc<Window>) -> LoopOut {
     let mut out = LoopOut {
         latency: Some(stats::new_histogram()),
         ..Default::default()
@@ -566,7 +652,7 @@ async fn closed_loop(
         if start >= w.end || mock_kong::edge::stopping() {
             break;
         }
-        let res = one_request(&runner, &entity, &mut pdk).await;
+        let res = requester.request().await;
         let end = Instant::now();
         let in_window = end >= w.start && end < w.end;
         match res {
@@ -609,14 +695,12 @@ async fn wait_until(t: Instant) {
     }
 }
 
-async fn open_loop(
-    runner: Arc<PluginRunner>,
-    entity: Arc<PluginEntity>,
+async fn open_loop<R: Requester>(
+    mut requester: R,
     w: Arc<Window>,
     t0: Instant,
     interval: Duration,
     next: Arc<AtomicU64>,
-    mut pdk: Requester,
 ) -> LoopOut {
     let mut latency = stats::new_histogram();
     let mut service = stats::new_histogram();
@@ -647,7 +731,7 @@ async fn open_loop(
         }
         wait_until(intended).await;
         let actual = Instant::now();
-        let res = one_request(&runner, &entity, &mut pdk).await;
+        let res = requester.request().await;
         let end = Instant::now();
         let counted = intended >= w.start;
         match res {
@@ -695,58 +779,81 @@ pub async fn run_trial(
     point: &PreparedPoint,
     chaos: Option<Chaos>,
 ) -> TrialResult {
+    run_trial_on(session.process.as_ref(), point, chaos).await
+}
+
+fn spawn_loop<R: Requester>(
+    set: &mut tokio::task::JoinSet<LoopOut>,
+    requester: R,
+    mode: Mode,
+    w: Arc<Window>,
+    t0: Instant,
+    next: &Arc<AtomicU64>,
+) {
+    match mode {
+        Mode::Closed => {
+            set.spawn(closed_loop(requester, w));
+        }
+        Mode::Open { rate } => {
+            let interval = Duration::from_secs_f64(1.0 / rate);
+            set.spawn(open_loop(requester, w, t0, interval, next.clone()));
+        }
+    }
+}
+
+/// [`run_trial`] against the server `process` (its CPU, memory and system calls are measured;
+/// `None`: a server loadgen does not manage, such as the HTTP floor's).
+pub async fn run_trial_on(
+    process: Option<&ServerProcess>,
+    point: &PreparedPoint,
+    chaos: Option<Chaos>,
+) -> TrialResult {
     let spec = &point.spec;
     let t0 = Instant::now();
     let window = Arc::new(Window {
         start: t0 + spec.warmup,
         end: t0 + spec.warmup + spec.duration,
     });
-    let spawns_before = session.process.as_ref().map(|p| p.spawn_count());
+    let spawns_before = process.map(|p| p.spawn_count());
     let mut set = tokio::task::JoinSet::new();
     let next = Arc::new(AtomicU64::new(0));
     for i in 0..spec.concurrency {
-        let runner = point.workers[i % point.workers.len()].clone();
-        let entity = point.entity.clone();
         let w = window.clone();
-        match spec.mode {
-            Mode::Closed => {
-                set.spawn(closed_loop(runner, entity, w, point.requester.clone()));
+        match &point.transport {
+            Transport::Ipc {
+                entity,
+                workers,
+                request,
+            } => {
+                let requester = IpcRequester {
+                    runner: workers[i % workers.len()].clone(),
+                    entity: entity.clone(),
+                    request: request.clone(),
+                };
+                spawn_loop(&mut set, requester, spec.mode, w, t0, &next);
             }
-            Mode::Open { rate } => {
-                let interval = Duration::from_secs_f64(1.0 / rate);
-                set.spawn(open_loop(
-                    runner,
-                    entity,
-                    w,
-                    t0,
-                    interval,
-                    next.clone(),
-                    point.requester.clone(),
-                ));
+            Transport::Http(h) => {
+                spawn_loop(&mut set, h.requester(), spec.mode, w, t0, &next);
             }
         }
     }
     // Samples at the window edges; the exact counters are opened during the warm-up.
-    let counting = Counting::attach(session.process.as_ref().and_then(|p| p.pid()));
+    let counting = Counting::attach(process.and_then(|p| p.pid()));
     until_or_stopped(window.start).await;
-    let server_pid = session.process.as_ref().and_then(|p| p.pid());
+    let server_pid = process.and_then(|p| p.pid());
     let server_before = server_pid.and_then(procstat::sample);
     let harness_before = HarnessSnapshot::take(&counting);
     let cpu_before = procstat::self_cpu();
     if let Some(chaos) = chaos {
         until_or_stopped(window.start + chaos.kill_after).await;
-        if let Some(p) = &session.process {
+        if let Some(p) = process {
             p.signal(libc::SIGKILL);
         }
     }
     until_or_stopped(window.end).await;
     let harness_after = HarnessSnapshot::take(&counting);
     let cpu_after = procstat::self_cpu();
-    let server_after = session
-        .process
-        .as_ref()
-        .and_then(|p| p.pid())
-        .and_then(procstat::sample);
+    let server_after = process.and_then(|p| p.pid()).and_then(procstat::sample);
 
     let mut total = LoopOut::default();
     let mut latency = stats::new_histogram();
@@ -779,11 +886,7 @@ pub async fn run_trial(
         Mode::Open { .. } => {
             let harness = HarnessSnapshot::take(&counting);
             let cpu = procstat::self_cpu();
-            let server = session
-                .process
-                .as_ref()
-                .and_then(|p| p.pid())
-                .and_then(procstat::sample);
+            let server = process.and_then(|p| p.pid()).and_then(procstat::sample);
             (cpu, server, harness)
         }
     };
@@ -820,7 +923,7 @@ pub async fn run_trial(
         }),
         (None, None) => None,
     };
-    let spawns_after = session.process.as_ref().map(|p| p.spawn_count());
+    let spawns_after = process.map(|p| p.spawn_count());
     let same_server = matches!((&server_before, &server_after), (Some(b), Some(a)) if a.pid == b.pid)
         && spawns_before == spawns_after;
     let counters = RawCounters {
@@ -876,7 +979,7 @@ pub async fn run_trial(
             (Some(b), Some(a)) => a.saturating_sub(b),
             _ => 0,
         },
-        round_trips_per_request: spec.calls + point.requester.events(),
+        round_trips_per_request: spec.calls + point.events_per_request(),
         counters,
     }
 }

@@ -9,6 +9,7 @@
 //!   own connection pools) or open loop (constant rate, latency from the intended start).
 //! * [`sweep`]: every target × mode × concurrency × calls × trials, the floor, the multicore
 //!   variant, chaos (a server killed mid-point).
+//! * [`http`]: load over HTTP through `mock-kong proxy` (`--via http`) and the HTTP floor.
 //! * [`floor`]: a raw Unix-socket ping-pong with the same message sizes (the transport floor).
 //! * [`results`]: `results.json` (schema `schema/results.schema.json`), CSV, markdown summary,
 //!   machine fingerprint, linear fits and in-run references.
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod driver;
 pub mod floor;
 pub mod gate;
+pub mod http;
 pub mod plot;
 pub mod procstat;
 pub mod results;

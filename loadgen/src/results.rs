@@ -276,6 +276,10 @@ pub struct LoadgenRecord {
     pub cpu_ratio_to_server: Option<f64>,
 }
 
+fn via_ipc() -> String {
+    "ipc".into()
+}
+
 /// One measured point.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PointRecord {
@@ -289,6 +293,11 @@ pub struct PointRecord {
     pub mode: String,
     /// `"single"` or `"multicore"`.
     pub variant: String,
+    /// How requests reached the server: `"ipc"` (one event each through the host loop) or
+    /// `"http"` (HTTP requests through `mock-kong proxy`). Files made before HTTP existed
+    /// read as `"ipc"`.
+    #[serde(default = "via_ipc")]
+    pub via: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub target_rps: Option<f64>,
     /// Median successful requests/s over the trials.
@@ -429,6 +438,7 @@ impl PointRecord {
             kong_workers,
             mode: mode.name().to_owned(),
             variant: variant.to_owned(),
+            via: via_ipc(),
             target_rps: match mode {
                 Mode::Open { rate } => Some(rate),
                 Mode::Closed => None,
@@ -486,7 +496,23 @@ impl PointRecord {
         }
     }
 
-    /// The series a point belongs to (everything but `calls`).
+    /// The median of the trials' p50 latencies (the merged p50 without trials).
+    pub fn median_p50_us(&self) -> f64 {
+        if self.trials.is_empty() {
+            return self.latency_us.p50;
+        }
+        Spread::of(
+            &self
+                .trials
+                .iter()
+                .map(|t| t.latency_us.p50)
+                .collect::<Vec<_>>(),
+        )
+        .median
+    }
+
+    /// The series a point belongs to (everything but `calls`; ` http` ends the key of a point
+    /// measured over HTTP, so IPC keys are what they always were).
     pub fn series_key(&self) -> String {
         let mut k = format!(
             "{} {} c{} {}",
@@ -494,6 +520,9 @@ impl PointRecord {
         );
         if self.variant != "single" {
             let _ = write!(k, " {}x{}", self.variant, self.kong_workers);
+        }
+        if self.via != "ipc" {
+            let _ = write!(k, " {}", self.via);
         }
         k
     }
@@ -508,6 +537,9 @@ pub struct FitRecord {
     pub kong_workers: usize,
     pub mode: String,
     pub variant: String,
+    /// `"ipc"` or `"http"`, as the series' points.
+    #[serde(default = "via_ipc")]
+    pub via: String,
     #[serde(flatten)]
     pub fit: LinearFit,
     /// per_call_us ÷ base_us (the docs' curves: ~0.2 for Go, ~0.3 for Python/JS).
@@ -588,6 +620,9 @@ pub struct Results {
     pub machine: Machine,
     pub settings: Settings,
     pub floor: Vec<FloorResult>,
+    /// `--via http`: the HTTP path's own cost, measured in the same run.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub http_floor: Option<crate::http::HttpFloor>,
     pub references: References,
     pub points: Vec<PointRecord>,
     pub fits: Vec<FitRecord>,
@@ -615,6 +650,7 @@ impl Results {
             machine: Machine::detect(),
             settings,
             floor: Vec::new(),
+            http_floor: None,
             references: References::default(),
             points: Vec::new(),
             fits: Vec::new(),
@@ -670,6 +706,7 @@ impl Results {
                     kong_workers: p.kong_workers,
                     mode: p.mode.clone(),
                     variant: p.variant.clone(),
+                    via: p.via.clone(),
                     per_call_share_of_base: if fit.base_us != 0.0 {
                         fit.per_call_us / fit.base_us
                     } else {
@@ -766,6 +803,97 @@ impl Results {
         out
     }
 
+    /// Closed-loop series of a Go, JavaScript or Python server (by its label: `go…`, `js…`,
+    /// `python…`) against Kong's documented normalised curve at 1, 5, 10 and 30 calls.
+    pub fn kong_docs_comparison(&self) -> Vec<DocsComparison> {
+        let mut series: BTreeMap<String, Vec<&PointRecord>> = BTreeMap::new();
+        for p in self.points.iter().filter(|p| p.mode == "closed") {
+            series.entry(p.series_key()).or_default().push(p);
+        }
+        series
+            .into_iter()
+            .filter_map(|(key, pts)| {
+                let language = DocsLanguage::of(&pts[0].peer)?;
+                let p50_zero = pts.iter().find(|p| p.calls == 0).map(|p| p.median_p50_us());
+                let rows: Vec<DocsRow> = DOCS_CALLS
+                    .iter()
+                    .filter_map(|&calls| {
+                        let p = pts.iter().find(|p| p.calls == calls)?;
+                        let measured = p.rps_normalised?;
+                        let docs = language.docs(calls)?;
+                        let from_p50 = p50_zero
+                            .filter(|z| *z > 0.0)
+                            .map(|z| z / p.median_p50_us())
+                            .filter(|v| v.is_finite());
+                        Some(DocsRow {
+                            calls,
+                            docs,
+                            measured,
+                            abs_error: (measured - docs).abs(),
+                            from_p50,
+                        })
+                    })
+                    .collect();
+                if rows.is_empty() {
+                    return None;
+                }
+                let n = rows.len() as f64;
+                let mae = rows.iter().map(|r| r.abs_error).sum::<f64>() / n;
+                let p50_errors: Option<Vec<f64>> = rows
+                    .iter()
+                    .map(|r| r.from_p50.map(|v| (v - r.docs).abs()))
+                    .collect();
+                Some(DocsComparison {
+                    series: key,
+                    language: language.name().to_owned(),
+                    rows,
+                    mean_abs_error: mae,
+                    mean_abs_error_p50: p50_errors.map(|e| e.iter().sum::<f64>() / n),
+                })
+            })
+            .collect()
+    }
+
+    fn kong_docs_markdown(&self) -> String {
+        let mut s = String::new();
+        let cmp = self.kong_docs_comparison();
+        if cmp.is_empty() {
+            return s;
+        }
+        let _ = writeln!(
+            s,
+            "## Against Kong's documentation (requests/s ÷ the 0-call value, closed loop)\n"
+        );
+        for c in &cmp {
+            let _ = writeln!(s, "### {} ({})\n", c.series, c.language);
+            let _ = writeln!(
+                s,
+                "| calls | Kong docs | measured (requests/s) | absolute error | from p50 latency | its error |"
+            );
+            let _ = writeln!(s, "|---|---|---|---|---|---|");
+            let opt = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.3}"));
+            for r in &c.rows {
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.2} | {:.3} | {:.3} | {} | {} |",
+                    r.calls,
+                    r.docs,
+                    r.measured,
+                    r.abs_error,
+                    opt(r.from_p50),
+                    opt(r.from_p50.map(|v| (v - r.docs).abs()))
+                );
+            }
+            let _ = writeln!(
+                s,
+                "\nMean absolute error: **{:.3}** (requests/s); {} from the p50 latency (p50 at 0 calls ÷ p50, medians of the trials: less sensitive to a busy machine's stalls).\n",
+                c.mean_abs_error,
+                opt(c.mean_abs_error_p50)
+            );
+        }
+        s
+    }
+
     /// The markdown summary: machine, floor, fits, a table per series, targets.
     pub fn summary_markdown(&self) -> String {
         let mut s = String::new();
@@ -810,6 +938,30 @@ impl Results {
             }
             s.push('\n');
         }
+        if let Some(h) = &self.http_floor {
+            let _ = writeln!(
+                s,
+                "## HTTP floor (1 connection, closed loop, {} trial(s) each, alternated)\n",
+                h.trials
+            );
+            let _ = writeln!(s, "| server | requests/s | p50 µs | p99 µs |");
+            let _ = writeln!(s, "|---|---|---|---|");
+            let _ = writeln!(
+                s,
+                "| plain hyper `hello` | {:.0} | {:.1} | {:.1} |",
+                h.hello_rps, h.hello_latency_us.p50, h.hello_latency_us.p99
+            );
+            let _ = writeln!(
+                s,
+                "| mock-kong proxy, plugin with no phase, echo upstream | {:.0} | {:.1} | {:.1} |",
+                h.proxy_rps, h.proxy_latency_us.p50, h.proxy_latency_us.p99
+            );
+            let _ = writeln!(
+                s,
+                "\nThe proxy serves {:.2} × the plain server's requests/s; its p50 overhead is {:.1} µs.\n",
+                h.proxy_share_of_hello, h.proxy_p50_overhead_us
+            );
+        }
         let r = &self.references;
         if !r.harness_efficiency.is_empty() {
             let _ = writeln!(
@@ -839,7 +991,7 @@ impl Results {
             for f in &self.fits {
                 let _ = writeln!(
                     s,
-                    "| {} {} c{}{} | {:.1} | {:.2} | {:.2} | {} |",
+                    "| {} {} c{}{}{} | {:.1} | {:.2} | {:.2} | {} |",
                     f.peer,
                     f.protocol,
                     f.concurrency,
@@ -847,6 +999,11 @@ impl Results {
                         String::new()
                     } else {
                         format!(" {}×{}", f.variant, f.kong_workers)
+                    },
+                    if f.via == "ipc" {
+                        String::new()
+                    } else {
+                        format!(" via {}", f.via)
                     },
                     f.fit.base_us,
                     f.fit.per_call_us,
@@ -856,6 +1013,7 @@ impl Results {
             }
             s.push('\n');
         }
+        s.push_str(&self.kong_docs_markdown());
         let _ = writeln!(s, "## Points\n");
         let _ = writeln!(s, "| series | calls | rps (median) | spread | norm. | p50 µs | p99 µs | max µs | errors | server CPU cores | loadgen CPU ÷ server |");
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
@@ -916,6 +1074,76 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+/// The call counts Kong's documentation states figures for (`DOCS_SHAPES` has more points,
+/// read off its graph; these four are the ones its text and this project's issue quote).
+pub const DOCS_CALLS: [u32; 4] = [1, 5, 10, 30];
+
+/// A language of Kong's documented curves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocsLanguage {
+    Go,
+    JavaScript,
+    Python,
+}
+
+impl DocsLanguage {
+    /// The language of a server by its label (`go`, `js`/`javascript`, `python`, optionally
+    /// followed by `-…`).
+    pub fn of(label: &str) -> Option<DocsLanguage> {
+        let head = label
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .next()?
+            .to_ascii_lowercase();
+        match head.as_str() {
+            "go" => Some(DocsLanguage::Go),
+            "js" | "javascript" | "node" => Some(DocsLanguage::JavaScript),
+            "python" | "py" => Some(DocsLanguage::Python),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DocsLanguage::Go => "Go",
+            DocsLanguage::JavaScript => "JavaScript",
+            DocsLanguage::Python => "Python",
+        }
+    }
+
+    /// Kong's documented normalised requests/s at `calls`.
+    pub fn docs(self, calls: u32) -> Option<f64> {
+        let row = crate::plot::DOCS_SHAPES.iter().find(|r| r.0 == calls)?;
+        match self {
+            DocsLanguage::Go => Some(row.1),
+            DocsLanguage::JavaScript => row.2,
+            DocsLanguage::Python => Some(row.3),
+        }
+    }
+}
+
+/// One call count of a [`DocsComparison`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DocsRow {
+    pub calls: u32,
+    pub docs: f64,
+    pub measured: f64,
+    pub abs_error: f64,
+    /// The same ratio from latency: the 0-call point's p50 ÷ this point's p50 (medians of the
+    /// trials' p50s).
+    pub from_p50: Option<f64>,
+}
+
+/// A measured series against Kong's documented curve of its language.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DocsComparison {
+    pub series: String,
+    pub language: String,
+    pub rows: Vec<DocsRow>,
+    pub mean_abs_error: f64,
+    /// The mean absolute error of [`DocsRow::from_p50`].
+    pub mean_abs_error_p50: Option<f64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -929,6 +1157,7 @@ mod tests {
             kong_workers: 1,
             mode: "closed".into(),
             variant: "single".into(),
+            via: "ipc".into(),
             target_rps: None,
             rps,
             rps_spread: Spread::of(&[rps]),
@@ -953,6 +1182,60 @@ mod tests {
             trials: Vec::new(),
             hgrm: None,
         }
+    }
+
+    #[test]
+    fn kong_docs_comparison_per_language_with_mean_absolute_error() {
+        let settings = Settings {
+            calls: vec![0, 1, 5, 10, 30],
+            concurrency: vec![1],
+            modes: vec!["closed".into()],
+            open_rate: None,
+            duration_s: 1.0,
+            warmup_s: 0.0,
+            trials: 1,
+            kong_workers: 1,
+            multicore_workers: None,
+            method: "kong.request.get_header".into(),
+            runtime_threads: 1,
+            forks: None,
+            plugin: None,
+            plugin_config: None,
+        };
+        let mut r = Results::empty("test", settings);
+        // go exactly on Kong's curve; python 0.1 above it everywhere; the reference has no
+        // documented curve.
+        for (calls, go, py) in [
+            (0, 1.0, 1.0),
+            (1, 0.83, 0.93),
+            (5, 0.47, 0.47),
+            (10, 0.32, 0.32),
+            (30, 0.14, 0.19),
+        ] {
+            let mut g = point("go", calls, 1000.0 * go);
+            g.via = "http".into();
+            r.points.push(g);
+            r.points.push(point("python", calls, 1000.0 * py));
+            r.points.push(point("reference", calls, 1000.0));
+        }
+        r.finish();
+        let cmp = r.kong_docs_comparison();
+        assert_eq!(cmp.len(), 2, "{cmp:?}");
+        let go = cmp.iter().find(|c| c.language == "Go").unwrap();
+        assert!(go.series.ends_with(" http"), "{}", go.series);
+        assert_eq!(go.rows.len(), 4);
+        assert!(go.mean_abs_error < 1e-9, "{go:?}");
+        let py = cmp.iter().find(|c| c.language == "Python").unwrap();
+        // Python's curve is 0.83 / 0.37 / 0.22 / 0.09: 0.1 off at each call count.
+        assert!((py.mean_abs_error - 0.1).abs() < 1e-9, "{py:?}");
+        let md = r.summary_markdown();
+        assert!(md.contains("Against Kong's documentation"), "{md}");
+        assert!(md.contains("Mean absolute error: **0.100**"), "{md}");
+        // No latency in these points: the p50 column says so rather than dividing by zero.
+        assert!(md.contains("n/a from the p50 latency"), "{md}");
+        assert_eq!(DocsLanguage::of("js-v2"), Some(DocsLanguage::JavaScript));
+        assert_eq!(DocsLanguage::of("golang"), None);
+        assert_eq!(r.fits.iter().filter(|f| f.via == "http").count(), 1);
     }
 
     #[test]
@@ -995,6 +1278,7 @@ mod tests {
                 client_cpu_ns_per_round_trip: 2000.0,
                 server_cpu_ns_per_round_trip: 2000.0,
             }],
+            http_floor: None,
             references: References::default(),
             points,
             fits: Vec::new(),

@@ -15,7 +15,7 @@ use mock_kong::session::{Session, SessionOptions};
 use mock_kong::target::{self, Placement, TargetSpec};
 use mock_kong::Protocol;
 
-use crate::driver::{self, Chaos, CustomLoad, DriverError, Mode, PointSpec};
+use crate::driver::{self, Chaos, CustomLoad, DriverError, Mode, PointSpec, Via};
 use crate::floor;
 use crate::procstat;
 use crate::results::{FailureRecord, PointRecord, Results, Settings};
@@ -97,6 +97,8 @@ pub struct SweepPlan {
     pub command: String,
     /// Threads of the runtime loadgen runs on (for the record).
     pub runtime_threads: usize,
+    /// Through the host loop or over HTTP through `mock-kong proxy`.
+    pub via: Via,
 }
 
 impl SweepPlan {
@@ -258,14 +260,33 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
                 Err(e) => progress.note(&format!("floor {protocol}: {e}")),
             }
         }
+        if plan.floor && plan.via == Via::Http && results.http_floor.is_none() {
+            progress.point("HTTP floor: the proxy with no phase vs a plain hyper server");
+            let w = plan.warmup.min(Duration::from_secs(1));
+            // The reference server of the sweep's own targets when it has one (its executable).
+            let exe = plan.targets.iter().find_map(|t| match &t.spec {
+                TargetSpec::Reference { exe, .. } => exe.clone(),
+                _ => None,
+            });
+            let floor = crate::http::http_floor(exe, &plan.session, w, plan.duration, plan.trials);
+            match floor.await {
+                Ok(f) => results.http_floor = Some(f),
+                Err(e) => progress.note(&format!("HTTP floor: {e}")),
+            }
+        }
         for pp in &plans {
             if mock_kong::edge::stopping() {
                 results.interrupted = true;
                 break;
             }
             let label = format!(
-                "{} {} {} c={} {}{}",
+                "{}{} {} {} c={} {}{}",
                 target.label,
+                if plan.via == Via::Http {
+                    " via http"
+                } else {
+                    ""
+                },
                 protocol,
                 pp.mode.name(),
                 pp.concurrency,
@@ -290,7 +311,7 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
                 duration: plan.duration,
                 custom: plan.custom.clone(),
             };
-            let prepared = prepare_with_retry(&session, &plan.plugin, spec).await;
+            let prepared = prepare_with_retry(&session, &plan.plugin, spec, plan.via).await;
             let prepared = match prepared {
                 Ok(p) => p,
                 Err(e) => {
@@ -332,6 +353,7 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
                 break;
             }
             note_counting(&mut results, &trials);
+            let via = prepared.via();
             let mut rec = PointRecord::from_trials(
                 &target.label,
                 protocol.as_str(),
@@ -343,6 +365,8 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
                 prepared.verified_calls,
                 &trials,
             );
+            rec.via = via.to_owned();
+            prepared.finish().await;
             if plan.keep_hgrm {
                 let mut h = stats::new_histogram();
                 for t in &trials {
@@ -376,12 +400,19 @@ async fn prepare_with_retry(
     session: &Session,
     plugin: &str,
     spec: PointSpec,
+    via: Via,
 ) -> Result<driver::PreparedPoint, DriverError> {
     let mut attempt = 0;
     loop {
-        match driver::prepare(session, plugin, spec.clone()).await {
+        let prepared = match via {
+            Via::Ipc => driver::prepare(session, plugin, spec.clone()).await,
+            Via::Http => crate::http::prepare(session, plugin, spec.clone()).await,
+        };
+        match prepared {
             Ok(p) => return Ok(p),
-            Err(e @ DriverError::Sample { .. }) if attempt < 6 => {
+            Err(e @ (DriverError::Sample { .. } | DriverError::HttpSample { .. }))
+                if attempt < 6 =>
+            {
                 let _ = e;
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(500)).await;

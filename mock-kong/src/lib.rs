@@ -24,6 +24,8 @@
 //! * [`target`]: which server to drive (reference, kong.conf entry, commands, peer) and where its
 //!   socket lives.
 //! * [`scenario`]: scripted scenarios (TOML) played through a server, with expectations.
+//! * [`proxy`]: `mock-kong proxy`, a real HTTP data plane running the plugins' phases for
+//!   every request, in front of an upstream.
 //! * [`session`]: dump → start → wait for the socket → client; plays a request through phases.
 //! * [`conform`]: the conformance suite (`mock-kong conform`): named checks, each proven to
 //!   fail on a reference server with the matching fault.
@@ -40,6 +42,7 @@ pub mod pdk;
 pub mod plugin_config;
 pub mod process;
 pub mod procfs;
+pub mod proxy;
 pub mod reference;
 pub mod scenario;
 pub mod session;

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::dump::{self, Dump, DumpError};
+use crate::dump::{self, Dump, DumpError, PluginInfo};
 use crate::host::{
     Client, EventEnd, EventReport, HostError, HostOptions, PluginEntity, PluginRunner, PoolPolicy,
     Timeouts,
 };
-use crate::pdk::{Pdk, Phase};
+use crate::pdk::{KongRequest, Pdk, Phase, Phases};
 use crate::process::{LogSink, ProcessError, ServerProcess, SpawnOptions};
 use crate::target::ResolvedTarget;
 use crate::Protocol;
@@ -178,6 +178,37 @@ impl Session {
         self.runner.client()
     }
 
+    /// The entry of the dump Kong `version` registers as plugin `name` (docs/protocol.md §2, §9): 3.9 only
+    /// the first entry of a dump, older releases any entry. `Err` says why there is none.
+    pub fn registered_plugin(
+        &self,
+        name: &str,
+        version: crate::pdk::KongVersion,
+    ) -> Result<&PluginInfo, String> {
+        let first = self.dump.plugin();
+        if !version.first_dump_entry_only() {
+            return self
+                .dump
+                .plugins
+                .iter()
+                .find(|p| p.name == name)
+                .ok_or_else(|| format!("the dump does not list plugin `{name}`"));
+        }
+        if first.name == name {
+            return Ok(first);
+        }
+        let listed = self.dump.plugins.iter().any(|p| p.name == name);
+        Err(format!(
+            "Kong {version} registers only the first plugin of a dump, `{}`, not `{name}`{}",
+            first.name,
+            if listed {
+                " (listed later in the dump: use a single-plugin server, or --kong-version 3.8 to emulate pre-3.9 multi-plugin dumps)"
+            } else {
+                " (not in the dump at all)"
+            }
+        ))
+    }
+
     /// Plays one request: each phase in Kong's order; after a terminal `exit` only `log` runs.
     pub async fn run_request(
         &self,
@@ -220,4 +251,84 @@ impl Session {
             None => None,
         }
     }
+}
+
+/// The phases before the upstream is called: a Lua error there answers 500 (docs/protocol.md §4.7).
+const REQUEST_PHASES: Phases = Phases::of(&[Phase::Certificate, Phase::Rewrite, Phase::Access]);
+
+/// What one event did to an emulated request, with Kong's rules for failures applied.
+#[derive(Debug)]
+pub struct PlayedEvent {
+    /// The event's transcript (`None`: the host could not complete it).
+    pub event: Option<EventReport>,
+    /// `(method, error)`: a PDK call raised.
+    pub raised: Option<(String, String)>,
+    /// A host-side failure or an unknown method.
+    pub error: Option<String>,
+}
+
+/// Plays one phase of `req` through `runner` as Kong does (docs/protocol.md §4.7, §5.6, §6): the request
+/// moves to the phase ([`KongRequest::enter_phase`]), the event runs, and a failure ends the
+/// request the way Kong ends it: a PDK call that raises in `rewrite`/`access` answers 500; a
+/// failed ProtoBuf event (or an unknown method) answers 500 from Kong 3.8 on, and is only logged
+/// before; a MsgPack host-side error is logged and the request goes on without the plugin's
+/// effect. `req.version` and `req.protocol` say which rules apply.
+///
+/// The scenario runner and `mock-kong proxy` play every event through here.
+pub async fn play_event(
+    runner: &PluginRunner,
+    entity: &PluginEntity,
+    phase: &str,
+    req: &mut KongRequest,
+) -> PlayedEvent {
+    let known = Phase::parse(phase);
+    let in_log = known == Some(Phase::Log);
+    let in_request = REQUEST_PHASES.contains(known);
+    let version = req.version;
+    req.enter_phase(phase);
+    let mut played = PlayedEvent {
+        event: None,
+        raised: None,
+        error: None,
+    };
+    match runner.run_event_keeping(entity, phase, req).await {
+        Ok(ev) => {
+            match &ev.end {
+                EventEnd::Done | EventEnd::Exit { .. } => {}
+                EventEnd::Raised { method, error } => {
+                    played.raised = Some((method.clone(), error.clone()));
+                    // Kong: a Lua error in rewrite/access answers 500 (docs/protocol.md §4.7).
+                    if in_request && !req.exited {
+                        req.fail(500);
+                    }
+                }
+                // Only in a failed event's transcript (the Err arm below).
+                EventEnd::Failed { .. } => {}
+                EventEnd::MethodNotFound { method } => {
+                    let e = format!("method \"{method}\" not found");
+                    req.kong_log("err", format!("pluginserver error: {e}"));
+                    played.error = Some(e);
+                    if version.protobuf_errors_answer_500() && !in_log && !req.exited {
+                        req.fail(500);
+                    }
+                }
+            }
+            played.event = Some(ev);
+        }
+        Err(failed) => {
+            let text = failed.error.to_string();
+            req.kong_log("err", format!("pluginserver error: {text}"));
+            played.error = Some(text);
+            // The transcript keeps the calls made before the failure.
+            played.event = Some(failed.partial);
+            if req.protocol == Protocol::ProtoBuf
+                && version.protobuf_errors_answer_500()
+                && !in_log
+                && !req.exited
+            {
+                req.fail(500);
+            }
+        }
+    }
+    played
 }

@@ -262,6 +262,9 @@ pub fn merge(runs: Vec<Results>) -> Option<Results> {
                 None => out.floor.push(f),
             }
         }
+        if out.http_floor.is_none() {
+            out.http_floor = run.http_floor;
+        }
         out.failures.extend(run.failures);
         out.loadgen_peak_rss_kib = out.loadgen_peak_rss_kib.max(run.loadgen_peak_rss_kib);
         out.finished_at = out.finished_at.max(run.finished_at);

@@ -22,7 +22,7 @@ mod stamp_plugin;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use loadgen::driver::Mode;
+use loadgen::driver::{Mode, Via};
 use loadgen::results::Results;
 use loadgen::sweep::{self, ChaosPlan, NoProgress, SweepPlan, TargetDef};
 use mock_kong::process::LogSink;
@@ -65,6 +65,7 @@ fn plan(protocols: &[Protocol], calls: &[u32], concurrency: &[usize]) -> SweepPl
         keep_hgrm: false,
         command: "test".into(),
         runtime_threads: 1,
+        via: Via::Ipc,
     }
 }
 
@@ -141,6 +142,77 @@ async fn open_loop_flags_saturation_far_above_capacity_and_not_below() {
     assert_eq!(pt.unsent, 0);
     assert!((pt.rps - 100.0).abs() < 10.0, "{}", pt.rps);
     assert_eq!(pt.errors, 0);
+}
+
+/// `--via http`: closed and open loop through `mock-kong proxy` (keep-alive connections, the
+/// echo upstream), every point recording `via: http` and the PDK calls the proxy counted; the
+/// HTTP floor measured in the same run; the document valid against the schema.
+#[tokio::test]
+async fn via_http_closed_and_open_loop_through_the_proxy() {
+    let _machine = MACHINE.read().await;
+    let mut p = plan(&[Protocol::MsgPack], &[0, 3], &[2]);
+    p.via = Via::Http;
+    p.trials = 1;
+    p.modes = vec![Mode::Closed, Mode::Open { rate: 200.0 }];
+    p.floor = true;
+    let r = sweep::run(&p, &NoProgress).await;
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert_eq!(r.points.len(), 4);
+    for pt in &r.points {
+        let what = format!("{} {} calls {}", pt.peer, pt.mode, pt.calls);
+        assert_eq!(pt.via, "http", "{what}");
+        assert!(pt.series_key().ends_with(" http"), "{what}");
+        assert_eq!(pt.errors, 0, "{what}: {:?}", pt.error_kinds);
+        assert_eq!(pt.verified_calls, pt.calls as usize, "{what}");
+        assert!(pt.rps > 0.0, "{what}");
+        // The PDK calls each answer carried, counted over the window.
+        let counters = pt.counters.as_ref().expect("counters");
+        assert_eq!(counters.pdk_calls_per_request, pt.calls as f64, "{what}");
+        let l = pt.latency_us;
+        assert!(l.p50 > 0.0 && l.p50 <= l.p99, "{what}: {l:?}");
+        if pt.mode == "open" {
+            assert!(
+                pt.service_us.is_some(),
+                "{what}: open loop keeps the service time"
+            );
+        }
+    }
+    let floor = r.http_floor.as_ref().expect("the HTTP floor is measured");
+    assert!(floor.hello_rps > 0.0 && floor.proxy_rps > 0.0, "{floor:?}");
+    assert!(
+        floor.hello_latency_us.p50 > 0.0 && floor.proxy_latency_us.p50 > 0.0,
+        "{floor:?}"
+    );
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["points"][0]["via"], "http");
+    schema::validate_results(&json).unwrap_or_else(|e| panic!("schema: {e}"));
+}
+
+/// Over HTTP only a 200 completes a bench request: a plugin answering 403 (the reference
+/// `exit`) measured as the bench plugin fails its sample request, while the same plugin
+/// measured as a plugin of the user's own (`--plugin exit`, a custom load) completes with its
+/// exit, as through IPC.
+#[tokio::test]
+async fn via_http_a_non_200_answer_is_no_bench_success_but_an_own_plugin_exit_is() {
+    let _machine = MACHINE.read().await;
+    let mut p = plan(&[Protocol::MsgPack], &[0], &[1]);
+    p.via = Via::Http;
+    p.trials = 1;
+    p.plugin = "exit".into();
+    let r = sweep::run(&p, &NoProgress).await;
+    assert!(r.points.is_empty(), "{:?}", r.points);
+    assert!(
+        r.failures.iter().any(|f| f.error.contains("http_403")),
+        "{:?}",
+        r.failures
+    );
+
+    p.custom = Some(loadgen::driver::CustomLoad::default());
+    let r = sweep::run(&p, &NoProgress).await;
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    let pt = &r.points[0];
+    assert_eq!((pt.via.as_str(), pt.errors), ("http", 0), "{pt:?}");
+    assert!(pt.rps > 0.0, "{pt:?}");
 }
 
 /// A server killed in the middle of a point is respawned Kong-style (≥ 1 s after the previous

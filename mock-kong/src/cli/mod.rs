@@ -13,6 +13,7 @@ mod check;
 pub mod completions;
 mod conform;
 mod dump;
+mod proxy;
 mod reference;
 mod run;
 mod server;
@@ -28,6 +29,7 @@ pub use check::CheckArgs;
 pub use completions::{CompletionShell, CompletionsArgs};
 pub use conform::ConformArgs;
 pub use dump::DumpArgs;
+pub use proxy::{ProxyArgs, ProxyOpts};
 pub use reference::ReferenceArgs;
 pub use run::RunArgs;
 pub use server::{JsonArg, ProtocolArg, ServerArgs, DEFAULT_SOCKET_TIMEOUT};
@@ -41,6 +43,7 @@ Examples:
   mock-kong call --start-cmd ./go-hello --query-cmd './go-hello -dump' --socket /usr/local/kong/go-hello.socket
   mock-kong call --peer python --plugin hello -v   # a peer from peers.toml, every frame shown
   mock-kong run scenarios/ --peer go --junit report.xml
+  mock-kong proxy --peer go --plugin hello --access-log   # curl http://127.0.0.1:8000/
   mock-kong check --kong-conf /etc/kong/kong.conf     # every pluginserver: dump, start, one request
 
 Your own plugin, step by step: docs/your-plugin.md. Each subcommand's --help has examples.
@@ -71,6 +74,9 @@ pub enum Command {
     Run(RunArgs),
     /// Run the conformance suite: named checks of everything Kong expects from a plugin server.
     Conform(ConformArgs),
+    /// Serve HTTP in front of the plugin server(s): every request runs the plugins' phases, as
+    /// behind Kong's proxy port, until Ctrl-C.
+    Proxy(ProxyArgs),
     /// Check every pluginserver of a kong.conf: dump, start, one request each.
     Check(CheckArgs),
     /// Print a shell completion script (bash, zsh, fish).
@@ -127,7 +133,9 @@ pub fn main() -> i32 {
     // they finished when interrupted.
     let (signals, grace) = match cli.command {
         Command::ReferenceServer(_) => (false, Duration::ZERO),
-        Command::Run(_) | Command::Conform(_) => (true, crate::edge::REPORT_GRACE),
+        Command::Run(_) | Command::Conform(_) | Command::Proxy(_) => {
+            (true, crate::edge::REPORT_GRACE)
+        }
         _ => (true, Duration::ZERO),
     };
     crate::edge::run(rt, signals, grace, run(cli))
@@ -139,6 +147,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Call(a) => call::run(a).await,
         Command::Run(a) => run::run(a).await,
         Command::Conform(a) => conform::run(a).await,
+        Command::Proxy(a) => proxy::run(a).await,
         Command::Check(a) => check::run(a).await,
         Command::Completions(a) => completions::run(a),
         Command::ReferenceServer(a) => reference::run(a).await,

@@ -466,12 +466,20 @@ mod tests {
         let s = dump_json(Protocol::MsgPack, "bench").unwrap();
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         let arr = v.as_array().expect("bare array");
-        assert_eq!(arr.len(), 6);
+        assert_eq!(arr.len(), 7);
         assert_eq!(arr[0]["Name"], "bench");
         let names: Vec<_> = arr.iter().map(|e| e["Name"].as_str().unwrap()).collect();
         assert_eq!(
             names,
-            ["bench", "hello", "exit", "multiphase", "tour", "faults"]
+            [
+                "bench",
+                "hello",
+                "exit",
+                "multiphase",
+                "tour",
+                "faults",
+                "idle"
+            ]
         );
         let keys: Vec<_> = arr[0].as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys, ["Name", "Phases", "Priority", "Version", "Schema"]);
@@ -510,7 +518,7 @@ mod tests {
     fn dump_unknown_plugin_lists_the_available_ones() {
         let e = dump_json(Protocol::MsgPack, "nope").unwrap_err();
         assert!(
-            e.contains("nope") && e.contains("hello, bench, exit, multiphase, tour, faults"),
+            e.contains("nope") && e.contains("hello, bench, exit, multiphase, tour, faults, idle"),
             "{e}"
         );
     }

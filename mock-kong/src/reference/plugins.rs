@@ -146,13 +146,14 @@ pub trait Plugin: Send + Sync + 'static {
     }
 }
 
-static PLUGINS: [&dyn Plugin; 6] = [
+static PLUGINS: [&dyn Plugin; 7] = [
     &Hello,
     &Bench,
     &Exit,
     &Multiphase,
     &super::tour::Tour,
     &FaultsPlugin,
+    &Idle,
 ];
 
 /// Every plugin, in the default dump order.
@@ -275,15 +276,20 @@ pub fn text(v: &Value) -> String {
 // ---------------------------------------------------------------------------------------------
 // hello
 
-/// `hello`: `x-hello: <message> <host>`.
+/// `hello`: `x-hello: <message> <host>`, and the same value in the upstream request header
+/// named by config `upstream_header` when it is set.
 pub struct Hello;
 
 struct HelloInstance {
     message: Arc<str>,
+    /// `None`: no upstream header (two PDK calls).
+    upstream_header: Option<Arc<str>>,
 }
 
 struct HelloEvent {
     message: Arc<str>,
+    upstream_header: Option<Arc<str>>,
+    value: Option<Value>,
     state: u8,
 }
 
@@ -295,13 +301,18 @@ impl Plugin for Hello {
         &["access"]
     }
     fn config_fields(&self) -> Json {
-        json!([{"message": {"type": "string", "default": "hello"}}])
+        json!([
+            {"message": {"type": "string", "default": "hello"}},
+            {"upstream_header": {"type": "string"}},
+        ])
     }
     fn start(&self, config: &Json) -> Result<Box<dyn Instance>, String> {
         let obj = config_object("hello", config)?;
         let message = string_field("hello", obj, "message", "hello")?;
+        let upstream_header = string_field("hello", obj, "upstream_header", "")?;
         Ok(Box::new(HelloInstance {
             message: message.into(),
+            upstream_header: (!upstream_header.is_empty()).then(|| upstream_header.into()),
         }))
     }
 }
@@ -311,6 +322,8 @@ impl Instance for HelloInstance {
         (phase == "access").then(|| {
             Box::new(HelloEvent {
                 message: self.message.clone(),
+                upstream_header: self.upstream_header.clone(),
+                value: None,
                 state: 0,
             }) as _
         })
@@ -329,11 +342,18 @@ impl Event for HelloEvent {
                 v.push_str(&self.message);
                 v.push(' ');
                 v.push_str(&host);
-                Action::call(
-                    "kong.response.set_header",
-                    vec![Value::str("x-hello"), Value::from(v)],
-                )
+                let v = Value::from(v);
+                if self.upstream_header.is_some() {
+                    self.value = Some(v.clone());
+                }
+                Action::call("kong.response.set_header", vec![Value::str("x-hello"), v])
             }
+            2 => match (&self.upstream_header, self.value.take()) {
+                (Some(h), Some(v)) => {
+                    Action::call("kong.service.request.set_header", vec![Value::str(&**h), v])
+                }
+                _ => Action::Done,
+            },
             _ => Action::Done,
         }
     }
@@ -712,6 +732,37 @@ impl Event for FaultsEvent {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// idle
+
+/// `idle`: declares no phase, so Kong registers it and never calls it. `mock-kong proxy` with
+/// it measures the HTTP path alone (loadgen's HTTP floor).
+pub struct Idle;
+
+struct IdleInstance;
+
+impl Plugin for Idle {
+    fn name(&self) -> &'static str {
+        "idle"
+    }
+    fn phases(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn config_fields(&self) -> Json {
+        json!([])
+    }
+    fn start(&self, config: &Json) -> Result<Box<dyn Instance>, String> {
+        config_object("idle", config)?;
+        Ok(Box::new(IdleInstance))
+    }
+}
+
+impl Instance for IdleInstance {
+    fn event(&self, _phase: &str) -> Option<Box<dyn Event>> {
+        None
+    }
+}
+
 /// `mangle-strings` also applies to strings a plugin takes from its config.
 fn mangle_config(s: String) -> String {
     if super::faults::on(super::faults::Fault::MangleStrings) {
@@ -779,6 +830,28 @@ mod tests {
         assert_eq!(
             calls[1].1,
             vec![Value::str("x-hello"), Value::str("hi example.com")]
+        );
+    }
+
+    #[test]
+    fn hello_sets_the_upstream_header_when_configured() {
+        let calls = run(
+            "hello",
+            json!({"message": "hi", "upstream_header": "x-up"}),
+            "access",
+            |m, _| {
+                if m == "kong.request.get_header" {
+                    Value::str("example.com")
+                } else {
+                    Value::Nil
+                }
+            },
+        );
+        assert_eq!(calls.len(), 3);
+        assert_eq!(calls[2].0, "kong.service.request.set_header");
+        assert_eq!(
+            calls[2].1,
+            vec![Value::str("x-up"), Value::str("hi example.com")]
         );
     }
 

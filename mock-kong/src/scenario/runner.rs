@@ -14,10 +14,10 @@ use serde_json::{json, Value as J};
 
 use super::expect::{self, Mismatch};
 use super::model::Scenario;
-use crate::host::{EventEnd, EventReport, PluginEntity};
-use crate::pdk::{ClientRequest, Headers, HttpResponse, Override, OverrideAnswer, Phase, Phases};
+use crate::host::{EventReport, PluginEntity};
+use crate::pdk::{ClientRequest, Headers, HttpResponse, Override, OverrideAnswer, Phase};
 use crate::pdk::{KongRequest, KongVersion};
-use crate::session::{kong_order, Session};
+use crate::session::{kong_order, play_event, Session};
 use crate::{Protocol, Value};
 
 /// Options for a run.
@@ -368,9 +368,6 @@ pub fn build_request(s: &Scenario, version: KongVersion, protocol: Protocol) -> 
     req
 }
 
-/// The phases before the upstream is called: a Lua error there answers 500 (docs/protocol.md §4.7).
-const REQUEST_PHASES: Phases = Phases::of(&[Phase::Certificate, Phase::Rewrite, Phase::Access]);
-
 /// Plays `s` over `session`.
 pub async fn run(s: &Scenario, session: &Session, opts: &RunOptions) -> ScenarioResult {
     let started = Instant::now();
@@ -397,28 +394,9 @@ pub async fn run(s: &Scenario, session: &Session, opts: &RunOptions) -> Scenario
         return ScenarioResult::not_run(s, &server, protocol, version, Outcome::Skipped, reason);
     }
     // Which plugin Kong registers from this dump (docs/protocol.md §2, §9).
-    let first = session.dump.plugin();
-    let info = if version.first_dump_entry_only() {
-        if first.name != s.plugin {
-            let listed = session.dump.plugins.iter().any(|p| p.name == s.plugin);
-            return fail(format!(
-                "Kong {version} registers only the first plugin of a dump, `{}`; this scenario \
-                 needs `{}`{}",
-                first.name,
-                s.plugin,
-                if listed {
-                    " (listed later in the dump: use a single-plugin server, or --kong-version 3.8 to emulate pre-3.9 multi-plugin dumps)"
-                } else {
-                    " (not in the dump at all)"
-                }
-            ));
-        }
-        first
-    } else {
-        match session.dump.plugins.iter().find(|p| p.name == s.plugin) {
-            Some(p) => p,
-            None => return fail(format!("the dump does not list plugin `{}`", s.plugin)),
-        }
+    let info = match session.registered_plugin(&s.plugin, version) {
+        Ok(info) => info,
+        Err(e) => return fail(e),
     };
     let phases = match &s.phases {
         Some(list) => {
@@ -467,57 +445,18 @@ pub async fn run(s: &Scenario, session: &Session, opts: &RunOptions) -> Scenario
     let mut raised = Vec::new();
     let mut errors = Vec::new();
     for phase in &phases {
-        let known = Phase::parse(phase);
-        let in_log = known == Some(Phase::Log);
-        if req.exited && !in_log {
+        if req.exited && Phase::parse(phase) != Some(Phase::Log) {
             skipped.push(phase.clone());
             continue;
         }
-        req.enter_phase(phase);
-        let in_request = REQUEST_PHASES.contains(known);
-        match session
-            .runner
-            .run_event_keeping(&entity, phase, &mut req)
-            .await
-        {
-            Ok(ev) => {
-                match &ev.end {
-                    EventEnd::Done | EventEnd::Exit { .. } => {}
-                    EventEnd::Raised { method, error } => {
-                        raised.push((phase.clone(), method.clone(), error.clone()));
-                        // Kong: a Lua error in rewrite/access answers 500 (docs/protocol.md §4.7).
-                        if in_request && !req.exited {
-                            req.fail(500);
-                        }
-                    }
-                    // Only in a failed event's transcript (the Err arm below).
-                    EventEnd::Failed { .. } => {}
-                    EventEnd::MethodNotFound { method } => {
-                        let e = format!("method \"{method}\" not found");
-                        req.kong_log("err", format!("pluginserver error: {e}"));
-                        errors.push((phase.clone(), e));
-                        if version.protobuf_errors_answer_500() && !in_log && !req.exited {
-                            req.fail(500);
-                        }
-                    }
-                }
-                events.push(ev);
-            }
-            Err(failed) => {
-                let text = failed.error.to_string();
-                // The transcript keeps the calls made before the failure.
-                events.push(failed.partial);
-                req.kong_log("err", format!("pluginserver error: {text}"));
-                errors.push((phase.clone(), text));
-                if protocol == Protocol::ProtoBuf
-                    && version.protobuf_errors_answer_500()
-                    && !in_log
-                    && !req.exited
-                {
-                    req.fail(500);
-                }
-            }
+        let played = play_event(&session.runner, &entity, phase, &mut req).await;
+        if let Some((method, error)) = played.raised {
+            raised.push((phase.clone(), method, error));
         }
+        if let Some(e) = played.error {
+            errors.push((phase.clone(), e));
+        }
+        events.extend(played.event);
     }
     req.finish();
 

@@ -7,6 +7,7 @@
 //!   without its faults; the real peers against their expected-failures files.
 //! * `cli`: the `mock-kong` binary: output, JSON, exit codes, signals and orphans.
 //! * `peers`: the real Go / Python / JS plugin servers (installed by `scripts/install-peers.sh`).
+//! * `proxy`: `mock-kong proxy`: HTTP requests through the proxy with every real peer, bad input.
 //! * `scenarios`: `mock-kong run` and the scenario API over the reference server and the peers.
 //! * `docs`: every protocol citation points to a section of docs/protocol.md.
 //! * `newcomer`: a plugin the project has never seen, in Python and JavaScript, through every
@@ -20,6 +21,7 @@ mod docs;
 mod faults;
 mod newcomer;
 mod peers;
+mod proxy;
 mod reference;
 mod scenarios;
 mod stamp_plugin;

@@ -5,6 +5,10 @@
 //
 //	host := kong.request.get_header("host")
 //	kong.response.set_header("x-hello", "<message> <host>")
+//
+// and a third when config `upstream_header` is set (the upstream sees it):
+//
+//	kong.service.request.set_header(<upstream_header>, "<message> <host>")
 package main
 
 import (
@@ -21,7 +25,8 @@ const (
 
 // Config is the plugin configuration; go-pdk derives the schema from it.
 type Config struct {
-	Message string `json:"message"`
+	Message        string `json:"message"`
+	UpstreamHeader string `json:"upstream_header"`
 }
 
 // New returns a configuration carrying the defaults; StartInstance
@@ -34,6 +39,9 @@ func New() interface{} {
 func (conf Config) Access(kong *pdk.PDK) {
 	host, _ := kong.Request.GetHeader("host")
 	_ = kong.Response.SetHeader("x-hello", conf.Message+" "+host)
+	if conf.UpstreamHeader != "" {
+		_ = kong.ServiceRequest.SetHeader(conf.UpstreamHeader, conf.Message+" "+host)
+	}
 }
 
 func main() {
