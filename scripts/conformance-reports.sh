@@ -6,7 +6,7 @@
 #
 #   scripts/conformance-reports.sh            # check against conformance/expected/*.txt
 #   scripts/conformance-reports.sh --fix      # rewrite the expected-failures files first
-#   scripts/conformance-reports.sh --slow     # also the slow tier (about 75 s per server),
+#   scripts/conformance-reports.sh --slow     # also the slow tier (2.5 to 6 min per server),
 #                                             # into reports/conformance/slow/ (no lists)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,7 +51,7 @@ done
 if [[ $slow == 1 ]]; then
   mkdir -p "$out/slow"
   for s in "reference-msgpack --protocol msgpack" "reference-protobuf --protocol protobuf" \
-           "go --peer go" "python --peer python" "js --peer js"; do
+           "go --peer go" "python --peer python" "js --peer js" "rust --peer rust"; do
     set -- $s; name=$1; shift
     echo "== $name (slow tier)"
     "$bin" conform "$@" --tier slow --quiet-server \

@@ -165,11 +165,17 @@ pub fn index(t: &Value, i: i64) -> Option<&Value> {
         Value::Array(a) => usize::try_from(i - 1).ok().and_then(|i| a.get(i)),
         Value::Map(m) => m
             .iter()
+            .rev() // a later duplicate wins, as in a Lua table built from the map
             .find(|(k, _)| key_of(k) == Some(Key::Int(i)))
             .map(|(_, v)| v),
         _ => None,
     };
     found.filter(|v| !is_nil(v))
+}
+
+/// Whether `v` is a Lua number equal to `n` (Lua has one number type: `1.0 == 1`).
+pub fn number_is(v: &Value, n: f64) -> bool {
+    v.as_f64() == Some(n)
 }
 
 /// Lua `ipairs(t)`: `t[1], t[2], …` up to the first nil (also how lua-protobuf reads repeated
@@ -197,6 +203,96 @@ pub fn field<'a>(t: &'a Value, name: &str) -> Option<&'a Value> {
             .map(|(_, v)| v)
             .filter(|v| !is_nil(v)),
         _ => None,
+    }
+}
+
+/// Takes `t.name` out of a map (the entry Lua would read: the last one with that string key and
+/// a non-nil value), leaving nil in its place; `None` when absent or when `t` is not a map. The
+/// event drivers read answers with it without copying them.
+pub fn take_field(t: &mut Value, name: &str) -> Option<Value> {
+    let Value::Map(m) = t else {
+        return None;
+    };
+    m.iter_mut()
+        .rev()
+        .find(|(k, v)| {
+            matches!(k, Value::Str(b) | Value::Bin(b) if b == name.as_bytes()) && !is_nil(v)
+        })
+        .map(|(_, v)| std::mem::take(v))
+}
+
+/// Takes `t[i]` out of a table (nil when absent; a map's last entry with that integer key),
+/// leaving nil in its place.
+pub fn take_index(t: &mut Value, i: i64) -> Value {
+    let slot = match t {
+        Value::Array(a) => usize::try_from(i - 1).ok().and_then(|i| a.get_mut(i)),
+        Value::Map(m) => m
+            .iter_mut()
+            .rev()
+            .find(|(k, _)| key_of(k) == Some(Key::Int(i)))
+            .map(|(_, v)| v),
+        _ => None,
+    };
+    match slot {
+        Some(v) if !is_nil(v) => std::mem::take(v),
+        _ => Value::Nil,
+    }
+}
+
+/// A value as Kong writes it back after reading it (the Lua round trip, docs/protocol.md §4.2): `bin`
+/// becomes `str`, an extension value nil, a number an integer when integral and below 2^53 (a
+/// float otherwise), and a table an array when its keys are exactly `1..n` (an empty table
+/// included), else a map without its nil keys and values.
+pub fn reencode(v: &Value) -> Value {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    let number = |f: f64| {
+        if f.fract() == 0.0 && f.abs() < EXACT {
+            Value::Int(f as i64)
+        } else {
+            Value::Float(f)
+        }
+    };
+    match v {
+        Value::Nil | Value::Ext(..) => Value::Nil,
+        Value::Bool(b) => Value::Bool(*b),
+        Value::Int(i) if (i.unsigned_abs() as f64) < EXACT => Value::Int(*i),
+        Value::Int(i) => Value::Float(*i as f64),
+        Value::UInt(u) => number(*u as f64),
+        Value::Float(f) => number(*f),
+        Value::Str(b) | Value::Bin(b) => Value::Str(b.clone()),
+        Value::Array(_) | Value::Map(_) => {
+            let entries: Vec<(Value, Value)> = match v {
+                Value::Array(a) => a
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, x)| !is_nil(x))
+                    .map(|(i, x)| (Value::Int(i as i64 + 1), reencode(x)))
+                    .collect(),
+                Value::Map(m) => m
+                    .iter()
+                    .filter(|(k, x)| !is_nil(x) && key_of(k).is_some())
+                    .map(|(k, x)| (reencode(k), reencode(x)))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let n = entries.len() as i64;
+            let is_sequence = (1..=n).all(|i| {
+                entries
+                    .iter()
+                    .any(|(k, _)| matches!(k, Value::Int(j) if *j == i))
+            });
+            if is_sequence {
+                let mut out = vec![Value::Nil; entries.len()];
+                for (k, x) in entries {
+                    if let Value::Int(i) = k {
+                        out[(i - 1) as usize] = x;
+                    }
+                }
+                Value::Array(out)
+            } else {
+                Value::Map(entries)
+            }
+        }
     }
 }
 
@@ -279,6 +375,46 @@ mod tests {
         );
         assert_eq!(unpack_args(None), Vec::<Value>::new());
         assert_eq!(unpack_args(Some(&Value::Nil)), Vec::<Value>::new());
+    }
+
+    #[test]
+    fn values_round_trip_through_lua() {
+        assert_eq!(reencode(&Value::Bin(b"id".to_vec())), s("id"));
+        assert_eq!(reencode(&Value::Float(7.0)), Value::Int(7));
+        assert_eq!(reencode(&Value::Float(7.5)), Value::Float(7.5));
+        assert_eq!(reencode(&Value::UInt(5)), Value::Int(5));
+        assert_eq!(
+            reencode(&Value::Int(1 << 60)),
+            Value::Float((1u64 << 60) as f64)
+        );
+        assert_eq!(reencode(&Value::Ext(1, vec![])), Value::Nil);
+        // Integer keys 1..n make an array; holes and other keys a map; empty is an array.
+        let seq = Value::Map(vec![(Value::Int(2), s("b")), (Value::Float(1.0), s("a"))]);
+        assert_eq!(reencode(&seq), Value::Array(vec![s("a"), s("b")]));
+        let holes = Value::Array(vec![s("a"), Value::Nil, s("c")]);
+        assert_eq!(
+            reencode(&holes),
+            Value::Map(vec![(Value::Int(1), s("a")), (Value::Int(3), s("c"))])
+        );
+        assert_eq!(reencode(&Value::Map(vec![])), Value::Array(vec![]));
+        let map = Value::Map(vec![
+            (s("k"), Value::Nil),
+            (Value::Bin(b"j".to_vec()), Value::Int(1)),
+        ]);
+        assert_eq!(reencode(&map), Value::Map(vec![(s("j"), Value::Int(1))]));
+    }
+
+    #[test]
+    fn take_field_reads_as_lua_does() {
+        let mut t = Value::Map(vec![
+            (s("Data"), s("first")),
+            (Value::Bin(b"Data".to_vec()), s("last")),
+            (s("Nil"), Value::Nil),
+        ]);
+        assert_eq!(take_field(&mut t, "Data"), Some(s("last")));
+        assert_eq!(take_field(&mut t, "Nil"), None);
+        assert_eq!(take_field(&mut s("x"), "Data"), None);
+        assert!(number_is(&Value::Float(1.0), 1.0) && number_is(&Value::UInt(1), 1.0));
     }
 
     #[test]

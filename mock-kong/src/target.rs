@@ -27,7 +27,8 @@ pub enum TargetSpec {
     Reference {
         protocol: Protocol,
         exe: Option<PathBuf>,
-        /// `--fault` names passed to the reference server (conformance tests; empty normally).
+        /// `--fault` (and `--variation`) names passed to the reference server (conformance
+        /// tests; empty normally).
         faults: Vec<String>,
     },
     /// A pluginserver from a `kong.conf` (and the `KONG_*` environment).
@@ -241,15 +242,28 @@ pub fn resolve(
                 Protocol::ProtoBuf => "protobuf",
             };
             let socket = socket_in(&prefix).unwrap_or_else(|| prefix.join("reference.socket"));
+            // A legal variation's name goes to --variation, anything else to --fault.
             let fault_args: String = faults
                 .iter()
-                .map(|f| format!(" --fault {}", shell_quote(f)))
+                .map(|f| {
+                    let flag = match crate::reference::Variation::from_name(f) {
+                        Some(_) => "--variation",
+                        None => "--fault",
+                    };
+                    format!(" {flag} {}", shell_quote(f))
+                })
                 .collect();
-            let label = if faults.is_empty() {
-                format!("reference ({protocol})")
-            } else {
-                format!("reference ({protocol}; faults: {})", faults.join(", "))
-            };
+            let (varied, broken): (Vec<&String>, Vec<&String>) = faults
+                .iter()
+                .partition(|f| crate::reference::Variation::from_name(f).is_some());
+            let mut label = format!("reference ({protocol}");
+            for (what, names) in [("faults", broken), ("variations", varied)] {
+                if !names.is_empty() {
+                    let names: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+                    label.push_str(&format!("; {what}: {}", names.join(", ")));
+                }
+            }
+            label.push(')');
             ResolvedTarget {
                 label,
                 name: "reference".into(),

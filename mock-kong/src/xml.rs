@@ -3,21 +3,38 @@
 //!
 //! XML 1.0 forbids most control characters even as character references (`&#1;` is not
 //! well-formed), and JUnit readers reject such a file; they are written as visible `\u{1}` text
-//! instead. Tab, newline and carriage return stay as they are.
+//! instead, as are the two noncharacters XML also forbids (U+FFFE, U+FFFF). Tab and newline stay
+//! as they are in text (references in attributes); a carriage return is written `&#13;` (a
+//! literal one would be read as a newline).
 
 use std::fmt::Write as _;
 
-/// `s` as XML text or attribute value.
+/// `s` as XML text.
 pub fn escape(s: &str) -> String {
+    escape_with(s, false)
+}
+
+/// `s` as an XML attribute value: as text, and tab and newline as references (a parser reads a
+/// literal one in an attribute as a space).
+pub fn escape_attr(s: &str) -> String {
+    escape_with(s, true)
+}
+
+fn escape_with(s: &str, attr: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
+            '\n' if attr => out.push_str("&#10;"),
+            '\t' if attr => out.push_str("&#9;"),
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
-            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\r' | '\t') => {
+            '\r' => out.push_str("&#13;"),
+            c if ((c as u32) < 0x20 && !matches!(c, '\n' | '\t'))
+                || matches!(c, '\u{fffe}' | '\u{ffff}') =>
+            {
                 let _ = write!(out, "\\u{{{:x}}}", c as u32);
             }
             c => out.push(c),
@@ -56,7 +73,7 @@ impl XmlWriter {
         self.out.push('<');
         self.out.push_str(tag);
         for (k, v) in attrs {
-            let _ = write!(self.out, " {k}=\"{}\"", escape(v));
+            let _ = write!(self.out, " {k}=\"{}\"", escape_attr(v));
         }
     }
 
@@ -120,13 +137,27 @@ pub enum Case<'a> {
 impl XmlWriter {
     /// A JUnit `<testcase>` with its outcome.
     pub fn testcase(&mut self, attrs: &[(&str, &str)], case: Case<'_>) {
+        self.testcase_with_output(attrs, case, "");
+    }
+
+    /// A JUnit `<testcase>` with its outcome and, unless `output` is empty, a
+    /// `<system-out>` (notes that are not failures).
+    pub fn testcase_with_output(&mut self, attrs: &[(&str, &str)], case: Case<'_>, output: &str) {
+        if matches!(case, Case::Passed) && output.is_empty() {
+            return self.empty("testcase", attrs);
+        }
+        self.open("testcase", attrs);
+        self.case_outcome(case);
+        if !output.is_empty() {
+            self.text("system-out", &[], output);
+        }
+        self.close();
+    }
+
+    fn case_outcome(&mut self, case: Case<'_>) {
         let (tag, message, kind, text) = match case {
-            Case::Passed => return self.empty("testcase", attrs),
-            Case::Skipped(reason) => {
-                self.open("testcase", attrs);
-                self.empty("skipped", &[("message", reason)]);
-                return self.close();
-            }
+            Case::Passed => return,
+            Case::Skipped(reason) => return self.empty("skipped", &[("message", reason)]),
             Case::Failed {
                 message,
                 kind,
@@ -138,7 +169,6 @@ impl XmlWriter {
                 text,
             } => ("error", message, kind, text),
         };
-        self.open("testcase", attrs);
         let mut a = vec![("message", message)];
         if let Some(k) = kind {
             a.push(("type", k));
@@ -148,7 +178,6 @@ impl XmlWriter {
         } else {
             self.text(tag, &a, text);
         }
-        self.close();
     }
 }
 

@@ -96,6 +96,111 @@ impl Budget {
     }
 }
 
+/// A legal but unusual choice of a server, noticed by a driver: Kong's host accepts it (so the
+/// drivers do), and the conformance suite reports it at `info` level with [`Quirk::reason`],
+/// never as a failure. The official kits never make these choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Quirk {
+    /// MsgPack: a callback's `Args` is not an array.
+    ArgsNotArray,
+    /// MsgPack: the HandleEvent answer has no integer `EventId`.
+    EventIdNotInteger,
+    /// MsgPack: a Step answer without `EventId`.
+    StepAnswerWithoutEventId,
+    /// MsgPack: an answer whose result is nil or `false` (or whose error is `false`).
+    SilentEnd,
+    /// MsgPack: a response or notification that is not an array of exactly 4 (3) elements.
+    EnvelopeShape,
+    /// MsgPack: a notification other than `serverPid`.
+    UnknownNotification,
+    /// MsgPack: `bin` where Kong's kits send `str` (a method name, `"ret"`, a key).
+    BinString,
+    /// MsgPack: a number where Kong's kits send a string or an integer (a numeric method
+    /// name, a float msgid or message type).
+    OddNumber,
+}
+
+impl Quirk {
+    /// What the server did, and why Kong accepts it.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Quirk::ArgsNotArray => {
+                "a callback's Args is not an array: Kong unpacks a table by its integer keys and \
+                 passes anything else as the single argument (a one-table argument sent bare \
+                 would be unpacked, so the kits send an array)"
+            }
+            Quirk::EventIdNotInteger => {
+                "the HandleEvent answer's EventId is not an integer (or is missing): Kong \
+                 re-sends whatever it got on every Step"
+            }
+            Quirk::StepAnswerWithoutEventId => {
+                "a Step answer has no EventId: Kong reads the EventId of the HandleEvent answer \
+                 only"
+            }
+            Quirk::SilentEnd => {
+                "an answer with a nil or false result (or a false error) instead of Data \
+                 \"ret\": Kong ends the event silently, as for \"ret\""
+            }
+            Quirk::EnvelopeShape => {
+                "a response is not a 4-element array (or a notification not a 3-element one): \
+                 Kong reads elements 1 to 4 of any table and ignores the rest"
+            }
+            Quirk::UnknownNotification => {
+                "a notification other than serverPid: Kong ignores labels it does not know"
+            }
+            Quirk::BinString => {
+                "bin where the kits send str: Kong decodes both to the same Lua string"
+            }
+            Quirk::OddNumber => {
+                "a number where the kits send a string or an integer (a numeric method name, a \
+                 float msgid): Lua has one number type and coerces numbers to strings"
+            }
+        }
+    }
+}
+
+impl Quirk {
+    /// Every quirk, in order.
+    pub const ALL: [Quirk; 8] = [
+        Quirk::ArgsNotArray,
+        Quirk::EventIdNotInteger,
+        Quirk::StepAnswerWithoutEventId,
+        Quirk::SilentEnd,
+        Quirk::EnvelopeShape,
+        Quirk::UnknownNotification,
+        Quirk::BinString,
+        Quirk::OddNumber,
+    ];
+
+    fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+}
+
+/// A set of [`Quirk`]s (no allocation: the drivers note them on the hot path).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quirks(u16);
+
+impl Quirks {
+    pub fn insert(&mut self, q: Quirk) {
+        self.0 |= q.bit();
+    }
+    pub fn contains(self, q: Quirk) -> bool {
+        self.0 & q.bit() != 0
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// Adds every quirk of `other`.
+    pub fn extend(&mut self, other: Quirks) {
+        self.0 |= other.0;
+    }
+    /// The quirks in the set, in [`Quirk::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = Quirk> {
+        Quirk::ALL.into_iter().filter(move |q| self.contains(*q))
+    }
+}
+
 /// How the host answers one callback: what the PDK did, in the terms both protocols need.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {

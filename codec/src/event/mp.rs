@@ -6,9 +6,9 @@
 //! Step call per callback, each of which may travel on another connection; so the event driver
 //! deals in calls (`method`, parameters) and their results, and the call reader in bytes.
 
-use super::{error_text, short, Callback, End, HostError, Reply, Sent};
+use super::{error_text, short, Callback, End, HostError, Quirk, Quirks, Reply, Sent};
 use crate::lua;
-use crate::msgpack::{self, RpcMessage, StreamDecoder};
+use crate::msgpack::{self, StreamDecoder};
 use crate::Value;
 
 /// The Step method Kong uses to answer a PDK method (docs/protocol.md §4.4 table).
@@ -103,7 +103,8 @@ pub fn describe_response(method: &str, msgid: u64) -> String {
 /// What arrived while waiting for a response.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Incoming {
-    /// `[2, label, args]`, met before the response (Kong dispatches it and reads on).
+    /// `[2, label, args]`, met before the response (Kong dispatches it and reads on). A label
+    /// that is not a string (which no handler of Kong's matches) is shown as `<type>`.
     Notification { label: String, args: Value },
     /// The response: `Ok(result)`, or `Err(error)` when `error` is not nil. `trailing`: bytes
     /// already received after it (Kong discards them; nginx then drops the pooled connection).
@@ -125,6 +126,7 @@ pub struct CallReader<'a> {
     max_notifications: usize,
     /// With tracing on: a `Debug` rendering of every value completed (drained by the caller).
     trace: Option<Vec<String>>,
+    quirks: Quirks,
 }
 
 impl<'a> CallReader<'a> {
@@ -135,7 +137,13 @@ impl<'a> CallReader<'a> {
             notifications: 0,
             max_notifications,
             trace: None,
+            quirks: Quirks::default(),
         }
+    }
+
+    /// The legal but unusual choices noticed in the messages read so far.
+    pub fn quirks(&self) -> Quirks {
+        self.quirks
     }
 
     /// Keeps a rendering of each value completed, for `-v` transcripts ([`Self::take_trace`]).
@@ -169,58 +177,109 @@ impl<'a> CallReader<'a> {
         if let Some(t) = self.trace.as_mut() {
             t.push(format!("{value:?}"));
         }
+        let trailing = dec.buffered();
+        self.classify(value, trailing).map(Some)
+    }
+
+    /// What Kong's `Rpc:call` makes of one message (docs/protocol.md §4.1): it indexes elements 1 to 4 of
+    /// any table and compares numbers as Lua does, so a float type or msgid, a 3- or 5-element
+    /// array (or a map with integer keys) are read like the 4-element array the kits send (and
+    /// noted as [`Quirk`]s); anything that is not a table raises.
+    fn classify(&mut self, mut value: Value, trailing: usize) -> Result<Incoming, HostError> {
         let (method, msgid) = (self.method, self.msgid);
-        match RpcMessage::from_value(value) {
-            Ok(RpcMessage::Response {
-                msgid: got,
-                error,
-                result,
-            }) => {
-                if got != msgid {
-                    return Err(HostError::Shape {
-                        what: format!("response to {method}"),
-                        detail: format!(
-                            "unexpected RPC response ID from plugin server: expected msgid \
-                             {msgid}, got {got}"
-                        ),
-                    });
-                }
-                let result = if error.is_nil() {
-                    Ok(result)
-                } else {
-                    Err(error)
-                };
-                Ok(Some(Incoming::Response {
-                    result,
-                    trailing: dec.buffered(),
-                }))
-            }
-            Ok(RpcMessage::Notification { label, args }) => {
-                self.notifications += 1;
-                if self.notifications > self.max_notifications {
-                    return Err(HostError::TooManyNotifications {
-                        what: format!(
-                            "waiting for the response to {method} (msgid {msgid}), the last one \
-                             [2, {}, ...]",
-                            short(&label)
-                        ),
-                        limit: self.max_notifications,
-                    });
-                }
-                Ok(Some(Incoming::Notification { label, args }))
-            }
-            Ok(RpcMessage::Request { method: m, .. }) => Err(HostError::Shape {
-                what: format!("message while waiting for the response to {method}"),
+        let expected = || format!("message while waiting for the response to {method}");
+        if !matches!(value, Value::Array(_) | Value::Map(_)) {
+            return Err(HostError::Shape {
+                what: expected(),
                 detail: format!(
-                    "RPC response expected from plugin server, got a request for {}",
-                    super::short_text(&m)
+                    "RPC response expected from plugin server, got {} (Kong indexes it and \
+                     raises)",
+                    short(&value)
                 ),
-            }),
-            Err(e) => Err(HostError::Shape {
-                what: format!("message while waiting for the response to {method}"),
-                detail: e.to_string(),
-            }),
+            });
         }
+        let length = match &value {
+            Value::Array(a) => Some(a.len()),
+            _ => None,
+        };
+        let kind = lua::take_index(&mut value, 1);
+        if !matches!(kind, Value::Int(_) | Value::UInt(_)) && kind.as_f64().is_some() {
+            self.quirks.insert(Quirk::OddNumber);
+        }
+        if lua::number_is(&kind, 2.0) {
+            if length != Some(3) {
+                self.quirks.insert(Quirk::EnvelopeShape);
+            }
+            let label = match lua::take_index(&mut value, 2) {
+                Value::Str(b) => String::from_utf8_lossy(&b).into_owned(),
+                Value::Bin(b) => {
+                    self.quirks.insert(Quirk::BinString);
+                    String::from_utf8_lossy(&b).into_owned()
+                }
+                other => format!("<{}>", lua::lua_type(&other)),
+            };
+            if label != "serverPid" {
+                self.quirks.insert(Quirk::UnknownNotification);
+            }
+            self.notifications += 1;
+            if self.notifications > self.max_notifications {
+                return Err(HostError::TooManyNotifications {
+                    what: format!(
+                        "waiting for the response to {method} (msgid {msgid}), the last one \
+                         [2, {}, ...]",
+                        short(&label)
+                    ),
+                    limit: self.max_notifications,
+                });
+            }
+            let args = lua::take_index(&mut value, 3);
+            return Ok(Incoming::Notification { label, args });
+        }
+        if !lua::number_is(&kind, 1.0) {
+            let got = if lua::number_is(&kind, 0.0) {
+                match lua::take_index(&mut value, 3) {
+                    Value::Str(m) | Value::Bin(m) => format!(
+                        "a request for {}",
+                        super::short_text(&String::from_utf8_lossy(&m))
+                    ),
+                    _ => "a request".into(),
+                }
+            } else {
+                format!("{} as the message type", short(&kind))
+            };
+            return Err(HostError::Shape {
+                what: expected(),
+                detail: format!(
+                    "RPC response expected from plugin server (type 1, or 2 for a \
+                     notification), got {got}"
+                ),
+            });
+        }
+        if length != Some(4) {
+            self.quirks.insert(Quirk::EnvelopeShape);
+        }
+        let got = lua::take_index(&mut value, 2);
+        if got.as_f64() != Some(msgid as f64) {
+            return Err(HostError::Shape {
+                what: format!("response to {method}"),
+                detail: format!(
+                    "unexpected RPC response ID from plugin server: expected msgid {msgid}, \
+                     got {}",
+                    short(&got)
+                ),
+            });
+        }
+        if matches!(got, Value::Float(_)) {
+            self.quirks.insert(Quirk::OddNumber);
+        }
+        let error = lua::take_index(&mut value, 3);
+        let result = lua::take_index(&mut value, 4);
+        let result = if error.is_nil() {
+            Ok(result)
+        } else {
+            Err(error)
+        };
+        Ok(Incoming::Response { result, trailing })
     }
 }
 
@@ -233,10 +292,11 @@ impl<'a> CallReader<'a> {
 pub enum Call<'a> {
     /// `plugin.HandleEvent` with [`handle_event_params`].
     HandleEvent { instance_id: i64, phase: &'a str },
-    /// A Step: `[{EventId, Data}]`, `Data` absent when nil (docs/protocol.md §4.3).
+    /// A Step: `[{EventId, Data}]`, each absent when nil (docs/protocol.md §4.3). `event_id` is what
+    /// the HandleEvent answer carried, as Kong writes it back ([`lua::reencode`]).
     Step {
         method: &'static str,
-        event_id: i64,
+        event_id: Value,
         data: Value,
     },
 }
@@ -280,7 +340,7 @@ impl Call<'_> {
                 method,
                 event_id,
                 data,
-            } => msgpack::encode_step_request(msgid, method, *event_id, data, out),
+            } => msgpack::encode_step_request(msgid, method, event_id, data, out),
         }
     }
 
@@ -295,16 +355,16 @@ impl Call<'_> {
                 method,
                 event_id,
                 data,
-            } if data.is_nil() => {
-                format!("[0, {msgid}, {method:?}, [{{\"EventId\": {event_id}}}]]")
+            } => {
+                let mut entries = Vec::new();
+                if !event_id.is_nil() {
+                    entries.push(format!("\"EventId\": {event_id:?}"));
+                }
+                if !data.is_nil() {
+                    entries.push(format!("\"Data\": {data:?}"));
+                }
+                format!("[0, {msgid}, {method:?}, [{{{}}}]]", entries.join(", "))
             }
-            Call::Step {
-                method,
-                event_id,
-                data,
-            } => format!(
-                "[0, {msgid}, {method:?}, [{{\"EventId\": {event_id}, \"Data\": {data:?}}}]]"
-            ),
         }
     }
 }
@@ -337,17 +397,22 @@ pub enum Replied {
 ///   on_answer(result) → Next::End(Done | ServerError)
 /// ```
 ///
-/// Rules, as Kong's host: the `EventId` comes from the HandleEvent answer and is re-sent on
-/// every Step (later answers' EventIds are not read); `Data: "ret"` ends the event; otherwise
-/// `Data` must be `{Method: <string>, Args}`, and `Args` is unpacked if it is a table, else it is
-/// the single argument; the Step method is chosen by the PDK method (even for nil) and the four
-/// multi-map results get `fix_mmap`; a terminal or raised callback gets no Step. An error
-/// response ends the event ([`End::ServerError`]).
+/// Rules, as Kong's host reads answers (any table, Lua's field lookup): the `EventId` comes from
+/// the HandleEvent answer (whatever it is, even absent) and is re-sent on every Step as Kong
+/// writes it back; later answers' EventIds are not read; a nil or `false` result ends the event
+/// silently; `Data: "ret"` ends it; otherwise `Data` must be `{Method: <string or number>,
+/// Args}`, and `Args` is unpacked if it is a table, else it is the single argument; the Step
+/// method is chosen by the PDK method (even for nil) and the four multi-map results get
+/// `fix_mmap`; a terminal or raised callback gets no Step. A string error ends the event
+/// ([`End::ServerError`]); any other error value raises in Kong (`err:lower()`). Everything
+/// else raises in Kong's Lua and is a [`HostError`] here. What is legal but unusual is noted
+/// ([`MpEvent::quirks`]).
 #[derive(Debug)]
 pub struct MpEvent<'a> {
     instance_id: i64,
     phase: &'a str,
-    event_id: Option<i64>,
+    /// The EventId to re-send (`Some(Nil)`: the HandleEvent answer had none).
+    event_id: Option<Value>,
     /// Whether a callback waits for its reply.
     pending: bool,
     /// The call whose answer is awaited (for error texts).
@@ -355,6 +420,7 @@ pub struct MpEvent<'a> {
     callbacks: usize,
     max_callbacks: usize,
     step_error: bool,
+    quirks: Quirks,
 }
 
 impl<'a> MpEvent<'a> {
@@ -370,6 +436,7 @@ impl<'a> MpEvent<'a> {
             callbacks: 0,
             max_callbacks,
             step_error,
+            quirks: Quirks::default(),
         }
     }
 
@@ -381,9 +448,9 @@ impl<'a> MpEvent<'a> {
         }
     }
 
-    /// The event id from the HandleEvent answer, once known.
+    /// The event id from the HandleEvent answer, once known (when it is an integer).
     pub fn event_id(&self) -> Option<i64> {
-        self.event_id
+        self.event_id.as_ref().and_then(Value::as_i64)
     }
 
     /// Callbacks so far.
@@ -391,77 +458,118 @@ impl<'a> MpEvent<'a> {
         self.callbacks
     }
 
+    /// The legal but unusual choices of the server noticed so far in this event's answers
+    /// (add the [`CallReader::quirks`] of each call for the envelopes).
+    pub fn quirks(&self) -> Quirks {
+        self.quirks
+    }
+
     /// `"event access (instance 3, EventId 7)"`, for error messages.
     pub fn context(&self) -> String {
-        match self.event_id {
+        match &self.event_id {
             None => format!("event {} (instance {})", self.phase, self.instance_id),
-            Some(e) => format!(
+            Some(Value::Nil) => format!(
+                "event {} (instance {}, no EventId)",
+                self.phase, self.instance_id
+            ),
+            Some(Value::Int(e)) => format!(
                 "event {} (instance {}, EventId {e})",
                 self.phase, self.instance_id
+            ),
+            Some(e) => format!(
+                "event {} (instance {}, EventId {})",
+                self.phase,
+                self.instance_id,
+                short(e)
             ),
         }
     }
 
     /// The answer to the last call (HandleEvent or a Step): `Ok(result)` or `Err(error value)`.
     pub fn on_answer(&mut self, answer: Result<Value, Value>) -> Result<Next, HostError> {
-        let result = match answer {
+        let mut result = match answer {
             Ok(r) => r,
-            Err(e) => {
+            Err(e @ (Value::Str(_) | Value::Bin(_))) => {
                 return Ok(Next::End(End::ServerError {
                     method: self.awaiting.to_owned(),
                     message: error_text(&e),
                 }))
             }
-        };
-        let event_id = match self.event_id {
-            Some(id) => id,
-            None => {
-                let id = result
-                    .get("EventId")
-                    .and_then(Value::as_i64)
-                    .ok_or_else(|| HostError::Shape {
-                        what: "answer to plugin.HandleEvent".into(),
-                        detail: format!(
-                            "expected a map with an integer `EventId`, got {}",
-                            short(&result)
-                        ),
-                    })?;
-                self.event_id = Some(id);
-                id
+            // `return nil, false`: Kong's `if err` does not fire; the event just stops.
+            Err(Value::Bool(false)) => {
+                self.quirks.insert(Quirk::SilentEnd);
+                return Ok(Next::End(End::Done));
+            }
+            Err(other) => {
+                return Err(HostError::Shape {
+                    what: format!("error answer to {} in {}", self.awaiting, self.context()),
+                    detail: format!(
+                        "the error is a {} ({}), not a string: Kong calls err:lower() on it and \
+                         raises",
+                        lua::lua_type(&other),
+                        short(&other)
+                    ),
+                })
             }
         };
-        let mut result = result;
-        let data = match &mut result {
-            Value::Map(m) => m
-                .iter_mut()
-                .find(|(k, _)| k.as_bytes() == Some(b"Data"))
-                .map(|(_, v)| std::mem::take(v)),
-            _ => None,
-        };
-        let Some(data) = data else {
+        if lua::is_nil(&result) || result == Value::Bool(false) {
+            // `if not step_in then return step_in, err end` with no error: a silent end.
+            self.quirks.insert(Quirk::SilentEnd);
+            return Ok(Next::End(End::Done));
+        }
+        if !matches!(result, Value::Array(_) | Value::Map(_))
+            || lua::field(&result, "Data").is_none()
+        {
             return Err(HostError::Shape {
-                what: format!("answer in event {event_id}"),
+                what: format!("answer to {} in {}", self.awaiting, self.context()),
                 detail: format!(
-                    "expected `Data` (\"ret\" or a callback), got {}",
+                    "expected a map with `Data` (\"ret\" or a callback), got {} (Kong indexes \
+                     Data.Method and raises)",
                     short(&result)
                 ),
             });
-        };
-        if data.as_bytes() == Some(b"ret") {
-            return Ok(Next::End(End::Done));
         }
-        let Some(method) = data
-            .get("Method")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-        else {
-            return Err(HostError::Shape {
-                what: format!("callback in event {event_id}"),
-                detail: format!(
-                    "expected Data = \"ret\" or {{Method: <string>, Args: [...]}}, got {}",
-                    short(&data)
-                ),
-            });
+        let event_id = lua::take_field(&mut result, "EventId");
+        if self.event_id.is_none() {
+            if !matches!(event_id, Some(Value::Int(_) | Value::UInt(_))) {
+                self.quirks.insert(Quirk::EventIdNotInteger);
+            }
+            self.event_id = Some(event_id.as_ref().map(lua::reencode).unwrap_or_default());
+        } else if event_id.is_none() {
+            self.quirks.insert(Quirk::StepAnswerWithoutEventId);
+        }
+        let mut data = lua::take_field(&mut result, "Data").unwrap_or_default();
+        match &data {
+            Value::Str(b) if b == b"ret" => return Ok(Next::End(End::Done)),
+            Value::Bin(b) if b == b"ret" => {
+                self.quirks.insert(Quirk::BinString);
+                return Ok(Next::End(End::Done));
+            }
+            _ => {}
+        }
+        let method = match lua::take_field(&mut data, "Method") {
+            Some(Value::Str(b)) => String::from_utf8(b)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            Some(Value::Bin(b)) => {
+                self.quirks.insert(Quirk::BinString);
+                String::from_utf8_lossy(&b).into_owned()
+            }
+            // Kong walks the name with ngx.re.gmatch, which takes a number as its text.
+            Some(n @ (Value::Int(_) | Value::UInt(_) | Value::Float(_))) => {
+                self.quirks.insert(Quirk::OddNumber);
+                lua::lua_text(&n).unwrap_or_default()
+            }
+            other => {
+                return Err(HostError::Shape {
+                    what: format!("callback in {}", self.context()),
+                    detail: format!(
+                        "expected Data = \"ret\" or {{Method: <string>, Args: [...]}}, got {} \
+                         (Method {})",
+                        short(&data),
+                        other.map_or("missing", |m| lua::lua_type(&m))
+                    ),
+                })
+            }
         };
         if self.callbacks >= self.max_callbacks {
             return Err(HostError::TooManyCallbacks {
@@ -470,12 +578,18 @@ impl<'a> MpEvent<'a> {
             });
         }
         self.callbacks += 1;
-        let raw = data.get("Args");
-        let args_not_array = match raw {
+        let raw = lua::take_field(&mut data, "Args");
+        let args_not_array = match &raw {
             None | Some(Value::Array(_)) => None,
-            Some(other) => Some(lua::lua_type(other)),
+            Some(other) => {
+                self.quirks.insert(Quirk::ArgsNotArray);
+                Some(lua::lua_type(other))
+            }
         };
-        let args = lua::unpack_args(raw);
+        let args = match raw {
+            Some(Value::Array(a)) => a,
+            other => lua::unpack_args(other.as_ref()),
+        };
         self.pending = true;
         Ok(Next::Callback(Callback {
             method,
@@ -494,7 +608,7 @@ impl<'a> MpEvent<'a> {
                 error: "a reply without a pending callback".into(),
             });
         }
-        let event_id = self.event_id.unwrap_or_default();
+        let event_id = self.event_id.clone().unwrap_or_default();
         let step = step_method(method);
         let (step, data, note) = match reply {
             Reply::Value(v) if is_multimap(method) => (step, fix_multimap(v), None),

@@ -197,6 +197,20 @@ impl<'a> PbEvent<'a> {
                 Ok(Next::Frame)
             }
             State::Name => {
+                if let Some(sequence) = self.premature_return(frame) {
+                    // Kong reads it as a method name, then waits for arguments that never come
+                    // (the server is done) until its 60 s read timeout, and answers HTTP 500:
+                    // the outcome is known now, so it is said now, in these words.
+                    return Err(HostError::Shape {
+                        what: format!("frame in {}", self.context()),
+                        detail: format!(
+                            "the RpcReturn (sequence {sequence}) came without the empty end \
+                             frame Kong waits for: Kong reads it as a PDK method name, waits \
+                             for its arguments until its 60 s socket timeout and fails the \
+                             request (HTTP 500); every event of this server hangs that way"
+                        ),
+                    });
+                }
                 if self.callbacks >= self.max_callbacks {
                     // The name as messages show it (an RpcReturn sent in its place is named).
                     return Err(HostError::TooManyCallbacks {
@@ -249,6 +263,21 @@ impl<'a> PbEvent<'a> {
                 })
             }
         }
+    }
+
+    /// The sequence of `frame` when it is this event's `RpcReturn` sent where a method name (or
+    /// the empty end frame) belongs: a frame that decodes as an `RpcReturn` echoing the event's
+    /// sequence and is not the name of a PDK method.
+    fn premature_return(&self, frame: &[u8]) -> Option<i64> {
+        if frame.first() != Some(&0x08)
+            || std::str::from_utf8(frame).is_ok_and(|m| pdk_table::lookup(m).is_some())
+        {
+            return None;
+        }
+        RpcReturn::decode(frame)
+            .ok()
+            .filter(|r| r.sequence == self.sequence)
+            .map(|r| r.sequence)
     }
 
     /// Answers the pending callback `method` (the name in its [`Callback`]): appends the reply

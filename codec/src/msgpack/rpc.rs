@@ -7,7 +7,7 @@
 //! [`RpcMessage::from_value`] is strict about the shape and lenient about widths: the type and
 //! msgid may use any integer encoding (the decoder already folds widths), but must be integers.
 
-use super::encode::{encode_array_header, encode_int, encode_map_header, encode_str, encode_uint};
+use super::encode::{encode_array_header, encode_map_header, encode_str, encode_uint};
 use crate::Value;
 
 /// A MessagePack-RPC message (docs/protocol.md §4.1).
@@ -232,12 +232,13 @@ pub fn encode_request(msgid: u64, method: &str, params: &[Value], out: &mut Vec<
 }
 
 /// Writes a Step request `[0, msgid, method, [{EventId: event_id, Data: data}]]` without
-/// building the params map (the host's hot path). `Data` is left out when `data` is nil, as Kong's
-/// encoder drops nil map values (docs/protocol.md §4.2, Appendix A "Step with nil").
+/// building the params map (the host's hot path). A nil `EventId` or `Data` is left out, as Kong's
+/// encoder drops nil map values (docs/protocol.md §4.2, Appendix A "Step with nil"): `event_id` is whatever
+/// the HandleEvent answer carried, as Kong writes it back.
 pub fn encode_step_request(
     msgid: u64,
     method: &str,
-    event_id: i64,
+    event_id: &Value,
     data: &Value,
     out: &mut Vec<u8>,
 ) {
@@ -246,14 +247,13 @@ pub fn encode_step_request(
     encode_uint(msgid, out);
     encode_str(method.as_bytes(), out);
     encode_array_header(1, out);
-    if data.is_nil() {
-        encode_map_header(1, out);
+    let entries = usize::from(!event_id.is_nil()) + usize::from(!data.is_nil());
+    encode_map_header(entries, out);
+    if !event_id.is_nil() {
         encode_str(b"EventId", out);
-        encode_int(event_id, out);
-    } else {
-        encode_map_header(2, out);
-        encode_str(b"EventId", out);
-        encode_int(event_id, out);
+        super::encode(event_id, out);
+    }
+    if !data.is_nil() {
         encode_str(b"Data", out);
         super::encode(data, out);
     }
@@ -500,18 +500,22 @@ mod tests {
             let mut generic = Vec::new();
             encode_request(3, "plugin.Step", &[Value::Map(entries)], &mut generic);
             let mut direct = Vec::new();
-            encode_step_request(3, "plugin.Step", 7, &data, &mut direct);
+            encode_step_request(3, "plugin.Step", &Value::Int(7), &data, &mut direct);
             assert_eq!(direct, generic, "{data:?}");
         }
         // Appendix A, "Step with nil": 94 00 03 AB "plugin.Step" 91 81 A7 "EventId" 00
         let mut out = Vec::new();
-        encode_step_request(3, "plugin.Step", 0, &Value::Nil, &mut out);
+        encode_step_request(3, "plugin.Step", &Value::Int(0), &Value::Nil, &mut out);
         let mut want = vec![0x94, 0x00, 0x03, 0xAB];
         want.extend_from_slice(b"plugin.Step");
         want.extend_from_slice(&[0x91, 0x81, 0xA7]);
         want.extend_from_slice(b"EventId");
         want.push(0x00);
         assert_eq!(out, want);
+        // No EventId (a HandleEvent answer without one): Kong's Lua drops the nil key.
+        let mut out = Vec::new();
+        encode_step_request(3, "plugin.Step", &Value::Nil, &Value::Nil, &mut out);
+        assert_eq!(&out[out.len() - 1..], &[0x80]);
     }
 
     /// Spec §4.1: Kong compares type and msgid with Lua's `==`, so `1.0` is a response and a

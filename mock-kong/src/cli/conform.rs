@@ -78,12 +78,18 @@ pub struct ConformArgs {
     /// lifecycle/idle-instances: seconds instances sit idle (Kong's keepalive is 60 s).
     #[arg(long, value_name = "SECS", default_value_t = 65.0, hide = true)]
     pub idle_secs: f64,
-    /// resources/*: events per measurement.
-    #[arg(long, value_name = "N", default_value_t = 3000, hide = true)]
+    /// resources/*: events per kind (the memory slope is fitted over them).
+    #[arg(long, value_name = "N", default_value_t = 20_000, hide = true)]
     pub resource_events: usize,
+    /// The Kong release whose PDK (event/known-methods) and dump rules apply (2.3 – 3.9).
+    #[arg(long, value_name = "X.Y", default_value = "3.9")]
+    pub kong_version: crate::pdk::KongVersion,
     /// Run the reference server with these --fault switches (to see a check fail).
     #[arg(long = "reference-fault", value_name = "NAME", hide = true)]
     pub reference_faults: Vec<String>,
+    /// Run the reference server with these legal --variation switches (the suite must pass).
+    #[arg(long = "reference-variation", value_name = "NAME", hide = true)]
+    pub reference_variations: Vec<String>,
     /// Build DIR/README.md (the server × group matrix) from DIR/*.json and exit.
     #[arg(long, value_name = "DIR", hide = true)]
     pub matrix: Option<PathBuf>,
@@ -114,12 +120,23 @@ pub(crate) async fn run(a: ConformArgs) -> Result<i32, Failure> {
         )));
     }
     let mut spec = a.server.named_spec().await?;
-    if !a.reference_faults.is_empty() {
+    if !a.reference_faults.is_empty() || !a.reference_variations.is_empty() {
+        for v in &a.reference_variations {
+            if crate::reference::Variation::from_name(v).is_none() {
+                return Err(setup(anyhow!(
+                    "unknown variation {v:?}; the reference server knows {}",
+                    crate::reference::Variation::names()
+                )));
+            }
+        }
         match &mut spec {
-            TargetSpec::Reference { faults, .. } => faults.clone_from(&a.reference_faults),
+            TargetSpec::Reference { faults, .. } => {
+                faults.clone_from(&a.reference_faults);
+                faults.extend(a.reference_variations.iter().cloned());
+            }
             _ => {
                 return Err(setup(anyhow!(
-                    "--reference-fault needs the reference server"
+                    "--reference-fault and --reference-variation need the reference server"
                 )))
             }
         }
@@ -137,6 +154,7 @@ pub(crate) async fn run(a: ConformArgs) -> Result<i32, Failure> {
         socket_timeout: secs("--socket-timeout", a.server.socket_timeout)?,
         idle: secs("--idle-secs", a.idle_secs)?,
         resource_events: a.resource_events.max(1),
+        kong_version: a.kong_version,
         ..RunOptions::default()
     };
     let expectations = match &a.expect_failures {
@@ -251,13 +269,15 @@ fn list() -> String {
             out.push_str(&format!("\n{group}\n"));
         }
         out.push_str(&format!(
-            "  {:<36} {:<6} {:<4} {:<10} docs/protocol.md {}\n      {}\n",
+            "  {:<36} {:<6} {:<4} {:<10} {}\n      {}\n      why {}: {}\n",
             c.id,
             c.level.as_str(),
             c.tier.as_str(),
             c.applies.as_str(),
-            c.spec,
-            c.requirement
+            conform::catalogue::cite(c.spec),
+            c.requirement,
+            c.level.as_str(),
+            c.protects
         ));
     }
     out.push_str(&format!("\n{} checks\n", conform::catalogue().len()));

@@ -25,12 +25,20 @@ pub struct ReferenceArgs {
     /// `mock_kong::reference::faults` for the names.
     #[arg(long = "fault", value_name = "NAME")]
     pub faults: Vec<String>,
+    /// Answer in a legal but unusual way (repeatable): the conformance suite must pass on each.
+    /// See `mock_kong::reference::variations` for the names.
+    #[arg(long = "variation", value_name = "NAME")]
+    pub variations: Vec<String>,
 }
 
 pub(crate) async fn run(a: ReferenceArgs) -> Result<i32, Failure> {
     use crate::reference::Fault;
     let protocol: Protocol = a.protocol.into();
-    let faults = crate::reference::Faults::parse(&a.faults).map_err(|e| setup(anyhow!(e)))?;
+    let variations =
+        crate::reference::Variations::parse(&a.variations).map_err(|e| setup(anyhow!(e)))?;
+    let faults = crate::reference::Faults::parse(&a.faults)
+        .map_err(|e| setup(anyhow!(e)))?
+        .with_variations(variations);
     if faults.has(Fault::IgnoreSigterm) {
         // Overrides every SIGTERM handler of the process (the CLI's own included).
         // SAFETY: signal(2) with SIG_IGN installs no Rust code as a handler.

@@ -17,11 +17,21 @@
 //!
 //! # Levels and tiers
 //!
-//! `must`: Kong misbehaves otherwise (a request fails, hangs, or the gateway fails to start);
-//! a `must` failure makes the run exit 1. `should`: robustness and hygiene; fails the run only
-//! with `--strict`. `info`: reported only. The fast tier runs in well under a minute per server;
-//! the slow tier holds instances idle past Kong's 60 s keepalive and measures resources over
-//! thousands of events.
+//! Graded by what a Kong user pays (each check's [`Check::protects`] says it): `must`: Kong's
+//! own traffic fails, hangs, crashes or runs with the wrong values (or the gateway fails to
+//! start); a `must` failure makes the run exit 1. `should`: robustness beyond Kong's traffic, or
+//! a cost Kong absorbs; fails the run only with `--strict`. `info`: Kong does not depend on
+//! the rule; reported only. Legal but unusual choices of a server are info-level notes on the
+//! results, never failures. The fast tier runs in well under a minute per server; the slow
+//! tier holds instances idle past Kong's 60 s keepalive and fits memory slopes over 20 000
+//! events per kind.
+//!
+//! # Blocked checks
+//!
+//! A check builds on others ([`Check::after`]; every server check on `dump/shape`). When one of
+//! them failed, the check is not run and is reported as `blocked` by the first failure up the
+//! chain, so a server whose every event hangs shows one failure that says why and the rest as
+//! blocked, not a cascade of failures with causes of their own.
 //!
 //! # The JSON report (schema `mock-kong/conform/1`)
 //!
@@ -38,14 +48,18 @@
 //!   "checks": [ {
 //!     "id": "event/concurrent", "group": "event",
 //!     "level": "must" | "should" | "info", "tier": "fast" | "slow",
-//!     "status": "pass" | "fail" | "skip" | "xfail",
+//!     "status": "pass" | "fail" | "skip" | "xfail" | "blocked",
 //!     "spec": "§4.1", "requirement": "...", "expected": "...",
-//!     "detail": "...",                  // pass: a note; fail/xfail: what happened; skip: why
+//!     "protects": "...",                // what breaks in Kong when the rule is broken
+//!     "detail": "...",                  // pass: a note; fail/xfail: what happened; skip: why;
+//!                                       // blocked: which failure blocked it
+//!     "blocked_by": null | "lifecycle/first-event",
+//!     "notes": ["..."],                 // info: legal but unusual choices met (never failures)
 //!     "duration_ms": 12
 //!   } ],
 //!   "summary": {
-//!     "passed": 30, "failed": 1, "skipped": 4, "xfailed": 2, "total": 37,
-//!     "must_failed": 1, "duration_ms": 9120,
+//!     "passed": 30, "failed": 1, "skipped": 4, "xfailed": 2, "blocked": 0, "total": 37,
+//!     "must_failed": 1, "should_failed": 0, "notes": 0, "duration_ms": 9120,
 //!     "unexpected_failures": ["..."],   // failed but not listed in the expectations file
 //!     "unexpected_passes": ["..."],     // listed, but passed (or was skipped)
 //!     "ok": false                       // what the exit code says
@@ -55,6 +69,7 @@
 
 pub mod catalogue;
 mod checks;
+pub(crate) mod kong_pdk;
 pub mod report;
 pub mod runner;
 pub mod wire;
@@ -141,6 +156,8 @@ pub enum Status {
     Skip,
     /// Failed, and listed in the expected-failures file.
     Xfail,
+    /// Not run: a check it builds on ([`Check::after`]) failed first.
+    Blocked,
 }
 
 impl Status {
@@ -150,6 +167,7 @@ impl Status {
             Status::Fail => "fail",
             Status::Skip => "skip",
             Status::Xfail => "xfail",
+            Status::Blocked => "blocked",
         }
     }
 }

@@ -33,6 +33,12 @@ pub struct CheckResult {
     pub expected: &'static str,
     /// Pass: a note; fail/xfail: what happened; skip: why.
     pub detail: String,
+    /// What breaks in Kong when the rule is broken ([`Check::protects`]).
+    pub protects: &'static str,
+    /// Info-level notes: legal but unusual choices of the server (never failures).
+    pub notes: Vec<String>,
+    /// Blocked: the failed check it was blocked by (the first failure up the chain).
+    pub blocked_by: Option<&'static str>,
     pub duration: Duration,
 }
 
@@ -53,8 +59,32 @@ impl CheckResult {
             requirement: check.requirement,
             expected: check.expected,
             detail,
+            protects: check.protects,
+            notes: Vec::new(),
+            blocked_by: None,
             duration,
         }
+    }
+
+    /// The result of a check that was not run because `root` (a check it builds on, or the
+    /// one that blocked that) failed with `why`.
+    pub fn blocked(check: &Check, root: &'static str, why: &str) -> CheckResult {
+        let short: String = why.chars().take(160).collect();
+        let more = if short.len() < why.len() { "…" } else { "" };
+        let mut r = CheckResult::new(
+            check,
+            Outcome::Skip(format!("blocked by {root}, which failed: {short}{more}")),
+            Duration::ZERO,
+        );
+        r.status = Status::Blocked;
+        r.blocked_by = Some(root);
+        r
+    }
+
+    /// The same result with these info-level notes.
+    pub fn with_notes(mut self, notes: Vec<String>) -> CheckResult {
+        self.notes = notes;
+        self
     }
 
     fn to_json(&self) -> serde_json::Value {
@@ -67,7 +97,10 @@ impl CheckResult {
             "spec": self.spec,
             "requirement": self.requirement,
             "expected": self.expected,
+            "protects": self.protects,
             "detail": self.detail,
+            "blocked_by": self.blocked_by,
+            "notes": self.notes,
             "duration_ms": self.duration.as_millis() as u64,
         })
     }
@@ -148,7 +181,12 @@ pub struct Counts {
     pub failed: usize,
     pub skipped: usize,
     pub xfailed: usize,
+    pub blocked: usize,
     pub must_failed: usize,
+    /// Failures of `should` checks (with `must_failed`: what `--strict` fails on).
+    pub should_failed: usize,
+    /// Info-level notes (legal but unusual choices), over all checks.
+    pub notes: usize,
 }
 
 impl Report {
@@ -170,16 +208,20 @@ impl Report {
     pub fn counts(&self) -> Counts {
         let mut c = Counts::default();
         for r in &self.results {
+            c.notes += r.notes.len();
             match r.status {
                 Status::Pass => c.passed += 1,
                 Status::Fail => {
                     c.failed += 1;
-                    if r.level == Level::Must {
-                        c.must_failed += 1;
+                    match r.level {
+                        Level::Must => c.must_failed += 1,
+                        Level::Should => c.should_failed += 1,
+                        Level::Info => {}
                     }
                 }
                 Status::Skip => c.skipped += 1,
                 Status::Xfail => c.xfailed += 1,
+                Status::Blocked => c.blocked += 1,
             }
         }
         c
@@ -202,6 +244,10 @@ impl Report {
                     "{} (listed as failing, but skipped: {})",
                     r.id, r.detail
                 )),
+                (Status::Blocked, true) => self.unexpected_passes.push(format!(
+                    "{} (listed as failing, but not run: {})",
+                    r.id, r.detail
+                )),
                 _ => {}
             }
         }
@@ -217,13 +263,13 @@ impl Report {
     }
 
     /// Whether the run succeeded: with expectations, no difference from the list; otherwise no
-    /// `must` failure (no failure at all with `strict`).
+    /// `must` failure (no `must` or `should` failure with `strict`; `info` never fails a run).
     pub fn ok(&self, strict: bool) -> bool {
         let c = self.counts();
         if self.expectations.is_some() {
             self.unexpected_failures.is_empty() && self.unexpected_passes.is_empty()
         } else if strict {
-            c.failed == 0
+            c.must_failed + c.should_failed == 0
         } else {
             c.must_failed == 0
         }
@@ -238,6 +284,17 @@ impl Report {
         );
         if c.xfailed > 0 {
             let _ = write!(s, ", {} xfail", c.xfailed);
+        }
+        if c.blocked > 0 {
+            let _ = write!(s, ", {} blocked", c.blocked);
+        }
+        if c.notes > 0 {
+            let _ = write!(
+                s,
+                ", {} note{} (info)",
+                c.notes,
+                if c.notes == 1 { "" } else { "s" }
+            );
         }
         s
     }
@@ -259,8 +316,11 @@ impl Report {
                 "failed": c.failed,
                 "skipped": c.skipped,
                 "xfailed": c.xfailed,
+                "blocked": c.blocked,
                 "total": self.results.len(),
                 "must_failed": c.must_failed,
+                "should_failed": c.should_failed,
+                "notes": c.notes,
                 "duration_ms": self.duration.as_millis() as u64,
                 "unexpected_failures": self.unexpected_failures,
                 "unexpected_passes": self.unexpected_passes,
@@ -315,7 +375,7 @@ impl Report {
             for r in failed {
                 let _ = writeln!(
                     out,
-                    "\n  {} [{}{}, docs/protocol.md {}]",
+                    "\n  {} [{}{}, {}]",
                     r.id,
                     r.level.as_str(),
                     if r.status == Status::Xfail {
@@ -323,11 +383,12 @@ impl Report {
                     } else {
                         ""
                     },
-                    r.spec
+                    catalogue::cite(r.spec)
                 );
                 let _ = writeln!(out, "    requirement: {}", r.requirement);
                 let _ = writeln!(out, "    expected:    {}", r.expected);
                 let _ = writeln!(out, "    actual:      {}", r.detail);
+                let _ = writeln!(out, "    in Kong:     {}", r.protects);
             }
         }
         if !self.unexpected_failures.is_empty() || !self.unexpected_passes.is_empty() {
@@ -358,7 +419,7 @@ impl Report {
                 ("name", &format!("mock-kong conform: {}", self.server)),
                 ("tests", &self.results.len().to_string()),
                 ("failures", &c.failed.to_string()),
-                ("skipped", &(c.skipped + c.xfailed).to_string()),
+                ("skipped", &(c.skipped + c.xfailed + c.blocked).to_string()),
                 ("time", &format!("{:.3}", self.duration.as_secs_f64())),
             ],
         );
@@ -373,7 +434,7 @@ impl Report {
             let fails = rs.iter().filter(|r| r.status == Status::Fail).count();
             let skips = rs
                 .iter()
-                .filter(|r| matches!(r.status, Status::Skip | Status::Xfail))
+                .filter(|r| matches!(r.status, Status::Skip | Status::Xfail | Status::Blocked))
                 .count();
             let time: f64 = rs.iter().map(|r| r.duration.as_secs_f64()).sum();
             w.open(
@@ -395,8 +456,8 @@ impl Report {
                     Status::Fail => {
                         message = format!("[{}] {}", r.level.as_str(), r.detail);
                         text = format!(
-                            "requirement: {}\nexpected: {}\nactual: {}",
-                            r.requirement, r.expected, r.detail
+                            "requirement: {}\nexpected: {}\nactual: {}\nin Kong: {}",
+                            r.requirement, r.expected, r.detail, r.protects
                         );
                         Case::Failed {
                             message: &message,
@@ -404,13 +465,14 @@ impl Report {
                             text: &text,
                         }
                     }
-                    Status::Skip => Case::Skipped(&r.detail),
+                    Status::Skip | Status::Blocked => Case::Skipped(&r.detail),
                     Status::Xfail => {
                         message = format!("expected failure: {}", r.detail);
                         Case::Skipped(&message)
                     }
                 };
-                w.testcase(&attrs, case);
+                let notes = r.notes.join("\n");
+                w.testcase_with_output(&attrs, case, &notes);
             }
             w.close();
         }
@@ -443,9 +505,24 @@ impl Report {
                     Status::Fail => "**FAIL**",
                     Status::Skip => "skip",
                     Status::Xfail => "**FAIL** (expected)",
+                    Status::Blocked => "blocked",
                 },
                 md_cell(&r.detail)
             );
+        }
+        let notes: Vec<(&str, &String)> = self
+            .results
+            .iter()
+            .flat_map(|r| r.notes.iter().map(move |n| (r.id, n)))
+            .collect();
+        if !notes.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nNotes (info: legal but unusual choices Kong accepts; never failures):\n"
+            );
+            for (id, n) in notes {
+                let _ = writeln!(out, "* `{id}`: {}", md_cell(n));
+            }
         }
         out
     }
@@ -453,11 +530,20 @@ impl Report {
 
 /// One line per result, as printed while the run goes on.
 pub fn progress_line(r: &CheckResult) -> String {
+    let mut line = status_line(r);
+    for n in &r.notes {
+        let _ = write!(line, "\n      note [info]: {n}");
+    }
+    line
+}
+
+fn status_line(r: &CheckResult) -> String {
     let tag = match r.status {
         Status::Pass => "PASS ",
         Status::Fail => "FAIL ",
         Status::Skip => "SKIP ",
         Status::Xfail => "XFAIL",
+        Status::Blocked => "BLOCK",
     };
     let mut line = format!(
         "  {tag} {} [{}] ({:.2} s)",
@@ -465,8 +551,14 @@ pub fn progress_line(r: &CheckResult) -> String {
         r.level.as_str(),
         r.duration.as_secs_f64()
     );
-    if r.status == Status::Skip {
-        let _ = write!(line, ": {}", r.detail);
+    match (r.status, r.blocked_by) {
+        (Status::Skip, _) => {
+            let _ = write!(line, ": {}", r.detail);
+        }
+        (Status::Blocked, Some(root)) => {
+            let _ = write!(line, ": blocked by {root}");
+        }
+        _ => {}
     }
     line
 }
@@ -483,9 +575,9 @@ fn md_cell(s: &str) -> String {
 pub fn matrix(reports: &[(String, serde_json::Value)]) -> String {
     let groups = [
         "dump",
-        "process",
         "lifecycle",
         "event",
+        "process",
         "transport",
         "pdk",
         "resources",
@@ -497,9 +589,10 @@ pub fn matrix(reports: &[(String, serde_json::Value)]) -> String {
     let mut out = format!(
         "# Conformance matrix ({tier} tier)\n\n\
          `mock-kong conform --tier {tier}` against each server. A cell is passed/run; ✗ marks \
-         failures and ~ expected failures (listed in `conformance/expected/<server>.txt`). \
-         Skipped checks do not apply to the server (protocol, or a fixture plugin it does not \
-         host). Regenerate with `scripts/conformance-reports.sh`.\n\n",
+         failures, ~ expected failures (listed in `conformance/expected/<server>.txt`) and ⊘ \
+         checks blocked by an earlier failure they build on (not run). Skipped checks do not \
+         apply to the server (protocol, or a fixture plugin it does not host). Regenerate with \
+         `scripts/conformance-reports.sh`.\n\n",
     );
     let _ = write!(out, "| server | protocol |");
     for g in groups {
@@ -524,6 +617,7 @@ pub fn matrix(reports: &[(String, serde_json::Value)]) -> String {
             let passed = in_group.iter().filter(|c| c["status"] == "pass").count();
             let failed = in_group.iter().filter(|c| c["status"] == "fail").count();
             let xfailed = in_group.iter().filter(|c| c["status"] == "xfail").count();
+            let blocked = in_group.iter().filter(|c| c["status"] == "blocked").count();
             if in_group.is_empty() {
                 out.push_str(" – |");
                 continue;
@@ -534,6 +628,9 @@ pub fn matrix(reports: &[(String, serde_json::Value)]) -> String {
             }
             if xfailed > 0 {
                 let _ = write!(cell, " ~{xfailed}");
+            }
+            if blocked > 0 {
+                let _ = write!(cell, " ⊘{blocked}");
             }
             let _ = write!(out, " {cell} |");
         }
@@ -636,6 +733,86 @@ mod tests {
             Expectations::parse(&text).ids.keys().collect::<Vec<_>>(),
             [ids[0]]
         );
+    }
+
+    /// What a string reads as in the JUnit file: the characters XML cannot hold as `\u{..}`.
+    fn visible(s: &str) -> String {
+        s.chars()
+            .map(|c| {
+                if ((c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r'))
+                    || matches!(c, '\u{fffe}' | '\u{ffff}')
+                {
+                    format!("\\u{{{:x}}}", c as u32)
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    }
+
+    /// Checks that the JUnit file of a report whose server name, failure detail and note are
+    /// `s` is well-formed XML and reads back as `s` (issue 14: a server's raw bytes in a detail
+    /// made `&#8;`, which XML parsers reject).
+    fn junit_reads_back(s: &str) -> Result<(), String> {
+        let cat = catalogue::catalogue();
+        let mut r = Report::new(s, Some(Protocol::MsgPack), s, TierSel::Fast);
+        r.results.push(
+            CheckResult::new(&cat[1], Outcome::Fail(s.to_owned()), Duration::ZERO)
+                .with_notes(vec![s.to_owned()]),
+        );
+        r.results.push(CheckResult::blocked(&cat[2], cat[1].id, s));
+        let x = r.junit();
+        let doc = roxmltree::Document::parse(&x).map_err(|e| format!("{e}: {x}"))?;
+        let want = visible(s);
+        let node = |tag: &str| {
+            doc.descendants()
+                .find(|n| n.has_tag_name(tag))
+                .ok_or(format!("no <{tag}> in {x}"))
+        };
+        let root = doc.root_element();
+        if root.attribute("name") != Some(&format!("mock-kong conform: {want}")) {
+            return Err(format!("testsuites name {:?}", root.attribute("name")));
+        }
+        let failure = node("failure")?;
+        if failure.attribute("message") != Some(&format!("[must] {want}")) {
+            return Err(format!("message {:?}", failure.attribute("message")));
+        }
+        let text = failure.text().unwrap_or("");
+        if !text.contains(&format!("actual: {want}\nin Kong:")) {
+            return Err(format!("failure text {text:?}"));
+        }
+        if !s.is_empty() && node("system-out")?.text().unwrap_or("") != want {
+            return Err("system-out".into());
+        }
+        let skipped = node("skipped")?.attribute("message").unwrap_or("");
+        if !skipped.starts_with(&format!("blocked by {}", cat[1].id)) {
+            return Err(format!("skipped {skipped:?}"));
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 512, ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Any bytes a server sends, read as text the way details quote them.
+        #[test]
+        fn junit_escapes_arbitrary_bytes(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let s = String::from_utf8_lossy(&b);
+            proptest::prop_assert_eq!(junit_reads_back(&s), Ok(()));
+        }
+
+        /// Any characters, the noncharacters and every control character included.
+        #[test]
+        fn junit_escapes_arbitrary_text(s in "(\\PC|[\\x00-\\x1f\\x7f\u{fffe}\u{ffff}<>&\"'])*") {
+            proptest::prop_assert_eq!(junit_reads_back(&s), Ok(()));
+        }
+    }
+
+    #[test]
+    fn junit_of_control_characters_parses() {
+        assert_eq!(junit_reads_back("\u{8}a\r\nb\t<\u{0}\u{fffe}"), Ok(()));
     }
 
     #[test]

@@ -13,8 +13,8 @@ use serde_json::{Map, Value as Json};
 
 use super::catalogue::{catalogue, Applies, Check, Needs, Plug};
 use super::report::{CheckResult, Report};
-use super::wire::{answer_from, End, EventRun, RawHost, StepConns};
-use super::{Outcome, TierSel};
+use super::wire::{answer_from, End, EventRun, Quirks, RawHost, StepConns};
+use super::{Outcome, Status, TierSel};
 use crate::dump::{self, Dump, PluginInfo, RawQueryOutput};
 use crate::host::instances::uuid_from;
 use crate::host::PluginEntity;
@@ -65,10 +65,13 @@ pub struct RunOptions {
     pub idle: Duration,
     /// `transport/idle-connection`: how long a connection sits idle before reuse.
     pub idle_connection: Duration,
-    /// `resources/*`: events per measurement.
+    /// `resources/*`: events per kind (the memory slope is fitted over them; at least 20 000
+    /// for the verdict the reports quote).
     pub resource_events: usize,
     /// SIGTERM → SIGKILL grace when a check's server is stopped.
     pub grace: Duration,
+    /// The Kong release whose PDK and dump rules apply (`--kong-version`).
+    pub kong_version: crate::pdk::KongVersion,
 }
 
 impl Default for RunOptions {
@@ -83,8 +86,9 @@ impl Default for RunOptions {
             socket_timeout: Duration::from_secs(10),
             idle: Duration::from_secs(65),
             idle_connection: Duration::from_secs(3),
-            resource_events: 3000,
+            resource_events: 20_000,
             grace: Duration::from_secs(2),
+            kong_version: crate::pdk::KongVersion::DEFAULT,
         }
     }
 }
@@ -116,10 +120,20 @@ pub struct Ctx {
     pub query: Option<Result<RawQueryOutput, String>>,
     /// The whole dump.
     pub dump: Option<Dump>,
+    /// Info-level notes: legal but unusual choices the check noticed (never a failure).
+    pub notes: Vec<String>,
     next_entity: u64,
 }
 
 impl Ctx {
+    /// Notes a legal but unusual choice of the server (reported at `info` level, never failed).
+    pub fn note(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        if !self.notes.contains(&text) {
+            self.notes.push(text);
+        }
+    }
+
     /// A plugin entity for the driven plugin with its own UUID and `__seq__`.
     pub fn entity(&mut self, config: Json) -> PluginEntity {
         self.next_entity += 1;
@@ -313,11 +327,19 @@ pub async fn run(
     };
     let mut report = Report::new(&main_target.label, protocol, &main_plugin, opts.tier);
     drop(main_target);
+    // Each legal but unusual choice is noted once, with the first check that met it.
+    let mut noted = Quirks::default();
     for check in catalogue().iter().filter(|c| opts.selects(c)) {
+        if let Some((root, why)) = blocker(check, &report.results) {
+            let result = CheckResult::blocked(check, root, &why);
+            progress(&result);
+            report.results.push(result);
+            continue;
+        }
         let t0 = Instant::now();
         // After SIGINT/SIGTERM (or once stdout is gone) the report holds the checks finished so
         // far: the running check is dropped, which stops any server it started.
-        let outcome = tokio::select! {
+        let (outcome, mut notes, quirks) = tokio::select! {
             biased;
             () = crate::edge::until_stopped() => {
                 report.interrupted = true;
@@ -325,12 +347,36 @@ pub async fn run(
             }
             o = run_one(server, check, opts, &mut cache) => o,
         };
-        let result = CheckResult::new(check, outcome, t0.elapsed());
+        for q in quirks.iter().filter(|q| !noted.contains(*q)) {
+            notes.push(format!(
+                "legal but unusual (Kong accepts it): {}",
+                q.reason()
+            ));
+        }
+        noted.extend(quirks);
+        let result = CheckResult::new(check, outcome, t0.elapsed()).with_notes(notes);
         progress(&result);
         report.results.push(result);
     }
     report.duration = started.elapsed();
     Ok(report)
+}
+
+/// The failure that blocks `check`: the first of its prerequisites (run before it) that failed,
+/// or the failure that blocked that one; with what it said.
+fn blocker(check: &Check, done: &[CheckResult]) -> Option<(&'static str, String)> {
+    check.prerequisites().find_map(|p| {
+        let r = done.iter().find(|r| r.id == p)?;
+        match r.status {
+            Status::Fail | Status::Xfail => Some((r.id, r.detail.clone())),
+            Status::Blocked => {
+                let root = r.blocked_by?;
+                let why = done.iter().find(|x| x.id == root)?.detail.clone();
+                Some((root, why))
+            }
+            Status::Pass | Status::Skip => None,
+        }
+    })
 }
 
 /// Runs one check; its texts are scrubbed of this machine's paths (reports are kept in the
@@ -341,9 +387,20 @@ async fn run_one(
     check: &Check,
     opts: &RunOptions,
     cache: &mut DumpCache,
-) -> Outcome {
+) -> (Outcome, Vec<String>, Quirks) {
     let mut prefix = None;
-    let outcome = run_one_inner(server, check, opts, cache, &mut prefix).await;
+    let mut notes = Vec::new();
+    let mut quirks = Quirks::default();
+    let outcome = run_one_inner(
+        server,
+        check,
+        opts,
+        cache,
+        &mut prefix,
+        &mut notes,
+        &mut quirks,
+    )
+    .await;
     let mut paths: Vec<(String, &str)> = Vec::new();
     if let Some(p) = prefix {
         paths.push((p, "<prefix>"));
@@ -365,11 +422,12 @@ async fn run_one(
         }
         m
     };
-    match outcome {
+    let outcome = match outcome {
         Outcome::Pass(m) => Outcome::Pass(scrub(m)),
         Outcome::Fail(m) => Outcome::Fail(scrub(m)),
         Outcome::Skip(m) => Outcome::Skip(scrub(m)),
-    }
+    };
+    (outcome, notes.into_iter().map(scrub).collect(), quirks)
 }
 
 async fn run_one_inner(
@@ -378,6 +436,8 @@ async fn run_one_inner(
     opts: &RunOptions,
     cache: &mut DumpCache,
     prefix: &mut Option<String>,
+    notes: &mut Vec<String>,
+    quirks: &mut Quirks,
 ) -> Outcome {
     let asked = match check.needs {
         Needs::Query | Needs::Server(Plug::Any) | Needs::Manual(Plug::Any) => opts.plugin.clone(),
@@ -467,6 +527,7 @@ async fn run_one_inner(
         opts: opts.clone(),
         query: ctx_query,
         dump,
+        notes: Vec::new(),
         next_entity: 0,
     };
     if matches!(check.needs, Needs::Server(_)) {
@@ -514,5 +575,7 @@ async fn run_one_inner(
     if let Some(p) = ctx.process.take() {
         let _ = p.stop().await;
     }
+    *notes = std::mem::take(&mut ctx.notes);
+    *quirks = ctx.host.quirks();
     outcome
 }

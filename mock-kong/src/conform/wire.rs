@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::host::conn::{self, Conn, Deadline, Probe};
@@ -26,7 +26,7 @@ use mock_kong_codec::event::mp::{self, CallReader, Incoming, MpEvent};
 use mock_kong_codec::event::pb::{self, PbEvent};
 use mock_kong_codec::event::{self as driver, Budget};
 
-pub use mock_kong_codec::event::{error_text, Callback, Reply};
+pub use mock_kong_codec::event::{error_text, Callback, Quirk, Quirks, Reply};
 
 /// Seconds as a short human number (`2`, `0.5`), for check texts.
 pub fn secs(d: Duration) -> f64 {
@@ -41,11 +41,22 @@ pub struct Wire {
     opts: Arc<HostOptions>,
     /// Notifications met while waiting for MsgPack responses (`[2, label, args]`).
     pub notifications: Vec<(String, Value)>,
+    /// Legal but unusual choices noticed in the MsgPack envelopes read on this connection.
+    pub quirks: Quirks,
+    /// Where every quirk noticed is also recorded (the host's, for the whole check).
+    sink: Arc<Mutex<Quirks>>,
 }
 
 impl Wire {
     /// Connects within the connect timeout.
     pub async fn connect(opts: Arc<HostOptions>) -> Result<Wire, HostError> {
+        Wire::connect_noting(opts, Arc::default()).await
+    }
+
+    async fn connect_noting(
+        opts: Arc<HostOptions>,
+        sink: Arc<Mutex<Quirks>>,
+    ) -> Result<Wire, HostError> {
         let conn = conn::connect(&opts.socket, &opts.timeouts).await?;
         Ok(Wire {
             conn,
@@ -53,7 +64,17 @@ impl Wire {
             pb: FrameDecoder::new(opts.max_frame),
             opts,
             notifications: Vec::new(),
+            quirks: Quirks::default(),
+            sink,
         })
+    }
+
+    fn note(&mut self, q: Quirks) {
+        self.quirks.extend(q);
+        self.sink
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(q);
     }
 
     fn timeouts(&self) -> Timeouts {
@@ -140,7 +161,9 @@ impl Wire {
         let what = format!("waiting for {}", reader.describe());
         let deadline = self.deadline();
         loop {
-            match reader.next(&mut self.mp)? {
+            let next = reader.next(&mut self.mp);
+            self.note(reader.quirks());
+            match next? {
                 Some(Incoming::Notification { label, args }) => {
                     self.notifications.push((label, args))
                 }
@@ -272,6 +295,8 @@ impl From<driver::End> for End {
 pub struct EventRun {
     pub callbacks: Vec<Callback>,
     pub end: End,
+    /// Legal but unusual choices of the server in this event (MsgPack; see [`Quirk`]).
+    pub quirks: Quirks,
 }
 
 impl EventRun {
@@ -315,6 +340,8 @@ pub struct RawHost {
     opts: Arc<HostOptions>,
     msgid: Arc<AtomicU64>,
     sequence: Arc<AtomicI64>,
+    /// Every legal but unusual choice noticed on any connection of this host (and its clones).
+    quirks: Arc<Mutex<Quirks>>,
 }
 
 impl RawHost {
@@ -329,7 +356,14 @@ impl RawHost {
             msgid: Arc::new(AtomicU64::new(1)),
             // Kong's first ProtoBuf call carries sequence 2 (docs/protocol.md §5.2).
             sequence: Arc::new(AtomicI64::new(2)),
+            quirks: Arc::default(),
         }
+    }
+
+    /// The legal but unusual choices of the server noticed so far by this host and its clones
+    /// (Kong accepts them; the conformance suite notes them at `info` level).
+    pub fn quirks(&self) -> Quirks {
+        *self.quirks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The options every connection of this host uses.
@@ -339,7 +373,7 @@ impl RawHost {
 
     /// A new connection.
     pub async fn connect(&self) -> Result<Wire, HostError> {
-        Wire::connect(self.opts.clone()).await
+        Wire::connect_noting(self.opts.clone(), self.quirks.clone()).await
     }
 
     /// The next MsgPack msgid.
@@ -520,9 +554,115 @@ impl RawHost {
     ) -> Result<EventRun, HostError> {
         match started {
             Started::MsgPack { msgid, event } => {
-                self.mp_event(w, msgid, event, steps, answer).await
+                self.mp_event(w, msgid, event, steps, answer, None).await
             }
-            Started::ProtoBuf(event) => self.pb_event(w, event, answer).await,
+            Started::ProtoBuf(event) => self.pb_event(w, event, answer, None).await,
+        }
+    }
+
+    /// [`RawHost::drive`] with a slow PDK answer: the first callback is answered only `pause`
+    /// after it arrived (`paused` is set when the pause starts), as a Kong whose PDK call
+    /// takes that long.
+    pub async fn drive_paused(
+        &self,
+        w: &mut Wire,
+        instance: i64,
+        phase: &str,
+        pause: Duration,
+        paused: &std::sync::atomic::AtomicBool,
+        answer: &mut dyn FnMut(&str, &[Value]) -> Reply,
+    ) -> Result<EventRun, HostError> {
+        let slow = Some((pause, paused));
+        match self.send_handle_event(w, instance, phase).await? {
+            Started::MsgPack { msgid, event } => {
+                self.mp_event(w, msgid, event, StepConns::Same, answer, slow)
+                    .await
+            }
+            Started::ProtoBuf(event) => self.pb_event(w, event, answer, slow).await,
+        }
+    }
+
+    /// Whether the server's status lists instance `id` of plugin `name` (MsgPack
+    /// `plugin.GetStatus`, ProtoBuf `cmd_get_instance_status`): `Ok(Ok(how))` listed,
+    /// `Ok(Err(what))` not listed or refused, `Err` a transport failure.
+    pub async fn instance_listed(
+        &self,
+        id: i64,
+        name: &str,
+    ) -> Result<Result<String, String>, String> {
+        let mut w = self.connect().await.map_err(|e| e.to_string())?;
+        match self.protocol {
+            Protocol::MsgPack => {
+                let msgid = self.next_msgid();
+                let status = match w
+                    .mp_call(msgid, "plugin.GetStatus", Vec::new())
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    Ok(v) => v,
+                    Err(e) => return Ok(Err(format!("GetStatus answered {:?}", error_text(&e)))),
+                };
+                let instances = crate::lua::field(&status, "Plugins")
+                    .and_then(|p| crate::lua::field(p, name))
+                    .and_then(|p| crate::lua::field(p, "Instances"));
+                let listed = instances
+                    .and_then(crate::lua::pairs)
+                    .is_some_and(|entries| {
+                        entries.iter().any(|(_, x)| {
+                            crate::lua::field(x, "Id").and_then(Value::as_i64) == Some(id)
+                        })
+                    });
+                Ok(if listed {
+                    Ok(format!(
+                        "GetStatus lists instance {id} under Plugins.{name}.Instances"
+                    ))
+                } else {
+                    Err(format!(
+                        "GetStatus does not list instance {id}: Plugins.{name}.Instances is {}",
+                        instances.map_or("missing".into(), driver::short)
+                    ))
+                })
+            }
+            Protocol::ProtoBuf => {
+                let seq = self.next_sequence();
+                let call = crate::protobuf::messages::RpcCall {
+                    sequence: seq,
+                    call: Some(
+                        crate::protobuf::messages::rpc_call::Call::CmdGetInstanceStatus(
+                            crate::protobuf::messages::CmdGetInstanceStatus {
+                                instance_id: id as i32,
+                            },
+                        ),
+                    ),
+                };
+                let mut out = Vec::new();
+                pb::encode_call(&call, &mut out);
+                w.send(&out, "cmd_get_instance_status")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let ret = match pb_or_closed(w.pb_return(seq, "cmd_get_instance_status").await) {
+                    Ok(r) => r,
+                    Err(Refusal::Rejected(m)) => {
+                        return Ok(Err(format!("cmd_get_instance_status({id}): {m}")))
+                    }
+                    Err(Refusal::Wire(e)) => return Err(e.to_string()),
+                };
+                Ok(match ret.r#return {
+                    Some(rpc_return::Return::InstanceStatus(st))
+                        if i64::from(st.instance_id) == id =>
+                    {
+                        Ok(format!(
+                            "cmd_get_instance_status({id}) answers instance_status {{name: {:?}, \
+                             instance_id: {id}}}",
+                            st.name
+                        ))
+                    }
+                    other => Err(format!(
+                        "cmd_get_instance_status({id}) answered {}",
+                        driver::short(&other)
+                    )),
+                })
+            }
         }
     }
 
@@ -534,18 +674,25 @@ impl RawHost {
         mut ev: MpEvent<'_>,
         steps: StepConns,
         answer: &mut dyn FnMut(&str, &[Value]) -> Reply,
+        mut slow: Option<(Duration, &std::sync::atomic::AtomicBool)>,
     ) -> Result<EventRun, HostError> {
         let mut run = EventRun {
             callbacks: Vec::new(),
             end: End::Done,
+            quirks: Quirks::default(),
         };
         let mut budget = Budget::new(self.opts.max_event_bytes);
         let mut fresh: Option<Wire> = None;
+        w.quirks = Quirks::default();
         let mut answered = w
             .mp_answer_within(msgid, "plugin.HandleEvent", &mut budget)
-            .await?;
+            .await;
+        run.quirks.extend(std::mem::take(&mut w.quirks));
         loop {
-            let cb = match ev.on_answer(answered)? {
+            let next = ev.on_answer(answered?);
+            run.quirks.extend(ev.quirks());
+            w.note(ev.quirks());
+            let cb = match next? {
                 mp::Next::End(end) => {
                     run.end = end.into();
                     return Ok(run);
@@ -553,6 +700,7 @@ impl RawHost {
                 mp::Next::Callback(cb) => cb,
             };
             let reply = answer(&cb.method, &cb.args);
+            pause(&mut slow).await;
             let replied = ev.reply(&cb.method, reply);
             run.callbacks.push(cb);
             let call = match replied {
@@ -572,7 +720,8 @@ impl RawHost {
             conn.send(&out, call.method()).await?;
             answered = conn
                 .mp_answer_within(msgid, call.method(), &mut budget)
-                .await?;
+                .await;
+            run.quirks.extend(std::mem::take(&mut conn.quirks));
         }
     }
 
@@ -583,10 +732,12 @@ impl RawHost {
         w: &mut Wire,
         mut ev: PbEvent<'_>,
         answer: &mut dyn FnMut(&str, &[Value]) -> Reply,
+        mut slow: Option<(Duration, &std::sync::atomic::AtomicBool)>,
     ) -> Result<EventRun, HostError> {
         let mut run = EventRun {
             callbacks: Vec::new(),
             end: End::Done,
+            quirks: Quirks::default(),
         };
         let mut budget = Budget::new(self.opts.max_event_bytes);
         let mut deadline = w.deadline();
@@ -620,6 +771,7 @@ impl RawHost {
                 pb::Next::Callback(cb) => cb,
             };
             let reply = answer(&cb.method, &cb.args);
+            pause(&mut slow).await;
             let what = format!("the reply to {}", cb.method);
             run.callbacks.push(cb);
             let mut out = Vec::new();
@@ -647,5 +799,13 @@ fn pb_or_closed(r: Result<RpcReturn, HostError>) -> Result<RpcReturn, Refusal> {
             "the connection was closed without a reply".into(),
         )),
         Err(e) => Err(Refusal::Wire(e)),
+    }
+}
+
+/// The pause of a slow PDK answer, taken once (the first callback): flags it, then sleeps.
+async fn pause(slow: &mut Option<(Duration, &std::sync::atomic::AtomicBool)>) {
+    if let Some((d, flag)) = slow.take() {
+        flag.store(true, Ordering::SeqCst);
+        tokio::time::sleep(d).await;
     }
 }

@@ -17,7 +17,7 @@ use crate::msgpack::StreamDecoder;
 use crate::pdk::Pdk;
 use crate::Value;
 use mock_kong_codec::event::mp::{self as driver, Call, CallReader, Incoming, MpEvent};
-use mock_kong_codec::event::{short, Budget};
+use mock_kong_codec::event::{short, Budget, Quirks};
 
 // Kong's choices of Step method and multi-map fix-up live with the event driver.
 pub use mock_kong_codec::event::mp::{fix_multimap, step_method};
@@ -108,6 +108,7 @@ impl MpClient {
         findings: &mut Vec<String>,
     ) -> Result<(Value, u64), HostError> {
         let mut budget = Budget::new(self.opts.max_event_bytes);
+        let mut quirks = Quirks::default();
         let (answer, conn) = self
             .call_within(
                 method,
@@ -115,8 +116,10 @@ impl MpClient {
                 |msgid| format!("[0, {msgid}, {method:?}, {params:?}]"),
                 findings,
                 &mut budget,
+                &mut quirks,
             )
             .await?;
+        note_quirks(quirks, findings);
         match answer {
             Ok(v) => Ok((v, conn)),
             Err(e) => Err(HostError::Server {
@@ -135,6 +138,7 @@ impl MpClient {
         describe: impl FnOnce(u64) -> String,
         findings: &mut Vec<String>,
         budget: &mut Budget,
+        quirks: &mut Quirks,
     ) -> Result<(Result<Value, Value>, u64), HostError> {
         let mut conn = self.checkout().await?;
         let msgid = self.msgid.fetch_add(1, Ordering::Relaxed) + 1;
@@ -173,7 +177,10 @@ impl MpClient {
             // With tracing on, the raw bytes of this read are logged with what they completed.
             let raw = self.trace.enabled().then(|| bytes.to_vec());
             let mut answer = None;
-            while let Some(m) = reader.next(&mut dec)? {
+            loop {
+                let m = reader.next(&mut dec);
+                quirks.extend(reader.quirks());
+                let Some(m) = m? else { break };
                 match m {
                     Incoming::Notification { label, args } => {
                         self.notification(&label, &args, findings)
@@ -275,6 +282,7 @@ impl MpClient {
             pdk.sends_step_error(),
         );
         let mut call = ev.start();
+        let mut quirks = Quirks::default();
         loop {
             let sent = self
                 .call_within(
@@ -283,6 +291,7 @@ impl MpClient {
                     |msgid| call.describe(msgid),
                     &mut report.findings,
                     &mut budget,
+                    &mut quirks,
                 )
                 .await;
             let (answer, conn) = match sent {
@@ -310,6 +319,8 @@ impl MpClient {
             report.event_id = ev.event_id();
             let cb = match next {
                 driver::Next::End(end) => {
+                    quirks.extend(ev.quirks());
+                    note_quirks(quirks, &mut report.findings);
                     let ctx = ev.context();
                     return report
                         .finish(end, None, conn, None)
@@ -320,14 +331,28 @@ impl MpClient {
             let outcome = pdk.call(phase, &cb.method, &cb.args).settle().await;
             let (reply, exit) = reply_for(outcome);
             match ev.reply(&cb.method, reply) {
-                driver::Replied::End(end) => return report.finish(end, Some(cb), conn, exit),
-
+                driver::Replied::End(end) => {
+                    quirks.extend(ev.quirks());
+                    note_quirks(quirks, &mut report.findings);
+                    return report.finish(end, Some(cb), conn, exit);
+                }
                 driver::Replied::Call(next, sent) => {
                     // The answer is recorded once the Step is sent (it travels in the call).
                     report.answered(cb, Value::Nil, sent, conn);
                     call = next;
                 }
             }
+        }
+    }
+}
+
+/// The legal but unusual choices of a server as findings (Kong accepts them; the transcript
+/// says so once per kind).
+fn note_quirks(quirks: Quirks, findings: &mut Vec<String>) {
+    for q in quirks.iter() {
+        let note = format!("legal but unusual: {}", q.reason());
+        if !findings.contains(&note) {
+            findings.push(note);
         }
     }
 }

@@ -34,18 +34,28 @@ pub enum Fault {
     DumpPluginLast,
     DumpReadsStdin,
     DumpExtraPhase,
+    DumpDropsField,
+    DumpSchemaName,
     // --- the process ---
     NoSocket,
     RefuseStaleSocket,
     IgnoreSigterm,
+    IdsFromZero,
+    OutliveParent,
     // --- instances ---
     StrictConfig,
     OneInstance,
     CloseAll,
     WrongErrorText,
     ExpireIdle,
+    ExpireOnClose,
+    StatusEmpty,
     // --- events ---
+    NoEndFrame,
     BadCallback,
+    MisspeltMethod,
+    UndeclaredPhaseHangs,
+    SerialEvents,
     RejectStepVariants,
     NilNeedsData,
     BindEvents,
@@ -60,6 +70,7 @@ pub enum Fault {
     CrashOnVanish,
     ConnLimit,
     IdleClose,
+    TrustLength,
     // --- the plugins (PDK kit behaviour) ---
     RaiseHangs,
     RaiseIsSuccess,
@@ -69,6 +80,7 @@ pub enum Fault {
     LeakPerEvent,
     LeakExit,
     LeakAbandoned,
+    LeakEntry,
     // --- performance (the regression gates' A/B tests; no conformance rule) ---
     SlowPdk,
     VerySlowPdk,
@@ -90,7 +102,7 @@ impl Fault {
     ];
 
     /// Every conformance fault, in catalogue order.
-    pub const ALL: [Fault; 38] = [
+    pub const ALL: [Fault; 50] = [
         Fault::DumpHangs,
         Fault::DumpLogLine,
         Fault::DumpBareObject,
@@ -100,15 +112,25 @@ impl Fault {
         Fault::DumpPluginLast,
         Fault::DumpReadsStdin,
         Fault::DumpExtraPhase,
+        Fault::DumpDropsField,
+        Fault::DumpSchemaName,
         Fault::NoSocket,
         Fault::RefuseStaleSocket,
         Fault::IgnoreSigterm,
+        Fault::IdsFromZero,
+        Fault::OutliveParent,
         Fault::StrictConfig,
         Fault::OneInstance,
         Fault::CloseAll,
         Fault::WrongErrorText,
         Fault::ExpireIdle,
+        Fault::ExpireOnClose,
+        Fault::StatusEmpty,
+        Fault::NoEndFrame,
         Fault::BadCallback,
+        Fault::MisspeltMethod,
+        Fault::UndeclaredPhaseHangs,
+        Fault::SerialEvents,
         Fault::RejectStepVariants,
         Fault::NilNeedsData,
         Fault::BindEvents,
@@ -122,6 +144,7 @@ impl Fault {
         Fault::CrashOnVanish,
         Fault::ConnLimit,
         Fault::IdleClose,
+        Fault::TrustLength,
         Fault::RaiseHangs,
         Fault::RaiseIsSuccess,
         Fault::MangleStrings,
@@ -129,6 +152,7 @@ impl Fault {
         Fault::LeakPerEvent,
         Fault::LeakExit,
         Fault::LeakAbandoned,
+        Fault::LeakEntry,
     ];
 
     /// The name used with `--fault`.
@@ -143,6 +167,18 @@ impl Fault {
             Fault::DumpPluginLast => "dump-plugin-last",
             Fault::DumpReadsStdin => "dump-reads-stdin",
             Fault::DumpExtraPhase => "dump-extra-phase",
+            Fault::DumpDropsField => "dump-drops-field",
+            Fault::DumpSchemaName => "dump-schema-name",
+            Fault::IdsFromZero => "ids-from-zero",
+            Fault::OutliveParent => "outlive-parent",
+            Fault::ExpireOnClose => "expire-on-close",
+            Fault::StatusEmpty => "status-empty",
+            Fault::NoEndFrame => "no-end-frame",
+            Fault::MisspeltMethod => "misspelt-method",
+            Fault::UndeclaredPhaseHangs => "undeclared-phase-hangs",
+            Fault::SerialEvents => "serial-events",
+            Fault::TrustLength => "trust-length",
+            Fault::LeakEntry => "leak-entry",
             Fault::NoSocket => "no-socket",
             Fault::RefuseStaleSocket => "refuse-stale-socket",
             Fault::IgnoreSigterm => "ignore-sigterm",
@@ -193,6 +229,46 @@ impl Fault {
             Fault::DumpExtraPhase => {
                 "the dump lists a phase (rewrite) the plugin has no handler for"
             }
+            Fault::DumpDropsField => {
+                "the dump's schema leaves out the first config field the plugin reads"
+            }
+            Fault::DumpSchemaName => "the dump's Schema.name is not its Name (\"<name>-plugin\")",
+            Fault::IdsFromZero => {
+                "instance ids count from 0 in every process (ProtoBuf: __seq__ ignored), so a \
+                 restarted server hands out the ids of before again"
+            }
+            Fault::OutliveParent => "the server keeps running when its parent process dies",
+            Fault::ExpireOnClose => {
+                "every CloseInstance also deletes the instances older than 2 s (a stand-in for \
+                 a 60 s expiry sweep)"
+            }
+            Fault::StatusEmpty => {
+                "GetStatus lists no instance (ProtoBuf: cmd_get_instance_status closes the \
+                 connection)"
+            }
+            Fault::NoEndFrame => {
+                "no event ends as Kong waits for: ProtoBuf sends the RpcReturn without the empty \
+                 frame before it (as kong_rs 0.2.0 does), MsgPack never answers the event's last \
+                 call"
+            }
+            Fault::MisspeltMethod => {
+                "plugins call PDK methods with the last letter missing (kong.request.get_heade)"
+            }
+            Fault::UndeclaredPhaseHangs => {
+                "an event for a phase the plugin does not declare is never answered"
+            }
+            Fault::SerialEvents => {
+                "one event at a time: while an event waits for a PDK answer, every other request \
+                 waits"
+            }
+            Fault::TrustLength => {
+                "ProtoBuf: a frame's declared length is reserved before its bytes arrive, however \
+                 large, and the server waits for them"
+            }
+            Fault::LeakEntry => {
+                "every event that ends without a PDK answer (no call, or kong.response.exit) \
+                 leaks one 512-byte entry"
+            }
             Fault::NoSocket => "the server never creates its socket",
             Fault::RefuseStaleSocket => "the server refuses to start when a socket file exists",
             Fault::IgnoreSigterm => "the server ignores SIGTERM",
@@ -228,9 +304,9 @@ impl Fault {
             Fault::RaiseIsSuccess => "a handler that raises is reported as finished (\"ret\")",
             Fault::MangleStrings => "plugins replace non-ASCII bytes of PDK strings with '?'",
             Fault::NilAsText => "plugins render a nil PDK result as the text \"nil\"",
-            Fault::LeakPerEvent => "every event leaks 64 KiB",
-            Fault::LeakExit => "every kong.response.exit leaks 64 KiB",
-            Fault::LeakAbandoned => "every event left unfinished by its client leaks 64 KiB",
+            Fault::LeakPerEvent => "every event leaks 4 KiB",
+            Fault::LeakExit => "every kong.response.exit leaks 4 KiB",
+            Fault::LeakAbandoned => "every event left unfinished by its client leaks 4 KiB",
             Fault::SlowPdk => "the bench plugin spends 20 µs of CPU before each PDK call",
             Fault::VerySlowPdk => "the bench plugin spends 200 µs of CPU before each PDK call",
             Fault::SplitWrites => {
@@ -268,10 +344,12 @@ impl std::fmt::Display for Fault {
     }
 }
 
-/// A set of faults switched on (empty: the correct server).
+/// The server's switch board: the faults switched on (empty: the correct server), and the legal
+/// variations ([`super::variations`]) it shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Faults {
     set: BTreeSet<Fault>,
+    variations: super::Variations,
 }
 
 impl Faults {
@@ -288,14 +366,34 @@ impl Faults {
             })?;
             set.insert(f);
         }
-        Ok(Faults { set })
+        Ok(Faults {
+            set,
+            variations: super::Variations::default(),
+        })
     }
 
     /// A set holding exactly these faults.
     pub fn of(faults: &[Fault]) -> Faults {
         Faults {
             set: faults.iter().copied().collect(),
+            variations: super::Variations::default(),
         }
+    }
+
+    /// The same faults, with these legal variations.
+    pub fn with_variations(mut self, variations: super::Variations) -> Faults {
+        self.variations = variations;
+        self
+    }
+
+    /// Whether the legal variation `v` is switched on.
+    pub fn varies(&self, v: super::Variation) -> bool {
+        self.variations.has(v)
+    }
+
+    /// Whether any legal variation is switched on.
+    pub fn any_variation(&self) -> bool {
+        !self.variations.is_empty()
     }
 
     /// Whether `f` is switched on.
@@ -353,8 +451,11 @@ pub fn busy_wait(d: Duration) {
     }
 }
 
-/// How much memory each leak fault keeps.
-pub const LEAK_BYTES: usize = 64 * 1024;
+/// How much memory each leak fault keeps (`leak-entry`: [`ENTRY_BYTES`]).
+pub const LEAK_BYTES: usize = 4 * 1024;
+
+/// What `leak-entry` keeps per event: one small map entry's worth.
+pub const ENTRY_BYTES: usize = 512;
 
 fn leaked() -> &'static Mutex<Vec<Vec<u8>>> {
     static LEAKED: OnceLock<Mutex<Vec<Vec<u8>>>> = OnceLock::new();
@@ -364,6 +465,11 @@ fn leaked() -> &'static Mutex<Vec<Vec<u8>>> {
 /// Keeps [`LEAK_BYTES`] of touched memory forever.
 pub fn leak() {
     super::lock(leaked()).push(vec![0x5A; LEAK_BYTES]);
+}
+
+/// `leak-entry`: keeps [`ENTRY_BYTES`] forever.
+pub fn leak_entry() {
+    super::lock(leaked()).push(vec![0x5A; ENTRY_BYTES]);
 }
 
 fn ballast() -> &'static Mutex<IdMap<u64, Vec<u8>>> {
@@ -441,6 +547,39 @@ pub async fn write_out(
 /// PDK calls the `extra-callback` fault adds to each event of the bench plugin.
 pub fn extra_calls() -> u64 {
     u64::from(on(Fault::ExtraCallback))
+}
+
+/// The name a plugin calls `method` by: camelCase with `bad-callback`, the last letter missing
+/// with `misspelt-method`, else as it is.
+pub fn method_name<'a>(method: &'a str, faults: &Faults) -> std::borrow::Cow<'a, str> {
+    if faults.has(Fault::BadCallback) {
+        camel_case(method).into()
+    } else if faults.has(Fault::MisspeltMethod) {
+        method[..method.len().saturating_sub(1)].into()
+    } else {
+        method.into()
+    }
+}
+
+/// The first instance id of a server process: a counter from 0 with `ids-from-zero` (as the
+/// Python and JS kits count), otherwise a base drawn per process, so a restarted server does
+/// not hand out the ids Kong still holds from before the restart. Positive and below 2^30, so
+/// any id stays a valid ProtoBuf int32.
+pub fn first_instance_id(faults: &Faults) -> i64 {
+    if faults.has(Fault::IdsFromZero) {
+        return 0;
+    }
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    // 2^20 .. 2^30: room for a million instances before the int32 limit.
+    (1 << 20) + (h.finish() % (1 << 29)) as i64
 }
 
 /// `bad-callback`: a dotted snake_case PDK name in camelCase (`kong.request.getHeader`).

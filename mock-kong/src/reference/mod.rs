@@ -23,8 +23,10 @@ pub mod mp;
 pub mod pb;
 pub mod plugins;
 pub mod tour;
+pub mod variations;
 
 pub use faults::{Fault, Faults};
+pub use variations::{Variation, Variations};
 
 use std::future::Future;
 use std::io;
@@ -44,7 +46,8 @@ pub struct ReferenceOptions {
     pub socket: PathBuf,
     /// Plugin listed first in the dump (Kong 3.9 registers only the first).
     pub plugin: String,
-    /// Deliberate misbehaviour for conformance tests ([`faults`]); empty by default.
+    /// Deliberate misbehaviour for conformance tests ([`faults`]) and legal variations
+    /// ([`variations`]); empty by default.
     pub faults: Faults,
 }
 
@@ -98,6 +101,17 @@ pub fn dump_json_with(
             if let Some(p) = e["Phases"].as_array_mut() {
                 p.insert(0, "rewrite".into());
             }
+        }
+        if faults.has(Fault::DumpDropsField) {
+            if let Some(fields) = e["Schema"]["fields"][0]["config"]["fields"].as_array_mut() {
+                if !fields.is_empty() {
+                    fields.remove(0);
+                }
+            }
+        }
+        if faults.has(Fault::DumpSchemaName) {
+            let renamed = format!("{}-plugin", e["Name"].as_str().unwrap_or("plugin"));
+            e["Schema"]["name"] = renamed.into();
         }
         if faults.has(Fault::DumpBadSchema) {
             if let Some(field) = e["Schema"]["fields"][0]["config"]["fields"][0]
@@ -166,10 +180,43 @@ pub async fn serve(opts: ReferenceOptions) -> io::Result<()> {
             ),
         ));
     }
+    // The parent is read before the socket exists: once it accepts, the parent may die at any
+    // moment, and read after that it would already be the reaper.
+    // SAFETY: getppid(2) cannot fail and touches no memory.
+    let parent = unsafe { libc::getppid() };
     let listener = bind(&opts.socket)?;
-    let result = serve_listener_with(listener, opts.protocol, opts.faults, shutdown).await;
+    let orphaned = async {
+        if opts.faults.has(Fault::OutliveParent) {
+            std::future::pending::<()>().await;
+        }
+        parent_gone(parent).await;
+        eprintln!("reference server: the parent process is gone; exiting");
+    };
+    let stop = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = orphaned => {}
+        }
+    };
+    let result = serve_listener_with(listener, opts.protocol, opts.faults.clone(), stop).await;
     remove_socket(&opts.socket);
     result
+}
+
+/// Resolves once `parent`, the process that started the server, is gone (the server was
+/// re-parented): Kong's process died without stopping it. Polls `getppid`, four times a
+/// second; never resolves when the server was started by init itself.
+async fn parent_gone(parent: libc::pid_t) {
+    if parent <= 1 {
+        return std::future::pending().await;
+    }
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        // SAFETY: as above.
+        if unsafe { libc::getppid() } != parent {
+            return;
+        }
+    }
 }
 
 /// Prepares `path` and binds a listener there (see [`serve`] for the rules).
@@ -368,13 +415,25 @@ pub(crate) mod testutil {
 
     impl TestServer {
         pub async fn start(protocol: Protocol) -> TestServer {
+            TestServer::start_with(protocol, &[]).await
+        }
+
+        /// With these fault switches (the byte-level tests count instance ids from 0 with
+        /// `ids-from-zero`, as the bytes they compare hold the id).
+        pub async fn start_with(protocol: Protocol, faults: &[&str]) -> TestServer {
             let dir = tempfile::tempdir().expect("tempdir");
             let path = dir.path().join("ref.sock");
             let listener = super::bind(&path).expect("bind");
             let (tx, rx) = oneshot::channel::<()>();
-            let task = tokio::spawn(super::serve_listener(listener, protocol, async {
-                let _ = rx.await;
-            }));
+            let faults = super::Faults::parse(faults).expect("known faults");
+            let task = tokio::spawn(super::serve_listener_with(
+                listener,
+                protocol,
+                faults,
+                async {
+                    let _ = rx.await;
+                },
+            ));
             TestServer {
                 _dir: dir,
                 path,

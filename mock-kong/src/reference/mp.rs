@@ -27,6 +27,7 @@ use tokio::net::UnixStream;
 
 use super::faults::{self, Fault};
 use super::plugins::{self, Action, Event, Instance, Plugin};
+use super::Variation;
 use super::{lock, now_secs_f64, Faults, IdMap, MAX_FRAME, READ_CHUNK};
 use crate::msgpack::{
     encode, encode_array_header, encode_map_header, encode_response, encode_str, encode_uint,
@@ -60,6 +61,8 @@ fn current_conn() -> u64 {
 struct Instances {
     map: IdMap<i64, MpInstance>,
     next_id: i64,
+    /// The first id of this process ([`faults::first_instance_id`]).
+    first_id: i64,
     /// Per plugin (index into [`plugins::all`]): last StartInstance / CloseInstance time.
     stats: Vec<(f64, f64)>,
 }
@@ -70,6 +73,8 @@ struct MpInstance {
     /// The decoded config, as StartInstance returned it.
     config: Value,
     start_time: f64,
+    /// When it was started (the `expire-on-close` fault's clock).
+    created: std::time::Instant,
     inner: Box<dyn Instance>,
 }
 
@@ -101,12 +106,14 @@ enum Reply {
 impl MpServer {
     /// A server with no instances and no events.
     pub fn new(faults: Arc<Faults>) -> MpServer {
+        let first_id = faults::first_instance_id(&faults);
         MpServer {
             faults,
             loaded_at: now_secs_f64(),
             instances: Mutex::new(Instances {
                 map: IdMap::default(),
-                next_id: 0,
+                next_id: first_id,
+                first_id,
                 stats: vec![(0.0, 0.0); plugins::all().len()],
             }),
             events: Mutex::new(IdMap::default()),
@@ -129,14 +136,104 @@ impl MpServer {
 
     /// Handles one request and appends its response to `out`.
     fn handle_request(&self, msgid: u64, method: &str, params: Vec<Value>, out: &mut Vec<u8>) {
+        if self.faults.any_variation() {
+            return self.handle_request_varied(msgid, method, params, out);
+        }
         match self.dispatch(method, params) {
             Ok(Reply::Value(v)) => encode_response(msgid, &Value::Nil, &v, out),
             Ok(Reply::Event { id, action }) => {
-                write_event_response(out, msgid, id, &action, self.faults.has(Fault::BadCallback))
+                write_event_response(out, msgid, id, &action, &self.faults)
             }
             Ok(Reply::Silent) => {}
             Err(e) => encode_response(msgid, &Value::Str(e.into_bytes()), &Value::Nil, out),
         }
+    }
+
+    /// [`Self::handle_request`] with the legal variations switched on ([`super::variations`]):
+    /// the answer is built as a value, reshaped, and written with the variations' encodings.
+    fn handle_request_varied(
+        &self,
+        msgid: u64,
+        method: &str,
+        params: Vec<Value>,
+        out: &mut Vec<u8>,
+    ) {
+        let v = |x| self.faults.varies(x);
+        let is_step = method.starts_with("plugin.Step");
+        let (error, mut result) = match self.dispatch(method, params) {
+            Ok(Reply::Value(v)) => (Value::Nil, v),
+            Ok(Reply::Event { id, action }) => (Value::Nil, self.event_value(id, &action, is_step)),
+            Ok(Reply::Silent) => return,
+            Err(e) => (Value::str(e), Value::Nil),
+        };
+        if method == "plugin.StartInstance" && v(Variation::StartIdOnly) {
+            if let Some(id) = result.get("Id").cloned() {
+                result = Value::map([("Id", id)]);
+            }
+        }
+        if v(Variation::UnknownFields) {
+            if let Value::Map(m) = &mut result {
+                m.push((
+                    Value::str("Trace"),
+                    Value::map([("Server", Value::str("reference")), ("Seq", Value::Int(1))]),
+                ));
+            }
+        }
+        let style = Style {
+            wide: v(Variation::WideNumbers),
+            bin: v(Variation::BinStrings),
+        };
+        if v(Variation::ExtraNotifications) {
+            let pid = Value::Int(i64::from(std::process::id()));
+            for note in [
+                Value::Array(vec![Value::Int(2), Value::str("serverPid"), pid]),
+                Value::Array(vec![
+                    Value::Int(2),
+                    Value::str("log"),
+                    Value::str(format!("answering {method}")),
+                ]),
+            ] {
+                style.encode(&note, out);
+            }
+        }
+        let envelope = Value::Array(vec![Value::Int(1), Value::UInt(msgid), error, result]);
+        style.encode(&envelope, out);
+    }
+
+    /// `{Data: <"ret" | {Method, Args}>, EventId: id}` as a value, with the variations that
+    /// reshape it (no EventId in Step answers, bare one-argument Args, unknown fields).
+    fn event_value(&self, id: u64, action: &Action, is_step: bool) -> Value {
+        let v = |x| self.faults.varies(x);
+        let data = match action {
+            Action::Done | Action::Raise(_) => Value::str("ret"),
+            Action::Call { method, args } | Action::Exit { method, args } => {
+                let name = faults::method_name(method.as_str(), &self.faults).into_owned();
+                let args: &[Value] = args;
+                let args = match args {
+                    [one]
+                        if v(Variation::ScalarArgs)
+                            && !one.is_nil()
+                            && !matches!(one, Value::Array(_) | Value::Map(_)) =>
+                    {
+                        one.clone()
+                    }
+                    all => Value::Array(all.to_vec()),
+                };
+                let mut m = vec![
+                    (Value::str("Method"), Value::str(name)),
+                    (Value::str("Args"), args),
+                ];
+                if v(Variation::UnknownFields) {
+                    m.push((Value::str("Caller"), Value::str("reference")));
+                }
+                Value::Map(m)
+            }
+        };
+        let mut m = vec![(Value::str("Data"), data)];
+        if !(is_step && v(Variation::NoStepEventId)) {
+            m.push((Value::str("EventId"), Value::UInt(id)));
+        }
+        Value::Map(m)
     }
 
     fn dispatch(&self, method: &str, params: Vec<Value>) -> Result<Reply, String> {
@@ -216,11 +313,12 @@ impl MpServer {
             plugin_index,
             config,
             start_time,
+            created: std::time::Instant::now(),
             inner,
         };
         let mut inst = lock(&self.instances);
         let id = if self.faults.has(Fault::OneInstance) {
-            0
+            inst.first_id
         } else {
             inst.next_id
         };
@@ -238,6 +336,10 @@ impl MpServer {
         let id = bare_id("plugin.CloseInstance", &arg)?;
         let mut inst = lock(&self.instances);
         let instance = inst.map.remove(&id).ok_or_else(|| self.no_instance(&arg))?;
+        if self.faults.has(Fault::ExpireOnClose) {
+            inst.map
+                .retain(|_, x| x.created.elapsed() <= faults::EXPIRE_AFTER);
+        }
         if self.faults.has(Fault::CloseAll) {
             let index = instance.plugin_index;
             inst.map.retain(|_, x| x.plugin_index != index);
@@ -267,6 +369,7 @@ impl MpServer {
             .map(|(i, p)| {
                 let instances = ids
                     .iter()
+                    .filter(|_| !self.faults.has(Fault::StatusEmpty))
                     .filter_map(|id| inst.map.get(id).map(|x| (**id, x)))
                     .filter(|(_, x)| x.plugin_index == i)
                     .map(|(id, x)| x.status(id, true))
@@ -326,7 +429,7 @@ impl MpServer {
         if self.faults.has(Fault::LeakPerEvent) {
             faults::leak();
         }
-        let mut event = {
+        let event = {
             let inst = lock(&self.instances);
             let instance = inst
                 .map
@@ -338,10 +441,19 @@ impl MpServer {
                     instance.plugin.name(),
                     instance.plugin.phases().join(", ")
                 )
-            })?
+            })
+        };
+        let mut event = match event {
+            Ok(e) => e,
+            Err(_) if self.faults.has(Fault::UndeclaredPhaseHangs) => return Ok(Reply::Silent),
+            Err(e) => return Err(e),
         };
         let id = self.next_event.fetch_add(1, Ordering::Relaxed);
         let action = event.step(None);
+        if self.faults.has(Fault::LeakEntry) && matches!(action, Action::Done | Action::Exit { .. })
+        {
+            faults::leak_entry();
+        }
         if matches!(action, Action::Call { .. }) {
             if self.faults.has(Fault::LeakAbandoned) {
                 faults::hold(id);
@@ -363,6 +475,8 @@ impl MpServer {
             lock(&self.event_conn).remove(&id);
         }
         match action {
+            // The event's end is never sent: the host waits for it forever.
+            Action::Done if self.faults.has(Fault::NoEndFrame) => Ok(Reply::Silent),
             Action::Raise(_) if self.faults.has(Fault::RaiseIsSuccess) => Ok(Reply::Event {
                 id,
                 action: Action::Done,
@@ -448,6 +562,9 @@ impl MpServer {
             }
             action
         };
+        if self.faults.has(Fault::LeakEntry) && matches!(action, Action::Exit { .. }) {
+            faults::leak_entry();
+        }
         self.finish(id, action)
     }
 }
@@ -511,7 +628,7 @@ fn response_head(out: &mut Vec<u8>, msgid: u64) {
 
 /// `[1, msgid, nil, {Data: <"ret" | {Method, Args}>, EventId: id}]`, keys in the Python
 /// server's order.
-fn write_event_response(out: &mut Vec<u8>, msgid: u64, id: u64, action: &Action, camel: bool) {
+fn write_event_response(out: &mut Vec<u8>, msgid: u64, id: u64, action: &Action, faults: &Faults) {
     response_head(out, msgid);
     encode(&Value::Nil, out);
     encode_map_header(2, out);
@@ -522,11 +639,7 @@ fn write_event_response(out: &mut Vec<u8>, msgid: u64, id: u64, action: &Action,
         Action::Call { method, args } | Action::Exit { method, args } => {
             encode_map_header(2, out);
             encode_str(b"Method", out);
-            if camel {
-                encode_str(faults::camel_case(method.as_str()).as_bytes(), out);
-            } else {
-                encode_str(method.as_str().as_bytes(), out);
-            }
+            encode_str(faults::method_name(method.as_str(), faults).as_bytes(), out);
             encode_str(b"Args", out);
             encode_array_header(args.len(), out);
             for a in args.iter() {
@@ -536,6 +649,47 @@ fn write_event_response(out: &mut Vec<u8>, msgid: u64, id: u64, action: &Action,
     }
     encode_str(b"EventId", out);
     encode_uint(id, out);
+}
+
+/// How the `wide-numbers` and `bin-strings` variations write a value: every integer as
+/// `int64`/`uint64`, every string as `bin`.
+struct Style {
+    wide: bool,
+    bin: bool,
+}
+
+impl Style {
+    fn encode(&self, v: &Value, out: &mut Vec<u8>) {
+        match v {
+            Value::Int(i) if self.wide => {
+                out.push(0xD3);
+                out.extend(i.to_be_bytes());
+            }
+            Value::UInt(u) if self.wide => {
+                out.push(0xCF);
+                out.extend(u.to_be_bytes());
+            }
+            Value::Str(b) if self.bin => encode(&Value::Bin(b.clone()), out),
+            Value::Array(items) => {
+                encode_array_header(items.len(), out);
+                for i in items {
+                    self.encode(i, out);
+                }
+            }
+            Value::Map(entries) => {
+                let live: Vec<_> = entries
+                    .iter()
+                    .filter(|(k, x)| !k.is_nil() && !x.is_nil())
+                    .collect();
+                encode_map_header(live.len(), out);
+                for (k, x) in live {
+                    self.encode(k, out);
+                    self.encode(x, out);
+                }
+            }
+            other => encode(other, out),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -576,6 +730,12 @@ async fn serve_connection_inner(server: Arc<MpServer>, mut stream: UnixStream, c
                         decoded += 1;
                         if decoded > 1 && f.has(Fault::CrashOnCoalesced) {
                             faults::crash(Fault::CrashOnCoalesced, "two requests in one read");
+                        }
+                        if f.has(Fault::SerialEvents) && !method.starts_with("plugin.Step") {
+                            // One event at a time: wait until no event waits for a Step.
+                            while server.open_events() > 0 {
+                                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                            }
                         }
                         server.handle_request(msgid, &method, params, &mut out);
                     }
@@ -734,7 +894,7 @@ mod tests {
     /// plugin name, the header asked for and StartTime.
     #[tokio::test]
     async fn hello_exchange_byte_for_byte() {
-        let srv = TestServer::start(Protocol::MsgPack).await;
+        let srv = TestServer::start_with(Protocol::MsgPack, &["ids-from-zero"]).await;
         let mut c = srv.connect().await;
 
         let raw = call_raw(
@@ -1072,7 +1232,7 @@ mod tests {
     /// Requests split at every byte boundary and several in one write.
     #[tokio::test]
     async fn split_and_pipelined_requests() {
-        let srv = TestServer::start(Protocol::MsgPack).await;
+        let srv = TestServer::start_with(Protocol::MsgPack, &["ids-from-zero"]).await;
         let mut c = srv.connect().await;
         let req = request(
             1,

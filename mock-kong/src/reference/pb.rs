@@ -29,6 +29,7 @@ use tokio::net::UnixStream;
 
 use super::faults::{self, Fault};
 use super::plugins::{self, Action, Instance, Plugin};
+use super::Variation;
 use super::{lock, Faults, IdMap, MAX_FRAME, READ_CHUNK};
 use crate::protobuf::messages::{
     rpc_call, rpc_return, InstanceStatus, PluginInfo, PluginNames, RpcCall, RpcReturn,
@@ -46,6 +47,8 @@ pub struct PbServer {
     /// Fault switches only: event ids, and the reply slot every event shares (`cross-talk`).
     next_event: AtomicU64,
     slot: Mutex<Option<crate::Value>>,
+    /// Fault switches only (`serial-events`): held by the call being served.
+    serial: tokio::sync::Mutex<()>,
 }
 
 struct Instances {
@@ -56,6 +59,8 @@ struct Instances {
 struct PbInstance {
     plugin: &'static dyn Plugin,
     started_at: i64,
+    /// When it was started (the `expire-on-close` fault's clock).
+    created: std::time::Instant,
     inner: Box<dyn Instance>,
 }
 
@@ -86,16 +91,19 @@ fn unix_secs() -> i64 {
 impl PbServer {
     /// A server with no instances.
     pub fn new(faults: Arc<Faults>) -> PbServer {
+        // The counter for configs without `__seq__` (Kong 3.6+ always sends one).
+        let first_id = i32::try_from(faults::first_instance_id(&faults)).unwrap_or(0);
         PbServer {
             faults,
             loaded_at: unix_secs(),
             instances: Mutex::new(Instances {
                 map: IdMap::default(),
-                next_id: 0,
+                next_id: first_id,
             }),
             blocked: AtomicBool::new(false),
             next_event: AtomicU64::new(0),
             slot: Mutex::new(None),
+            serial: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -123,7 +131,7 @@ impl PbServer {
             .get("__seq__")
             .and_then(serde_json::Value::as_i64)
             .and_then(|s| i32::try_from(s).ok())
-            .filter(|&s| s != 0);
+            .filter(|&s| s != 0 && !self.faults.has(Fault::IdsFromZero));
         let started_at = unix_secs();
         let mut inst = lock(&self.instances);
         let id = match seq {
@@ -140,6 +148,7 @@ impl PbServer {
             PbInstance {
                 plugin,
                 started_at,
+                created: std::time::Instant::now(),
                 inner,
             },
         );
@@ -165,7 +174,13 @@ impl PbServer {
                 let name = x.plugin.name();
                 inst.map.retain(|_, y| y.plugin.name() != name);
             }
+            if self.faults.has(Fault::ExpireOnClose) {
+                inst.map
+                    .retain(|_, y| y.created.elapsed() <= faults::EXPIRE_AFTER);
+            }
             found.map(|x| status(&x))
+        } else if self.faults.has(Fault::StatusEmpty) {
+            None
         } else {
             inst.map.get(&id).map(status)
         };
@@ -222,6 +237,19 @@ impl Conn {
                     if fed && self.decoder.buffered() > 0 && self.faults.has(Fault::CrashOnSplit) {
                         faults::crash(Fault::CrashOnSplit, "a frame split across reads");
                     }
+                }
+                Err(crate::protobuf::FrameError::TooLarge { len, .. })
+                    if self.faults.has(Fault::TrustLength) =>
+                {
+                    // Reserves what the prefix declares, then waits for the bytes.
+                    let hoard: Vec<u8> = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+                    while let Ok(n) = self.stream.read(&mut self.rbuf).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                    std::hint::black_box(&hoard);
+                    return Err(Close::Quiet);
                 }
                 Err(e) => {
                     self.garbage("an impossible frame length");
@@ -292,6 +320,12 @@ pub async fn serve_connection(server: Arc<PbServer>, stream: UnixStream) {
 
 async fn serve(server: &PbServer, conn: &mut Conn) -> Result<(), Close> {
     while let Some(frame) = conn.read_frame().await? {
+        // `serial-events`: one call at a time, a whole event conversation included.
+        let _one_at_a_time = if server.faults.has(Fault::SerialEvents) {
+            Some(server.serial.lock().await)
+        } else {
+            None
+        };
         let call = match RpcCall::decode(frame.as_slice()) {
             Ok(c) => c,
             Err(e) => {
@@ -343,13 +377,31 @@ async fn serve(server: &PbServer, conn: &mut Conn) -> Result<(), Close> {
         } else {
             sequence
         };
-        encode_message_frame(
-            &RpcReturn {
-                sequence,
-                r#return: ret,
-            },
-            &mut conn.out,
-        );
+        let ret = match ret {
+            // The legal variation start-id-only: nothing but the id (Kong reads only that).
+            Some(rpc_return::Return::InstanceStatus(st))
+                if server.faults.varies(Variation::StartIdOnly) =>
+            {
+                Some(rpc_return::Return::InstanceStatus(InstanceStatus {
+                    instance_id: st.instance_id,
+                    ..InstanceStatus::default()
+                }))
+            }
+            other => other,
+        };
+        let reply = RpcReturn {
+            sequence,
+            r#return: ret,
+        };
+        if server.faults.varies(Variation::UnknownFields) {
+            // Fields 99 (varint) and 100 (bytes), which Kong's proto does not have.
+            let mut payload = reply.encode_to_vec();
+            payload.extend([0x98, 0x06, 0x01, 0xA2, 0x06, 0x03]);
+            payload.extend(b"ref");
+            encode_frame(&payload, &mut conn.out);
+        } else {
+            encode_message_frame(&reply, &mut conn.out);
+        }
         conn.flush().await?;
     }
     Ok(())
@@ -379,7 +431,7 @@ async fn handle_event(
         return Ok(());
     }
     let event_id = server.next_event.fetch_add(1, Ordering::Relaxed);
-    let mut event = {
+    let event = {
         let inst = lock(&server.instances);
         let instance = inst
             .map
@@ -391,18 +443,32 @@ async fn handle_event(
                 instance.plugin.name(),
                 instance.plugin.phases().join(", ")
             ))
-        })?
+        })
+    };
+    let mut event = match event {
+        Ok(e) => e,
+        Err(_) if f.has(Fault::UndeclaredPhaseHangs) => std::future::pending().await,
+        Err(e) => return Err(e),
     };
     if f.has(Fault::LeakAbandoned) {
         faults::hold(event_id);
     }
+    let mut first = true;
     let mut reply = None;
     loop {
         let action = event.step(reply.take());
         if !matches!(action, Action::Call { .. }) {
             faults::release(event_id);
         }
+        let ends_unanswered =
+            matches!(action, Action::Exit { .. }) || (first && matches!(action, Action::Done));
+        if f.has(Fault::LeakEntry) && ends_unanswered {
+            faults::leak_entry();
+        }
+        first = false;
         match action {
+            // `no-end-frame`: the RpcReturn follows without the empty frame before it.
+            Action::Done if f.has(Fault::NoEndFrame) => return Ok(()),
             Action::Done => {
                 encode_frame(&[], &mut conn.out);
                 return Ok(());
@@ -417,8 +483,7 @@ async fn handle_event(
             }
             Action::Raise(e) => return Err(Close::Error(format!("handler raised: {e}"))),
             Action::Call { method, args } => {
-                let camel = f.has(Fault::BadCallback);
-                let spec = put_call(&mut conn.out, method.as_str(), &args, camel)?;
+                let spec = put_call(&mut conn.out, method.as_str(), &args, f)?;
                 conn.flush().await?;
                 let frame = match conn.read_frame().await {
                     Ok(Some(frame)) => frame,
@@ -452,7 +517,7 @@ async fn handle_event(
                 });
             }
             Action::Exit { method, args } => {
-                put_call(&mut conn.out, method.as_str(), &args, false)?;
+                put_call(&mut conn.out, method.as_str(), &args, f)?;
                 conn.flush().await?;
                 if f.has(Fault::ExitBlocks) {
                     server.blocked.store(true, Ordering::Relaxed);
@@ -471,7 +536,7 @@ fn put_call(
     out: &mut Vec<u8>,
     method: &str,
     args: &[crate::Value],
-    camel: bool,
+    faults: &Faults,
 ) -> Result<&'static pdk_table::MethodSpec, Close> {
     let spec = pdk_table::lookup(method).ok_or_else(|| {
         Close::Error(format!(
@@ -481,11 +546,7 @@ fn put_call(
         ))
     })?;
     let payload = pdk_table::encode_args(spec, args).map_err(|e| Close::Error(e.to_string()))?;
-    if camel {
-        encode_frame(faults::camel_case(method).as_bytes(), out);
-    } else {
-        encode_frame(method.as_bytes(), out);
-    }
+    encode_frame(faults::method_name(method, faults).as_bytes(), out);
     encode_frame(&payload, out);
     Ok(spec)
 }
@@ -600,10 +661,13 @@ mod tests {
         assert_eq!(st.instance_id, 17);
         assert_eq!(st.name, "hello");
         assert!(st.started_at > 1_600_000_000);
+        // __seq__ 0 (no sequence) and none at all: a counter from a base drawn per process
+        // (ids of a restarted server are not the ids of before).
         let st = start(&mut c, 3, "hello", "{\"message\":\"Kong!\",\"__seq__\":0}").await;
-        assert_eq!(st.instance_id, 0);
+        let base = st.instance_id;
+        assert!((1 << 20..1 << 30).contains(&base), "{base}");
         let st = start(&mut c, 4, "hello", "{}").await;
-        assert_eq!(st.instance_id, 1);
+        assert_eq!(st.instance_id, base + 1);
         // Close answers instance_status with the echoed sequence.
         c.write_all(&call_bytes(
             5,
@@ -658,9 +722,9 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(tail, [0, 0, 0, 0, 2, 0, 0, 0, 0x08, 0x03]);
-        // The connection is reusable for the next call.
+        // The connection is reusable for the next call (no __seq__: the per-process counter).
         let st = start(&mut c, 4, "hello", "{}").await;
-        assert_eq!(st.instance_id, 0);
+        assert!(st.instance_id >= 1 << 20, "{}", st.instance_id);
         srv.stop().await;
     }
 

@@ -224,7 +224,17 @@ fn step_answers_need_no_event_id() {
     let next = callback(feed(&mut ev, 2, &no_id).unwrap());
     assert_eq!(next.args, Vec::<Value>::new());
     let (call, _) = step(ev.reply("kong.log.err", Reply::Value(Value::Nil)));
-    assert!(matches!(call, Call::Step { event_id: 5, .. }), "{call:?}");
+    assert!(
+        matches!(
+            &call,
+            Call::Step {
+                event_id: Value::Int(5),
+                ..
+            }
+        ),
+        "{call:?}"
+    );
+    assert!(ev.quirks().contains(Quirk::StepAnswerWithoutEventId));
     let other_id = answer(
         3,
         Value::Nil,
@@ -233,14 +243,140 @@ fn step_answers_need_no_event_id() {
     assert_eq!(feed(&mut ev, 3, &other_id).unwrap(), Next::End(End::Done));
 }
 
-/// The HandleEvent answer must carry an integer EventId: Kong re-sends it on every Step.
+/// Kong re-sends whatever EventId the HandleEvent answer carried, as its Lua writes it back
+/// (`step_in.EventId`, docs/protocol.md §4.4): none at all (the Step then has no EventId), a string, a float.
 #[test]
-fn handle_event_answer_without_event_id_is_refused() {
+fn handle_event_answer_event_id_is_resent_as_kong_writes_it() {
     let mut ev = event();
     let bytes = answer(1, Value::Nil, Value::map([("Data", s("ret"))]));
-    let err = feed(&mut ev, 1, &bytes).unwrap_err();
-    assert!(matches!(err, HostError::Shape { .. }), "{err}");
-    assert!(err.to_string().contains("EventId"), "{err}");
+    assert_eq!(feed(&mut ev, 1, &bytes).unwrap(), Next::End(End::Done));
+    assert!(ev.quirks().contains(Quirk::EventIdNotInteger));
+    for (id, resent) in [
+        (None, Value::Nil),
+        (Some(Value::Bin(b"ev-1".to_vec())), s("ev-1")),
+        (Some(Value::Float(7.0)), Value::Int(7)),
+        (Some(Value::UInt(9)), Value::Int(9)),
+    ] {
+        let mut ev = event();
+        let mut result = vec![(
+            s("Data"),
+            Value::map([
+                ("Method", s("kong.log.err")),
+                ("Args", Value::Array(vec![])),
+            ]),
+        )];
+        if let Some(id) = id.clone() {
+            result.push((s("EventId"), id));
+        }
+        // Fed as decoded (the codec's encoder would write 7.0 as an integer, as Kong does).
+        callback(ev.on_answer(Ok(Value::Map(result))).unwrap());
+        let (call, _) = step(ev.reply("kong.log.err", Reply::Value(Value::Nil)));
+        let mut want = Vec::new();
+        let entries = if resent.is_nil() {
+            vec![]
+        } else {
+            vec![(s("EventId"), resent.clone())]
+        };
+        msgpack::encode_request(2, "plugin.Step", &[Value::Map(entries)], &mut want);
+        assert_eq!(encoded(&call, 2), want, "{id:?}");
+        assert_eq!(
+            ev.quirks().contains(Quirk::EventIdNotInteger),
+            !matches!(id, Some(Value::UInt(_))),
+            "{id:?}"
+        );
+    }
+}
+
+/// Envelopes as Kong's `Rpc:call` reads them: elements 1 to 4 of any table, numbers compared
+/// as Lua numbers; a missing result (or a nil or false one, or a false error) ends the event
+/// silently (`if not step_in then return step_in, err end`).
+#[test]
+fn envelopes_are_read_as_kong_reads_them() {
+    let ret = Value::map([("EventId", Value::Int(0)), ("Data", s("ret"))]);
+    let mut five = Vec::new();
+    msgpack::encode(
+        &Value::Array(vec![
+            Value::Int(1),
+            Value::Int(1),
+            Value::Nil,
+            ret.clone(),
+            s("x"),
+        ]),
+        &mut five,
+    );
+    // [1.0, 1.0, nil, ret] with float64 numbers (0xCB), as a server may write them.
+    let mut float = h("94 CB 3F F0 00 00 00 00 00 00 CB 3F F0 00 00 00 00 00 00 C0");
+    msgpack::encode(&ret, &mut float);
+    let mut as_map = Vec::new();
+    msgpack::encode(
+        &Value::Map(vec![
+            (Value::Int(4), ret.clone()),
+            (Value::Int(1), Value::Int(1)),
+            (Value::Int(2), Value::Int(1)),
+        ]),
+        &mut as_map,
+    );
+    for (bytes, quirk) in [
+        (five, Quirk::EnvelopeShape),
+        (float, Quirk::OddNumber),
+        (as_map, Quirk::EnvelopeShape),
+    ] {
+        let mut dec = StreamDecoder::new(1 << 20);
+        dec.feed(&bytes);
+        let mut reader = CallReader::new(1, "plugin.HandleEvent", 2);
+        let Some(Incoming::Response { result, .. }) = reader.next(&mut dec).unwrap() else {
+            panic!("no response")
+        };
+        assert!(reader.quirks().contains(quirk), "{quirk:?}");
+        let mut ev = event();
+        assert_eq!(ev.on_answer(result).unwrap(), Next::End(End::Done));
+    }
+    // [1, 1, nil]: no result, no error.
+    let mut three = Vec::new();
+    msgpack::encode(
+        &Value::Array(vec![Value::Int(1), Value::Int(1), Value::Nil]),
+        &mut three,
+    );
+    let mut ev = event();
+    assert_eq!(feed(&mut ev, 1, &three).unwrap(), Next::End(End::Done));
+    assert!(ev.quirks().contains(Quirk::SilentEnd));
+    for silent in [
+        answer(1, Value::Nil, Value::Bool(false)),
+        answer(1, Value::Bool(false), Value::Nil),
+    ] {
+        let mut ev = event();
+        assert_eq!(feed(&mut ev, 1, &silent).unwrap(), Next::End(End::Done));
+    }
+    // An error that is not a string: Kong's err:lower() raises.
+    let mut ev = event();
+    let err = feed(&mut ev, 1, &answer(1, Value::Int(5), Value::Nil)).unwrap_err();
+    assert!(err.to_string().contains("err:lower()"), "{err}");
+}
+
+/// A method name as bin or as a number is what Kong's Lua reads as a string.
+#[test]
+fn method_names_as_bin_or_number() {
+    for (method, want, quirk) in [
+        (
+            Value::Bin(b"kong.log.err".to_vec()),
+            "kong.log.err",
+            Quirk::BinString,
+        ),
+        (Value::Int(5), "5", Quirk::OddNumber),
+    ] {
+        let mut ev = event();
+        let bytes = answer(
+            1,
+            Value::Nil,
+            Value::map([
+                ("EventId", Value::Int(0)),
+                ("Data", Value::map([("Method", method)])),
+            ]),
+        );
+        let cb = callback(feed(&mut ev, 1, &bytes).unwrap());
+        assert_eq!(cb.method, want);
+        assert!(ev.quirks().contains(quirk));
+    }
 }
 
 /// `Args` as Kong's `bridge_loop` reads it: a table is unpacked, anything else is the single
@@ -291,9 +427,10 @@ fn malformed_answers_are_refused() {
         Value::map([("EventId", Value::Int(0)), ("Data", s("done"))]),
         Value::map([
             ("EventId", Value::Int(0)),
-            ("Data", Value::map([("Method", Value::Int(1))])),
+            ("Data", Value::map([("Method", Value::Bool(true))])),
         ]),
         s("ret"),
+        Value::Int(3),
     ] {
         let mut ev = event();
         let err = feed(&mut ev, 1, &answer(1, Value::Nil, result.clone())).unwrap_err();

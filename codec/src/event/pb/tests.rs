@@ -201,16 +201,23 @@ fn bad_frames_are_errors() {
     assert!(err.to_string().contains("before the reply"), "{err}");
 }
 
-/// An `RpcReturn` sent where a method name belongs is named as one while the driver waits for
-/// the "arguments" (a server that forgot the empty end-of-event frame).
+/// This event's `RpcReturn` sent where a method name belongs (a server that forgot the empty
+/// end-of-event frame) fails the event at once, saying so: Kong would read it as a method name
+/// and wait 60 s for its arguments. Another sequence's frame is only named as an RpcReturn.
 #[test]
-fn an_rpc_return_in_place_of_a_name_is_named() {
+fn an_rpc_return_in_place_of_the_end_frame_is_diagnosed() {
     let mut ev = PbEvent::new(2, 0, "access", 10);
     let ret = RpcReturn {
         sequence: 2,
         r#return: Some(rpc_return::Return::InstanceStatus(InstanceStatus::default())),
     }
     .encode_to_vec();
+    let err = ev.on_frame(&ret).unwrap_err().to_string();
+    assert!(
+        err.contains("RpcReturn (sequence 2) came without the empty end frame Kong waits for"),
+        "{err}"
+    );
+    let mut ev = PbEvent::new(3, 0, "access", 10);
     assert_eq!(ev.on_frame(&ret).unwrap(), Next::Frame);
     assert!(
         ev.awaiting().contains("which is an RpcReturn (sequence 2)"),

@@ -9,7 +9,7 @@ use tokio::io::AsyncReadExt;
 use super::{verdict, Res};
 use crate::conform::runner::Ctx;
 use crate::conform::{CheckFuture, Outcome};
-use crate::dump::{self, KNOWN_PHASES};
+use crate::dump::{self, KNOWN_PHASES, NON_YIELDING_PHASES};
 
 /// The query output the runner read, or why there is none.
 fn stdout(c: &Ctx) -> Result<&[u8], String> {
@@ -125,8 +125,9 @@ pub fn protocol(c: &mut Ctx) -> CheckFuture<'_> {
     })
 }
 
-/// Errors of the first entry, split into schema errors and the others.
-fn entry_errors(c: &Ctx) -> Result<(Vec<String>, Vec<String>, String), String> {
+/// Errors of the first entry, split into schema errors and the others; phase names Kong runs
+/// but the kits never emit are noted on `c` (info).
+fn entry_errors(c: &mut Ctx) -> Result<(Vec<String>, Vec<String>, String), String> {
     let doc = document(c)?;
     let (entry, at) = first_entry(&doc)?;
     let (_, issues) = dump::check_plugin(&entry, at);
@@ -139,10 +140,17 @@ fn entry_errors(c: &Ctx) -> Result<(Vec<String>, Vec<String>, String), String> {
         for p in phases {
             match p.as_str() {
                 Some(name) if KNOWN_PHASES.contains(&name) => {}
-                _ => other.push(format!(
-                    "{at}.Phases: {p} is not one of the phases the PDKs emit ({})",
+                // Kong would call the server where cosockets are disabled: every request fails.
+                Some(name) if NON_YIELDING_PHASES.contains(&name) => other.push(format!(
+                    "{at}.Phases: {name} makes Kong call the plugin server from a context without \
+                     cosockets, which fails every request at runtime (use response instead)"
+                )),
+                Some(name) => c.note(format!(
+                    "{at}.Phases: {name:?} is not a phase the kits emit ({}): Kong creates a \
+                     handler for any name and simply never calls this one",
                     KNOWN_PHASES.join(", ")
                 )),
+                None => other.push(format!("{at}.Phases: {p} is not a phase name string")),
             }
         }
     }
@@ -186,6 +194,149 @@ pub fn schema(c: &mut Ctx) -> CheckFuture<'_> {
     })
 }
 
+/// The config fields of the project's fixture plugins (`plugins/README.md`), as the plugins
+/// read them.
+fn fixture_fields(plugin: &str) -> Option<&'static [(&'static str, &'static str)]> {
+    match plugin {
+        "hello" | "multiphase" => Some(&[("message", "string")]),
+        "bench" => Some(&[("calls", "integer"), ("method", "string")]),
+        "exit" => Some(&[("status", "integer"), ("message", "string")]),
+        "faults" => Some(&[("mode", "string")]),
+        _ => None,
+    }
+}
+
+/// The keys Kong adds to every plugin config it sends (docs/protocol.md §4.3, `get_plugin_config`).
+const KONG_CONFIG_KEYS: [&str; 8] = [
+    "route_id",
+    "service_id",
+    "consumer_id",
+    "plugin_instance_name",
+    "__plugin_id",
+    "__ws_id",
+    "__key__",
+    "__seq__",
+];
+
+/// `(name, type)` of each field of the first entry's config record.
+fn config_record(entry: &Json) -> Vec<(String, String)> {
+    entry["Schema"]["fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.get("config"))
+        .filter_map(|cfg| cfg["fields"].as_array())
+        .flatten()
+        .filter_map(|f| f.as_object().and_then(|o| o.iter().next()))
+        .map(|(name, def)| {
+            let ty = def["type"].as_str().unwrap_or("(no type)").to_owned();
+            (name.clone(), ty)
+        })
+        .collect()
+}
+
+pub fn config_fields(c: &mut Ctx) -> CheckFuture<'_> {
+    Box::pin(async move {
+        verdict(
+            async {
+                let doc = document(c)?;
+                let (entry, at) = first_entry(&doc)?;
+                let name = entry["Name"].as_str().unwrap_or("?").to_owned();
+                let fields = config_record(&entry);
+                let mut errors = Vec::new();
+                for (f, _) in &fields {
+                    if KONG_CONFIG_KEYS.contains(&f.as_str()) {
+                        errors.push(format!(
+                            "{at}.Schema config field {f:?} is a key Kong adds to every config it \
+                             sends, so the value configured is overwritten (docs/protocol.md §4.3)"
+                        ));
+                    }
+                }
+                // The fixtures' fields are known only for the servers that host the project's
+                // fixture plugins (the reference server and the peers).
+                let fixture = if c.parameterized {
+                    fixture_fields(&name)
+                } else {
+                    None
+                };
+                for (want, ty) in fixture.unwrap_or_default() {
+                    match fields.iter().find(|(f, _)| f == want) {
+                        None => errors.push(format!(
+                            "the {name} plugin reads config.{want} ({ty}), but the schema does not \
+                             declare it: Kong rejects a config that sets it (unknown field), so \
+                             the plugin only ever sees its default"
+                        )),
+                        Some((_, got)) if got != ty => errors.push(format!(
+                            "config.{want} is declared as {got}; the {name} plugin reads a {ty} \
+                             (Kong validates and stores it as {got})"
+                        )),
+                        Some(_) => {}
+                    }
+                }
+                if !errors.is_empty() {
+                    return Err(errors.join("; "));
+                }
+                let list: Vec<String> = fields.iter().map(|(f, t)| format!("{f}: {t}")).collect();
+                Ok(Outcome::Pass(format!(
+                    "{} config field(s) [{}]{}",
+                    fields.len(),
+                    list.join(", "),
+                    if fixture.is_some() {
+                        ", each one the fixture reads"
+                    } else {
+                        ""
+                    }
+                )))
+            }
+            .await,
+        )
+    })
+}
+
+/// Names of Kong's core entities (their schemas live in the same schema cache as plugins').
+const CORE_ENTITIES: [&str; 14] = [
+    "consumers",
+    "routes",
+    "services",
+    "plugins",
+    "upstreams",
+    "targets",
+    "certificates",
+    "ca_certificates",
+    "snis",
+    "keys",
+    "key_sets",
+    "vaults",
+    "workspaces",
+    "tags",
+];
+
+pub fn schema_name(c: &mut Ctx) -> CheckFuture<'_> {
+    Box::pin(async move {
+        verdict(
+            async {
+                let doc = document(c)?;
+                let (entry, at) = first_entry(&doc)?;
+                let name = entry["Name"].as_str().unwrap_or("?");
+                match entry["Schema"]["name"].as_str() {
+                    Some(s) if s == name => Ok(Outcome::Pass(format!("Schema.name is {s:?}"))),
+                    Some(s) => Err(format!(
+                        "{at}.Schema.name is {s:?}, {at}.Name is {name:?}: Kong registers the \
+                         config schema under {name:?} but caches it under {s:?}{}",
+                        if CORE_ENTITIES.contains(&s) {
+                            ", replacing the core entity's schema: foreign keys to it break"
+                        } else {
+                            ", replacing any other schema of that name"
+                        }
+                    )),
+                    None => Err(format!("{at}.Schema has no string name; see dump/schema")),
+                }
+            }
+            .await,
+        )
+    })
+}
+
 pub fn first_plugin(c: &mut Ctx) -> CheckFuture<'_> {
     Box::pin(async move {
         verdict(
@@ -220,14 +371,33 @@ pub fn first_plugin(c: &mut Ctx) -> CheckFuture<'_> {
                 } else {
                     String::new()
                 };
+                let v = c.opts.kong_version;
+                if !v.first_dump_entry_only() {
+                    return Ok(Outcome::Pass(format!(
+                        "Kong {v} registers every entry: {}",
+                        names.join(", ")
+                    )));
+                }
                 if c.parameterized && *first != c.asked {
                     return Err(format!(
-                    "the first entry is {first:?}, so Kong 3.9 would register {first:?} instead \
-                     of {:?} (it keeps only the first entry){extra}",
-                    c.asked
-                ));
+                        "the first entry is {first:?}, so Kong {v} would register {first:?} \
+                         instead of {:?} (it keeps only the first entry){extra}",
+                        c.asked
+                    ));
                 }
-                Ok(Outcome::Pass(format!("Kong registers {first:?}{extra}")))
+                if names.len() > 1 {
+                    // Which entry comes first is the kit's choice (JS sorts by file name,
+                    // Python lists the directory in file-system order), so a multi-plugin dump
+                    // works for one plugin only, and which one can differ between machines.
+                    c.note(format!(
+                        "the dump lists {} plugins; Kong {v} registers only the first ({first:?}) \
+                         and ignores {}: a server that should offer several plugins needs one \
+                         pluginserver entry per plugin",
+                        names.len(),
+                        names[1..].join(", ")
+                    ));
+                }
+                Ok(Outcome::Pass(format!("Kong registers {first:?}")))
             }
             .await,
         )
@@ -240,7 +410,7 @@ pub fn standalone(c: &mut Ctx) -> CheckFuture<'_> {
 
 /// Runs the query command from an empty directory with stdin left open (Kong's `io.popen`
 /// gives it the worker's stdin); it must finish without reading stdin and leave no file behind.
-async fn standalone_inner(c: &Ctx) -> Res {
+async fn standalone_inner(c: &mut Ctx) -> Res {
     let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
     let mut child = tokio::process::Command::new("/bin/sh")
         .arg("-c")
@@ -291,8 +461,9 @@ async fn standalone_inner(c: &Ctx) -> Res {
         })
         .unwrap_or_default();
     if !left.is_empty() {
-        return Err(format!(
-            "the query command created {} in its working directory",
+        c.note(format!(
+            "the query command created {} in its working directory (Kong does not mind; it is \
+             left behind wherever Kong runs the command)",
             left.join(", ")
         ));
     }

@@ -1,10 +1,13 @@
 //! `event/*`: HandleEvent and the callback loop (docs/protocol.md §4.4, §5.3).
 
+use std::time::{Duration, Instant};
+
 use serde_json::json;
 
 use super::verdict;
+use crate::conform::kong_pdk;
 use crate::conform::runner::Ctx;
-use crate::conform::wire::{answer_from, End, Reply, StepConns};
+use crate::conform::wire::{answer_from, secs, End, Refusal, Reply, StepConns};
 use crate::conform::{join_all, CheckFuture, Outcome};
 use crate::pdk::{Pdk, SimpleRequest};
 use crate::protobuf::pdk_table;
@@ -91,12 +94,8 @@ pub fn callbacks_well_formed(c: &mut Ctx) -> CheckFuture<'_> {
                                 cb.method
                             ));
                         }
-                        if let Some(t) = cb.args_not_array {
-                            return Err(format!(
-                                "phase {phase}: {} has Args of type {t}, not an array",
-                                cb.method
-                            ));
-                        }
+                        // Args in another shape than an array is legal in Kong; the runner
+                        // notes it at info level (the drivers report it as a quirk).
                         seen.push(cb.method.clone());
                     }
                     if let End::MethodNotFound(m) = run.end {
@@ -113,6 +112,221 @@ pub fn callbacks_well_formed(c: &mut Ctx) -> CheckFuture<'_> {
             .await,
         )
     })
+}
+
+pub fn known_methods(c: &mut Ctx) -> CheckFuture<'_> {
+    Box::pin(async move {
+        verdict(
+            async {
+                let version = c.opts.kong_version;
+                let id = instance(c).await?;
+                let mut seen: Vec<String> = Vec::new();
+                let mut unknown = Vec::new();
+                for phase in crate::pdk::phase::kong_order(&c.plugin.phases) {
+                    let mut pdk = SimpleRequest::new("example.com");
+                    let run = c
+                        .event(id, &phase, &mut pdk)
+                        .await
+                        .map_err(|e| format!("phase {phase}: {e}"))?;
+                    for cb in &run.callbacks {
+                        if seen.contains(&cb.method) {
+                            continue;
+                        }
+                        seen.push(cb.method.clone());
+                        // Kong resolves the name by its \w+ segments (rpc/util.lua).
+                        let name = kong_pdk::resolved(&cb.method);
+                        if name != cb.method {
+                            c.note(format!(
+                                "{:?} is resolved by Kong as {name} (it walks the name's word \
+                                 segments); the kits write the dotted name",
+                                cb.method
+                            ));
+                        }
+                        let module = kong_pdk::module(&name);
+                        if !kong_pdk::is_pdk_module(module) {
+                            c.note(format!(
+                                "{name} is not a PDK function ({module} is not a PDK module): \
+                                 Kong walks it from its kong global; not checked"
+                            ));
+                            continue;
+                        }
+                        if !kong_pdk::exists(&name, version) {
+                            let later = match kong_pdk::since(&name) {
+                                Some(v) if v > version => format!(" (it exists from Kong {v})"),
+                                Some(_) => " (it existed in earlier releases)".into(),
+                                None => String::new(),
+                            };
+                            unknown.push(format!("phase {phase}: {name}{later}"));
+                        }
+                    }
+                }
+                if !unknown.is_empty() {
+                    return Err(format!(
+                        "Kong {version}'s PDK has no {}: {}",
+                        unknown.join(", "),
+                        match c.protocol {
+                            Protocol::MsgPack => {
+                                "Kong logs \"could not find pdk method\" and answers nil, so \
+                                 the plugin's call does nothing"
+                            }
+                            Protocol::ProtoBuf => "Kong fails the request (HTTP 500)",
+                        }
+                    ));
+                }
+                Ok(Outcome::Pass(if seen.is_empty() {
+                    "no callbacks".into()
+                } else {
+                    format!("functions of Kong {version}'s PDK: {}", seen.join(", "))
+                }))
+            }
+            .await,
+        )
+    })
+}
+
+/// The phase an undeclared-phase event is sent for: the first of these the plugin lacks.
+const UNDECLARED_CANDIDATES: [&str; 5] = ["log", "rewrite", "response", "certificate", "access"];
+
+pub fn undeclared_phase(c: &mut Ctx) -> CheckFuture<'_> {
+    Box::pin(async move {
+        verdict(
+            async {
+                let Some(phase) = UNDECLARED_CANDIDATES
+                    .into_iter()
+                    .find(|p| !c.plugin.phases.iter().any(|d| d == p))
+                else {
+                    return Ok(Outcome::Skip(
+                        "the plugin declares every phase an event could be sent for".into(),
+                    ));
+                };
+                let id = instance(c).await?;
+                let mut pdk = SimpleRequest::new("example.com");
+                let note = match c.event(id, phase, &mut pdk).await {
+                    Ok(run) => match run.end.clone() {
+                        End::Error(e) => format!("an error response {e:?}"),
+                        End::Closed => "the connection was closed".into(),
+                        End::Done if run.callbacks.is_empty() => "an empty event".into(),
+                        other => {
+                            return Err(format!(
+                                "the event for the undeclared phase {phase} {other} after {:?}",
+                                run.methods()
+                            ))
+                        }
+                    },
+                    Err(e) => {
+                        return Err(format!(
+                            "an event for the undeclared phase {phase} got no prompt answer: {e}"
+                        ))
+                    }
+                };
+                c.serves()
+                    .await
+                    .map_err(|m| format!("after an event for the undeclared phase {phase}: {m}"))?;
+                Ok(Outcome::Pass(format!(
+                    "phase {phase} (not declared): {note}; the server kept serving"
+                )))
+            }
+            .await,
+        )
+    })
+}
+
+pub fn head_of_line(c: &mut Ctx) -> CheckFuture<'_> {
+    Box::pin(async move { verdict(head_of_line_inner(c).await) })
+}
+
+/// One event waits `slow` for its first PDK answer; meanwhile StartInstance, another event and
+/// CloseInstance go on other connections and must all finish before the slow answer is sent.
+async fn head_of_line_inner(c: &mut Ctx) -> super::Res {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let slow = c.opts.io_timeout + Duration::from_secs(1);
+    let phase = c.phase();
+    let a = instance(c).await?;
+    let b = instance(c).await?;
+    let fresh = c.entity(plain_config(c));
+    let paused = AtomicBool::new(false);
+    let host = c.host.clone();
+    let slow_event = async {
+        let mut w = host.connect().await.map_err(|e| e.to_string())?;
+        let mut pdk = SimpleRequest::new("example.com");
+        let run = host
+            .drive_paused(
+                &mut w,
+                a,
+                &phase,
+                slow,
+                &paused,
+                &mut Ctx::kong_answer(&mut pdk),
+            )
+            .await
+            .map_err(|e| format!("the slow event: {e}"))?;
+        Ok::<_, String>((run, Instant::now()))
+    };
+    let others = async {
+        // Started once the slow event waits for its answer (or gave up without a callback).
+        let t0 = Instant::now();
+        while !paused.load(Ordering::SeqCst) && t0.elapsed() < slow {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if !paused.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let mut done = Vec::new();
+        let id = host
+            .start(&fresh.name, &fresh.kong_config_json())
+            .await
+            .map_err(|r| format!("StartInstance: {r}"))?;
+        done.push(("StartInstance", t0.elapsed()));
+        let mut pdk = SimpleRequest::new("example.com");
+        let run = host
+            .event(b, &phase, &mut pdk)
+            .await
+            .map_err(|e| format!("an event of another instance: {e}"))?;
+        if !matches!(run.end, End::Done | End::Exit) {
+            return Err(format!("an event of another instance {}", run.end));
+        }
+        done.push(("an event", t0.elapsed()));
+        match host.close(id).await {
+            Ok(()) | Err(Refusal::Rejected(_)) => {}
+            Err(e) => return Err(format!("CloseInstance: {e}")),
+        }
+        done.push(("CloseInstance", t0.elapsed()));
+        Ok(Some((done, Instant::now())))
+    };
+    let (slow_run, others) = tokio::join!(slow_event, others);
+    let others = others.map_err(|m| {
+        format!(
+            "while an event waited {} s for a PDK answer, {m}: the server serves one event at a \
+             time (head-of-line blocking)",
+            secs(slow)
+        )
+    })?;
+    let (run, resumed) = slow_run?;
+    let Some((done, finished)) = others else {
+        return Ok(Outcome::Skip(format!(
+            "the plugin makes no PDK call in {phase}, so no event waits for an answer"
+        )));
+    };
+    if !matches!(run.end, End::Done | End::Exit) {
+        return Err(format!("the slow event {}", run.end));
+    }
+    if finished > resumed {
+        return Err(format!(
+            "StartInstance, an event and CloseInstance on other connections finished only after \
+             the slow event's answer ({} s later): the server holds every request while one \
+             event waits (head-of-line blocking)",
+            secs(slow)
+        ));
+    }
+    let took: Vec<String> = done
+        .iter()
+        .map(|(what, t)| format!("{what} after {:.0} ms", t.as_secs_f64() * 1000.0))
+        .collect();
+    Ok(Outcome::Pass(format!(
+        "while one event waited {} s for a PDK answer: {}",
+        secs(slow),
+        took.join(", ")
+    )))
 }
 
 /// Every Step method Kong 3.x may send (docs/protocol.md §4.3, §4.4).

@@ -9,6 +9,7 @@ use super::{verdict, Res};
 use crate::conform::runner::Ctx;
 use crate::conform::wire::{End, Refusal};
 use crate::conform::{CheckFuture, Outcome};
+use crate::host::HostError;
 use crate::pdk::SimpleRequest;
 use crate::Protocol;
 
@@ -57,7 +58,6 @@ pub fn start_instance(c: &mut Ctx) -> CheckFuture<'_> {
                 e.instance_name = Some("conformance/instance".into());
                 let json = e.kong_config_json();
                 let id = c.start(&e).await?;
-                run_and_expect(c, id, None, "an event on that instance").await?;
                 Ok(Outcome::Pass(format!(
                     "instance {id} from a {}-byte Kong config",
                     json.len()
@@ -214,6 +214,100 @@ pub fn idle_instances(c: &mut Ctx) -> CheckFuture<'_> {
                     "instances {ia} and {ib} served after {} s idle (another one closed)",
                     idle.as_secs()
                 )))
+            }
+            .await,
+        )
+    })
+}
+
+pub fn first_event(c: &mut Ctx) -> CheckFuture<'_> {
+    Box::pin(async move {
+        verdict(
+            async {
+                let e = c.entity(config(c, "hello"));
+                let id = c.start(&e).await?;
+                let phase = c.phase();
+                let mut pdk = SimpleRequest::new("example.com");
+                let run = c
+                    .host
+                    .event(id, &phase, &mut pdk)
+                    .await
+                    .map_err(|e| match e {
+                        HostError::ReadTimeout { .. } | HostError::Deadline { .. } => format!(
+                            "{e}: the event never ended (Kong waits for its end until its 60 s \
+                         socket timeout, then fails the request)"
+                        ),
+                        other => other.to_string(),
+                    })?;
+                match run.end {
+                    End::Done => Ok(Outcome::Pass(format!(
+                        "phase {phase}: {} call(s), then the end Kong waits for",
+                        run.callbacks.len()
+                    ))),
+                    End::Exit => Ok(Outcome::Pass(format!(
+                        "phase {phase}: ended with kong.response.exit after {} call(s)",
+                        run.callbacks.len()
+                    ))),
+                    other => Err(format!("phase {phase}: the event {other}")),
+                }
+            }
+            .await,
+        )
+    })
+}
+
+pub fn close_after_idle(c: &mut Ctx) -> CheckFuture<'_> {
+    Box::pin(async move {
+        verdict(
+            async {
+                let a = c.entity(config(c, "alpha"));
+                let ia = c.start(&a).await?;
+                run_and_expect(c, ia, Some("alpha"), "first use").await?;
+                let idle: Duration = c.opts.idle;
+                tokio::time::sleep(idle).await;
+                // A config change elsewhere: a young instance replaced and closed.
+                let b = c.entity(config(c, "beta"));
+                let ib = c.start(&b).await?;
+                match c.host.close(ib).await {
+                    Ok(()) | Err(Refusal::Rejected(_)) => {}
+                    Err(e) => return Err(format!("CloseInstance({ib}): {e}")),
+                }
+                run_and_expect(
+                    c,
+                    ia,
+                    Some("alpha"),
+                    &format!(
+                        "the instance idle for {} s, right after CloseInstance({ib}) of another",
+                        idle.as_secs()
+                    ),
+                )
+                .await?;
+                Ok(Outcome::Pass(format!(
+                    "instance {ia} served after {} s idle and a CloseInstance of instance {ib}",
+                    idle.as_secs()
+                )))
+            }
+            .await,
+        )
+    })
+}
+
+pub fn get_status(c: &mut Ctx) -> CheckFuture<'_> {
+    Box::pin(async move {
+        verdict(
+            async {
+                let e = c.entity(config(c, "hello"));
+                let id = c.start(&e).await?;
+                let name = c.plugin.name.clone();
+                let listed = c
+                    .host
+                    .instance_listed(id, &name)
+                    .await
+                    .map_err(|m| format!("asking for the status of instance {id}: {m}"))?;
+                match listed {
+                    Ok(how) => Ok(Outcome::Pass(how)),
+                    Err(missing) => Err(missing),
+                }
             }
             .await,
         )

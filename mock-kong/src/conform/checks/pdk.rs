@@ -140,10 +140,11 @@ pub fn exit_args(c: &mut Ctx) -> CheckFuture<'_> {
                     ));
                 }
                 let header = cb.args.get(2).and_then(|h| h.get("x-exit")).cloned();
+                // A Lua string either way: `str` or `bin` (Kong decodes both alike).
                 let ok = match &header {
-                    Some(Value::Str(v)) => v == b"1",
                     Some(Value::Array(a)) => a.len() == 1 && a[0].as_bytes() == Some(b"1"),
-                    _ => false,
+                    Some(v) => v.as_bytes() == Some(b"1"),
+                    None => false,
                 };
                 if !ok {
                     return Err(format!(

@@ -183,3 +183,183 @@ async fn restart_inner(c: &mut Ctx) -> Res {
         if after.retries == 1 { "y" } else { "ies" }
     )))
 }
+
+pub fn restart_ids(c: &mut Ctx) -> CheckFuture<'_> {
+    Box::pin(async move { verdict(restart_ids_inner(c).await) })
+}
+
+/// Instances before the restart, and one more after it (so a counter from 0 reaches every id
+/// of before).
+const BEFORE_RESTART: usize = 3;
+
+async fn restart_ids_inner(c: &mut Ctx) -> Res {
+    let plain = || {
+        if c.plugin.name == "faults" {
+            serde_json::json!({"mode": "none"})
+        } else {
+            serde_json::json!({})
+        }
+    };
+    let configs: Vec<_> = (0..BEFORE_RESTART * 2 + 1).map(|_| plain()).collect();
+    let (p, _) = start(c).await?;
+    c.process = Some(p);
+    let mut before = Vec::new();
+    for cfg in &configs[..BEFORE_RESTART] {
+        let e = c.entity(cfg.clone());
+        before.push((c.start(&e).await?, e.id.clone()));
+    }
+    if let Some(p) = c.process.take() {
+        p.signal(libc::SIGKILL);
+        let t0 = Instant::now();
+        while p.last_exit().is_none() && t0.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = p.stop().await;
+    }
+    if !c.target.socket.exists() {
+        stale_socket(&c.target.socket)?;
+    }
+    let (p, _) = start(c)
+        .await
+        .map_err(|e| format!("after SIGKILL, the new server: {e}"))?;
+    c.process = Some(p);
+    let mut after = Vec::new();
+    for cfg in &configs[BEFORE_RESTART..] {
+        let e = c.entity(cfg.clone());
+        after.push(c.start(&e).await?);
+    }
+    let reused: Vec<String> = after
+        .iter()
+        .filter_map(|id| {
+            before
+                .iter()
+                .find(|(old, _)| old == id)
+                .map(|(old, entity)| format!("{old} (plugin entity {entity} before)"))
+        })
+        .collect();
+    if !reused.is_empty() {
+        return Err(format!(
+            "after the restart the server handed out {} again, now for other plugin entities: \
+             Kong's workers that still hold those ids run another config's instance, silently \
+             (ids before: {:?}, after: {after:?})",
+            reused.join(", "),
+            before.iter().map(|(id, _)| *id).collect::<Vec<_>>()
+        ));
+    }
+    Ok(Outcome::Pass(format!(
+        "ids before the restart {:?}, after {after:?}: none handed out again",
+        before.iter().map(|(id, _)| *id).collect::<Vec<_>>()
+    )))
+}
+
+pub fn orphan(c: &mut Ctx) -> CheckFuture<'_> {
+    Box::pin(async move { verdict(orphan_inner(c).await) })
+}
+
+/// How long a server may take to notice that its parent died.
+const ORPHAN_GRACE: Duration = Duration::from_secs(5);
+/// How long the server runs under its stand-in parent after its socket accepts.
+const ORPHAN_SETTLE: Duration = Duration::from_millis(1000);
+
+/// Starts the server under a shell that stands in for Kong's process (stdin, stdout and stderr
+/// pipes, as `ngx.pipe.spawn` gives them), kills that shell with SIGKILL and closes the pipes,
+/// then watches whether the server exits.
+async fn orphan_inner(c: &mut Ctx) -> Res {
+    let Some(cmd) = c.target.start_cmd.clone() else {
+        return Err("the server is managed externally (no start command)".into());
+    };
+    let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
+    let pidfile = dir.path().join("server.pid");
+    // The server runs in the background of the stand-in, with the stand-in's stdin (a
+    // non-interactive shell would give it /dev/null otherwise).
+    let script = format!(
+        "exec 3<&0; {cmd} <&3 3<&- & echo $! > {}; wait",
+        crate::target::shell_quote(&pidfile.to_string_lossy())
+    );
+    let mut parent = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start the server under a stand-in parent: {e}"))?;
+    let group = parent.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+    let cleanup = || {
+        if group > 0 {
+            // SAFETY: kill(2) on the process group created above; no memory is involved.
+            unsafe {
+                libc::kill(-group, libc::SIGKILL);
+            }
+        }
+    };
+    let ready = socket_accepts(&c.target.socket, c.opts.socket_timeout).await;
+    let server = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok());
+    let (Ok(()), Some(server)) = (ready, server) else {
+        cleanup();
+        return Err("the server did not create its socket under the stand-in parent".into());
+    };
+    // Start-up output is written while the pipes are open: a server that dies only because a
+    // late start-up line hits the closed pipe (SIGPIPE) would pass or fail by timing.
+    tokio::time::sleep(ORPHAN_SETTLE).await;
+    // Kong's process dies: SIGKILL, and its ends of the pipes close.
+    // SAFETY: kill(2) on the stand-in's pid.
+    unsafe {
+        libc::kill(group, libc::SIGKILL);
+    }
+    let _ = parent.wait().await;
+    drop(parent);
+    let t0 = Instant::now();
+    let gone = loop {
+        // SAFETY: kill(2) with signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(server, 0) } == 0 && !is_zombie(server);
+        if !alive {
+            break Some(t0.elapsed());
+        }
+        if t0.elapsed() >= ORPHAN_GRACE {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    cleanup();
+    let _ = std::fs::remove_file(&c.target.socket);
+    match gone {
+        Some(after) => Ok(Outcome::Pass(format!(
+            "the server exited {:.2} s after its parent died",
+            after.as_secs_f64()
+        ))),
+        None => Err(format!(
+            "the server still ran {} s after its parent died with its pipes \
+             closed: after a crash of Kong it keeps running forever, holding memory and the \
+             socket path (Kong's respawned server then finds it in the way)",
+            ORPHAN_GRACE.as_secs()
+        )),
+    }
+}
+
+/// Whether `pid` is a zombie (exited, not yet reaped by its new parent).
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Waits until `socket` accepts a connection, polling every 20 ms up to `timeout`.
+async fn socket_accepts(socket: &std::path::Path, timeout: Duration) -> Result<(), ()> {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if tokio::net::UnixStream::connect(socket).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(())
+}

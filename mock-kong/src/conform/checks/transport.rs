@@ -442,3 +442,80 @@ pub fn idle_connection(c: &mut Ctx) -> CheckFuture<'_> {
         )
     })
 }
+
+/// The length prefix `transport/huge-length` sends: 2^31 bytes declared.
+const HUGE: u32 = 1 << 31;
+
+/// A server's address-space size and its peak (`VmSize`, `VmPeak`), in KiB.
+fn vm_kib(pid: u32) -> Result<(u64, u64), String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("cannot read /proc/{pid}/status: {e}"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    match (field("VmSize:"), field("VmPeak:")) {
+        (Some(size), Some(peak)) => Ok((size, peak)),
+        _ => Err(format!("no VmSize/VmPeak in /proc/{pid}/status")),
+    }
+}
+
+pub fn huge_length(c: &mut Ctx) -> CheckFuture<'_> {
+    Box::pin(async move {
+        verdict(
+            async {
+                let Some(pid) = c.process.as_ref().and_then(|p| p.pid()) else {
+                    return Ok(Outcome::Skip(
+                        "the server is managed externally, so its memory cannot be measured".into(),
+                    ));
+                };
+                let (_, peak0) = vm_kib(pid)?;
+                let mut bytes = HUGE.to_le_bytes().to_vec();
+                bytes.extend([0u8; 16]);
+                let mut w = c.host.connect().await.map_err(|e| e.to_string())?;
+                w.send(&bytes, "a frame declaring 2^31 bytes")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let refused = w.closed_within(Duration::from_secs(1)).await;
+                // The peak covers a reservation made and dropped in the meantime.
+                let grown_mib = c
+                    .alive()
+                    .ok()
+                    .and_then(|()| vm_kib(pid).ok())
+                    .map(|(_, peak1)| peak1.saturating_sub(peak0) / 1024);
+                drop(w);
+                if let Some(g) = grown_mib.filter(|g| *g >= 1024) {
+                    return Err(format!(
+                        "the server reserved {g} MiB for a frame that declared 2^31 bytes and \
+                         sent 16 (its address space grew by the declared length)"
+                    ));
+                }
+                match refused {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(
+                            "the connection stayed open, waiting for the 2 GiB the prefix \
+                             declared: the length was not refused"
+                                .into(),
+                        )
+                    }
+                    Err(sent) => {
+                        return Err(format!(
+                            "the server answered a frame that declared 2^31 bytes: {sent}"
+                        ))
+                    }
+                }
+                still_serves(c, "a frame that declared 2^31 bytes").await?;
+                Ok(Outcome::Pass(format!(
+                    "the connection was closed; address-space peak grew by {} MiB; the server \
+                     kept serving",
+                    grown_mib.unwrap_or(0)
+                )))
+            }
+            .await,
+        )
+    })
+}
