@@ -134,16 +134,30 @@ impl Ctx {
         }
     }
 
-    /// A plugin entity for the driven plugin with its own UUID and `__seq__`.
+    /// A plugin entity for the driven plugin with its own UUID and `__seq__`, its config built
+    /// as Kong builds it ([`Ctx::kong_config`]).
     pub fn entity(&mut self, config: Json) -> PluginEntity {
         self.next_entity += 1;
-        let map = match config {
+        let mut e = PluginEntity::new(&self.plugin.name, self.kong_config(config));
+        e.id = uuid_from(&format!("{}#{}", self.plugin.name, self.next_entity));
+        e
+    }
+
+    /// `config` as Kong builds it from the dump's schema: defaults filled in, so a plugin
+    /// reading a field it declares with a default gets it (docs/protocol.md §4.3). A config the
+    /// schema rejects (a check driving a fixture beyond its schema) is sent as given, with the
+    /// defaults of the fields it leaves out.
+    pub fn kong_config(&self, config: Json) -> Map<String, Json> {
+        let given = match config {
             Json::Object(m) => m,
             _ => Map::new(),
         };
-        let mut e = PluginEntity::new(&self.plugin.name, map);
-        e.id = uuid_from(&format!("{}#{}", self.plugin.name, self.next_entity));
-        e
+        crate::plugin_config::kong_config(&self.plugin.name, &self.plugin.schema, &given)
+            .unwrap_or_else(|_| {
+                let mut m = self.kong_defaults();
+                m.extend(given);
+                m
+            })
     }
 
     /// StartInstance for `e` on a new connection; refusals become text.

@@ -443,13 +443,9 @@ fn conform_on_a_js_plugin_of_your_own_finds_only_the_kits_failures() {
     assert_eq!(conform_failures_beyond_the_kits(&p), Vec::<String>::new());
 }
 
-/// The same in Python. Ignored until the conformance suite sends StartInstance configs as Kong
-/// builds them: its checks send `{}` without the schema's defaults, so `config["tag"]` raises
-/// in the plugin and 20 checks fail with "StartInstance failed: 'tag'" (mock-kong/src/conform
-/// is another branch's; see docs/your-plugin.md, "conform"). (The JS plugin reads
-/// `config.tag` as `undefined` instead of raising, so it is not affected.)
+/// The same in Python. Regression: the checks sent `{}` without the schema's defaults, so
+/// `config["tag"]` raised in the plugin and 20 checks failed with "StartInstance failed: 'tag'".
 #[test]
-#[ignore = "conform's checks send configs without the schema's defaults (issue 13, item 4)"]
 fn conform_on_a_python_plugin_of_your_own_finds_only_the_kits_failures() {
     if !peer_installed("python") {
         return;

@@ -98,10 +98,7 @@ pub fn config_change(c: &mut Ctx) -> CheckFuture<'_> {
                 // A plugins-iterator rebuild: new __seq__, StartInstance(new), then CloseInstance(old)
                 // (docs/protocol.md §4.6, §10.8).
                 e.rebuild();
-                e.config = match config(c, "gamma") {
-                    serde_json::Value::Object(m) => m,
-                    _ => Default::default(),
-                };
+                e.config = c.kong_config(config(c, "gamma"));
                 let new = c.start(&e).await?;
                 let _ = c.host.close(old).await;
                 run_and_expect(
