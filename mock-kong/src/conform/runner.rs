@@ -100,6 +100,43 @@ impl RunOptions {
             && (self.only.is_empty() || self.only.iter().any(|p| check.id.starts_with(p.as_str())))
             && !self.skip.iter().any(|p| check.id.starts_with(p.as_str()))
     }
+
+    /// The checks a run goes through, in catalogue order: the selected ones and, when a tier
+    /// alone selects (no `only`), the checks they build on from the other tier, so a slow
+    /// check whose subject cannot be reached is reported blocked by the fast check that failed
+    /// (`lifecycle/first-event`, `dump/shape`), not failed for that reason again. `--skip`
+    /// is obeyed.
+    pub fn plan(&self) -> Vec<&'static Check> {
+        let all = catalogue();
+        let mut chosen: Vec<bool> = all.iter().map(|c| self.selects(c)).collect();
+        if self.only.is_empty() {
+            loop {
+                let mut grew = false;
+                for i in 0..all.len() {
+                    if !chosen[i] {
+                        continue;
+                    }
+                    for pre in all[i].prerequisites() {
+                        let skipped = self.skip.iter().any(|p| pre.starts_with(p.as_str()));
+                        if let Some(j) = all.iter().position(|c| c.id == pre) {
+                            if !chosen[j] && !skipped {
+                                chosen[j] = true;
+                                grew = true;
+                            }
+                        }
+                    }
+                }
+                if !grew {
+                    break;
+                }
+            }
+        }
+        all.iter()
+            .zip(chosen)
+            .filter(|(_, c)| *c)
+            .map(|(c, _)| c)
+            .collect()
+    }
 }
 
 /// Everything a check works with.
@@ -343,7 +380,7 @@ pub async fn run(
     drop(main_target);
     // Each legal but unusual choice is noted once, with the first check that met it.
     let mut noted = Quirks::default();
-    for check in catalogue().iter().filter(|c| opts.selects(c)) {
+    for check in opts.plan() {
         if let Some((root, why)) = blocker(check, &report.results) {
             let result = CheckResult::blocked(check, root, &why);
             progress(&result);

@@ -248,6 +248,46 @@ async fn a_server_whose_every_event_hangs_fails_once_and_blocks_the_rest() {
     }
 }
 
+/// Regression (issue 14): the slow tier alone did not run the fast checks it builds on, so
+/// against a server whose every event hangs each slow check failed again for that one reason.
+/// It now runs them first and reports every slow check blocked by `lifecycle/first-event`.
+#[tokio::test(flavor = "current_thread")]
+async fn the_slow_tier_alone_reports_its_checks_blocked_by_the_fast_failure() {
+    let opts = RunOptions {
+        tier: TierSel::Slow,
+        io_timeout: Duration::from_millis(1500),
+        ..RunOptions::default()
+    };
+    let report = run(
+        &reference(Protocol::ProtoBuf, &["no-end-frame"]),
+        &opts,
+        &mut |_| {},
+    )
+    .await
+    .expect("the reference target resolves");
+    let status = |id: &str| report.results.iter().find(|r| r.id == id).map(|r| r.status);
+    assert_eq!(
+        status("lifecycle/first-event"),
+        Some(Status::Fail),
+        "{}",
+        report.human()
+    );
+    let slow: Vec<&CheckResult> = report
+        .results
+        .iter()
+        .filter(|r| {
+            r.id.starts_with("resources/")
+                || r.id.ends_with("-idle")
+                || r.id == "lifecycle/idle-instances"
+        })
+        .collect();
+    assert!(slow.len() >= 6, "{}", report.human());
+    for r in slow {
+        assert_eq!(r.status, Status::Blocked, "{}: {}", r.id, report.human());
+        assert_eq!(r.blocked_by, Some("lifecycle/first-event"), "{}", r.id);
+    }
+}
+
 /// Runs the fast tier against `peer` and checks it against its committed expected-failures
 /// file. How long the tier takes is the peer matrix's and the benchmarks' business, not a test's.
 async fn check_expected_failures(peer: &str) {
