@@ -84,25 +84,41 @@ async fn a_a_the_same_server_twice_is_no_regression() {
 #[ignore = "statistical tier (timings compared): scripts/test.sh runs it serially"]
 async fn a_b_a_slower_pdk_is_a_regression_where_calls_are_made_and_not_at_0_calls() {
     let _machine = super::MACHINE.write().await;
-    let (a, b) = interleaved(&[], &["very-slow-pdk"], &[0, 10], 4).await;
-    let r = gate::compare(&a, &b, &config()).unwrap();
-    let md = loadgen::gate::report::markdown(&r, "A");
-    assert_eq!(r.exit_code(), 1, "{md}");
-    let at = |calls: u32| {
-        r.points
-            .iter()
-            .find(|p| p.calls == calls)
-            .unwrap_or_else(|| panic!("calls={calls}: {md}"))
-    };
-    assert!(!at(0).is_regression(), "no PDK call, no slowdown: {md}");
-    assert!(at(10).is_regression(), "{md}");
-    // 10 calls × 200 µs on top of ~100-300 µs: throughput at least halves. (Which of
-    // throughput and median latency clears the whole-interval rule first depends on the
-    // machine's load; at least one does, or the point would not be a regression.)
-    let PointOutcome::Compared { metrics, .. } = &at(10).outcome else {
-        panic!("{md}")
-    };
-    assert!(metrics[0].change < -0.5, "throughput at least halves: {md}");
+    // The two-file gate judges by whole intervals of trial-to-trial change (min/max over 4
+    // rounds): on a VM whose trials spread 6× (measured in a CI run: 120–693 req/s at one
+    // point), even a 2.7× slowdown stays "within noise" in one attempt. That is the gate being
+    // right about such a machine (`loadgen ab` is the tool for it), so the test allows three
+    // attempts: the regression must be found in one of them, and the 0-call point must never
+    // be called a regression in any.
+    let mut reports = Vec::new();
+    for _attempt in 0..3 {
+        let (a, b) = interleaved(&[], &["very-slow-pdk"], &[0, 10], 4).await;
+        let r = gate::compare(&a, &b, &config()).unwrap();
+        let md = loadgen::gate::report::markdown(&r, "A");
+        let at = |calls: u32| {
+            r.points
+                .iter()
+                .find(|p| p.calls == calls)
+                .unwrap_or_else(|| panic!("calls={calls}: {md}"))
+        };
+        assert!(!at(0).is_regression(), "no PDK call, no slowdown: {md}");
+        if r.exit_code() == 1 {
+            assert!(at(10).is_regression(), "{md}");
+            // 10 calls × 200 µs on top of ~100-300 µs: throughput at least halves. (Which of
+            // throughput and median latency clears the whole-interval rule first depends on
+            // the machine's load; at least one does, or the point would not be a regression.)
+            let PointOutcome::Compared { metrics, .. } = &at(10).outcome else {
+                panic!("{md}")
+            };
+            assert!(metrics[0].change < -0.5, "throughput at least halves: {md}");
+            return;
+        }
+        reports.push(md);
+    }
+    panic!(
+        "very-slow-pdk was not found a regression in 3 attempts:\n{}",
+        reports.join("\n")
+    );
 }
 
 fn loadgen(args: &[&str], dir: &Path, github: bool) -> (i32, String) {
