@@ -426,6 +426,12 @@ pub struct SweepArgs {
         requires = "multicore"
     )]
     pub multicore_calls: Vec<u32>,
+    /// Run the trials in rounds over the call counts of each curve (all its points prepared at
+    /// once; one trial of each per round, every other round in reverse) instead of each point's
+    /// trials back to back: on a shared machine a slow spell then hits every call count alike,
+    /// and the normalised curve is compared trial by trial ("paired by trial" in summary.md).
+    #[arg(long)]
+    pub interleave: bool,
     /// Skip the raw ping-pong floor.
     #[arg(long)]
     pub no_floor: bool,
@@ -622,7 +628,8 @@ pub struct AbArgs {
 const PLOT_EXAMPLES: &str = "\
 Examples:
   loadgen plot reports/sweep/results.json                 # redraw next to the results
-  loadgen plot out/results.json --out /tmp/plots";
+  loadgen plot out/results.json --out /tmp/plots
+  loadgen plot out/results.json --concurrency 8 --out out/c8   # one concurrency of a sweep";
 
 const FLOOR_EXAMPLES: &str = "\
 Examples:
@@ -637,6 +644,10 @@ pub struct PlotArgs {
     /// Output directory (default: the directory of the results file).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Draw only the points (and fits) of these concurrencies (comma-separated): a sweep of
+    /// several concurrencies draws one line per server and concurrency otherwise.
+    #[arg(long, value_name = "N,...", value_delimiter = ',')]
+    pub concurrency: Vec<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -817,7 +828,7 @@ fn plot_cmd(a: PlotArgs) -> Outcome {
     let text = std::fs::read_to_string(&a.results)
         .with_context(|| format!("reading {}", a.results.display()))
         .map_err(usage)?;
-    let results: Results = serde_json::from_str(&text)
+    let mut results: Results = serde_json::from_str(&text)
         .with_context(|| {
             format!(
                 "{} is not a loadgen results.json (schema version 1)",
@@ -825,6 +836,18 @@ fn plot_cmd(a: PlotArgs) -> Outcome {
             )
         })
         .map_err(usage)?;
+    if !a.concurrency.is_empty() {
+        let keep = |c: &usize| a.concurrency.contains(c);
+        results.points.retain(|p| keep(&p.concurrency));
+        results.fits.retain(|f| keep(&f.concurrency));
+        if results.points.is_empty() {
+            return Err(usage(anyhow!(
+                "{} has no point at concurrency {:?}: pick concurrencies it measured",
+                a.results.display(),
+                a.concurrency
+            )));
+        }
+    }
     let dir = a
         .out
         .or_else(|| a.results.parent().map(PathBuf::from))
@@ -994,6 +1017,7 @@ async fn run_cmd(a: RunArgs, threads: usize) -> Outcome {
         command: command_line(),
         runtime_threads: threads,
         via: a.timing.via,
+        interleave: false,
     };
     let bar = Bar::new(plan.total_trials());
     let results = sweep::run(&plan, &bar).await;
@@ -1149,6 +1173,7 @@ async fn sweep_cmd(a: SweepArgs, threads: usize) -> Outcome {
         command: command_line(),
         runtime_threads: threads,
         via: a.timing.via,
+        interleave: a.interleave,
     };
     if let Some(dir) = &a.out {
         std::fs::create_dir_all(dir)

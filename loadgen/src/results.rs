@@ -814,7 +814,8 @@ impl Results {
             .into_iter()
             .filter_map(|(key, pts)| {
                 let language = DocsLanguage::of(&pts[0].peer)?;
-                let p50_zero = pts.iter().find(|p| p.calls == 0).map(|p| p.median_p50_us());
+                let zero = pts.iter().find(|p| p.calls == 0);
+                let p50_zero = zero.map(|p| p.median_p50_us());
                 let rows: Vec<DocsRow> = DOCS_CALLS
                     .iter()
                     .filter_map(|&calls| {
@@ -831,6 +832,7 @@ impl Results {
                             measured,
                             abs_error: (measured - docs).abs(),
                             from_p50,
+                            paired: zero.and_then(|z| paired_ratio(z, p)),
                         })
                     })
                     .collect();
@@ -843,12 +845,17 @@ impl Results {
                     .iter()
                     .map(|r| r.from_p50.map(|v| (v - r.docs).abs()))
                     .collect();
+                let paired_errors: Option<Vec<f64>> = rows
+                    .iter()
+                    .map(|r| r.paired.map(|v| (v - r.docs).abs()))
+                    .collect();
                 Some(DocsComparison {
                     series: key,
                     language: language.name().to_owned(),
                     rows,
                     mean_abs_error: mae,
                     mean_abs_error_p50: p50_errors.map(|e| e.iter().sum::<f64>() / n),
+                    mean_abs_error_paired: paired_errors.map(|e| e.iter().sum::<f64>() / n),
                 })
             })
             .collect()
@@ -868,27 +875,30 @@ impl Results {
             let _ = writeln!(s, "### {} ({})\n", c.series, c.language);
             let _ = writeln!(
                 s,
-                "| calls | Kong docs | measured (requests/s) | absolute error | from p50 latency | its error |"
+                "| calls | Kong docs | measured (requests/s) | absolute error | from p50 latency | its error | paired by trial | its error |"
             );
-            let _ = writeln!(s, "|---|---|---|---|---|---|");
+            let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
             let opt = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.3}"));
             for r in &c.rows {
                 let _ = writeln!(
                     s,
-                    "| {} | {:.2} | {:.3} | {:.3} | {} | {} |",
+                    "| {} | {:.2} | {:.3} | {:.3} | {} | {} | {} | {} |",
                     r.calls,
                     r.docs,
                     r.measured,
                     r.abs_error,
                     opt(r.from_p50),
-                    opt(r.from_p50.map(|v| (v - r.docs).abs()))
+                    opt(r.from_p50.map(|v| (v - r.docs).abs())),
+                    opt(r.paired),
+                    opt(r.paired.map(|v| (v - r.docs).abs()))
                 );
             }
             let _ = writeln!(
                 s,
-                "\nMean absolute error: **{:.3}** (requests/s); {} from the p50 latency (p50 at 0 calls ÷ p50, medians of the trials: less sensitive to a busy machine's stalls).\n",
+                "\nMean absolute error: **{:.3}** (requests/s); {} from the p50 latency (p50 at 0 calls ÷ p50, medians of the trials: less sensitive to a busy machine's stalls); {} paired by trial (median over i of trial i's requests/s ÷ the 0-call point's trial i: with runs merged by `loadgen baseline merge`, trial i of every point is repetition i's, measured seconds apart, so a slow spell of the machine cancels out).\n",
                 c.mean_abs_error,
-                opt(c.mean_abs_error_p50)
+                opt(c.mean_abs_error_p50),
+                opt(c.mean_abs_error_paired)
             );
         }
         s
@@ -1131,6 +1141,24 @@ pub struct DocsRow {
     /// The same ratio from latency: the 0-call point's p50 ÷ this point's p50 (medians of the
     /// trials' p50s).
     pub from_p50: Option<f64>,
+    /// The same ratio paired by trial: the median over i of trial i's requests/s ÷ the 0-call
+    /// point's trial i (both points need the same number of trials, at least 2).
+    pub paired: Option<f64>,
+}
+
+/// The median over trial index i of `p`'s trial i requests/s ÷ `zero`'s trial i requests/s;
+/// `None` unless both have the same number of trials, at least 2, with requests/s above 0.
+fn paired_ratio(zero: &PointRecord, p: &PointRecord) -> Option<f64> {
+    if zero.trials.len() < 2 || zero.trials.len() != p.trials.len() {
+        return None;
+    }
+    let ratios: Option<Vec<f64>> = zero
+        .trials
+        .iter()
+        .zip(&p.trials)
+        .map(|(z, t)| (z.rps > 0.0).then(|| t.rps / z.rps))
+        .collect();
+    Some(Spread::of(&ratios?).median)
 }
 
 /// A measured series against Kong's documented curve of its language.
@@ -1142,6 +1170,8 @@ pub struct DocsComparison {
     pub mean_abs_error: f64,
     /// The mean absolute error of [`DocsRow::from_p50`].
     pub mean_abs_error_p50: Option<f64>,
+    /// The mean absolute error of [`DocsRow::paired`].
+    pub mean_abs_error_paired: Option<f64>,
 }
 
 #[cfg(test)]
@@ -1182,6 +1212,40 @@ mod tests {
             trials: Vec::new(),
             hgrm: None,
         }
+    }
+
+    fn trials(rps: &[f64]) -> Vec<TrialRecord> {
+        rps.iter()
+            .map(|&x| {
+                serde_json::from_value(serde_json::json!({
+                    "rps": x, "ok": 1000, "errors": 0, "warmup_errors": 0, "window_s": 1.0,
+                    "latency_us": {"p50": 1e6 / x, "p90": 1e6 / x, "p99": 1e6 / x, "p999": 1e6 / x, "max": 1e6 / x, "mean": 1e6 / x},
+                    "loadgen_cpu_s": 0.5, "loadgen_cpu_ns_per_round_trip": 1.0,
+                    "server_cpu_s": null, "server_rss_kib": null, "server_respawns": 0
+                }))
+                .unwrap()
+            })
+            .collect()
+    }
+
+    /// Paired by trial, a slow spell that hits one repetition's 0-call trial and the same
+    /// repetition's n-call trial alike cancels out; the ratio of the points' medians mixes
+    /// repetitions and does not.
+    #[test]
+    fn the_docs_ratio_paired_by_trial_cancels_a_slow_repetition() {
+        let mut zero = point("go", 0, 2000.0);
+        zero.trials = trials(&[1000.0, 2000.0, 3000.0]);
+        let mut ten = point("go", 10, 600.0);
+        ten.trials = trials(&[1500.0, 400.0, 600.0]);
+        // Trial ratios 1.5, 0.2, 0.2: median 0.2; the medians' ratio is 600 / 2000 = 0.3.
+        let paired = paired_ratio(&zero, &ten).unwrap();
+        assert!((paired - 0.2).abs() < 1e-12, "{paired}");
+        // Unequal trial counts, or a single trial, cannot be paired.
+        ten.trials.pop();
+        assert_eq!(paired_ratio(&zero, &ten), None);
+        zero.trials.truncate(1);
+        ten.trials.truncate(1);
+        assert_eq!(paired_ratio(&zero, &ten), None);
     }
 
     #[test]
@@ -1233,6 +1297,7 @@ mod tests {
         assert!(md.contains("Mean absolute error: **0.100**"), "{md}");
         // No latency in these points: the p50 column says so rather than dividing by zero.
         assert!(md.contains("n/a from the p50 latency"), "{md}");
+        assert!(md.contains("n/a paired by trial"), "{md}");
         assert_eq!(DocsLanguage::of("js-v2"), Some(DocsLanguage::JavaScript));
         assert_eq!(DocsLanguage::of("golang"), None);
         assert_eq!(r.fits.iter().filter(|f| f.via == "http").count(), 1);

@@ -99,6 +99,10 @@ pub struct SweepPlan {
     pub runtime_threads: usize,
     /// Through the host loop or over HTTP through `mock-kong proxy`.
     pub via: Via,
+    /// Trials in rounds over the points of a series (all prepared at once) instead of each
+    /// point's trials back to back: a slow spell of a shared machine then hits every call
+    /// count of a curve alike, and trial i of every point is round i's.
+    pub interleave: bool,
 }
 
 impl SweepPlan {
@@ -151,6 +155,16 @@ struct PointPlan {
     calls: u32,
     kong_workers: usize,
     variant: &'static str,
+}
+
+impl PointPlan {
+    /// Everything but the call count alike: points of one curve.
+    fn same_series(&self, other: &PointPlan) -> bool {
+        self.mode.name() == other.mode.name()
+            && self.concurrency == other.concurrency
+            && self.kong_workers == other.kong_workers
+            && self.variant == other.variant
+    }
 }
 
 fn point_plans(plan: &SweepPlan) -> Vec<PointPlan> {
@@ -274,117 +288,36 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
                 Err(e) => progress.note(&format!("HTTP floor: {e}")),
             }
         }
-        for pp in &plans {
+        // A batch is one point, or with `interleave` every point of a series (all but the call
+        // count alike): its points are prepared together and measured round by round.
+        let mut rest = &plans[..];
+        while !rest.is_empty() {
             if mock_kong::edge::stopping() {
                 results.interrupted = true;
                 break;
             }
-            let label = format!(
-                "{}{} {} {} c={} {}{}",
-                target.label,
-                if plan.via == Via::Http {
-                    " via http"
-                } else {
-                    ""
-                },
+            let n = if plan.interleave {
+                rest.iter()
+                    .take_while(|pp| pp.same_series(&rest[0]))
+                    .count()
+            } else {
+                1
+            };
+            let (batch, tail) = rest.split_at(n);
+            rest = tail;
+            let first_index = point_index;
+            point_index += batch.len();
+            measure_batch(
+                plan,
+                progress,
+                &session,
+                target,
                 protocol,
-                pp.mode.name(),
-                pp.concurrency,
-                match &plan.custom {
-                    None => format!("calls={}", pp.calls),
-                    Some(_) => format!("plugin {}", plan.plugin),
-                },
-                if pp.variant == "single" {
-                    String::new()
-                } else {
-                    format!(" {}×{}", pp.variant, pp.kong_workers)
-                }
-            );
-            progress.point(&label);
-            let spec = PointSpec {
-                calls: pp.calls,
-                method: plan.method.clone(),
-                concurrency: pp.concurrency,
-                kong_workers: pp.kong_workers,
-                mode: pp.mode,
-                warmup: plan.warmup,
-                duration: plan.duration,
-                custom: plan.custom.clone(),
-            };
-            let prepared = prepare_with_retry(&session, &plan.plugin, spec, plan.via).await;
-            let prepared = match prepared {
-                Ok(p) => p,
-                Err(e) => {
-                    progress.note(&format!("{label}: {e}"));
-                    results.failures.push(FailureRecord {
-                        peer: target.label.clone(),
-                        calls: Some(pp.calls),
-                        concurrency: Some(pp.concurrency),
-                        error: e.to_string(),
-                    });
-                    for _ in 0..plan.trials {
-                        progress.trial_done();
-                    }
-                    point_index += 1;
-                    continue;
-                }
-            };
-            if let Some(w) = prepared.call_count_warning() {
-                progress.note(&format!("{label}: warning: {w}"));
-            }
-            let mut trials: Vec<driver::TrialResult> = Vec::with_capacity(plan.trials);
-            for t in 0..plan.trials {
-                let chaos = plan
-                    .chaos
-                    .filter(|c| c.point == point_index && t == 0)
-                    .map(|c| Chaos {
-                        kill_after: c.after,
-                    });
-                let trial = driver::run_trial(&session, &prepared, chaos).await;
-                if mock_kong::edge::stopping() {
-                    // Cut short by SIGINT/SIGTERM: not a measurement.
-                    results.interrupted = true;
-                    break;
-                }
-                trials.push(trial);
-                progress.trial_done();
-            }
-            if trials.is_empty() {
-                break;
-            }
-            note_counting(&mut results, &trials);
-            let via = prepared.via();
-            let mut rec = PointRecord::from_trials(
-                &target.label,
-                protocol.as_str(),
-                prepared.spec.calls,
-                pp.concurrency,
-                pp.kong_workers,
-                pp.mode,
-                pp.variant,
-                prepared.verified_calls,
-                &trials,
-            );
-            rec.via = via.to_owned();
-            prepared.finish().await;
-            if plan.keep_hgrm {
-                let mut h = stats::new_histogram();
-                for t in &trials {
-                    let _ = h.add(&t.latency);
-                }
-                rec.hgrm = Some(stats::hgrm(&h));
-            }
-            if rec.errors > 0 {
-                progress.note(&format!(
-                    "{label}: {} error(s) {:?}, {} server respawn(s)",
-                    rec.errors, rec.error_kinds, rec.server.respawns
-                ));
-            }
-            progress.point_done(&label, &rec);
-            results.points.push(rec);
-            point_index += 1;
-            results.loadgen_peak_rss_kib =
-                results.loadgen_peak_rss_kib.max(procstat::self_rss_kib().1);
+                batch,
+                first_index,
+                &mut results,
+            )
+            .await;
         }
         if let Some(e) = session.close().await {
             let _ = e;
@@ -392,6 +325,153 @@ pub async fn run(plan: &SweepPlan, progress: &dyn Progress) -> Results {
     }
     results.close();
     results
+}
+
+/// Measures `batch` (points of one target, the first of them `first_index` in sweep order):
+/// prepares them all, runs `plan.trials` rounds, each round one trial of every point (in reverse
+/// order every other round, so that no point always follows the same one), and records them in
+/// `results`. A batch of one point is its trials back to back.
+#[allow(clippy::too_many_arguments)]
+async fn measure_batch(
+    plan: &SweepPlan,
+    progress: &dyn Progress,
+    session: &Session,
+    target: &TargetDef,
+    protocol: Protocol,
+    batch: &[PointPlan],
+    first_index: usize,
+    results: &mut Results,
+) {
+    let mut prepared: Vec<Option<(String, driver::PreparedPoint)>> = Vec::new();
+    for pp in batch {
+        let label = point_label(plan, target, protocol, pp);
+        progress.point(&label);
+        let spec = PointSpec {
+            calls: pp.calls,
+            method: plan.method.clone(),
+            concurrency: pp.concurrency,
+            kong_workers: pp.kong_workers,
+            mode: pp.mode,
+            warmup: plan.warmup,
+            duration: plan.duration,
+            custom: plan.custom.clone(),
+        };
+        match prepare_with_retry(session, &plan.plugin, spec, plan.via).await {
+            Ok(p) => {
+                if let Some(w) = p.call_count_warning() {
+                    progress.note(&format!("{label}: warning: {w}"));
+                }
+                prepared.push(Some((label, p)));
+            }
+            Err(e) => {
+                progress.note(&format!("{label}: {e}"));
+                results.failures.push(FailureRecord {
+                    peer: target.label.clone(),
+                    calls: Some(pp.calls),
+                    concurrency: Some(pp.concurrency),
+                    error: e.to_string(),
+                });
+                for _ in 0..plan.trials {
+                    progress.trial_done();
+                }
+                prepared.push(None);
+            }
+        }
+    }
+    let mut trials: Vec<Vec<driver::TrialResult>> = batch.iter().map(|_| Vec::new()).collect();
+    'rounds: for round in 0..plan.trials {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..batch.len()).collect()
+        } else {
+            (0..batch.len()).rev().collect()
+        };
+        for i in order {
+            let Some((label, point)) = &prepared[i] else {
+                continue;
+            };
+            if batch.len() > 1 {
+                progress.point(label);
+            }
+            let chaos = plan
+                .chaos
+                .filter(|c| c.point == first_index + i && round == 0)
+                .map(|c| Chaos {
+                    kill_after: c.after,
+                });
+            let trial = driver::run_trial(session, point, chaos).await;
+            if mock_kong::edge::stopping() {
+                // Cut short by SIGINT/SIGTERM: not a measurement.
+                results.interrupted = true;
+                break 'rounds;
+            }
+            trials[i].push(trial);
+            progress.trial_done();
+        }
+    }
+    for ((pp, slot), trials) in batch.iter().zip(prepared).zip(trials) {
+        let Some((label, prepared)) = slot else {
+            continue;
+        };
+        if trials.is_empty() {
+            prepared.finish().await;
+            continue;
+        }
+        note_counting(results, &trials);
+        let mut rec = PointRecord::from_trials(
+            &target.label,
+            protocol.as_str(),
+            prepared.spec.calls,
+            pp.concurrency,
+            pp.kong_workers,
+            pp.mode,
+            pp.variant,
+            prepared.verified_calls,
+            &trials,
+        );
+        rec.via = prepared.via().to_owned();
+        prepared.finish().await;
+        if plan.keep_hgrm {
+            let mut h = stats::new_histogram();
+            for t in &trials {
+                let _ = h.add(&t.latency);
+            }
+            rec.hgrm = Some(stats::hgrm(&h));
+        }
+        if rec.errors > 0 {
+            progress.note(&format!(
+                "{label}: {} error(s) {:?}, {} server respawn(s)",
+                rec.errors, rec.error_kinds, rec.server.respawns
+            ));
+        }
+        progress.point_done(&label, &rec);
+        results.points.push(rec);
+        results.loadgen_peak_rss_kib = results.loadgen_peak_rss_kib.max(procstat::self_rss_kib().1);
+    }
+}
+
+/// The progress label of a point.
+fn point_label(plan: &SweepPlan, target: &TargetDef, protocol: Protocol, pp: &PointPlan) -> String {
+    format!(
+        "{}{} {} {} c={} {}{}",
+        target.label,
+        if plan.via == Via::Http {
+            " via http"
+        } else {
+            ""
+        },
+        protocol,
+        pp.mode.name(),
+        pp.concurrency,
+        match &plan.custom {
+            None => format!("calls={}", pp.calls),
+            Some(_) => format!("plugin {}", plan.plugin),
+        },
+        if pp.variant == "single" {
+            String::new()
+        } else {
+            format!(" {}×{}", pp.variant, pp.kong_workers)
+        }
+    )
 }
 
 /// A point's sample request is retried for up to ~3 s: a server that was just killed is being

@@ -318,3 +318,39 @@ fn the_gate_command_exit_codes_and_report_files() {
     );
     assert_eq!(code, 2);
 }
+
+/// `loadgen plot --concurrency` draws one concurrency of a sweep of several; a concurrency the
+/// file did not measure is a usage error (2) that says so.
+#[test]
+fn plot_draws_only_the_concurrencies_asked_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let name = results_file(d, "two.json", "m1", 10_000.0);
+    let path = d.join(&name);
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut c8 = v["points"][0].clone();
+    c8["concurrency"] = 8.into();
+    v["points"].as_array_mut().unwrap().push(c8);
+    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+
+    let (code, out) = loadgen(
+        &["plot", &name, "--concurrency", "8", "--out", "c8"],
+        d,
+        false,
+    );
+    assert_eq!(code, 0, "{out}");
+    let summary = std::fs::read_to_string(d.join("c8/summary.md")).unwrap();
+    assert!(summary.contains("go ProtoBuf:1 c8 closed"), "{summary}");
+    assert!(!summary.contains("go ProtoBuf:1 c1 closed"), "{summary}");
+    let csv = std::fs::read_to_string(d.join("c8/results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 1, "{csv}");
+
+    let (code, out) = loadgen(
+        &["plot", &name, "--concurrency", "4", "--out", "c4"],
+        d,
+        false,
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("no point at concurrency [4]"), "{out}");
+}

@@ -66,6 +66,64 @@ fn plan(protocols: &[Protocol], calls: &[u32], concurrency: &[usize]) -> SweepPl
         command: "test".into(),
         runtime_threads: 1,
         via: Via::Ipc,
+        interleave: false,
+    }
+}
+
+/// Progress that records the points it is told of, in order.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl sweep::Progress for Recorder {
+    fn point(&self, label: &str) {
+        self.0.lock().unwrap().push(label.to_owned());
+    }
+    fn trial_done(&self) {}
+    fn note(&self, _line: &str) {}
+}
+
+/// `--interleave`: a curve's points are prepared together and measured round by round (every
+/// other round in reverse); without it each point's trials run back to back. Either way the
+/// results hold the same points in the same order, each with every trial.
+#[tokio::test]
+async fn interleave_measures_a_curve_round_by_round() {
+    let _machine = MACHINE.read().await;
+    let calls = |labels: &[String]| -> Vec<String> {
+        labels
+            .iter()
+            .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+            .collect()
+    };
+    let mut p = plan(&[Protocol::MsgPack], &[0, 2, 4], &[1]);
+    p.trials = 3;
+    p.duration = Duration::from_millis(150);
+    p.warmup = Duration::from_millis(50);
+
+    let back_to_back = Recorder::default();
+    let r = sweep::run(&p, &back_to_back).await;
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    let seen = calls(&back_to_back.0.lock().unwrap());
+    assert_eq!(seen, ["calls=0", "calls=2", "calls=4"]);
+
+    p.interleave = true;
+    let rounds = Recorder::default();
+    let r = sweep::run(&p, &rounds).await;
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    let seen = calls(&rounds.0.lock().unwrap());
+    let expected = [
+        // prepared together
+        "calls=0", "calls=2", "calls=4", //
+        // round 1, round 2 (reversed), round 3
+        "calls=0", "calls=2", "calls=4", //
+        "calls=4", "calls=2", "calls=0", //
+        "calls=0", "calls=2", "calls=4",
+    ];
+    assert_eq!(seen, expected);
+    let got: Vec<(u32, usize)> = r.points.iter().map(|p| (p.calls, p.trials.len())).collect();
+    assert_eq!(got, [(0, 3), (2, 3), (4, 3)]);
+    for pt in &r.points {
+        assert_eq!(pt.errors, 0, "{pt:?}");
+        assert_eq!(pt.verified_calls, pt.calls as usize, "{pt:?}");
     }
 }
 
