@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::child_guard::ChildGuard;
 use crate::util::exe;
 
 fn run(args: &[&str]) -> Output {
@@ -169,28 +170,29 @@ fn pid_alive(pid: i32) -> bool {
 
 /// Starts `mock-kong call` with a server that never creates its socket, and returns the
 /// mock-kong child and the server's pid (read from a pid file the server writes).
-#[allow(clippy::zombie_processes)] // the caller waits for the returned child
-fn start_hanging_call(dir: &Path) -> (std::process::Child, i32) {
+fn start_hanging_call(dir: &Path) -> (ChildGuard, i32) {
     let pidfile = dir.join("server.pid");
     let exe = exe();
     let start = format!("sh -c 'echo $$ > {}; exec sleep 300'", pidfile.display());
     let query = format!("{} reference-server --dump", exe.display());
-    let mut child = Command::new(&exe)
-        .args([
-            "call",
-            "--quiet-server",
-            "--start-cmd",
-            &start,
-            "--query-cmd",
-            &query,
-        ])
-        .arg("--socket")
-        .arg(dir.join("never.socket"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = ChildGuard::new(
+        Command::new(&exe)
+            .args([
+                "call",
+                "--quiet-server",
+                "--start-cmd",
+                &start,
+                "--query-cmd",
+                &query,
+            ])
+            .arg("--socket")
+            .arg(dir.join("never.socket"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(s) = std::fs::read_to_string(&pidfile) {
@@ -199,8 +201,6 @@ fn start_hanging_call(dir: &Path) -> (std::process::Child, i32) {
             }
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
             panic!("server never started");
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -503,14 +503,16 @@ fn an_interrupted_conform_run_writes_its_partial_report() {
     use std::io::BufRead as _;
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("conform.json");
-    let mut child = Command::new(exe())
-        .args(["conform", "--json"])
-        .arg(&report)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::new(
+        Command::new(exe())
+            .args(["conform", "--json"])
+            .arg(&report)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // Progress lines name each finished check: wait for the first one.
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines

@@ -17,6 +17,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::child_guard::ChildGuard;
 use crate::util;
 
 /// How the tests open their plugin chains: the harness's session options, Kong 3.9, configs
@@ -586,21 +587,23 @@ async fn a_plugin_server_dying_mid_request_answers_500_and_the_proxy_keeps_servi
 #[test]
 fn the_proxy_command_serves_until_ctrl_c() {
     use std::io::{BufRead, BufReader};
-    let mut child = Command::new(util::exe())
-        .args([
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet-server",
-            "--access-log",
-            "--config",
-            r#"{"message":"cli"}"#,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::new(
+        Command::new(util::exe())
+            .args([
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--quiet-server",
+                "--access-log",
+                "--config",
+                r#"{"message":"cli"}"#,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut banner = String::new();
     while !banner.contains("Ctrl-C") {
