@@ -168,12 +168,16 @@ fn pid_alive(pid: i32) -> bool {
     }
 }
 
-/// Starts `mock-kong call` with a server that never creates its socket, and returns the
-/// mock-kong child and the server's pid (read from a pid file the server writes).
-fn start_hanging_call(dir: &Path) -> (ChildGuard, i32) {
+/// Starts `mock-kong call` with a server that never creates its socket (a shell that runs
+/// `before`, writes its pid and execs `sleep 300`), and returns the mock-kong child and the
+/// server's pid (read from a pid file the server writes).
+fn start_hanging_call(dir: &Path, before: &str) -> (ChildGuard, i32) {
     let pidfile = dir.join("server.pid");
     let exe = exe();
-    let start = format!("sh -c 'echo $$ > {}; exec sleep 300'", pidfile.display());
+    let start = format!(
+        "sh -c '{before}echo $$ > {}; exec sleep 300'",
+        pidfile.display()
+    );
     let query = format!("{} reference-server --dump", exe.display());
     let child = ChildGuard::new(
         Command::new(&exe)
@@ -222,7 +226,7 @@ fn wait_dead(pid: i32, within: Duration) -> bool {
 #[test]
 fn ctrl_c_stops_the_server_too() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, server) = start_hanging_call(dir.path());
+    let (mut child, server) = start_hanging_call(dir.path(), "");
     assert!(pid_alive(server));
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
@@ -233,11 +237,47 @@ fn ctrl_c_stops_the_server_too() {
     );
 }
 
+/// A test that fails while its mock-kong runs leaves nothing running: its `ChildGuard`
+/// (tests/it/child_guard.rs) stops mock-kong with SIGTERM, and mock-kong stops the server's
+/// whole process group, a process the server forked included (a SIGKILL of mock-kong would
+/// leave that one running: the parent-death signal reaches the server only).
+#[test]
+fn a_failing_test_leaves_no_mock_kong_and_no_server_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let forked_file = dir.path().join("forked.pid");
+    let before = format!("sleep 300 & echo $! > {}; ", forked_file.display());
+    let (child, server) = start_hanging_call(dir.path(), &before);
+    // Written before the server's own pid file.
+    let forked: i32 = std::fs::read_to_string(&forked_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(pid_alive(server) && pid_alive(forked));
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _held = child;
+        panic!("the failing test's assertion (expected here)");
+    }));
+    assert!(failed.is_err());
+    let forked_gone = wait_dead(forked, Duration::from_secs(5));
+    if !forked_gone {
+        unsafe { libc::kill(forked, libc::SIGKILL) };
+    }
+    assert!(
+        wait_dead(server, Duration::from_secs(5)),
+        "server {server} outlived the failed test"
+    );
+    assert!(
+        forked_gone,
+        "the server's child {forked} outlived the failed test"
+    );
+}
+
 /// Even SIGKILL of mock-kong leaves no orphan: the parent-death signal kills the server.
 #[test]
 fn sigkill_of_mock_kong_leaves_no_orphan() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, server) = start_hanging_call(dir.path());
+    let (mut child, server) = start_hanging_call(dir.path(), "");
     assert!(pid_alive(server));
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
@@ -254,7 +294,7 @@ fn sigkill_of_mock_kong_leaves_no_orphan() {
 #[test]
 fn sigterm_stops_the_server_too() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, server) = start_hanging_call(dir.path());
+    let (mut child, server) = start_hanging_call(dir.path(), "");
     assert!(pid_alive(server));
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
