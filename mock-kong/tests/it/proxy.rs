@@ -74,6 +74,18 @@ impl Served {
             .expect("the proxy never became idle");
     }
 
+    /// A client that sends `raw` on a fresh connection and goes away once the proxy has its
+    /// request in flight; returns when the proxy is idle again.
+    async fn abandon(&self, raw: &[u8]) {
+        let mut conn = TcpStream::connect(self.addr()).await.unwrap();
+        conn.write_all(raw).await.unwrap();
+        tokio::time::timeout(HANG, self.proxy.stats().wait_until(|s| s.in_flight() == 1))
+            .await
+            .unwrap();
+        drop(conn);
+        self.idle().await;
+    }
+
     async fn close(self) {
         self.proxy.stop().await;
         for s in self.sessions {
@@ -448,15 +460,8 @@ async fn clients_that_disconnect_leave_nothing_behind() {
     let stats = s.proxy.stats().clone();
 
     // Mid-body: 10 of 100 bytes, then gone.
-    let mut conn = TcpStream::connect(s.addr()).await.unwrap();
-    conn.write_all(b"POST / HTTP/1.1\r\nHost: f.test\r\nContent-Length: 100\r\n\r\n0123456789")
-        .await
-        .unwrap();
-    tokio::time::timeout(HANG, stats.wait_until(|s| s.in_flight() == 1))
-        .await
-        .unwrap();
-    drop(conn);
-    s.idle().await;
+    s.abandon(b"POST / HTTP/1.1\r\nHost: f.test\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await;
     assert_eq!(stats.pdk_calls.load(std::sync::atomic::Ordering::SeqCst), 0);
     let log = s.access_log();
     assert!(
@@ -465,15 +470,7 @@ async fn clients_that_disconnect_leave_nothing_behind() {
     );
 
     // Mid-event.
-    let mut conn = TcpStream::connect(s.addr()).await.unwrap();
-    conn.write_all(b"GET / HTTP/1.1\r\nHost: f.test\r\n\r\n")
-        .await
-        .unwrap();
-    tokio::time::timeout(HANG, stats.wait_until(|s| s.in_flight() == 1))
-        .await
-        .unwrap();
-    drop(conn);
-    s.idle().await;
+    s.abandon(b"GET / HTTP/1.1\r\nHost: f.test\r\n\r\n").await;
     assert_eq!(
         stats.client_gone.load(std::sync::atomic::Ordering::SeqCst),
         1
