@@ -380,25 +380,50 @@ async fn sample(
             Ok(report.calls.len())
         }
         IpcRequest::Kong { template, phases } => {
-            let mut r = (**template).clone();
-            let mut made = 0;
-            for phase in phases.iter() {
-                if r.exited && phase != "log" {
-                    continue;
-                }
-                r.enter_phase(phase);
-                let report = runner
-                    .run_event(entity, phase, &mut r)
-                    .await
-                    .map_err(sample_error)?;
-                made += report.calls.len();
-                if !matches!(report.end, EventEnd::Done | EventEnd::Exit { .. }) {
-                    return Err(DriverError::SampleEnd { end: report.end });
-                }
+            match kong_request(runner, entity, template, phases).await {
+                Ok(made) => Ok(made),
+                Err(KongFailure::Host(error)) => Err(sample_error(error)),
+                Err(KongFailure::End(end)) => Err(DriverError::SampleEnd { end }),
             }
-            Ok(made)
         }
     }
+}
+
+/// How the emulated Kong request of a plugin of the user's own failed.
+enum KongFailure {
+    /// An event failed in the host loop.
+    Host(HostError),
+    /// An event ended neither with the server's "done" nor with the plugin's exit.
+    End(EventEnd),
+}
+
+/// Plays one emulated Kong request: a fresh copy of `template` through `phases` in order, each
+/// an event (after an exit only `log` still runs, as in Kong). A plugin of the user's own may
+/// end the request (an auth plugin saying no), so an exit counts as success. Returns the PDK
+/// calls of all its events.
+async fn kong_request(
+    runner: &PluginRunner,
+    entity: &PluginEntity,
+    template: &KongRequest,
+    phases: &[String],
+) -> Result<usize, KongFailure> {
+    let mut r = template.clone();
+    let mut calls = 0;
+    for phase in phases {
+        if r.exited && phase != "log" {
+            continue;
+        }
+        r.enter_phase(phase);
+        let report = runner
+            .run_event(entity, phase, &mut r)
+            .await
+            .map_err(KongFailure::Host)?;
+        calls += report.calls.len();
+        if !matches!(report.end, EventEnd::Done | EventEnd::Exit { .. }) {
+            return Err(KongFailure::End(report.end));
+        }
+    }
+    Ok(calls)
 }
 
 /// Server resource use over a trial's window.
@@ -610,25 +635,11 @@ async fn one_request(
             }
         }
         IpcRequest::Kong { template, phases } => {
-            let mut r = (**template).clone();
-            let mut calls = 0;
-            for phase in phases.iter() {
-                if r.exited && phase != "log" {
-                    continue;
-                }
-                r.enter_phase(phase);
-                let report = runner
-                    .run_event(entity, phase, &mut r)
-                    .await
-                    .map_err(|e| error_kind(&e))?;
-                calls += report.calls.len() as u64;
-                match report.end {
-                    // A plugin of the user's own may end the request (an auth plugin saying no).
-                    EventEnd::Done | EventEnd::Exit { .. } => {}
-                    ref other => return Err(end_kind(other).unwrap_or("failed")),
-                }
+            match kong_request(runner, entity, template, phases).await {
+                Ok(calls) => Ok(calls as u64),
+                Err(KongFailure::Host(e)) => Err(error_kind(&e)),
+                Err(KongFailure::End(end)) => Err(end_kind(&end).unwrap_or("failed")),
             }
-            Ok(calls)
         }
     }
 }

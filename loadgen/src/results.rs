@@ -639,6 +639,31 @@ pub struct Results {
     pub interrupted: bool,
 }
 
+#[cfg(test)]
+impl Settings {
+    /// The settings of a test document: a closed-loop sweep over `calls` at concurrency 1, one
+    /// one-second trial without warm-up, one Kong worker and runtime thread, the bench plugin
+    /// calling `kong.request.get_header`.
+    pub(crate) fn for_tests(calls: Vec<u32>) -> Settings {
+        Settings {
+            calls,
+            concurrency: vec![1],
+            modes: vec!["closed".into()],
+            open_rate: None,
+            duration_s: 1.0,
+            warmup_s: 0.0,
+            trials: 1,
+            kong_workers: 1,
+            multicore_workers: None,
+            method: "kong.request.get_header".into(),
+            runtime_threads: 1,
+            forks: None,
+            plugin: None,
+            plugin_config: None,
+        }
+    }
+}
+
 impl Results {
     /// A document with no points yet, for a run made now on this machine.
     pub fn empty(command: &str, settings: Settings) -> Results {
@@ -1250,23 +1275,7 @@ mod tests {
 
     #[test]
     fn kong_docs_comparison_per_language_with_mean_absolute_error() {
-        let settings = Settings {
-            calls: vec![0, 1, 5, 10, 30],
-            concurrency: vec![1],
-            modes: vec!["closed".into()],
-            open_rate: None,
-            duration_s: 1.0,
-            warmup_s: 0.0,
-            trials: 1,
-            kong_workers: 1,
-            multicore_workers: None,
-            method: "kong.request.get_header".into(),
-            runtime_threads: 1,
-            forks: None,
-            plugin: None,
-            plugin_config: None,
-        };
-        let mut r = Results::empty("test", settings);
+        let mut r = Results::empty("test", Settings::for_tests(vec![0, 1, 5, 10, 30]));
         // go exactly on Kong's curve; python 0.1 above it everywhere; the reference has no
         // documented curve.
         for (calls, go, py) in [
@@ -1311,27 +1320,7 @@ mod tests {
             .map(|&c| point("reference", c, 1e6 / (50.0 + 10.0 * f64::from(c))))
             .collect();
         let mut r = Results {
-            schema_version: SCHEMA_VERSION,
             tool: "loadgen test".into(),
-            finished_at: 0,
-            command: "test".into(),
-            machine: Machine::detect(),
-            settings: Settings {
-                calls: vec![0, 1, 2, 5, 10],
-                concurrency: vec![1],
-                modes: vec!["closed".into()],
-                open_rate: None,
-                duration_s: 1.0,
-                warmup_s: 0.0,
-                trials: 1,
-                kong_workers: 1,
-                multicore_workers: None,
-                method: "kong.request.get_header".into(),
-                runtime_threads: 1,
-                forks: None,
-                plugin: None,
-                plugin_config: None,
-            },
             floor: vec![FloorResult {
                 protocol: mock_kong::Protocol::MsgPack,
                 request_bytes: 40,
@@ -1343,14 +1332,9 @@ mod tests {
                 client_cpu_ns_per_round_trip: 2000.0,
                 server_cpu_ns_per_round_trip: 2000.0,
             }],
-            http_floor: None,
-            references: References::default(),
             points,
-            fits: Vec::new(),
-            failures: Vec::new(),
             loadgen_peak_rss_kib: 10_000,
-            syscall_counting: None,
-            interrupted: false,
+            ..Results::empty("test", Settings::for_tests(vec![0, 1, 2, 5, 10]))
         };
         r.finish();
         assert_eq!(r.fits.len(), 1);

@@ -858,9 +858,7 @@ pub fn compare(
 pub(crate) mod tests {
     use super::*;
     use crate::floor::FloorResult;
-    use crate::results::{
-        FailureRecord, LoadgenRecord, Machine, References, ServerRecord, Settings, SCHEMA_VERSION,
-    };
+    use crate::results::{FailureRecord, LoadgenRecord, Machine, ServerRecord, Settings};
     use crate::stats::LatencyUs;
 
     /// A trial with `rps` and a p50/p99 latency.
@@ -927,11 +925,13 @@ pub(crate) mod tests {
 
     /// A run on machine `fingerprint` with a floor RTT of `floor_rtt_us`.
     pub(crate) fn run(fingerprint: &str, floor_rtt_us: f64, points: Vec<PointRecord>) -> Results {
+        let settings = Settings {
+            warmup_s: 0.2,
+            trials: 3,
+            ..Settings::for_tests(vec![0, 10])
+        };
         Results {
-            schema_version: SCHEMA_VERSION,
             tool: "loadgen test".into(),
-            finished_at: 0,
-            command: "test".into(),
             machine: Machine {
                 fingerprint: fingerprint.into(),
                 cpu_model: "test cpu".into(),
@@ -939,22 +939,6 @@ pub(crate) mod tests {
                 mem_total_kib: 1 << 20,
                 kernel: "6.0".into(),
                 arch: "x86_64".into(),
-            },
-            settings: Settings {
-                calls: vec![0, 10],
-                concurrency: vec![1],
-                modes: vec!["closed".into()],
-                open_rate: None,
-                duration_s: 1.0,
-                warmup_s: 0.2,
-                trials: 3,
-                kong_workers: 1,
-                multicore_workers: None,
-                method: "kong.request.get_header".into(),
-                runtime_threads: 1,
-                forks: None,
-                plugin: None,
-                plugin_config: None,
             },
             floor: vec![FloorResult {
                 protocol: mock_kong::Protocol::MsgPack,
@@ -970,14 +954,8 @@ pub(crate) mod tests {
                 client_cpu_ns_per_round_trip: 2000.0,
                 server_cpu_ns_per_round_trip: 2000.0,
             }],
-            http_floor: None,
-            references: References::default(),
             points,
-            fits: Vec::new(),
-            failures: Vec::new(),
-            loadgen_peak_rss_kib: 0,
-            syscall_counting: None,
-            interrupted: false,
+            ..Results::empty("test", settings)
         }
     }
 

@@ -11,6 +11,9 @@
 //! the machine while they measure.
 
 mod ab;
+// Shared with mock-kong's tests.
+#[path = "../../../mock-kong/tests/it/child_guard.rs"]
+mod child_guard;
 mod gate;
 mod newcomer;
 mod schema;

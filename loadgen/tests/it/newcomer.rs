@@ -6,6 +6,7 @@ use std::io::BufRead as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use crate::child_guard::ChildGuard;
 use crate::stamp_plugin;
 use crate::{exe, MACHINE};
 
@@ -93,23 +94,25 @@ fn an_interrupted_sweep_writes_what_it_measured() {
     let _machine = MACHINE.blocking_read();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("sweep");
-    let mut child = Command::new(exe())
-        .args(["sweep", "--reference", "--calls", "0,1,2,3,5,8,10,15,20,30"])
-        .args([
-            "--concurrency",
-            "1",
-            "--duration",
-            "300ms",
-            "--warmup",
-            "0s",
-        ])
-        .args(["--trials", "1", "--out"])
-        .arg(&out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::new(
+        Command::new(exe())
+            .args(["sweep", "--reference", "--calls", "0,1,2,3,5,8,10,15,20,30"])
+            .args([
+                "--concurrency",
+                "1",
+                "--duration",
+                "300ms",
+                "--warmup",
+                "0s",
+            ])
+            .args(["--trials", "1", "--out"])
+            .arg(&out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // Without a terminal each finished point is a line on stderr: wait for the first one.
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let first = lines

@@ -171,6 +171,16 @@ impl Ctx {
         }
     }
 
+    /// The config under which the driven plugin does its normal thing: the faults fixture's
+    /// mode `none`, an empty config for any other plugin.
+    pub fn plain_config(&self) -> Json {
+        if self.plugin.name == "faults" {
+            serde_json::json!({"mode": "none"})
+        } else {
+            serde_json::json!({})
+        }
+    }
+
     /// A plugin entity for the driven plugin with its own UUID and `__seq__`, its config built
     /// as Kong builds it ([`Ctx::kong_config`]).
     pub fn entity(&mut self, config: Json) -> PluginEntity {
@@ -243,12 +253,7 @@ impl Ctx {
     /// runs to its end.
     pub async fn serves(&mut self) -> Result<(), String> {
         self.alive()?;
-        let config = if self.plugin.name == "faults" {
-            serde_json::json!({"mode": "none"})
-        } else {
-            serde_json::json!({})
-        };
-        let e = self.entity(config);
+        let e = self.entity(self.plain_config());
         let id = self
             .start(&e)
             .await

@@ -41,46 +41,62 @@ fn lenient_server() -> (tempfile::TempDir, std::path::PathBuf) {
     let socket = dir.path().join("lenient.socket");
     let listener = UnixListener::bind(&socket).unwrap();
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut dec = StreamDecoder::new(1 << 20);
-                let mut buf = vec![0u8; 4096];
-                loop {
-                    let n = match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    dec.feed(&buf[..n]);
-                    while let Ok(Some(v)) = dec.next_value() {
-                        let Ok(RpcMessage::Request { msgid, method, .. }) =
-                            RpcMessage::from_value(v)
-                        else {
-                            return;
-                        };
-                        let result = match method.as_str() {
-                            "plugin.HandleEvent" => Value::map([
-                                ("EventId", Value::Int(3)),
-                                (
-                                    "Data",
-                                    Value::map([
-                                        ("Method", Value::str("kong.request.get_header")),
-                                        ("Args", Value::str("host")),
-                                    ]),
-                                ),
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(answer_mp_requests(s, |msgid, method, _| {
+                let result = match method {
+                    "plugin.HandleEvent" => Value::map([
+                        ("EventId", Value::Int(3)),
+                        (
+                            "Data",
+                            Value::map([
+                                ("Method", Value::str("kong.request.get_header")),
+                                ("Args", Value::str("host")),
                             ]),
-                            _ => Value::map([("Data", Value::str("ret"))]),
-                        };
-                        let mut out = Vec::new();
-                        encode_response(msgid, &Value::Nil, &result, &mut out);
-                        if s.write_all(&out).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
+                        ),
+                    ]),
+                    _ => Value::map([("Data", Value::str("ret"))]),
+                };
+                let mut out = Vec::new();
+                encode_response(msgid, &Value::Nil, &result, &mut out);
+                Some(out)
+            }));
         }
     });
     (dir, socket)
+}
+
+/// Reads MsgPack requests from `s` and writes what `answer` makes of each (msgid, method,
+/// params). Ends when the connection closes, a message is not a request, or `answer` gives
+/// nothing (then the connection is closed).
+async fn answer_mp_requests(
+    mut s: tokio::net::UnixStream,
+    mut answer: impl FnMut(u64, &str, &[Value]) -> Option<Vec<u8>>,
+) {
+    let mut dec = StreamDecoder::new(1 << 20);
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        dec.feed(&buf[..n]);
+        while let Ok(Some(v)) = dec.next_value() {
+            let Ok(RpcMessage::Request {
+                msgid,
+                method,
+                params,
+            }) = RpcMessage::from_value(v)
+            else {
+                return;
+            };
+            let Some(bytes) = answer(msgid, &method, &params) else {
+                return;
+            };
+            if s.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -342,46 +358,23 @@ impl Drop for ScriptServer {
 type MpAnswers = Vec<Box<dyn Fn(u64) -> Vec<u8> + Send + Sync>>;
 type PbMoves = Vec<Box<dyn Fn(i64) -> PbMove + Send + Sync>>;
 
-async fn serve_mp(mut s: tokio::net::UnixStream, answers: &MpAnswers, st: &Mutex<State>) {
-    let mut dec = StreamDecoder::new(1 << 20);
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let n = match s.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        dec.feed(&buf[..n]);
-        while let Ok(Some(v)) = dec.next_value() {
-            let Ok(RpcMessage::Request {
-                msgid,
-                method,
-                params,
-            }) = RpcMessage::from_value(v)
-            else {
-                return;
-            };
-            let answer = {
-                let mut st = st.lock().unwrap();
-                if method.starts_with("plugin.Step") {
-                    let id = params
-                        .first()
-                        .and_then(|p| p.get("EventId"))
-                        .cloned()
-                        .unwrap_or_default();
-                    st.step_ids.push(id);
-                }
-                let i = st.cursor;
-                st.cursor += 1;
-                answers.get(i).map(|a| a(msgid))
-            };
-            let Some(bytes) = answer else {
-                return; // the script is out: close
-            };
-            if s.write_all(&bytes).await.is_err() {
-                return;
-            }
+async fn serve_mp(s: tokio::net::UnixStream, answers: &MpAnswers, st: &Mutex<State>) {
+    answer_mp_requests(s, |msgid, method, params| {
+        let mut st = st.lock().unwrap();
+        if method.starts_with("plugin.Step") {
+            let id = params
+                .first()
+                .and_then(|p| p.get("EventId"))
+                .cloned()
+                .unwrap_or_default();
+            st.step_ids.push(id);
         }
-    }
+        let i = st.cursor;
+        st.cursor += 1;
+        // None once the script is out: the connection is closed.
+        answers.get(i).map(|a| a(msgid))
+    })
+    .await
 }
 
 async fn serve_pb(mut s: tokio::net::UnixStream, moves: &PbMoves, st: &Mutex<State>) {

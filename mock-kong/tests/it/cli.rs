@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::child_guard::ChildGuard;
 use crate::util::exe;
 
 fn run(args: &[&str]) -> Output {
@@ -167,30 +168,35 @@ fn pid_alive(pid: i32) -> bool {
     }
 }
 
-/// Starts `mock-kong call` with a server that never creates its socket, and returns the
-/// mock-kong child and the server's pid (read from a pid file the server writes).
-#[allow(clippy::zombie_processes)] // the caller waits for the returned child
-fn start_hanging_call(dir: &Path) -> (std::process::Child, i32) {
+/// Starts `mock-kong call` with a server that never creates its socket (a shell that runs
+/// `before`, writes its pid and execs `sleep 300`), and returns the mock-kong child and the
+/// server's pid (read from a pid file the server writes).
+fn start_hanging_call(dir: &Path, before: &str) -> (ChildGuard, i32) {
     let pidfile = dir.join("server.pid");
     let exe = exe();
-    let start = format!("sh -c 'echo $$ > {}; exec sleep 300'", pidfile.display());
+    let start = format!(
+        "sh -c '{before}echo $$ > {}; exec sleep 300'",
+        pidfile.display()
+    );
     let query = format!("{} reference-server --dump", exe.display());
-    let mut child = Command::new(&exe)
-        .args([
-            "call",
-            "--quiet-server",
-            "--start-cmd",
-            &start,
-            "--query-cmd",
-            &query,
-        ])
-        .arg("--socket")
-        .arg(dir.join("never.socket"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = ChildGuard::new(
+        Command::new(&exe)
+            .args([
+                "call",
+                "--quiet-server",
+                "--start-cmd",
+                &start,
+                "--query-cmd",
+                &query,
+            ])
+            .arg("--socket")
+            .arg(dir.join("never.socket"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(s) = std::fs::read_to_string(&pidfile) {
@@ -199,8 +205,6 @@ fn start_hanging_call(dir: &Path) -> (std::process::Child, i32) {
             }
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
             panic!("server never started");
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -222,7 +226,7 @@ fn wait_dead(pid: i32, within: Duration) -> bool {
 #[test]
 fn ctrl_c_stops_the_server_too() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, server) = start_hanging_call(dir.path());
+    let (mut child, server) = start_hanging_call(dir.path(), "");
     assert!(pid_alive(server));
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
@@ -233,11 +237,47 @@ fn ctrl_c_stops_the_server_too() {
     );
 }
 
+/// A test that fails while its mock-kong runs leaves nothing running: the unwinding drops its
+/// `ChildGuard` (tests/it/child_guard.rs), which stops mock-kong with SIGTERM, and mock-kong
+/// stops the server's whole process group, a process the server forked included (a SIGKILL of
+/// mock-kong would leave that one running: the parent-death signal reaches the server only).
+/// The guard is dropped here without a panic: a panic in this process would print its
+/// backtrace under RUST_BACKTRACE=1, and loading the debug info for it raises this test
+/// process's peak RSS by some 60 MiB, which the children spawned later inherit in their
+/// `ru_maxrss` (the RSS tests of faults.rs read it).
+#[test]
+fn a_failing_test_leaves_no_mock_kong_and_no_server_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let forked_file = dir.path().join("forked.pid");
+    let before = format!("sleep 300 & echo $! > {}; ", forked_file.display());
+    let (child, server) = start_hanging_call(dir.path(), &before);
+    // Written before the server's own pid file.
+    let forked: i32 = std::fs::read_to_string(&forked_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(pid_alive(server) && pid_alive(forked));
+    drop(child);
+    let forked_gone = wait_dead(forked, Duration::from_secs(5));
+    if !forked_gone {
+        unsafe { libc::kill(forked, libc::SIGKILL) };
+    }
+    assert!(
+        wait_dead(server, Duration::from_secs(5)),
+        "server {server} outlived the guard"
+    );
+    assert!(
+        forked_gone,
+        "the server's child {forked} outlived the guard"
+    );
+}
+
 /// Even SIGKILL of mock-kong leaves no orphan: the parent-death signal kills the server.
 #[test]
 fn sigkill_of_mock_kong_leaves_no_orphan() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, server) = start_hanging_call(dir.path());
+    let (mut child, server) = start_hanging_call(dir.path(), "");
     assert!(pid_alive(server));
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
@@ -254,7 +294,7 @@ fn sigkill_of_mock_kong_leaves_no_orphan() {
 #[test]
 fn sigterm_stops_the_server_too() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, server) = start_hanging_call(dir.path());
+    let (mut child, server) = start_hanging_call(dir.path(), "");
     assert!(pid_alive(server));
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
@@ -503,14 +543,16 @@ fn an_interrupted_conform_run_writes_its_partial_report() {
     use std::io::BufRead as _;
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("conform.json");
-    let mut child = Command::new(exe())
-        .args(["conform", "--json"])
-        .arg(&report)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::new(
+        Command::new(exe())
+            .args(["conform", "--json"])
+            .arg(&report)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // Progress lines name each finished check: wait for the first one.
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines

@@ -13,8 +13,11 @@
 //! * `newcomer`: a plugin the project has never seen, in Python and JavaScript, through every
 //!   command with nothing but its start and query commands; and every bad input a newcomer
 //!   makes (issue 13); `stamp_plugin` holds that plugin's sources (loadgen's tests share it).
+//! * `child_guard`: a spawned `mock-kong` that a failing test cannot leave running, with its
+//!   plugin servers (loadgen's tests share it).
 
 mod agree;
+mod child_guard;
 mod cli;
 mod conform;
 mod docs;

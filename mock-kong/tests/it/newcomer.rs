@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use crate::child_guard::ChildGuard;
 use crate::stamp_plugin::{self, Stamp, SCENARIO};
 use crate::util::{exe, peer_installed, root};
 
@@ -252,28 +253,31 @@ fn http_get(addr: &str, path: &str) -> String {
 }
 
 /// `mock-kong proxy --listen 127.0.0.1:0 --start-cmd S --query-cmd Q MORE...` for `p`, once
-/// its banner is out: the child, its stdout after the banner, the banner and the address.
+/// its banner is out: the child (stopped if the test fails before it does), its stdout after
+/// the banner, the banner and the address.
 fn spawn_proxy(
     p: &Stamp,
     more: &[&str],
 ) -> (
-    std::process::Child,
+    ChildGuard,
     std::io::BufReader<std::process::ChildStdout>,
     String,
     String,
 ) {
     use std::io::BufRead;
     let kit = p.kit;
-    let mut child = Command::new(exe())
-        .args(["proxy", "--listen", "127.0.0.1:0", "--quiet-server"])
-        .args(["--start-cmd", &p.start_cmd, "--query-cmd", &p.query_cmd])
-        .args(more)
-        .current_dir(p.dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run mock-kong proxy");
+    let mut child = ChildGuard::new(
+        Command::new(exe())
+            .args(["proxy", "--listen", "127.0.0.1:0", "--quiet-server"])
+            .args(["--start-cmd", &p.start_cmd, "--query-cmd", &p.query_cmd])
+            .args(more)
+            .current_dir(p.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run mock-kong proxy"),
+    );
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut banner = String::new();
     while !banner.contains("Ctrl-C") {
@@ -296,7 +300,7 @@ fn spawn_proxy(
 }
 
 /// Ctrl-C: the proxy exits 130 and leaves no process and no file of the plugin's.
-fn interrupt_proxy(p: &Stamp, mut child: std::process::Child, before: &[String]) {
+fn interrupt_proxy(p: &Stamp, mut child: ChildGuard, before: &[String]) {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "{}", p.kit);

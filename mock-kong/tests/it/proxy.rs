@@ -17,6 +17,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::child_guard::ChildGuard;
 use crate::util;
 
 /// How the tests open their plugin chains: the harness's session options, Kong 3.9, configs
@@ -71,6 +72,18 @@ impl Served {
         tokio::time::timeout(HANG, self.proxy.stats().wait_idle())
             .await
             .expect("the proxy never became idle");
+    }
+
+    /// A client that sends `raw` on a fresh connection and goes away once the proxy has its
+    /// request in flight; returns when the proxy is idle again.
+    async fn abandon(&self, raw: &[u8]) {
+        let mut conn = TcpStream::connect(self.addr()).await.unwrap();
+        conn.write_all(raw).await.unwrap();
+        tokio::time::timeout(HANG, self.proxy.stats().wait_until(|s| s.in_flight() == 1))
+            .await
+            .unwrap();
+        drop(conn);
+        self.idle().await;
     }
 
     async fn close(self) {
@@ -447,15 +460,8 @@ async fn clients_that_disconnect_leave_nothing_behind() {
     let stats = s.proxy.stats().clone();
 
     // Mid-body: 10 of 100 bytes, then gone.
-    let mut conn = TcpStream::connect(s.addr()).await.unwrap();
-    conn.write_all(b"POST / HTTP/1.1\r\nHost: f.test\r\nContent-Length: 100\r\n\r\n0123456789")
-        .await
-        .unwrap();
-    tokio::time::timeout(HANG, stats.wait_until(|s| s.in_flight() == 1))
-        .await
-        .unwrap();
-    drop(conn);
-    s.idle().await;
+    s.abandon(b"POST / HTTP/1.1\r\nHost: f.test\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await;
     assert_eq!(stats.pdk_calls.load(std::sync::atomic::Ordering::SeqCst), 0);
     let log = s.access_log();
     assert!(
@@ -464,15 +470,7 @@ async fn clients_that_disconnect_leave_nothing_behind() {
     );
 
     // Mid-event.
-    let mut conn = TcpStream::connect(s.addr()).await.unwrap();
-    conn.write_all(b"GET / HTTP/1.1\r\nHost: f.test\r\n\r\n")
-        .await
-        .unwrap();
-    tokio::time::timeout(HANG, stats.wait_until(|s| s.in_flight() == 1))
-        .await
-        .unwrap();
-    drop(conn);
-    s.idle().await;
+    s.abandon(b"GET / HTTP/1.1\r\nHost: f.test\r\n\r\n").await;
     assert_eq!(
         stats.client_gone.load(std::sync::atomic::Ordering::SeqCst),
         1
@@ -586,21 +584,23 @@ async fn a_plugin_server_dying_mid_request_answers_500_and_the_proxy_keeps_servi
 #[test]
 fn the_proxy_command_serves_until_ctrl_c() {
     use std::io::{BufRead, BufReader};
-    let mut child = Command::new(util::exe())
-        .args([
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet-server",
-            "--access-log",
-            "--config",
-            r#"{"message":"cli"}"#,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::new(
+        Command::new(util::exe())
+            .args([
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--quiet-server",
+                "--access-log",
+                "--config",
+                r#"{"message":"cli"}"#,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut banner = String::new();
     while !banner.contains("Ctrl-C") {

@@ -7,25 +7,25 @@ use serde_json::json;
 use super::verdict;
 use crate::conform::kong_pdk;
 use crate::conform::runner::Ctx;
-use crate::conform::wire::{answer_from, secs, End, Refusal, Reply, StepConns};
+use crate::conform::wire::{answer_from, secs, End, EventRun, Refusal, Reply, StepConns};
 use crate::conform::{join_all, CheckFuture, Outcome};
 use crate::pdk::{Pdk, SimpleRequest};
 use crate::protobuf::pdk_table;
 use crate::{Protocol, Value};
 
-/// A config that makes the driven fixture do its normal thing.
-fn plain_config(c: &Ctx) -> serde_json::Value {
-    if c.plugin.name == "faults" {
-        json!({"mode": "none"})
-    } else {
-        json!({})
-    }
-}
-
 /// Starts an instance of the driven plugin with its plain config.
 async fn instance(c: &mut Ctx) -> Result<i64, String> {
-    let e = c.entity(plain_config(c));
+    let e = c.entity(c.plain_config());
     c.start(&e).await
+}
+
+/// The event of `phase` on instance `id`, its callbacks answered for a plain request to
+/// example.com; an error names the phase.
+async fn example_event(c: &Ctx, id: i64, phase: &str) -> Result<EventRun, String> {
+    let mut pdk = SimpleRequest::new("example.com");
+    c.event(id, phase, &mut pdk)
+        .await
+        .map_err(|e| format!("phase {phase}: {e}"))
 }
 
 pub fn phases(c: &mut Ctx) -> CheckFuture<'_> {
@@ -39,11 +39,7 @@ pub fn phases(c: &mut Ctx) -> CheckFuture<'_> {
                 }
                 let mut notes = Vec::new();
                 for phase in &phases {
-                    let mut pdk = SimpleRequest::new("example.com");
-                    let run = c
-                        .event(id, phase, &mut pdk)
-                        .await
-                        .map_err(|e| format!("phase {phase}: {e}"))?;
+                    let run = example_event(c, id, phase).await?;
                     match run.end {
                         End::Done | End::Exit => {
                             notes.push(format!("{phase}: {} call(s)", run.callbacks.len()))
@@ -76,11 +72,7 @@ pub fn callbacks_well_formed(c: &mut Ctx) -> CheckFuture<'_> {
                 let id = instance(c).await?;
                 let mut seen = Vec::new();
                 for phase in crate::pdk::phase::kong_order(&c.plugin.phases) {
-                    let mut pdk = SimpleRequest::new("example.com");
-                    let run = c
-                        .event(id, &phase, &mut pdk)
-                        .await
-                        .map_err(|e| format!("phase {phase}: {e}"))?;
+                    let run = example_event(c, id, &phase).await?;
                     for cb in &run.callbacks {
                         let known = match c.protocol {
                             Protocol::ProtoBuf => pdk_table::lookup(&cb.method).is_some(),
@@ -123,11 +115,7 @@ pub fn known_methods(c: &mut Ctx) -> CheckFuture<'_> {
                 let mut seen: Vec<String> = Vec::new();
                 let mut unknown = Vec::new();
                 for phase in crate::pdk::phase::kong_order(&c.plugin.phases) {
-                    let mut pdk = SimpleRequest::new("example.com");
-                    let run = c
-                        .event(id, &phase, &mut pdk)
-                        .await
-                        .map_err(|e| format!("phase {phase}: {e}"))?;
+                    let run = example_event(c, id, &phase).await?;
                     for cb in &run.callbacks {
                         if seen.contains(&cb.method) {
                             continue;
@@ -243,7 +231,7 @@ async fn head_of_line_inner(c: &mut Ctx) -> super::Res {
     let phase = c.phase();
     let a = instance(c).await?;
     let b = instance(c).await?;
-    let fresh = c.entity(plain_config(c));
+    let fresh = c.entity(c.plain_config());
     let paused = AtomicBool::new(false);
     let host = c.host.clone();
     let slow_event = async {
@@ -556,7 +544,7 @@ pub fn exit_terminal(c: &mut Ctx) -> CheckFuture<'_> {
 pub fn pb_sequence(c: &mut Ctx) -> CheckFuture<'_> {
     Box::pin(async move {
         verdict(async {
-            let e = c.entity(plain_config(c));
+            let e = c.entity(c.plain_config());
             let mut w = c.host.connect().await.map_err(|e| e.to_string())?;
             c.host.set_sequence(2);
             let id = c

@@ -109,28 +109,10 @@ pub fn sigterm(c: &mut Ctx) -> CheckFuture<'_> {
     })
 }
 
-pub fn restart(c: &mut Ctx) -> CheckFuture<'_> {
-    Box::pin(async move { verdict(restart_inner(c).await) })
-}
-
-async fn restart_inner(c: &mut Ctx) -> Res {
-    let (p, _) = start(c).await?;
-    c.process = Some(p);
-    let mut host = HostOptions::new(c.target.socket.clone(), c.protocol);
-    host.timeouts = Timeouts::uniform(c.opts.io_timeout);
-    host.max_retries = 3;
-    let runner = PluginRunner::new(Arc::new(Client::new(host)));
-    let entity = c.entity(if c.plugin.name == "faults" {
-        serde_json::json!({"mode": "none"})
-    } else {
-        serde_json::json!({})
-    });
-    let phase = c.phase();
-    let mut pdk = SimpleRequest::new("example.com");
-    let before = runner
-        .run_event(&entity, &phase, &mut pdk)
-        .await
-        .map_err(|e| format!("before the restart: {e}"))?;
+/// Crashes the started server: SIGKILL, the exit awaited (5 s at most), the process reaped,
+/// and the socket file left behind as a crash leaves it (`stop` tidies it away, so a stale
+/// one is put back).
+async fn crash(c: &mut Ctx) -> Result<(), String> {
     if let Some(p) = c.process.take() {
         p.signal(libc::SIGKILL);
         let t0 = Instant::now();
@@ -143,6 +125,28 @@ async fn restart_inner(c: &mut Ctx) -> Res {
     if !c.target.socket.exists() {
         stale_socket(&c.target.socket)?;
     }
+    Ok(())
+}
+
+pub fn restart(c: &mut Ctx) -> CheckFuture<'_> {
+    Box::pin(async move { verdict(restart_inner(c).await) })
+}
+
+async fn restart_inner(c: &mut Ctx) -> Res {
+    let (p, _) = start(c).await?;
+    c.process = Some(p);
+    let mut host = HostOptions::new(c.target.socket.clone(), c.protocol);
+    host.timeouts = Timeouts::uniform(c.opts.io_timeout);
+    host.max_retries = 3;
+    let runner = PluginRunner::new(Arc::new(Client::new(host)));
+    let entity = c.entity(c.plain_config());
+    let phase = c.phase();
+    let mut pdk = SimpleRequest::new("example.com");
+    let before = runner
+        .run_event(&entity, &phase, &mut pdk)
+        .await
+        .map_err(|e| format!("before the restart: {e}"))?;
+    crash(c).await?;
     runner.client().clear_pool();
     let (p, took) = start(c).await.map_err(|e| {
         format!("after SIGKILL (the socket file is left behind), the new server: {e}")
@@ -193,14 +197,9 @@ pub fn restart_ids(c: &mut Ctx) -> CheckFuture<'_> {
 const BEFORE_RESTART: usize = 3;
 
 async fn restart_ids_inner(c: &mut Ctx) -> Res {
-    let plain = || {
-        if c.plugin.name == "faults" {
-            serde_json::json!({"mode": "none"})
-        } else {
-            serde_json::json!({})
-        }
-    };
-    let configs: Vec<_> = (0..BEFORE_RESTART * 2 + 1).map(|_| plain()).collect();
+    let configs: Vec<_> = (0..BEFORE_RESTART * 2 + 1)
+        .map(|_| c.plain_config())
+        .collect();
     let (p, _) = start(c).await?;
     c.process = Some(p);
     let mut before = Vec::new();
@@ -208,17 +207,7 @@ async fn restart_ids_inner(c: &mut Ctx) -> Res {
         let e = c.entity(cfg.clone());
         before.push((c.start(&e).await?, e.id.clone()));
     }
-    if let Some(p) = c.process.take() {
-        p.signal(libc::SIGKILL);
-        let t0 = Instant::now();
-        while p.last_exit().is_none() && t0.elapsed() < Duration::from_secs(5) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let _ = p.stop().await;
-    }
-    if !c.target.socket.exists() {
-        stale_socket(&c.target.socket)?;
-    }
+    crash(c).await?;
     let (p, _) = start(c)
         .await
         .map_err(|e| format!("after SIGKILL, the new server: {e}"))?;

@@ -18,14 +18,6 @@ use crate::protobuf::encode_frame;
 use crate::protobuf::messages::RpcCall;
 use crate::{Protocol, Value};
 
-fn plain_config(c: &Ctx) -> serde_json::Value {
-    if c.plugin.name == "faults" {
-        json!({"mode": "none"})
-    } else {
-        json!({})
-    }
-}
-
 /// After bad input on one connection: the server may drop that connection, but must stay up
 /// and keep serving others.
 async fn still_serves(c: &mut Ctx, after: &str) -> Result<(), String> {
@@ -37,7 +29,7 @@ pub fn byte_at_a_time(c: &mut Ctx) -> CheckFuture<'_> {
     Box::pin(async move {
         verdict(
             async {
-                let e = c.entity(plain_config(c));
+                let e = c.entity(c.plain_config());
                 let mut w = c.host.connect().await.map_err(|e| e.to_string())?;
                 let pause = Duration::from_millis(1);
                 let (bytes, msgid, seq) =
@@ -87,8 +79,8 @@ pub fn coalesced_requests(c: &mut Ctx) -> CheckFuture<'_> {
     Box::pin(async move {
         verdict(
             async {
-                let a = c.entity(plain_config(c));
-                let b = c.entity(plain_config(c));
+                let a = c.entity(c.plain_config());
+                let b = c.entity(c.plain_config());
                 let (mut bytes, ma, sa) =
                     c.host.start_instance_bytes(&a.name, &a.kong_config_json());
                 let (more, mb, sb) = c.host.start_instance_bytes(&b.name, &b.kong_config_json());
@@ -128,7 +120,7 @@ pub fn large_frame(c: &mut Ctx) -> CheckFuture<'_> {
                 let mut e = if c.plugin.name == "hello" {
                     c.entity(json!({ "message": big.clone() }))
                 } else {
-                    c.entity(plain_config(c))
+                    c.entity(c.plain_config())
                 };
                 if c.plugin.name != "hello" {
                     // `plugin_instance_name` is a string Kong really puts in the config.
@@ -268,7 +260,7 @@ pub fn truncated_frame(c: &mut Ctx) -> CheckFuture<'_> {
     Box::pin(async move {
         verdict(
             async {
-                let e = c.entity(plain_config(c));
+                let e = c.entity(c.plain_config());
                 let (bytes, _, _) = c.host.start_instance_bytes(&e.name, &e.kong_config_json());
                 let half = &bytes[..bytes.len() / 2];
                 let mut w = c.host.connect().await.map_err(|e| e.to_string())?;
@@ -292,7 +284,7 @@ pub fn vanishing_client(c: &mut Ctx) -> CheckFuture<'_> {
     Box::pin(async move {
         verdict(
             async {
-                let e = c.entity(plain_config(c));
+                let e = c.entity(c.plain_config());
                 let id = c.start(&e).await?;
                 let phase = c.phase();
                 let mut w = c.host.connect().await.map_err(|e| e.to_string())?;
@@ -334,7 +326,7 @@ pub fn many_connections(c: &mut Ctx) -> CheckFuture<'_> {
     Box::pin(async move {
         verdict(
             async {
-                let e = c.entity(plain_config(c));
+                let e = c.entity(c.plain_config());
                 let id = c.start(&e).await?;
                 let phase = c.phase();
                 let connects: Vec<_> = (0..POOL).map(|_| c.host.connect()).collect();
@@ -395,7 +387,7 @@ pub fn idle_connection(c: &mut Ctx) -> CheckFuture<'_> {
     Box::pin(async move {
         verdict(
             async {
-                let e = c.entity(plain_config(c));
+                let e = c.entity(c.plain_config());
                 let mut w = c.host.connect().await.map_err(|e| e.to_string())?;
                 let id = c
                     .host
