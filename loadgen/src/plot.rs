@@ -4,7 +4,8 @@
 //!
 //! * `rps.{svg,png}`: requests/s against PDK calls per request, one line per series;
 //! * `latency.{svg,png}`: p50 (solid) and p99 (dashed) latency against calls;
-//! * `rps_normalised.{svg,png}`: requests/s ÷ the series' 0-call value, with the shapes read off
+//! * `rps_normalised.{svg,png}`: requests/s ÷ the series' 0-call value (paired by trial where
+//!   the points have the same trials: [`Results::normalised_paired`]), with the shapes read off
 //!   Kong's documentation graphs (Go, JavaScript, Python; `anchors.md` A1) drawn dashed in grey
 //!   tones beside ours.
 
@@ -209,7 +210,11 @@ fn normalised_chart(results: &Results) -> Chart {
             let points: Vec<_> = s
                 .points
                 .iter()
-                .filter_map(|p| p.rps_normalised.map(|n| (f64::from(p.calls), n)))
+                .filter_map(|p| {
+                    results
+                        .normalised_paired(p)
+                        .map(|n| (f64::from(p.calls), n))
+                })
                 .collect();
             (!points.is_empty()).then_some(Line {
                 name: s.name,

@@ -886,6 +886,18 @@ impl Results {
             .collect()
     }
 
+    /// `p`'s requests/s ÷ its series' 0-call value, paired by trial where the two points can be
+    /// paired (the same number of trials, at least 2: interleaved rounds or merged runs), the
+    /// ratio of the medians ([`PointRecord::rps_normalised`]) otherwise.
+    pub fn normalised_paired(&self, p: &PointRecord) -> Option<f64> {
+        let key = p.series_key();
+        let zero = self
+            .points
+            .iter()
+            .find(|z| z.calls == 0 && z.series_key() == key);
+        zero.and_then(|z| paired_ratio(z, p)).or(p.rps_normalised)
+    }
+
     fn kong_docs_markdown(&self) -> String {
         let mut s = String::new();
         let cmp = self.kong_docs_comparison();
@@ -1265,6 +1277,13 @@ mod tests {
         // Trial ratios 1.5, 0.2, 0.2: median 0.2; the medians' ratio is 600 / 2000 = 0.3.
         let paired = paired_ratio(&zero, &ten).unwrap();
         assert!((paired - 0.2).abs() < 1e-12, "{paired}");
+        // The plot's normalised curve takes the paired ratio; rps_normalised stays the medians'.
+        let mut r = Results::empty("test", Settings::for_tests(vec![0, 10]));
+        r.points = vec![zero.clone(), ten.clone()];
+        r.finish();
+        assert!((r.points[1].rps_normalised.unwrap() - 0.3).abs() < 1e-12);
+        let plotted = r.normalised_paired(&r.points[1]).unwrap();
+        assert!((plotted - 0.2).abs() < 1e-12, "{plotted}");
         // Unequal trial counts, or a single trial, cannot be paired.
         ten.trials.pop();
         assert_eq!(paired_ratio(&zero, &ten), None);
