@@ -513,47 +513,105 @@ async fn the_bytes_of_one_event_are_bounded() {
 // Bounded memory, measured on a real mock-kong process.
 
 /// Runs `mock-kong call` against the fake server at `socket` (external: mock-kong only
-/// connects) and returns its exit code, stderr+stdout, and peak RSS in KiB (from `wait4`).
+/// connects) and returns its exit code, stderr+stdout, and peak RSS in KiB.
+///
+/// The peak comes from `wait4` in a small worker process (this test binary re-run with only
+/// [`rss_probe_worker`]), not from this process: a child started by vfork and exec carries its
+/// parent's peak RSS into its own `ru_maxrss` (Linux records the old address space's high-water
+/// mark at exec), so measured from here it would include whatever the tests running beside it
+/// allocated. The worker's own peak, which mock-kong inherits, is a few MiB.
 async fn mock_kong_against(socket: &std::path::Path, protocol: &str) -> (Option<i32>, String, i64) {
     let exe = crate::util::exe();
     let query = format!(
         "{} reference-server --protocol {protocol} --dump",
         exe.display()
     );
-    let child = std::process::Command::new(&exe)
+    let args = [
+        exe.display().to_string(),
+        "call".into(),
+        "--quiet-server".into(),
+        "--timeout".into(),
+        "10".into(),
+        "--query-cmd".into(),
+        query,
+        "--socket".into(),
+        socket.display().to_string(),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("probe.json");
+    let mut worker = std::process::Command::new(std::env::current_exe().unwrap());
+    worker
         .args([
-            "call",
-            "--quiet-server",
-            "--timeout",
-            "10",
-            "--query-cmd",
-            &query,
-            "--socket",
+            "--exact",
+            "faults::rss_probe_worker",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
         ])
-        .arg(socket)
+        .env("MOCK_KONG_RSS_PROBE", serde_json::to_string(&args).unwrap())
+        .env("MOCK_KONG_RSS_PROBE_OUT", &report)
+        .stdin(std::process::Stdio::null());
+    let out =
+        tokio::task::spawn_blocking(move || worker.output().expect("run the RSS probe worker"))
+            .await
+            .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the RSS probe worker failed: {text}");
+    let probe: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&report).unwrap_or_else(|e| panic!("no probe report ({e}): {text}")),
+    )
+    .unwrap();
+    (
+        probe["code"].as_i64().map(|c| c as i32),
+        probe["output"].as_str().unwrap().to_string(),
+        probe["maxrss_kib"].as_i64().unwrap(),
+    )
+}
+
+/// The worker of [`mock_kong_against`]: runs the command in `MOCK_KONG_RSS_PROBE` (a JSON array),
+/// waits for it with `wait4` and writes its exit code, output and peak RSS (KiB) as JSON to
+/// `MOCK_KONG_RSS_PROBE_OUT`.
+#[test]
+#[ignore = "run in its own process by mock_kong_against"]
+#[allow(clippy::zombie_processes)] // reaped by wait4, which Child::wait cannot replace
+fn rss_probe_worker() {
+    use std::io::Read;
+    let args: Vec<String> =
+        serde_json::from_str(&std::env::var("MOCK_KONG_RSS_PROBE").expect("MOCK_KONG_RSS_PROBE"))
+            .unwrap();
+    let report = std::env::var("MOCK_KONG_RSS_PROBE_OUT").expect("MOCK_KONG_RSS_PROBE_OUT");
+    let mut child = std::process::Command::new(&args[0])
+        .args(&args[1..])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn mock-kong");
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let pid = child.id() as i32;
-        let (mut out, mut err) = (String::new(), String::new());
-        let mut child = child;
-        let _ = child.stdout.take().unwrap().read_to_string(&mut out);
-        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-        // wait4 rather than Child::wait: it reports this child's own peak RSS.
-        let mut status = 0;
-        // SAFETY: a zeroed rusage is a valid out-parameter; pid is our unwaited child.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        let got = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        assert_eq!(got, pid, "wait4");
-        let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-        (code, out + &err, usage.ru_maxrss)
-    })
-    .await
-    .unwrap()
+    let pid = child.id() as i32;
+    // stderr is drained on a thread so neither pipe can fill while the other is read.
+    let mut stderr = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || {
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err);
+        err
+    });
+    let mut out = String::new();
+    let _ = child.stdout.take().unwrap().read_to_string(&mut out);
+    let err = err.join().unwrap();
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid out-parameter; pid is our unwaited child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let got = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(got, pid, "wait4");
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    let probe = serde_json::json!({
+        "code": code,
+        "output": out + &err,
+        "maxrss_kib": usage.ru_maxrss,
+    });
+    std::fs::write(report, probe.to_string()).unwrap();
 }
 
 /// 10 GiB of junk on offer: a valid-looking MsgPack object that does not end within the frame
