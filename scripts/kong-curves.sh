@@ -17,7 +17,7 @@
 #        CALLS        PDK calls per request (default 0,1,5,10,30: the points Kong's docs are read at)
 #        DURATION     measured window per trial (default 500ms; warm-up 200ms)
 #        MULTICORE    proxy workers of the multicore variant at 30 calls (default 2; 0: none)
-# The first sweep also measures the transport and HTTP floors. Takes about REPS x 25 min with
+# The first sweep also measures the transport and HTTP floors. Takes about REPS x 15 min with
 # the defaults. Needs the peers: bash scripts/install-peers.sh.
 # Exit status: that of the first failing step.
 set -euo pipefail
