@@ -284,13 +284,23 @@ async fn orphan_inner(c: &mut Ctx) -> Res {
             }
         }
     };
-    let ready = socket_accepts(&c.target.socket, c.opts.socket_timeout).await;
-    let server = std::fs::read_to_string(&pidfile)
-        .ok()
-        .and_then(|p| p.trim().parse::<i32>().ok());
-    let (Ok(()), Some(server)) = (ready, server) else {
+    if socket_accepts(&c.target.socket, c.opts.socket_timeout)
+        .await
+        .is_err()
+    {
         cleanup();
-        return Err("the server did not create its socket under the stand-in parent".into());
+        return Err(format!(
+            "the server did not create its socket under the stand-in parent within {} s",
+            c.opts.socket_timeout.as_secs_f64()
+        ));
+    }
+    // The shell writes the pid after forking the server, and a fast server can accept on its
+    // socket before the shell has run again: wait for the pid, not only for the socket.
+    let Some(server) = recorded_pid(&pidfile, Duration::from_secs(5)).await else {
+        cleanup();
+        return Err(
+            "the stand-in parent (/bin/sh) did not record the server's pid within 5 s".into(),
+        );
     };
     // Start-up output is written while the pipes are open: a server that dies only because a
     // late start-up line hits the closed pipe (SIGPIPE) would pass or fail by timing.
@@ -341,6 +351,21 @@ fn is_zombie(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
+/// Reads the pid the stand-in shell writes to `pidfile`, polling every 20 ms up to `timeout`
+/// (the file may not exist yet, or be empty between its creation and the write).
+async fn recorded_pid(pidfile: &std::path::Path, timeout: Duration) -> Option<i32> {
+    let t0 = tokio::time::Instant::now();
+    loop {
+        let pid = std::fs::read_to_string(pidfile)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok());
+        if pid.is_some() || t0.elapsed() >= timeout {
+            return pid;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until `socket` accepts a connection, polling every 20 ms up to `timeout`.
 async fn socket_accepts(socket: &std::path::Path, timeout: Duration) -> Result<(), ()> {
     let t0 = Instant::now();
@@ -351,4 +376,27 @@ async fn socket_accepts(socket: &std::path::Path, timeout: Duration) -> Result<(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Err(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// process/orphan failed on the correct reference server in a CI run: the server accepted
+    /// on its socket before the stand-in shell had written its pid, and the pid file was read
+    /// once. The pid is now awaited.
+    #[tokio::test(start_paused = true)]
+    async fn orphan_waits_for_a_pid_written_after_the_socket_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("server.pid");
+        let late = pidfile.clone();
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            std::fs::write(&late, "4242\n").unwrap();
+        });
+        assert_eq!(recorded_pid(&pidfile, Duration::from_secs(5)).await, Some(4242));
+        writer.await.unwrap();
+        let never = dir.path().join("never.pid");
+        assert_eq!(recorded_pid(&never, Duration::from_secs(5)).await, None);
+    }
 }
