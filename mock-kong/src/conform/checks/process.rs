@@ -394,7 +394,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(300)).await;
             std::fs::write(&late, "4242\n").unwrap();
         });
-        assert_eq!(recorded_pid(&pidfile, Duration::from_secs(5)).await, Some(4242));
+        assert_eq!(
+            recorded_pid(&pidfile, Duration::from_secs(5)).await,
+            Some(4242)
+        );
         writer.await.unwrap();
         let never = dir.path().join("never.pid");
         assert_eq!(recorded_pid(&never, Duration::from_secs(5)).await, None);
