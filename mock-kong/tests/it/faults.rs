@@ -539,26 +539,19 @@ async fn mock_kong_against(socket: &std::path::Path, protocol: &str) -> (Option<
     ];
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("probe.json");
-    let mut worker = std::process::Command::new(std::env::current_exe().unwrap());
-    worker
-        .args([
-            "--exact",
+    let probe_args = serde_json::to_string(&args).unwrap();
+    let report_path = report.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        run_worker(
             "faults::rss_probe_worker",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("MOCK_KONG_RSS_PROBE", serde_json::to_string(&args).unwrap())
-        .env("MOCK_KONG_RSS_PROBE_OUT", &report)
-        .stdin(std::process::Stdio::null());
-    let out =
-        tokio::task::spawn_blocking(move || worker.output().expect("run the RSS probe worker"))
-            .await
-            .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the RSS probe worker failed: {text}");
+            &[
+                ("MOCK_KONG_RSS_PROBE", probe_args.as_str()),
+                ("MOCK_KONG_RSS_PROBE_OUT", &report_path.to_string_lossy()),
+            ],
+        )
+    })
+    .await
+    .unwrap();
     let probe: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&report).unwrap_or_else(|e| panic!("no probe report ({e}): {text}")),
     )
@@ -750,21 +743,26 @@ async fn events_keep_rss_flat(events: u32, baseline_at: u32) {
 /// Runs [`events_keep_rss_flat`] alone in a child process of this test binary (the worker test
 /// below), so the RSS it reads is its own and not that of every test running beside it.
 fn rss_flat_in_own_process(events: u32, baseline_at: u32) {
+    run_worker(
+        "faults::rss_flat_worker",
+        &[("MOCK_KONG_RSS_EVENTS", &format!("{events},{baseline_at}"))],
+    );
+}
+
+/// Runs the ignored worker test `test` of this test binary alone in a child process, with
+/// `env`; asserts that it ran and passed, and returns its stdout and stderr.
+fn run_worker(test: &str, env: &[(&str, &str)]) -> String {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "faults::rss_flat_worker",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("MOCK_KONG_RSS_EVENTS", format!("{events},{baseline_at}"))
+        .args(["--exact", test, "--ignored", "--nocapture"])
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run the worker");
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains("1 passed"), "the worker ran: {text}");
+    assert!(out.status.success(), "{test}: {text}");
+    assert!(text.contains("1 passed"), "the worker {test} ran: {text}");
+    text
 }
 
 /// The worker of [`rss_flat_in_own_process`] (`MOCK_KONG_RSS_EVENTS=events,baseline_at`).

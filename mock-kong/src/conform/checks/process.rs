@@ -247,6 +247,8 @@ pub fn orphan(c: &mut Ctx) -> CheckFuture<'_> {
 
 /// How long a server may take to notice that its parent died.
 const ORPHAN_GRACE: Duration = Duration::from_secs(5);
+/// How long the stand-in shell may take to record the server's pid once the socket accepts.
+const ORPHAN_PID_WAIT: Duration = Duration::from_secs(5);
 /// How long the server runs under its stand-in parent after its socket accepts.
 const ORPHAN_SETTLE: Duration = Duration::from_millis(1000);
 
@@ -296,11 +298,12 @@ async fn orphan_inner(c: &mut Ctx) -> Res {
     }
     // The shell writes the pid after forking the server, and a fast server can accept on its
     // socket before the shell has run again: wait for the pid, not only for the socket.
-    let Some(server) = recorded_pid(&pidfile, Duration::from_secs(5)).await else {
+    let Some(server) = recorded_pid(&pidfile, ORPHAN_PID_WAIT).await else {
         cleanup();
-        return Err(
-            "the stand-in parent (/bin/sh) did not record the server's pid within 5 s".into(),
-        );
+        return Err(format!(
+            "the stand-in parent (/bin/sh) did not record the server's pid within {} s",
+            ORPHAN_PID_WAIT.as_secs()
+        ));
     };
     // Start-up output is written while the pipes are open: a server that dies only because a
     // late start-up line hits the closed pipe (SIGPIPE) would pass or fail by timing.
